@@ -1,0 +1,188 @@
+//! Configuration: every setting is a flag with an environment variable of its own, so the same
+//! binary runs from a shell, a systemd unit or a `FROM scratch` container without a config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// The three topics, before the optional prefix.
+pub const TOPIC_BASE_NAMES: [&str; 3] = ["orders", "payments", "deliveries"];
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// shopstream: an e-commerce order pipeline and live operations dashboard on Apache Kafka.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "shopstream", version, about, long_about = None)]
+pub struct Config {
+    /// Kafka bootstrap brokers, comma separated (host:port).
+    #[arg(
+        long = "kafka",
+        env = "SHOPSTREAM_KAFKA",
+        default_value = "127.0.0.1:9092",
+        value_delimiter = ',',
+        value_parser = parse_broker
+    )]
+    pub kafka_brokers: Vec<String>,
+
+    /// Address the HTTP server (API, dashboard, WebSocket) listens on.
+    #[arg(long, env = "SHOPSTREAM_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory for the read-model snapshot and its offsets.
+    #[arg(long, env = "SHOPSTREAM_DATA_DIR", default_value = "shopstream-data")]
+    pub data_dir: PathBuf,
+
+    /// Partitions of each topic when shopstream creates it.
+    #[arg(long, env = "SHOPSTREAM_PARTITIONS", default_value_t = 3,
+          value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub partitions: i32,
+
+    /// Replication factor of each topic when shopstream creates it (3 on a cluster).
+    #[arg(long, env = "SHOPSTREAM_REPLICATION_FACTOR", default_value_t = 1,
+          value_parser = clap::value_parser!(i16).range(1..=16))]
+    pub replication_factor: i16,
+
+    /// Prefix of the three topic names (`<prefix>orders`, ...), to share a cluster.
+    #[arg(long, env = "SHOPSTREAM_TOPIC_PREFIX", default_value = "", value_parser = parse_topic_prefix)]
+    pub topic_prefix: String,
+
+    /// Log format.
+    #[arg(long, env = "SHOPSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Deadline of every single Kafka call (e.g. `5s`, `800ms`); past it the call fails
+    /// instead of hanging, and the API answers 503.
+    #[arg(long, env = "SHOPSTREAM_KAFKA_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub kafka_timeout: Duration,
+}
+
+impl Config {
+    /// Full topic name for one of [`TOPIC_BASE_NAMES`].
+    pub fn topic_name(&self, base: &str) -> String {
+        format!("{}{}", self.topic_prefix, base)
+    }
+}
+
+/// Accepts `host:port`; the host is resolved when connecting, so container names work.
+fn parse_broker(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("broker `{s}` must be host:port"))?;
+    if host.is_empty() {
+        return Err(format!("broker `{s}` has no host"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("broker `{s}` has an invalid port `{port}`"))?;
+    Ok(s.to_string())
+}
+
+/// Kafka topic names allow ASCII letters, digits, `.`, `_` and `-`, at most 249 characters.
+fn parse_topic_prefix(s: &str) -> Result<String, String> {
+    if let Some(bad) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "`{bad}` is not allowed in a Kafka topic name (letters, digits, '.', '_', '-')"
+        ));
+    }
+    if s.len() > 200 {
+        return Err("topic prefix longer than 200 characters".into());
+    }
+    Ok(s.to_string())
+}
+
+/// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 500ms, 5s or 1m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s or m)")),
+    };
+    if d.is_zero() {
+        return Err("a duration of zero is not allowed".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_talk_to_a_local_broker() {
+        let c = Config::try_parse_from(["shopstream"]).unwrap();
+        assert_eq!(c.kafka_brokers, vec!["127.0.0.1:9092".to_string()]);
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.partitions, 3);
+        assert_eq!(c.replication_factor, 1);
+        assert_eq!(c.topic_name("orders"), "orders");
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.kafka_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn flags_are_parsed() {
+        let c = Config::try_parse_from([
+            "shopstream",
+            "--kafka",
+            "a:1,kafka.internal:9093",
+            "--partitions",
+            "6",
+            "--topic-prefix",
+            "shop.",
+            "--log-format",
+            "json",
+            "--kafka-timeout",
+            "750ms",
+        ])
+        .unwrap();
+        assert_eq!(c.kafka_brokers, vec!["a:1", "kafka.internal:9093"]);
+        assert_eq!(c.partitions, 6);
+        assert_eq!(c.topic_name("payments"), "shop.payments");
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.kafka_timeout, Duration::from_millis(750));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        for args in [
+            vec!["shopstream", "--kafka", "nohostport"],
+            vec!["shopstream", "--kafka", "h:notaport"],
+            vec!["shopstream", "--partitions", "0"],
+            vec!["shopstream", "--replication-factor", "0"],
+            vec!["shopstream", "--topic-prefix", "bad prefix"],
+            vec!["shopstream", "--kafka-timeout", "5h"],
+            vec!["shopstream", "--listen", "localhost"],
+        ] {
+            assert!(Config::try_parse_from(&args).is_err(), "{args:?} accepted");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}

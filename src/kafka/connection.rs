@@ -1,0 +1,200 @@
+//! The connection to Kafka and its health, kept by one supervising task.
+//!
+//! The task connects (retrying with backoff while the broker is away), makes sure the topics
+//! exist, publishes the connected [`KafkaSession`], then probes the broker every second. After
+//! a few failed probes in a row it drops the client and connects anew, so a broker that was
+//! restarted or replaced is found again without restarting shopstream.
+//!
+//! Readers (the HTTP handlers, and the producers and consumers built on top) never wait on the
+//! task: they read the latest [`KafkaStatus`] from a `watch` channel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rskafka::client::{Client, ClientBuilder};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::topics::{TopicLayout, ensure_topics};
+use super::{KafkaError, backoff_for, with_deadline};
+use crate::config::Config;
+
+/// How often the broker is probed while connected.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest a probe may take; also how stale the last good probe may be before we call Kafka
+/// unreachable (so a hanging broker is noticed as fast as a stopped one).
+const PROBE_DEADLINE: Duration = Duration::from_secs(2);
+/// Failed probes in a row after which the client is rebuilt from the bootstrap list.
+const PROBES_BEFORE_RECONNECT: u32 = 3;
+/// Bounds of the wait between two connection attempts.
+const RECONNECT_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(200), Duration::from_secs(5));
+
+/// A connected client and the topics it found; replaced as a whole on reconnect, so holders of
+/// an old session can tell (by `generation`) that they should rebuild their partition clients.
+#[derive(Debug)]
+pub struct KafkaSession {
+    pub client: Client,
+    pub topics: TopicLayout,
+    /// Increases by one with each new connection.
+    pub generation: u64,
+}
+
+/// What the rest of the server knows about Kafka right now.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaStatus {
+    /// The current session, once one was established (kept while a reconnect is under way,
+    /// so that calls in flight can still fail properly through their own deadlines).
+    pub session: Option<Arc<KafkaSession>>,
+    /// When the broker last answered a probe.
+    pub last_ok: Option<Instant>,
+    /// Why Kafka is not usable, when it is not.
+    pub problem: Option<String>,
+}
+
+/// Handle on the connection; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct KafkaConnection {
+    status: watch::Receiver<KafkaStatus>,
+}
+
+impl KafkaConnection {
+    /// Starts the supervising task; it runs until `shutdown` is cancelled.
+    pub fn start(config: Arc<Config>, shutdown: CancellationToken) -> Self {
+        let (tx, rx) = watch::channel(KafkaStatus {
+            problem: Some("connecting to Kafka".into()),
+            ..KafkaStatus::default()
+        });
+        tokio::spawn(supervise(config, tx, shutdown));
+        Self { status: rx }
+    }
+
+    /// The latest status.
+    pub fn status(&self) -> KafkaStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that wakes up on every status change (for tasks that follow reconnects).
+    pub fn subscribe(&self) -> watch::Receiver<KafkaStatus> {
+        self.status.clone()
+    }
+
+    /// The session when Kafka answered recently, or why it cannot be used.
+    pub fn ready_session(&self) -> Result<Arc<KafkaSession>, KafkaError> {
+        let status = self.status.borrow();
+        if let Some(problem) = &status.problem {
+            return Err(KafkaError::NotConnected(problem.clone()));
+        }
+        let fresh = status
+            .last_ok
+            .is_some_and(|at| at.elapsed() <= PROBE_INTERVAL + PROBE_DEADLINE);
+        match (&status.session, fresh) {
+            (Some(session), true) => Ok(Arc::clone(session)),
+            (Some(_), false) => Err(KafkaError::NotConnected(format!(
+                "the broker has not answered for more than {:?}",
+                PROBE_INTERVAL + PROBE_DEADLINE
+            ))),
+            (None, _) => Err(KafkaError::NotConnected("connecting to Kafka".into())),
+        }
+    }
+}
+
+/// Connect, probe, reconnect: until shutdown.
+async fn supervise(
+    config: Arc<Config>,
+    tx: watch::Sender<KafkaStatus>,
+    shutdown: CancellationToken,
+) {
+    let mut generation = 0;
+    let mut wait = RECONNECT_BACKOFF.0;
+    loop {
+        let attempt = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            attempt = connect(&config) => attempt,
+        };
+        match attempt {
+            Ok((client, topics)) => {
+                generation += 1;
+                wait = RECONNECT_BACKOFF.0;
+                tracing::info!(
+                    brokers = ?config.kafka_brokers,
+                    generation,
+                    topics = ?topics.topics.iter().map(|t| format!("{}({})", t.name, t.partitions)).collect::<Vec<_>>(),
+                    "connected to Kafka"
+                );
+                let session = Arc::new(KafkaSession {
+                    client,
+                    topics,
+                    generation,
+                });
+                tx.send_replace(KafkaStatus {
+                    session: Some(Arc::clone(&session)),
+                    last_ok: Some(Instant::now()),
+                    problem: None,
+                });
+                if !monitor(&session, &tx, &shutdown).await {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?wait, "cannot connect to Kafka");
+                tx.send_modify(|s| s.problem = Some(error.to_string()));
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(RECONNECT_BACKOFF.1);
+            }
+        }
+    }
+}
+
+/// Builds a client from the bootstrap list and makes sure the topics exist.
+async fn connect(config: &Config) -> Result<(Client, TopicLayout), KafkaError> {
+    let builder = ClientBuilder::new(config.kafka_brokers.clone())
+        .client_id(format!("shopstream-{}", env!("CARGO_PKG_VERSION")))
+        .backoff_config(backoff_for(config.kafka_timeout));
+    let client = with_deadline("connect", config.kafka_timeout, builder.build()).await?;
+    let topics = ensure_topics(&client, config).await?;
+    Ok((client, topics))
+}
+
+/// Probes the broker until it stops answering for good (returns `true`: reconnect) or
+/// shutdown (returns `false`).
+async fn monitor(
+    session: &KafkaSession,
+    tx: &watch::Sender<KafkaStatus>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut failures = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+        }
+        match with_deadline("probe", PROBE_DEADLINE, session.client.list_topics()).await {
+            Ok(_) => {
+                if failures > 0 {
+                    tracing::info!("Kafka answers again");
+                }
+                failures = 0;
+                tx.send_modify(|s| {
+                    s.last_ok = Some(Instant::now());
+                    s.problem = None;
+                });
+            }
+            Err(error) => {
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(%error, "Kafka stopped answering");
+                }
+                tx.send_modify(|s| s.problem = Some(error.to_string()));
+                if failures >= PROBES_BEFORE_RECONNECT {
+                    tracing::info!("rebuilding the Kafka client");
+                    return true;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Everything that talks to Kafka, through rskafka only.
+//!
+//! - [`connection`]: builds the rskafka client with a deadline on every call, keeps it healthy
+//!   (probing, reconnecting) and tells the rest of the server whether Kafka answers.
+//! - [`topics`]: creates the three topics when missing and learns their partition counts.
+//!
+//! Every call goes through [`with_deadline`]: rskafka retries forever by default, and a server
+//! that hangs because its broker is away is worse than one that answers 503.
+
+pub mod connection;
+pub mod topics;
+
+use std::future::Future;
+use std::time::Duration;
+
+use rskafka::BackoffConfig;
+
+pub use connection::{KafkaConnection, KafkaStatus};
+pub use topics::{TopicInfo, TopicLayout};
+
+/// What went wrong while talking to Kafka.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// The call did not finish before its deadline (the broker is away or overloaded).
+    #[error("Kafka did not answer `{operation}` within {after:?}")]
+    Timeout {
+        operation: &'static str,
+        after: Duration,
+    },
+    /// rskafka reported an error (connection refused, protocol error, retries exhausted).
+    #[error("Kafka `{operation}` failed: {source}")]
+    Client {
+        operation: &'static str,
+        #[source]
+        source: rskafka::client::error::Error,
+    },
+    /// A topic is missing or not usable after shopstream tried to create it.
+    #[error("topic `{topic}`: {reason}")]
+    Topic { topic: String, reason: String },
+    /// No connection to Kafka has been established yet (or it was lost).
+    #[error("not connected to Kafka: {0}")]
+    NotConnected(String),
+}
+
+/// Runs one Kafka call with a deadline, naming the operation in the error.
+pub async fn with_deadline<T, F>(
+    operation: &'static str,
+    after: Duration,
+    call: F,
+) -> Result<T, KafkaError>
+where
+    F: Future<Output = Result<T, rskafka::client::error::Error>>,
+{
+    match tokio::time::timeout(after, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(source)) => Err(KafkaError::Client { operation, source }),
+        Err(_) => Err(KafkaError::Timeout { operation, after }),
+    }
+}
+
+/// rskafka's internal retries, bounded by the same deadline as the call around them, so a
+/// failing call gives up (and its error reaches us) instead of retrying in the background.
+pub fn backoff_for(deadline: Duration) -> BackoffConfig {
+    BackoffConfig {
+        init_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_secs(1),
+        base: 2.0,
+        deadline: Some(deadline),
+    }
+}

@@ -1,0 +1,153 @@
+//! The shopstream binary against the real broker: topics, health, readiness, routing, shutdown.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Server, http};
+
+#[tokio::test]
+async fn starts_creates_its_topics_and_becomes_ready() {
+    let bootstrap = support::bootstrap();
+    let prefix = format!("{}.", support::unique_name("start"));
+    let mut server = Server::start(
+        &bootstrap,
+        &["--topic-prefix", &prefix, "--partitions", "4"],
+    );
+    server.wait_ready(Duration::from_secs(60)).await;
+
+    let (status, body) = http::get(server.addr, "/readyz").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "ready");
+    let reported: Vec<(String, i64)> = body["kafka"]["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                t["partitions"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, i64)> = ["orders", "payments", "deliveries"]
+        .iter()
+        .map(|base| (format!("{prefix}{base}"), 4))
+        .collect();
+    assert_eq!(reported, expected);
+
+    // The broker itself has them, with the configured partition count.
+    let client = support::kafka_client(&bootstrap).await;
+    let topics = client.list_topics().await.unwrap();
+    for (name, partitions) in &expected {
+        let topic = topics
+            .iter()
+            .find(|t| &t.name == name)
+            .unwrap_or_else(|| panic!("topic {name} missing on the broker"));
+        assert_eq!(topic.partitions.len() as i64, *partitions, "{name}");
+    }
+
+    let (status, body) = http::get(server.addr, "/healthz").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "ok");
+
+    let status = server.terminate(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    assert!(server.logs().contains("\"stopped\""), "{}", server.logs());
+}
+
+#[tokio::test]
+async fn a_second_instance_finds_existing_topics_and_keeps_their_partition_count() {
+    let bootstrap = support::bootstrap();
+    let prefix = format!("{}.", support::unique_name("existing"));
+    let first = Server::start(
+        &bootstrap,
+        &["--topic-prefix", &prefix, "--partitions", "2"],
+    );
+    first.wait_ready(Duration::from_secs(60)).await;
+    // Asked for 5, but the topics exist with 2: the broker's layout wins.
+    let second = Server::start(
+        &bootstrap,
+        &["--topic-prefix", &prefix, "--partitions", "5"],
+    );
+    second.wait_ready(Duration::from_secs(60)).await;
+    let (_, body) = http::get(second.addr, "/readyz").await.unwrap();
+    for topic in body["kafka"]["topics"].as_array().unwrap() {
+        assert_eq!(topic["partitions"], 2, "{topic}");
+    }
+    assert!(
+        second.logs().contains("another partition count"),
+        "{}",
+        second.logs()
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    // Routing needs no broker: point at a port where nothing listens.
+    let nowhere = format!("127.0.0.1:{}", support::free_port());
+    let server = Server::start(&nowhere, &[]);
+    let (status, body) = http::get(server.addr, "/no/such/page").await.unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/no/such/page")
+    );
+
+    let (status, body) = http::post(server.addr, "/healthz", &serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 405);
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+}
+
+#[tokio::test]
+async fn without_a_broker_it_is_alive_but_not_ready_and_says_why() {
+    let nowhere = format!("127.0.0.1:{}", support::free_port());
+    let server = Server::start(&nowhere, &["--kafka-timeout", "1s"]);
+    let (status, _) = http::get(server.addr, "/healthz").await.unwrap();
+    assert_eq!(status, 200);
+    let (status, body) = http::get(server.addr, "/readyz").await.unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "kafka_unavailable");
+    assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn bad_flags_are_refused_before_anything_starts() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shopstream"))
+        .args(["--partitions", "zero"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--partitions"));
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shopstream"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("shopstream {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_busy_listen_address_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shopstream"))
+        .args(["--listen", &addr, "--kafka", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot listen on") && stderr.contains(&addr),
+        "{stderr}"
+    );
+}

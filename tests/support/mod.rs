@@ -1,0 +1,346 @@
+//! Shared helpers for the integration tests, which all run against a real Apache Kafka broker.
+//!
+//! - [`bootstrap`]: the broker in `KAFKA_BOOTSTRAP` when set, otherwise the local one that
+//!   `compose/kafka-local start` runs (started once; the script is idempotent and locked, so
+//!   test binaries and parallel tests share it).
+//! - [`unique_name`]: a fresh topic prefix per test, so tests never see each other's records
+//!   and can run in parallel on one broker.
+//! - [`PrivateBroker`]: a broker of a test's own, for tests that stop it.
+//! - [`Server`]: the real `shopstream` binary as a child process, killed when dropped.
+//! - [`http`]: a tiny HTTP/1.1 client (hyper) for calling the server.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+/// The repository root (where `compose/kafka-local` lives).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Bootstrap address of the shared test broker.
+pub fn bootstrap() -> String {
+    static BOOTSTRAP: OnceLock<String> = OnceLock::new();
+    BOOTSTRAP
+        .get_or_init(|| match std::env::var("KAFKA_BOOTSTRAP") {
+            Ok(addr) if !addr.trim().is_empty() => addr.trim().to_string(),
+            _ => kafka_local(&["start"]),
+        })
+        .clone()
+}
+
+/// Runs `compose/kafka-local ARGS...` and returns the last line it printed.
+pub fn kafka_local(args: &[&str]) -> String {
+    let script = repo_root().join("compose/kafka-local");
+    let output = Command::new(&script)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "compose/kafka-local {args:?} failed ({})",
+        output.status
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// `<test>-<8 random hex>`, usable as a topic name or a topic prefix (`<name>.`).
+pub fn unique_name(test: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("t-{test}-{}", &id[..8])
+}
+
+/// A TCP port on 127.0.0.1 where nothing listens (free at the time of the call).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A free TCP port on 127.0.0.1 such that `port + offset` is free too (the local broker puts
+/// its controller at broker port + 1000).
+pub fn free_port_pair(offset: u16) -> u16 {
+    for _ in 0..100 {
+        let first = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        if let Some(second) = port.checked_add(offset)
+            && TcpListener::bind(("127.0.0.1", second)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free pair of ports found");
+}
+
+/// A single-node broker of one test's own (its own port and state dir), for tests that stop
+/// or restart it. Stopped and wiped when dropped.
+pub struct PrivateBroker {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub bootstrap: String,
+}
+
+impl PrivateBroker {
+    pub fn start(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique_name(test));
+        let port = free_port_pair(1000);
+        let bootstrap = kafka_local(&[
+            "start",
+            "--port",
+            &port.to_string(),
+            "--dir",
+            dir.to_str().unwrap(),
+        ]);
+        Self {
+            dir,
+            port,
+            bootstrap,
+        }
+    }
+
+    /// Stops the broker, keeping its data so that [`Self::restart`] brings the same log back.
+    pub fn stop(&self) {
+        kafka_local(&["stop", "--dir", self.dir.to_str().unwrap()]);
+    }
+
+    pub fn restart(&self) {
+        let again = kafka_local(&[
+            "start",
+            "--port",
+            &self.port.to_string(),
+            "--dir",
+            self.dir.to_str().unwrap(),
+        ]);
+        assert_eq!(again, self.bootstrap);
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("compose/kafka-local"))
+            .args(["stop", "--wipe", "--dir", self.dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The `shopstream` binary running as a child process, with JSON logs captured.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts shopstream on a free port with `--kafka <bootstrap>` and `extra` flags, and waits
+    /// until it listens (not until it is ready: see [`Self::wait_ready`]).
+    pub fn start(bootstrap: &str, extra: &[&str]) -> Self {
+        let data_dir = std::env::temp_dir().join(unique_name("data"));
+        Self::start_with_data_dir(bootstrap, extra, data_dir)
+    }
+
+    pub fn start_with_data_dir(bootstrap: &str, extra: &[&str], data_dir: PathBuf) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shopstream"))
+            .args([
+                "--kafka",
+                bootstrap,
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start shopstream");
+
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                    && event["message"] == "listening"
+                    && let Some(addr) = event["addr"].as_str()
+                {
+                    let _ = addr_tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "shopstream did not listen; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Self {
+            child,
+            addr,
+            logs,
+            data_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Everything logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Waits (bounded) until `/readyz` answers 200.
+    pub async fn wait_ready(&self, within: Duration) {
+        let started = Instant::now();
+        loop {
+            if let Ok((200, _)) = http::get(self.addr, "/readyz").await {
+                return;
+            }
+            assert!(
+                started.elapsed() < within,
+                "shopstream not ready after {within:?}; logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < within,
+                "shopstream did not stop after SIGTERM within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- shopstream logs ---\n{}", self.logs());
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// A path is a path: keeps call sites short.
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A minimal HTTP/1.1 client on hyper: one connection per request, every call bounded.
+pub mod http {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::Request;
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpStream;
+
+    /// Longest any test request may take before it counts as hanging.
+    pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+    /// Status and parsed JSON body (`Null` when the body is not JSON).
+    pub type Answer = (u16, serde_json::Value);
+
+    pub async fn get(addr: SocketAddr, path: &str) -> Result<Answer, String> {
+        request(addr, "GET", path, None).await
+    }
+
+    pub async fn post(
+        addr: SocketAddr,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<Answer, String> {
+        request(addr, "POST", path, Some(body.to_string())).await
+    }
+
+    pub async fn request(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<Answer, String> {
+        tokio::time::timeout(REQUEST_DEADLINE, async {
+            let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", addr.to_string())
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.unwrap_or_default())))
+                .unwrap();
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            Ok((status, json))
+        })
+        .await
+        .map_err(|_| format!("{method} {path} did not answer within {REQUEST_DEADLINE:?}"))?
+    }
+}
+
+/// An rskafka client on `bootstrap`, for tests that look at the broker directly.
+pub async fn kafka_client(bootstrap: &str) -> rskafka::client::Client {
+    let brokers = bootstrap.split(',').map(str::to_string).collect();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        rskafka::client::ClientBuilder::new(brokers).build(),
+    )
+    .await
+    .expect("connecting to Kafka timed out")
+    .expect("cannot connect to Kafka")
+}
