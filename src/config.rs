@@ -7,9 +7,6 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-/// The three topics, before the optional prefix.
-pub const TOPIC_BASE_NAMES: [&str; 3] = ["orders", "payments", "deliveries"];
-
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -66,7 +63,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// Full topic name for one of [`TOPIC_BASE_NAMES`].
+    /// Full topic name for `orders`, `payments` or `deliveries`.
     pub fn topic_name(&self, base: &str) -> String {
         format!("{}{}", self.topic_prefix, base)
     }

@@ -15,9 +15,10 @@
 //! [`run`] wires them together; `main.rs` only parses the configuration and calls it.
 
 pub mod config;
-// pub mod domain;
+pub mod domain;
 pub mod http;
 pub mod kafka;
+pub mod model;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -8,28 +8,37 @@ use rskafka::client::Client;
 use rskafka::client::error::{Error as ClientError, ProtocolError};
 
 use super::{KafkaError, with_deadline};
-use crate::config::{Config, TOPIC_BASE_NAMES};
+use crate::config::Config;
+use crate::domain::event::TopicRole;
 
 /// One topic as the broker knows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TopicInfo {
-    /// Name without the prefix: `orders`, `payments` or `deliveries`.
-    pub role: &'static str,
+    /// Which of the three topics this is.
+    pub role: TopicRole,
     /// Full name on the broker.
     pub name: String,
     pub partitions: i32,
 }
 
-/// The three topics shopstream uses, in the order of [`TOPIC_BASE_NAMES`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// The three topics shopstream uses, in the order of [`TopicRole::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TopicLayout {
     pub topics: Vec<TopicInfo>,
 }
 
 impl TopicLayout {
-    /// The topic playing `role` (`orders`, `payments`, `deliveries`).
-    pub fn get(&self, role: &str) -> Option<&TopicInfo> {
-        self.topics.iter().find(|t| t.role == role)
+    /// The topic playing `role`.
+    pub fn get(&self, role: TopicRole) -> &TopicInfo {
+        self.topics
+            .iter()
+            .find(|t| t.role == role)
+            .expect("a layout always holds the three topics")
+    }
+
+    /// The role of a full topic name, if it is one of ours.
+    pub fn role_of(&self, name: &str) -> Option<TopicRole> {
+        self.topics.iter().find(|t| t.name == name).map(|t| t.role)
     }
 }
 
@@ -45,8 +54,8 @@ pub async fn ensure_topics(client: &Client, config: &Config) -> Result<TopicLayo
             source,
         })?;
 
-    for base in TOPIC_BASE_NAMES {
-        let name = config.topic_name(base);
+    for role in TopicRole::ALL {
+        let name = config.topic_name(role.as_str());
         if existing.iter().any(|t| t.name == name) {
             continue;
         }
@@ -101,21 +110,21 @@ async fn wait_for_topics(client: &Client, config: &Config) -> Result<TopicLayout
     loop {
         let listed =
             with_deadline("list topics", config.kafka_timeout, client.list_topics()).await?;
-        let topics: Vec<TopicInfo> = TOPIC_BASE_NAMES
-            .iter()
-            .filter_map(|base| {
-                let name = config.topic_name(base);
+        let topics: Vec<TopicInfo> = TopicRole::ALL
+            .into_iter()
+            .filter_map(|role| {
+                let name = config.topic_name(role.as_str());
                 listed
                     .iter()
                     .find(|t| t.name == name && !t.partitions.is_empty())
                     .map(|t| TopicInfo {
-                        role: base,
+                        role,
                         name,
                         partitions: t.partitions.len() as i32,
                     })
             })
             .collect();
-        if topics.len() == TOPIC_BASE_NAMES.len() {
+        if topics.len() == TopicRole::ALL.len() {
             for t in topics.iter().filter(|t| t.partitions != config.partitions) {
                 tracing::warn!(
                     topic = %t.name,
@@ -127,9 +136,9 @@ async fn wait_for_topics(client: &Client, config: &Config) -> Result<TopicLayout
             return Ok(TopicLayout { topics });
         }
         if started.elapsed() > config.kafka_timeout {
-            let missing = TOPIC_BASE_NAMES
+            let missing = TopicRole::ALL
                 .iter()
-                .map(|b| config.topic_name(b))
+                .map(|r| config.topic_name(r.as_str()))
                 .find(|n| !topics.iter().any(|t| &t.name == n))
                 .unwrap_or_default();
             return Err(KafkaError::Topic {

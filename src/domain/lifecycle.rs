@@ -1,0 +1,258 @@
+//! The order lifecycle:
+//!
+//! ```text
+//! Pending ──pay ok──▶ Paid ──ship──▶ Shipped ─▶ In Transit ─▶ Out for Delivery ─▶ Delivered
+//!    │  ╲──pay failed──▶ Payment Failed ──pay ok──▶ Paid            (forward moves only;
+//!    │                       │    ╲──pay failed (retry)──╯           steps may be skipped)
+//!    ╰──cancel──▶ Cancelled ◀╯
+//! ```
+//!
+//! [`transition`] is the one rule book: the API asks it before writing (an illegal command is
+//! a 409 that says why) and the read model asks it while applying the log (an event that breaks
+//! it, from a foreign producer or a race between two instances, is kept and flagged as an
+//! anomaly, and never stops consumption).
+
+use std::fmt;
+
+use super::event::{DeliveryStatus, EventBody, PaymentStatus, normalise};
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum OrderStatus {
+    #[serde(rename = "Pending")]
+    Pending,
+    #[serde(rename = "Payment Failed")]
+    PaymentFailed,
+    #[serde(rename = "Paid")]
+    Paid,
+    #[serde(rename = "Shipped")]
+    Shipped,
+    #[serde(rename = "In Transit")]
+    InTransit,
+    #[serde(rename = "Out for Delivery")]
+    OutForDelivery,
+    #[serde(rename = "Delivered")]
+    Delivered,
+    #[serde(rename = "Cancelled")]
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub const ALL: [OrderStatus; 8] = [
+        OrderStatus::Pending,
+        OrderStatus::PaymentFailed,
+        OrderStatus::Paid,
+        OrderStatus::Shipped,
+        OrderStatus::InTransit,
+        OrderStatus::OutForDelivery,
+        OrderStatus::Delivered,
+        OrderStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "Pending",
+            OrderStatus::PaymentFailed => "Payment Failed",
+            OrderStatus::Paid => "Paid",
+            OrderStatus::Shipped => "Shipped",
+            OrderStatus::InTransit => "In Transit",
+            OrderStatus::OutForDelivery => "Out for Delivery",
+            OrderStatus::Delivered => "Delivered",
+            OrderStatus::Cancelled => "Cancelled",
+        }
+    }
+
+    /// Accepts `Payment Failed`, `payment_failed`, `PAYMENTFAILED`, ...
+    pub fn parse(s: &str) -> Option<Self> {
+        let wanted = normalise(s);
+        Self::ALL
+            .into_iter()
+            .find(|o| normalise(o.as_str()) == wanted)
+    }
+
+    /// Money was taken for this order (it counts as revenue).
+    pub fn is_paid(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Paid
+                | OrderStatus::Shipped
+                | OrderStatus::InTransit
+                | OrderStatus::OutForDelivery
+                | OrderStatus::Delivered
+        )
+    }
+
+    /// A parcel is on its way.
+    pub fn is_in_delivery(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Shipped | OrderStatus::InTransit | OrderStatus::OutForDelivery
+        )
+    }
+
+    fn from_delivery(d: DeliveryStatus) -> Self {
+        match d {
+            DeliveryStatus::Shipped => OrderStatus::Shipped,
+            DeliveryStatus::InTransit => OrderStatus::InTransit,
+            DeliveryStatus::OutForDelivery => OrderStatus::OutForDelivery,
+            DeliveryStatus::Delivered => OrderStatus::Delivered,
+        }
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an event cannot apply to an order in its current state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Violation(pub String);
+
+/// The status after `event`, for an order currently in `current` (`None`: not created yet).
+pub fn transition(
+    current: Option<OrderStatus>,
+    event: &EventBody,
+) -> Result<OrderStatus, Violation> {
+    use OrderStatus::*;
+    let Some(current) = current else {
+        return match event {
+            EventBody::OrderCreated(_) => Ok(Pending),
+            _ => Err(Violation("the order does not exist (yet)".into())),
+        };
+    };
+    let refuse = |what: &str| Err(Violation(format!("cannot {what}: the order is {current}")));
+    match event {
+        EventBody::OrderCreated(_) => Err(Violation("the order was already created".into())),
+        EventBody::OrderCancelled { .. } => match current {
+            Pending | PaymentFailed => Ok(Cancelled),
+            _ => refuse("cancel"),
+        },
+        EventBody::PaymentProcessed(p) => match current {
+            Pending | PaymentFailed => Ok(match p.status {
+                PaymentStatus::Success => Paid,
+                PaymentStatus::Failed => PaymentFailed,
+            }),
+            _ => refuse("take a payment"),
+        },
+        EventBody::Delivery(d) => {
+            let next = OrderStatus::from_delivery(d.status);
+            match current {
+                Paid => Ok(next),
+                Shipped | InTransit | OutForDelivery if next > current => Ok(next),
+                Shipped | InTransit | OutForDelivery => Err(Violation(format!(
+                    "a delivery only moves forward: the order is {current}, not before {next}"
+                ))),
+                Pending | PaymentFailed => refuse("ship before payment"),
+                _ => refuse("ship"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::{DeliveryDetails, PaymentDetails};
+    use crate::domain::money::Money;
+
+    fn pay(ok: bool) -> EventBody {
+        EventBody::PaymentProcessed(PaymentDetails {
+            payment_id: "p".into(),
+            amount: Money::from_minor(100),
+            method: "PayPal".into(),
+            status: if ok {
+                PaymentStatus::Success
+            } else {
+                PaymentStatus::Failed
+            },
+            failure_reason: None,
+        })
+    }
+
+    fn deliver(status: DeliveryStatus) -> EventBody {
+        EventBody::Delivery(DeliveryDetails {
+            delivery_id: "d".into(),
+            address: "a".into(),
+            status,
+            estimated_date: None,
+            carrier: None,
+        })
+    }
+
+    fn cancel() -> EventBody {
+        EventBody::OrderCancelled { reason: None }
+    }
+
+    use OrderStatus::*;
+
+    #[test]
+    fn the_happy_path() {
+        let mut s = Some(Pending);
+        for (event, expected) in [
+            (pay(false), PaymentFailed),
+            (pay(true), Paid),
+            (deliver(DeliveryStatus::Shipped), Shipped),
+            (deliver(DeliveryStatus::InTransit), InTransit),
+            (deliver(DeliveryStatus::OutForDelivery), OutForDelivery),
+            (deliver(DeliveryStatus::Delivered), Delivered),
+        ] {
+            s = Some(transition(s, &event).unwrap());
+            assert_eq!(s, Some(expected));
+        }
+    }
+
+    #[test]
+    fn illegal_moves_say_why() {
+        let cases = [
+            (Some(Paid), cancel(), "cannot cancel: the order is Paid"),
+            (
+                Some(Paid),
+                pay(true),
+                "cannot take a payment: the order is Paid",
+            ),
+            (
+                Some(Pending),
+                deliver(DeliveryStatus::Shipped),
+                "cannot ship before payment",
+            ),
+            (Some(Cancelled), pay(true), "the order is Cancelled"),
+            (
+                Some(Delivered),
+                deliver(DeliveryStatus::InTransit),
+                "cannot ship: the order is Delivered",
+            ),
+            (
+                Some(InTransit),
+                deliver(DeliveryStatus::Shipped),
+                "only moves forward",
+            ),
+            (None, pay(true), "does not exist"),
+        ];
+        for (state, event, why) in cases {
+            let err = transition(state, &event).unwrap_err();
+            assert!(err.0.contains(why), "{state:?}: {err} should say {why}");
+        }
+    }
+
+    #[test]
+    fn cancellation_and_skipping_steps() {
+        assert_eq!(transition(Some(Pending), &cancel()), Ok(Cancelled));
+        assert_eq!(transition(Some(PaymentFailed), &cancel()), Ok(Cancelled));
+        assert_eq!(
+            transition(Some(Paid), &deliver(DeliveryStatus::Delivered)),
+            Ok(Delivered)
+        );
+    }
+
+    #[test]
+    fn status_names() {
+        assert_eq!(OrderStatus::parse("payment_failed"), Some(PaymentFailed));
+        assert_eq!(OrderStatus::parse("Out for Delivery"), Some(OutForDelivery));
+        assert_eq!(OrderStatus::parse("nope"), None);
+        assert!(Delivered.is_paid() && !Cancelled.is_paid() && Shipped.is_in_delivery());
+    }
+}
