@@ -3,13 +3,21 @@
 //! An e-commerce order pipeline and live operations dashboard on Apache Kafka, in one static,
 //! C-free binary. Shop clients call the REST API; every order, payment and delivery change is
 //! an event in Kafka (through the pure-Rust client rskafka); the server consumes its topics
-//! partition by partition with offsets it tracks itself and serves what it rebuilt.
+//! partition by partition with offsets it tracks itself, rebuilds its state from them and
+//! pushes every event to open dashboards.
 //!
 //! ## Map of the crate
 //! - [`config`]: flags and environment variables.
 //! - [`telemetry`]: logging (text or JSON).
-//! - [`kafka`]: the rskafka client with deadlines, its health, the topics.
-//! - [`http`]: the hyper server, routing, the JSON error type.
+//! - [`domain`]: pure shop logic: money, partitioner, event records, lifecycle, validation.
+//! - [`model`]: the read model built from consumed events, its queries, snapshots, and the
+//!   shared [`model::store::Store`].
+//! - [`kafka`]: rskafka with deadlines: connection and health, topics, producer lanes,
+//!   partition consumers.
+//! - [`shop`]: the commands (place, pay, cancel, ship, advance): validate against the read
+//!   model, write the event, answer.
+//! - [`live`]: fan-out of consumed events and the WebSocket sessions.
+//! - [`http`]: the hyper server, routing, handlers, the JSON error type.
 //! - [`shutdown`]: SIGINT/SIGTERM to a cancellation token.
 //!
 //! [`run`] wires them together; `main.rs` only parses the configuration and calls it.
@@ -18,38 +26,48 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod kafka;
+pub mod live;
 pub mod model;
+pub mod shop;
 pub mod shutdown;
 pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 use kafka::KafkaConnection;
+use kafka::consumer::CatchUp;
+use kafka::producer::Producer;
+use model::ReadModel;
+use model::snapshot;
+use model::store::Store;
+use shop::Shop;
 
-/// State shared by every request handler. Written only at start-up; the parts that change
-/// (Kafka's status) carry their own synchronisation.
+/// How often the snapshot is saved while events arrive.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// State shared by every request handler. The fields are set at start-up; the parts that
+/// change carry their own synchronisation.
 #[derive(Debug)]
 pub struct AppState {
     pub config: Arc<Config>,
-    /// Written by the Kafka supervisor task, read by handlers.
+    /// Written by the Kafka supervisor task, read by everyone.
     pub kafka: KafkaConnection,
+    /// Written by the partition consumers only; read by handlers and live sessions.
+    pub store: Arc<Store>,
+    pub shop: Shop,
+    /// Partition clients for `/api/kafka`'s offset look-ups.
+    pub offsets: kafka::offsets::OffsetsReader,
+    /// Set once the consumers started; tells whether the replay at start is over.
+    pub catch_up: std::sync::OnceLock<Arc<CatchUp>>,
     pub started_at: Instant,
-}
-
-/// The address a person on this machine opens: a wildcard listen address becomes loopback.
-fn local_url(addr: SocketAddr) -> String {
-    let ip = match addr.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
-        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
-        ip => ip,
-    };
-    format!("http://{}/", SocketAddr::new(ip, addr.port()))
+    /// Cancelled at shutdown (live sessions close with a close frame).
+    pub shutdown: CancellationToken,
 }
 
 /// Why the server could not run.
@@ -61,6 +79,16 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The address a person on this machine opens: a wildcard listen address becomes loopback.
+fn local_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}/", SocketAddr::new(ip, addr.port()))
 }
 
 /// Runs the server until `shutdown` is cancelled (by a signal, or by the caller in tests).
@@ -77,12 +105,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         source,
     })?;
 
-    let kafka = KafkaConnection::start(Arc::clone(&config), shutdown.child_token());
+    let background = shutdown.child_token();
+    let kafka = KafkaConnection::start(Arc::clone(&config), background.clone());
+    let store = Arc::new(Store::new(ReadModel::new()));
+    let producer = Producer::new(kafka.clone(), config.kafka_timeout, background.clone());
+    let shop = Shop::new(Arc::clone(&store), producer);
     let state = Arc::new(AppState {
         config: Arc::clone(&config),
-        kafka,
+        kafka: kafka.clone(),
+        store: Arc::clone(&store),
+        shop,
+        offsets: Default::default(),
+        catch_up: std::sync::OnceLock::new(),
         started_at: Instant::now(),
+        shutdown: shutdown.clone(),
     });
+
+    let pipeline = tokio::spawn(run_pipeline(Arc::clone(&state), background.clone()));
 
     tracing::info!(
         %addr,
@@ -90,7 +129,106 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         version = env!("CARGO_PKG_VERSION"),
         "listening"
     );
-    http::serve(listener, state, shutdown.clone()).await;
+    http::serve(listener, Arc::clone(&state), shutdown.clone()).await;
+    background.cancel();
+    let _ = pipeline.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Waits for Kafka, loads the snapshot, runs the partition consumers and the snapshot writer;
+/// at shutdown stops the consumers and saves a last snapshot.
+async fn run_pipeline(state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut status = state.kafka.subscribe();
+    let session = loop {
+        if let Some(session) = status.borrow_and_update().session.clone() {
+            break session;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = status.changed() => if changed.is_err() { return },
+        }
+    };
+    let layout = session.topics.clone();
+    let data_dir = state.config.data_dir.clone();
+
+    let loaded = {
+        let dir = data_dir.clone();
+        let layout = layout.clone();
+        tokio::task::spawn_blocking(move || snapshot::load(&dir, &layout)).await
+    };
+    let from_snapshot = match loaded {
+        Ok(Ok(snapshot::Loaded::Model(model))) => {
+            tracing::info!(
+                events = model.event_count(),
+                orders = model.order_count(),
+                "loaded the snapshot; resuming from its offsets"
+            );
+            state.store.replace(*model);
+            true
+        }
+        Ok(Ok(snapshot::Loaded::Missing)) => {
+            tracing::info!("no snapshot yet; replaying the log from the earliest offsets");
+            false
+        }
+        Ok(Ok(snapshot::Loaded::Ignored(why))) => {
+            tracing::warn!(%why, "ignoring the snapshot; replaying the log from the earliest offsets");
+            false
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "cannot read the snapshot; replaying the log from the earliest offsets");
+            false
+        }
+        Err(error) => {
+            tracing::error!(%error, "snapshot loading panicked");
+            false
+        }
+    };
+
+    let partitions: usize = layout.topics.iter().map(|t| t.partitions as usize).sum();
+    let catch_up = Arc::new(CatchUp::new(partitions, from_snapshot));
+    let _ = state.catch_up.set(Arc::clone(&catch_up));
+    let consumers_stop = CancellationToken::new();
+    let mut consumers = kafka::consumer::spawn_consumers(
+        &session,
+        state.kafka.clone(),
+        Arc::clone(&state.store),
+        catch_up,
+        consumers_stop.clone(),
+        state.config.kafka_timeout,
+    );
+
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(SNAPSHOT_INTERVAL) => save_snapshot(&state, &layout, &data_dir).await,
+        }
+    }
+    consumers_stop.cancel();
+    while consumers.join_next().await.is_some() {}
+    state.store.take_dirty();
+    save_snapshot_now(&state, &layout, &data_dir).await;
+}
+
+async fn save_snapshot(state: &AppState, layout: &kafka::TopicLayout, dir: &std::path::Path) {
+    if state.store.take_dirty() {
+        save_snapshot_now(state, layout, dir).await;
+    }
+}
+
+/// Encodes under the read lock, writes outside it.
+async fn save_snapshot_now(state: &AppState, layout: &kafka::TopicLayout, dir: &std::path::Path) {
+    let started = Instant::now();
+    let bytes = state.store.read(|model| snapshot::encode(model, layout));
+    let size = bytes.len();
+    let dir = dir.to_path_buf();
+    match tokio::task::spawn_blocking(move || snapshot::write(&dir, &bytes)).await {
+        Ok(Ok(())) => tracing::debug!(
+            bytes = size,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot saved"
+        ),
+        Ok(Err(error)) => tracing::error!(%error, "cannot save the snapshot"),
+        Err(error) => tracing::error!(%error, "snapshot writing panicked"),
+    }
 }

@@ -5,6 +5,7 @@ use hyper::StatusCode;
 
 use super::{Response, json_response};
 use crate::kafka::KafkaError;
+use crate::shop::ShopError;
 
 /// An error answer: status, a stable machine code, and a message a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Extra members of the error object (`fields` of a validation error, say).
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
@@ -20,7 +23,20 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: None,
         }
+    }
+
+    /// Adds a member to the error object.
+    pub fn with(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.details
+            .get_or_insert_with(serde_json::Map::new)
+            .insert(name.to_string(), value);
+        self
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -37,10 +53,10 @@ impl ApiError {
 
     /// The JSON answer for this error.
     pub fn into_response(self) -> Response {
-        json_response(
-            self.status,
-            &serde_json::json!({ "error": { "code": self.code, "message": self.message } }),
-        )
+        let mut error = self.details.unwrap_or_default();
+        error.insert("code".into(), self.code.into());
+        error.insert("message".into(), self.message.into());
+        json_response(self.status, &serde_json::json!({ "error": error }))
     }
 }
 
@@ -53,5 +69,53 @@ impl From<KafkaError> for ApiError {
             _ => "kafka_unavailable",
         };
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, error.to_string())
+    }
+}
+
+impl From<ShopError> for ApiError {
+    fn from(error: ShopError) -> Self {
+        let message = error.to_string();
+        match error {
+            ShopError::Invalid(invalid) => {
+                let first = invalid
+                    .0
+                    .first()
+                    .map(|f| f.field.clone())
+                    .unwrap_or_default();
+                Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation_failed",
+                    message,
+                )
+                .with("field", first.into())
+                .with(
+                    "fields",
+                    serde_json::to_value(&invalid.0).unwrap_or_default(),
+                )
+            }
+            ShopError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+            ShopError::Conflict(_) => {
+                Self::new(StatusCode::CONFLICT, "illegal_transition", message)
+            }
+            ShopError::IdempotencyMismatch => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                message,
+            ),
+            ShopError::Kafka(kafka) => kafka.into(),
+            ShopError::CatchingUp => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "catching_up", message)
+            }
+            ShopError::NotVisible { position, .. } => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, "not_visible_yet", message)
+                    .with("kafka", serde_json::to_value(position).unwrap_or_default())
+            }
+        }
+    }
+}
+
+impl From<crate::domain::validation::Invalid> for ApiError {
+    fn from(invalid: crate::domain::validation::Invalid) -> Self {
+        ShopError::Invalid(invalid).into()
     }
 }

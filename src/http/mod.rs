@@ -6,6 +6,7 @@
 //! - [`error`]: the one error type every handler returns.
 
 pub mod error;
+pub mod request;
 pub mod routes;
 
 use std::convert::Infallible;

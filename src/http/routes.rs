@@ -1,25 +1,73 @@
-//! Routing: a plain `match` on (method, path). Unknown paths get 404 and known paths with the
-//! wrong method 405, both with the JSON error body.
+//! Routing: a plain `match` on (method, path segments). Unknown paths get 404 and known paths
+//! with the wrong method 405, both with the JSON error body.
 
 use std::sync::Arc;
 
+use chrono::Utc;
+use hyper::header::HeaderValue;
 use hyper::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
+use super::request::{json_body, list_query, query_params};
 use super::{ApiError, Request, Response, json_response};
 use crate::AppState;
+use crate::domain::event::{DeliveryStatus, format_time};
+use crate::domain::lifecycle::OrderStatus;
+use crate::domain::validation;
+use crate::model::query::is_payment_status;
+use crate::shop::Written;
+
+type Answer = Result<Response, ApiError>;
 
 /// Answers one request.
 pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let result = match (&method, path.as_str()) {
-        (&Method::GET | &Method::HEAD, "/healthz") => Ok(healthz(&state)),
-        (&Method::GET | &Method::HEAD, "/readyz") => Ok(readyz(&state)),
-        (_, "/healthz" | "/readyz") => Err(ApiError::method_not_allowed(&method, &path)),
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let get = method == Method::GET || method == Method::HEAD;
+
+    let answer: Answer = match (method.clone(), segments.as_slice()) {
+        (_, ["healthz"]) if get => Ok(healthz(&state)),
+        (_, ["readyz"]) if get => Ok(readyz(&state)),
+        (_, ["ws"]) if get => return crate::live::ws::handle(state, request).await,
+
+        (Method::POST, ["api", "orders"]) => place_order(&state, request).await,
+        (_, ["api", "orders"]) if get => list(&state, &request, Kind::Orders),
+        (Method::POST, ["api", "orders", "create"]) => place_demo_order(&state, request).await,
+        (_, ["api", "orders", id]) if get => order_detail(&state, id),
+        (Method::POST, ["api", "orders", id, "payments"]) => {
+            pay(&state, request, Some(id.to_string())).await
+        }
+        (Method::POST, ["api", "orders", id, "cancel"]) => cancel(&state, request, id).await,
+        (Method::POST, ["api", "orders", id, "deliveries"]) => {
+            ship(&state, request, Some(id.to_string())).await
+        }
+
+        (Method::POST, ["api", "payments"]) => pay(&state, request, None).await,
+        (_, ["api", "payments"]) if get => list(&state, &request, Kind::Payments),
+        (Method::POST, ["api", "deliveries"]) => ship(&state, request, None).await,
+        (_, ["api", "deliveries"]) if get => list(&state, &request, Kind::Deliveries),
+        (_, ["api", "deliveries", id]) if get => delivery_detail(&state, id),
+        (Method::PATCH, ["api", "deliveries", id]) => advance_delivery(&state, request, id).await,
+
+        (_, ["api", "stats"]) if get => Ok(stats(&state)),
+        (_, ["api", "kafka"]) if get => kafka_overview(&state).await,
+
+        (_, ["healthz" | "readyz" | "ws"])
+        | (
+            _,
+            [
+                "api",
+                "orders" | "payments" | "deliveries" | "stats" | "kafka",
+            ],
+        )
+        | (_, ["api", "orders", _] | ["api", "deliveries", _])
+        | (_, ["api", "orders", _, "payments" | "cancel" | "deliveries"]) => {
+            Err(ApiError::method_not_allowed(&method, &path))
+        }
         _ => Err(ApiError::not_found(format!("no route for {method} {path}"))),
     };
-    result.unwrap_or_else(ApiError::into_response)
+    answer.unwrap_or_else(ApiError::into_response)
 }
 
 /// The process is alive and serving; says nothing about Kafka (that is `/readyz`).
@@ -41,6 +89,7 @@ fn readyz(state: &AppState) -> Response {
             StatusCode::OK,
             &json!({
                 "status": "ready",
+                "caught_up": state.catch_up.get().is_some_and(|c| c.done()),
                 "kafka": {
                     "brokers": state.config.kafka_brokers,
                     "topics": session.topics.topics,
@@ -55,4 +104,181 @@ fn readyz(state: &AppState) -> Response {
             }),
         ),
     }
+}
+
+/// 201 with where the event landed; a repeated `Idempotency-Key` gets the same answer, marked.
+fn written(w: Written) -> Response {
+    let mut response = json_response(StatusCode::CREATED, &w.body());
+    if w.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+async fn place_order(state: &AppState, request: Request) -> Answer {
+    let (body, parts) = json_body(request).await?;
+    let options = parts.write_options(&body)?;
+    let details = validation::new_order(&body)?;
+    Ok(written(state.shop.place_order(details, options).await?))
+}
+
+async fn place_demo_order(state: &AppState, request: Request) -> Answer {
+    let (body, parts) = json_body(request).await?;
+    if body.as_object().is_some_and(|o| !o.is_empty()) {
+        return Err(validation::Invalid::one(
+            "",
+            "this route generates the order itself: send no body",
+        )
+        .into());
+    }
+    let options = parts.write_options(&body)?;
+    Ok(written(state.shop.place_demo_order(options).await?))
+}
+
+async fn pay(state: &AppState, request: Request, order_id: Option<String>) -> Answer {
+    let (body, parts) = json_body(request).await?;
+    let options = parts.write_options(&body)?;
+    let payment = validation::payment_request(&body, order_id.is_none())?;
+    let order_id = order_id.or(payment.order_id.clone()).unwrap_or_default();
+    Ok(written(state.shop.pay(&order_id, payment, options).await?))
+}
+
+async fn cancel(state: &AppState, request: Request, order_id: &str) -> Answer {
+    let (body, parts) = json_body(request).await?;
+    let options = parts.write_options(&body)?;
+    let reason = validation::cancel_request(&body)?;
+    Ok(written(state.shop.cancel(order_id, reason, options).await?))
+}
+
+async fn ship(state: &AppState, request: Request, order_id: Option<String>) -> Answer {
+    let (body, parts) = json_body(request).await?;
+    let options = parts.write_options(&body)?;
+    let delivery = validation::delivery_request(&body, order_id.is_none())?;
+    let order_id = order_id.or(delivery.order_id.clone()).unwrap_or_default();
+    Ok(written(
+        state.shop.ship(&order_id, delivery, options).await?,
+    ))
+}
+
+async fn advance_delivery(state: &AppState, request: Request, delivery_id: &str) -> Answer {
+    let (body, parts) = json_body(request).await?;
+    let options = parts.write_options(&body)?;
+    let next = validation::delivery_update(&body)?;
+    Ok(written(
+        state
+            .shop
+            .advance_delivery(delivery_id, next, options)
+            .await?,
+    ))
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Orders,
+    Payments,
+    Deliveries,
+}
+
+fn list(state: &AppState, request: &Request, kind: Kind) -> Answer {
+    let params = query_params(request);
+    let query = match kind {
+        Kind::Orders => list_query(
+            &params,
+            |s| OrderStatus::parse(s).is_some(),
+            &names(OrderStatus::ALL.iter().map(|s| s.as_str())),
+        )?,
+        Kind::Payments => list_query(&params, is_payment_status, "SUCCESS, FAILED")?,
+        Kind::Deliveries => list_query(
+            &params,
+            |s| DeliveryStatus::parse(s).is_some(),
+            &names(DeliveryStatus::ALL.iter().map(|s| s.as_str())),
+        )?,
+    };
+    let page = state.store.read(|m| match kind {
+        Kind::Orders => m.list_orders(&query),
+        Kind::Payments => m.list_payments(&query),
+        Kind::Deliveries => m.list_deliveries(&query),
+    });
+    Ok(json_response(StatusCode::OK, &page))
+}
+
+fn names<'a>(all: impl Iterator<Item = &'a str>) -> String {
+    all.collect::<Vec<_>>().join(", ")
+}
+
+fn order_detail(state: &AppState, order_id: &str) -> Answer {
+    state
+        .store
+        .read(|m| m.order_detail(order_id))
+        .map(|order| json_response(StatusCode::OK, &json!({ "order": order })))
+        .ok_or_else(|| ApiError::not_found(format!("order {order_id} not found")))
+}
+
+fn delivery_detail(state: &AppState, delivery_id: &str) -> Answer {
+    state
+        .store
+        .read(|m| {
+            m.delivery(delivery_id)
+                .map(crate::model::query::delivery_view)
+        })
+        .map(|delivery| json_response(StatusCode::OK, &json!({ "delivery": delivery })))
+        .ok_or_else(|| ApiError::not_found(format!("delivery {delivery_id} not found")))
+}
+
+fn stats(state: &AppState) -> Response {
+    json_response(StatusCode::OK, &state.store.read(|m| m.stats(Utc::now())))
+}
+
+/// Per topic and partition: earliest and latest offsets on the broker, the next offset
+/// shopstream will consume, lag in records and seconds, skipped records and offset resets.
+async fn kafka_overview(state: &AppState) -> Answer {
+    let session = state.kafka.ready_session()?;
+    let (broker, error) = state
+        .offsets
+        .read(&session, state.config.kafka_timeout)
+        .await;
+    if let Some(error) = error
+        && broker.is_empty()
+    {
+        return Err(error.into());
+    }
+    let now = Utc::now();
+    let partitions: Vec<Value> = state.store.read(|m| {
+        broker
+            .iter()
+            .map(|b| {
+                let progress = m.progress(b.topic, b.partition);
+                let next = progress.map_or(b.earliest, |p| p.next_offset);
+                let lag = (b.latest - next).max(0);
+                let lag_seconds = match progress.and_then(|p| p.last_record_time) {
+                    Some(last) if lag > 0 => (now - last).num_milliseconds().max(0) as f64 / 1000.0,
+                    _ => 0.0,
+                };
+                json!({
+                    "topic": b.topic,
+                    "topic_name": session.topics.get(b.topic).name,
+                    "partition": b.partition,
+                    "earliest_offset": b.earliest,
+                    "latest_offset": b.latest,
+                    "next_offset": next,
+                    "lag": lag,
+                    "lag_seconds": lag_seconds,
+                    "skipped": progress.map_or(0, |p| p.skipped),
+                    "offset_resets": progress.map_or(0, |p| p.resets),
+                    "last_record_time": progress.and_then(|p| p.last_record_time).map(format_time),
+                })
+            })
+            .collect()
+    });
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "brokers": state.config.kafka_brokers,
+            "caught_up": state.catch_up.get().is_some_and(|c| c.done()),
+            "live_clients": state.store.hub().client_count(),
+            "partitions": partitions,
+        }),
+    ))
 }

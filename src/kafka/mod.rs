@@ -8,6 +8,9 @@
 //! that hangs because its broker is away is worse than one that answers 503.
 
 pub mod connection;
+pub mod consumer;
+pub mod offsets;
+pub mod producer;
 pub mod topics;
 
 use std::future::Future;
@@ -37,6 +40,13 @@ pub enum KafkaError {
     /// A topic is missing or not usable after shopstream tried to create it.
     #[error("topic `{topic}`: {reason}")]
     Topic { topic: String, reason: String },
+    /// Kafka refused or failed a write.
+    #[error("writing to {topic}/{partition} failed: {message}")]
+    Write {
+        topic: crate::domain::event::TopicRole,
+        partition: i32,
+        message: String,
+    },
     /// No connection to Kafka has been established yet (or it was lost).
     #[error("not connected to Kafka: {0}")]
     NotConnected(String),

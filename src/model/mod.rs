@@ -13,6 +13,7 @@
 
 pub mod query;
 pub mod snapshot;
+pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 

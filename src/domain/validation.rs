@@ -1,0 +1,1022 @@
+//! Untrusted JSON bodies to commands, naming the field at fault.
+//!
+//! Every problem is collected, not just the first, so a form can show each error next to its
+//! field. Errors come in the order the fields are documented on each function, then one per
+//! unknown field (alphabetically). A field set to `null` counts as absent: required, it "is
+//! required"; optional, it takes its default.
+//!
+//! Strings are trimmed before they are checked and stored. Lengths are counted in characters
+//! (Unicode scalar values), not bytes, so a name in any script gets the same room. Control
+//! characters (newlines and tabs included) are refused everywhere: none of these fields is
+//! multi-line, and they only ever serve to break logs and dashboards.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use super::event::{DeliveryStatus, OrderDetails};
+use super::gateway;
+use super::money::Money;
+
+/// One problem with one field of a request body.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    /// The field's name; `""` for the body as a whole.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `field: message`, or only the message for the body as a whole.
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// Every problem found in a request body (never empty).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[error("{}", join(.0))]
+pub struct Invalid(pub Vec<FieldError>);
+
+impl Invalid {
+    /// A single problem, for callers that find one before validation (a body that is not
+    /// JSON, say).
+    pub fn one(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+        Invalid(vec![FieldError::new(field, message)])
+    }
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The fields of a new order, in the order their errors are reported.
+pub const ORDER_FIELDS: [&str; 7] = [
+    "customer_name",
+    "customer_email",
+    "product",
+    "quantity",
+    "amount",
+    "currency",
+    "address",
+];
+
+/// The currencies an order may be in. Every one is handled with two decimals, JPY included
+/// (which has none in reality): the shop's [`Money`] is a count of hundredths throughout, and
+/// a demo shop gains nothing from per-currency exponents.
+pub const CURRENCIES: [&str; 11] = [
+    "EUR", "USD", "GBP", "CHF", "JPY", "CAD", "AUD", "SEK", "NOK", "DKK", "PLN",
+];
+
+/// The largest order total accepted: 1 000 000.00, far above any real basket, low enough that
+/// a typo of a few extra digits is caught.
+pub const MAX_ORDER_AMOUNT: Money = Money::from_minor(100_000_000);
+
+/// The most items of one product in an order.
+pub const MAX_QUANTITY: u32 = 1000;
+
+/// The currency of an order that names none, as in the seed.
+pub const DEFAULT_CURRENCY: &str = "EUR";
+
+const NAME_MAX: usize = 100;
+/// RFC 5321's limit on a whole address.
+const EMAIL_MAX: usize = 254;
+/// RFC 5321's limit on the part before the `@`.
+const EMAIL_LOCAL_MAX: usize = 64;
+/// DNS's limit on one label of a domain.
+const DOMAIN_LABEL_MAX: usize = 63;
+const PRODUCT_MAX: usize = 200;
+const ADDRESS_MAX: usize = 300;
+/// Order ids are UUIDs when shopstream makes them; foreign producers get some room.
+const ORDER_ID_MAX: usize = 100;
+const CARRIER_MAX: usize = 60;
+const REASON_MAX: usize = 200;
+/// For fields checked against a list afterwards: the list's message says more than a length.
+const NO_MAX: usize = usize::MAX;
+
+/// An error was recorded for this field; its value is unusable.
+struct Reported;
+
+/// The body's fields and the errors found so far.
+struct Fields<'a> {
+    object: &'a Map<String, Value>,
+    errors: Vec<FieldError>,
+    unknown: Vec<FieldError>,
+}
+
+impl<'a> Fields<'a> {
+    /// Refuses a body that is not an object; notes its unknown fields (reported last).
+    fn new(body: &'a Value, allowed: &[&str]) -> Result<Fields<'a>, Invalid> {
+        let Value::Object(object) = body else {
+            return Err(Invalid::one("", "the body must be a JSON object"));
+        };
+        // Sorted, so the order does not depend on serde_json's `preserve_order` feature.
+        let mut unknown: Vec<FieldError> = object
+            .keys()
+            .filter(|k| !allowed.contains(&k.as_str()))
+            .map(|k| {
+                let message = if allowed.is_empty() {
+                    "unknown field: this body takes no fields".to_owned()
+                } else {
+                    format!("unknown field: the fields are {}", allowed.join(", "))
+                };
+                FieldError::new(k.as_str(), message)
+            })
+            .collect();
+        unknown.sort_by(|a, b| a.field.cmp(&b.field));
+        Ok(Fields {
+            object,
+            errors: Vec::new(),
+            unknown,
+        })
+    }
+
+    fn fail(&mut self, field: &str, message: impl Into<String>) -> Reported {
+        self.errors.push(FieldError::new(field, message));
+        Reported
+    }
+
+    /// The field's value; `null` is the same as absent.
+    fn get(&self, field: &str) -> Option<&'a Value> {
+        self.object.get(field).filter(|v| !v.is_null())
+    }
+
+    fn required<T>(
+        &mut self,
+        field: &str,
+        value: Result<Option<T>, Reported>,
+    ) -> Result<T, Reported> {
+        match value {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(self.fail(field, "is required")),
+            Err(r) => Err(r),
+        }
+    }
+
+    /// A trimmed, non-empty string of at most `max` characters, without control characters.
+    fn text(&mut self, field: &str, max: usize) -> Result<Option<String>, Reported> {
+        let Some(value) = self.get(field) else {
+            return Ok(None);
+        };
+        let Value::String(s) = value else {
+            return Err(self.fail(field, "must be a string"));
+        };
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(self.fail(field, "must not be empty"));
+        }
+        if s.chars().nth(max).is_some() {
+            return Err(self.fail(field, format!("is longer than {max} characters")));
+        }
+        if s.chars().any(char::is_control) {
+            return Err(self.fail(field, "must not contain control characters"));
+        }
+        Ok(Some(s.to_owned()))
+    }
+
+    fn required_text(&mut self, field: &str, max: usize) -> Result<String, Reported> {
+        let value = self.text(field, max);
+        self.required(field, value)
+    }
+
+    /// A positive amount, at most `max` when given.
+    fn money(&mut self, field: &str, max: Option<Money>) -> Result<Option<Money>, Reported> {
+        let Some(value) = self.get(field) else {
+            return Ok(None);
+        };
+        let amount = Money::from_json(value).map_err(|e| self.fail(field, e.to_string()))?;
+        if !amount.is_positive() {
+            return Err(self.fail(field, "must be greater than 0"));
+        }
+        if let Some(max) = max
+            && amount > max
+        {
+            return Err(self.fail(field, format!("must not be greater than {max}")));
+        }
+        Ok(Some(amount))
+    }
+
+    /// A JSON integer in `1..=MAX_QUANTITY`. Read from the number's exact text, so `3.0` and
+    /// `3e0` are not whole numbers here, just as they are not plain decimals for [`Money`].
+    fn quantity(&mut self, field: &str) -> Result<Option<u32>, Reported> {
+        let Some(value) = self.get(field) else {
+            return Ok(None);
+        };
+        let Value::Number(n) = value else {
+            return Err(self.fail(field, "must be a whole number"));
+        };
+        let text = n.as_str();
+        let digits = text.strip_prefix('-').unwrap_or(text);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(self.fail(field, "must be a whole number"));
+        }
+        match text.parse::<i64>() {
+            Ok(q) if (1..=i64::from(MAX_QUANTITY)).contains(&q) => Ok(u32::try_from(q).ok()),
+            // Out of range, or too many digits for an i64.
+            _ => Err(self.fail(field, format!("must be between 1 and {MAX_QUANTITY}"))),
+        }
+    }
+
+    /// The value if no error was found, else every error, unknown fields last.
+    fn finish<T>(mut self, value: Result<T, Reported>) -> Result<T, Invalid> {
+        self.errors.append(&mut self.unknown);
+        match value {
+            Ok(v) if self.errors.is_empty() => Ok(v),
+            _ => {
+                debug_assert!(!self.errors.is_empty(), "a Reported without an error");
+                Err(Invalid(self.errors))
+            }
+        }
+    }
+}
+
+/// The normalised form of `email` (domain lower-cased; the local part is kept as is, since it
+/// may be case-sensitive in principle), or `None` if it is not a practical email address.
+///
+/// Deliberately simpler than RFC 5322 (no quoted local parts, comments or IP literals): it
+/// refuses the typos a shop sees (`a@b`, `a b@c.de`, `a@@x.io`) and accepts what real
+/// customers have (`a+tag@sub.example.co.uk`).
+fn normalise_email(email: &str) -> Option<String> {
+    let (local, domain) = email.split_once('@')?;
+    if domain.contains('@')
+        || local.is_empty()
+        || local.chars().nth(EMAIL_LOCAL_MAX).is_some()
+        || local.chars().any(char::is_whitespace)
+    {
+        return None;
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    let label_ok = |label: &&str| {
+        !label.is_empty()
+            && label.len() <= DOMAIN_LABEL_MAX
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    let tld = labels.last()?;
+    if labels.len() < 2
+        || !labels.iter().all(label_ok)
+        || tld.len() < 2
+        || !tld.bytes().all(|b| b.is_ascii_alphabetic())
+    {
+        return None;
+    }
+    Some(format!("{local}@{}", domain.to_ascii_lowercase()))
+}
+
+/// A new order: `customer_name`, `customer_email`, `product`, `quantity` (default 1),
+/// `amount` (the order total), `currency` (default EUR), `address`.
+///
+/// # Errors
+/// [`Invalid`] with every problem found, in that field order.
+pub fn new_order(body: &Value) -> Result<OrderDetails, Invalid> {
+    let mut f = Fields::new(body, &ORDER_FIELDS)?;
+
+    let customer_name = f.required_text("customer_name", NAME_MAX);
+    let customer_email = f.required_text("customer_email", EMAIL_MAX).and_then(|e| {
+        normalise_email(&e).ok_or_else(|| f.fail("customer_email", "is not a valid email address"))
+    });
+    let product = f.required_text("product", PRODUCT_MAX);
+    let quantity = f.quantity("quantity").map(|q| q.unwrap_or(1));
+    let amount = f.money("amount", Some(MAX_ORDER_AMOUNT));
+    let amount = f.required("amount", amount);
+    let currency = f.text("currency", NO_MAX).and_then(|c| match c {
+        None => Ok(DEFAULT_CURRENCY.to_owned()),
+        Some(c) => {
+            let upper = c.to_ascii_uppercase();
+            if CURRENCIES.contains(&upper.as_str()) {
+                Ok(upper)
+            } else {
+                Err(f.fail(
+                    "currency",
+                    format!("must be one of {}", CURRENCIES.join(", ")),
+                ))
+            }
+        }
+    });
+    let address = f.required_text("address", ADDRESS_MAX);
+
+    let order = match (
+        customer_name,
+        customer_email,
+        product,
+        quantity,
+        amount,
+        currency,
+        address,
+    ) {
+        (
+            Ok(customer_name),
+            Ok(customer_email),
+            Ok(product),
+            Ok(quantity),
+            Ok(amount),
+            Ok(currency),
+            Ok(address),
+        ) => Ok(OrderDetails {
+            customer_name,
+            customer_email,
+            product,
+            quantity,
+            amount,
+            currency,
+            address,
+        }),
+        _ => Err(Reported),
+    };
+    f.finish(order)
+}
+
+/// Checks `order_id` when the route carries it in the body rather than the path.
+fn order_id(f: &mut Fields<'_>, allow_order_id: bool) -> Result<Option<String>, Reported> {
+    if allow_order_id {
+        f.required_text("order_id", ORDER_ID_MAX).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+fn allowed(allow_order_id: bool, fields: &'static [&'static str]) -> Vec<&'static str> {
+    allow_order_id
+        .then_some("order_id")
+        .into_iter()
+        .chain(fields.iter().copied())
+        .collect()
+}
+
+/// A payment to take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRequest {
+    /// Only from the seed's `POST /api/payments`, which names the order in the body.
+    pub order_id: Option<String>,
+    /// One of [`gateway::METHODS`].
+    pub method: String,
+    /// What the client means to pay; the gateway fails a payment that is not the total.
+    pub amount: Option<Money>,
+}
+
+/// A payment: `order_id` (required when `allow_order_id`, otherwise unknown), `method` (one of
+/// [`gateway::METHODS`], matched loosely: `credit_card` is `Credit Card`), `amount` (optional).
+///
+/// # Errors
+/// [`Invalid`] with every problem found, in that field order.
+pub fn payment_request(body: &Value, allow_order_id: bool) -> Result<PaymentRequest, Invalid> {
+    let mut f = Fields::new(body, &allowed(allow_order_id, &["method", "amount"]))?;
+    let order_id = order_id(&mut f, allow_order_id);
+    let method = f.required_text("method", NO_MAX).and_then(|m| {
+        gateway::canonical_method(&m)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                f.fail(
+                    "method",
+                    format!("must be one of {}", gateway::METHODS.join(", ")),
+                )
+            })
+    });
+    let amount = f.money("amount", None);
+
+    let request = match (order_id, method, amount) {
+        (Ok(order_id), Ok(method), Ok(amount)) => Ok(PaymentRequest {
+            order_id,
+            method,
+            amount,
+        }),
+        _ => Err(Reported),
+    };
+    f.finish(request)
+}
+
+/// A delivery to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRequest {
+    /// Only from the seed's route, which names the order in the body.
+    pub order_id: Option<String>,
+    pub carrier: Option<String>,
+}
+
+/// A delivery: `order_id` (required when `allow_order_id`, otherwise unknown), `carrier`
+/// (optional, any name up to 60 characters: shops use carriers we have never heard of).
+///
+/// Every field may be absent when `allow_order_id` is false, so a request without a body is
+/// valid: callers pass an empty object (`Value::Object(Map::new())`) for it.
+///
+/// # Errors
+/// [`Invalid`] with every problem found, in that field order.
+pub fn delivery_request(body: &Value, allow_order_id: bool) -> Result<DeliveryRequest, Invalid> {
+    let mut f = Fields::new(body, &allowed(allow_order_id, &["carrier"]))?;
+    let order_id = order_id(&mut f, allow_order_id);
+    let carrier = f.text("carrier", CARRIER_MAX);
+
+    let request = match (order_id, carrier) {
+        (Ok(order_id), Ok(carrier)) => Ok(DeliveryRequest { order_id, carrier }),
+        _ => Err(Reported),
+    };
+    f.finish(request)
+}
+
+/// A delivery's new status: `{"status": ...}`, in the seed's spelling or a relaxed form
+/// (`in_transit`), see [`DeliveryStatus::parse`].
+///
+/// # Errors
+/// [`Invalid`] with every problem found.
+pub fn delivery_update(body: &Value) -> Result<DeliveryStatus, Invalid> {
+    let mut f = Fields::new(body, &["status"])?;
+    let status = f.required_text("status", NO_MAX).and_then(|s| {
+        DeliveryStatus::parse(&s).ok_or_else(|| {
+            let names: Vec<&str> = DeliveryStatus::ALL.iter().map(|d| d.as_str()).collect();
+            f.fail("status", format!("must be one of {}", names.join(", ")))
+        })
+    });
+    f.finish(status)
+}
+
+/// A cancellation's optional `reason` (up to 200 characters). A blank reason is no reason: a
+/// form with an empty text box sends `""`.
+///
+/// # Errors
+/// [`Invalid`] with every problem found.
+pub fn cancel_request(body: &Value) -> Result<Option<String>, Invalid> {
+    let mut f = Fields::new(body, &["reason"])?;
+    let blank = matches!(f.get("reason"), Some(Value::String(s)) if s.trim().is_empty());
+    let reason = if blank {
+        Ok(None)
+    } else {
+        f.text("reason", REASON_MAX)
+    };
+    f.finish(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn good_order() -> Value {
+        json!({
+            "customer_name": "Jean Dupont",
+            "customer_email": "jean.dupont@example.com",
+            "product": "Laptop",
+            "quantity": 2,
+            "amount": "1999.98",
+            "currency": "EUR",
+            "address": "12 Rue de la Paix, 75002 Paris",
+        })
+    }
+
+    /// `good_order()` with `field` set to `value` (`None`: removed).
+    fn order_with(field: &str, value: Option<Value>) -> Value {
+        let mut body = good_order();
+        let object = body.as_object_mut().unwrap();
+        match value {
+            Some(v) => object.insert(field.into(), v),
+            None => object.remove(field),
+        };
+        body
+    }
+
+    /// Parsed from text, so numbers keep their exact digits as a client's would.
+    fn parse(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    /// The errors as `(field, message)` pairs.
+    fn errors(result: Result<impl fmt::Debug, Invalid>) -> Vec<(String, String)> {
+        result
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| (e.field, e.message))
+            .collect()
+    }
+
+    /// The one error of `result`, which must be about `field`; returns its message.
+    fn only_error(result: Result<impl fmt::Debug, Invalid>, field: &str) -> String {
+        let errors = errors(result);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, field, "{errors:?}");
+        errors[0].1.clone()
+    }
+
+    #[test]
+    fn a_good_order_is_accepted() {
+        let order = new_order(&good_order()).unwrap();
+        assert_eq!(
+            order,
+            OrderDetails {
+                customer_name: "Jean Dupont".into(),
+                customer_email: "jean.dupont@example.com".into(),
+                product: "Laptop".into(),
+                quantity: 2,
+                amount: Money::from_minor(199_998),
+                currency: "EUR".into(),
+                address: "12 Rue de la Paix, 75002 Paris".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn defaults_and_trimming() {
+        let body = json!({
+            "customer_name": "  Jean Dupont ",
+            "customer_email": " Jean.Dupont@Example.COM ",
+            "product": "Laptop\u{a0}",
+            "amount": 999.99,
+            "address": "\t12 Rue de la Paix, 75002 Paris\n",
+        });
+        let order = new_order(&body).unwrap();
+        assert_eq!(order.customer_name, "Jean Dupont");
+        assert_eq!(order.customer_email, "Jean.Dupont@example.com");
+        assert_eq!(order.product, "Laptop");
+        assert_eq!(order.quantity, 1);
+        assert_eq!(order.currency, "EUR");
+        assert_eq!(order.address, "12 Rue de la Paix, 75002 Paris");
+        // null is absent.
+        let order = new_order(&order_with("currency", Some(Value::Null))).unwrap();
+        assert_eq!(order.currency, "EUR");
+    }
+
+    #[test]
+    fn the_body_must_be_an_object() {
+        for body in [json!([]), json!("x"), json!(1), Value::Null] {
+            let invalid = new_order(&body).unwrap_err();
+            assert_eq!(
+                invalid.0,
+                vec![FieldError::new("", "the body must be a JSON object")]
+            );
+            assert_eq!(invalid.to_string(), "the body must be a JSON object");
+            assert!(payment_request(&body, true).is_err());
+            assert!(delivery_request(&body, false).is_err());
+            assert!(delivery_update(&body).is_err());
+            assert!(cancel_request(&body).is_err());
+        }
+    }
+
+    #[test]
+    fn each_required_field_is_required() {
+        for field in [
+            "customer_name",
+            "customer_email",
+            "product",
+            "amount",
+            "address",
+        ] {
+            let message = only_error(new_order(&order_with(field, None)), field);
+            assert_eq!(message, "is required");
+            let message = only_error(new_order(&order_with(field, Some(Value::Null))), field);
+            assert_eq!(message, "is required");
+        }
+    }
+
+    #[test]
+    fn each_field_has_its_type() {
+        for field in [
+            "customer_name",
+            "customer_email",
+            "product",
+            "address",
+            "currency",
+        ] {
+            for value in [json!(1), json!(true), json!(["x"]), json!({"x": 1})] {
+                let message = only_error(new_order(&order_with(field, Some(value))), field);
+                assert_eq!(message, "must be a string");
+            }
+        }
+        let message = only_error(
+            new_order(&order_with("amount", Some(json!(true)))),
+            "amount",
+        );
+        assert!(
+            message.contains("must be a decimal string or a number"),
+            "{message}"
+        );
+        let message = only_error(
+            new_order(&order_with("quantity", Some(json!("3")))),
+            "quantity",
+        );
+        assert_eq!(message, "must be a whole number");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        let invalid = new_order(&order_with("coupon", Some(json!("SAVE10")))).unwrap_err();
+        assert_eq!(invalid.0.len(), 1);
+        assert_eq!(invalid.0[0].field, "coupon");
+        assert!(invalid.0[0].message.starts_with("unknown field"));
+        assert!(
+            invalid.0[0].message.contains(
+                "customer_name, customer_email, product, quantity, amount, currency, address"
+            ),
+            "{invalid}"
+        );
+    }
+
+    #[test]
+    fn bad_emails() {
+        for email in [
+            "a@b",
+            "a b@c.de",
+            "@x.io",
+            "a@-x.io",
+            "a@x-.io",
+            "a@@x.io",
+            "a@x@y.io",
+            "a",
+            "a@",
+            "a@x..io",
+            "a@.x.io",
+            "a@x.io.",
+            "a@x.i",
+            "a@x.123",
+            "a@ex ample.com",
+            "a@exa_mple.com",
+            &format!("{}@x.io", "a".repeat(65)),
+            &format!("a@{}.io", "b".repeat(64)),
+        ] {
+            let message = only_error(
+                new_order(&order_with("customer_email", Some(json!(email)))),
+                "customer_email",
+            );
+            assert_eq!(message, "is not a valid email address", "{email}");
+        }
+        let long = format!("{}@{}.io", "a".repeat(60), "b".repeat(200));
+        let message = only_error(
+            new_order(&order_with("customer_email", Some(json!(long)))),
+            "customer_email",
+        );
+        assert_eq!(message, "is longer than 254 characters");
+    }
+
+    #[test]
+    fn good_emails() {
+        for (email, normalised) in [
+            ("jean.dupont@example.com", "jean.dupont@example.com"),
+            ("a+tag@sub.example.co.uk", "a+tag@sub.example.co.uk"),
+            ("Jean@EXAMPLE.Fr", "Jean@example.fr"),
+            ("x@my-shop.example", "x@my-shop.example"),
+            (
+                &format!("{}@x.io", "a".repeat(64)),
+                &format!("{}@x.io", "a".repeat(64)),
+            ),
+        ] {
+            let order = new_order(&order_with("customer_email", Some(json!(email)))).unwrap();
+            assert_eq!(order.customer_email, normalised);
+        }
+    }
+
+    #[test]
+    fn quantity_rules() {
+        for (text, message) in [
+            ("0", "must be between 1 and 1000"),
+            ("-1", "must be between 1 and 1000"),
+            ("1001", "must be between 1 and 1000"),
+            ("99999999999999999999999", "must be between 1 and 1000"),
+            ("1.5", "must be a whole number"),
+            ("3.0", "must be a whole number"),
+            ("1e2", "must be a whole number"),
+            ("\"3\"", "must be a whole number"),
+            ("true", "must be a whole number"),
+        ] {
+            let body = order_with("quantity", Some(parse(text)));
+            assert_eq!(only_error(new_order(&body), "quantity"), message, "{text}");
+        }
+        for (text, q) in [("1", 1), ("1000", 1000), ("7", 7)] {
+            let body = order_with("quantity", Some(parse(text)));
+            assert_eq!(new_order(&body).unwrap().quantity, q);
+        }
+    }
+
+    #[test]
+    fn amount_rules() {
+        for (text, needle) in [
+            ("\"0\"", "must be greater than 0"),
+            ("0", "must be greater than 0"),
+            ("\"-1\"", "must be greater than 0"),
+            ("-1", "must be greater than 0"),
+            ("\"1.005\"", "more than 2 decimals"),
+            ("1.005", "more than 2 decimals"),
+            ("1000000.01", "must not be greater than 1000000.00"),
+            ("\"abc\"", "not a plain decimal"),
+            ("1e3", "exponent"),
+        ] {
+            let body = order_with("amount", Some(parse(text)));
+            let message = only_error(new_order(&body), "amount");
+            assert!(message.contains(needle), "{text}: {message}");
+        }
+        for (text, cents) in [
+            ("12.5", 1250),
+            ("\"12.50\"", 1250),
+            ("1000000.00", 100_000_000),
+            ("0.01", 1),
+        ] {
+            let body = order_with("amount", Some(parse(text)));
+            let order = new_order(&body).unwrap();
+            assert_eq!(order.amount, Money::from_minor(cents));
+        }
+        let body = order_with("amount", Some(parse("12.5")));
+        assert_eq!(new_order(&body).unwrap().amount.to_string(), "12.50");
+    }
+
+    #[test]
+    fn currency_rules() {
+        for (given, stored) in [
+            ("usd", "USD"),
+            ("Gbp", "GBP"),
+            (" chf ", "CHF"),
+            ("JPY", "JPY"),
+        ] {
+            let order = new_order(&order_with("currency", Some(json!(given)))).unwrap();
+            assert_eq!(order.currency, stored);
+        }
+        for bad in ["XXX", "US", "EURO", "€", "E1R"] {
+            let message = only_error(
+                new_order(&order_with("currency", Some(json!(bad)))),
+                "currency",
+            );
+            assert_eq!(
+                message, "must be one of EUR, USD, GBP, CHF, JPY, CAD, AUD, SEK, NOK, DKK, PLN",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn string_rules() {
+        // Counted in characters: 100 two-byte characters fit in the name.
+        let name = "é".repeat(100);
+        let order = new_order(&order_with("customer_name", Some(json!(name)))).unwrap();
+        assert_eq!(order.customer_name, name);
+        for (field, max) in [("customer_name", 100), ("product", 200), ("address", 300)] {
+            let ok = "é".repeat(max);
+            assert!(
+                new_order(&order_with(field, Some(json!(ok)))).is_ok(),
+                "{field}"
+            );
+            let long = "é".repeat(max + 1);
+            let message = only_error(new_order(&order_with(field, Some(json!(long)))), field);
+            assert_eq!(message, format!("is longer than {max} characters"));
+        }
+        for field in ["customer_name", "product", "address"] {
+            let message = only_error(new_order(&order_with(field, Some(json!("   ")))), field);
+            assert_eq!(message, "must not be empty");
+            for bad in [
+                "Jean\nDupont",
+                "Jean\tDupont",
+                "Jean\u{0}",
+                "a\u{7f}b",
+                "a\u{85}b",
+            ] {
+                let message = only_error(new_order(&order_with(field, Some(json!(bad)))), field);
+                assert_eq!(message, "must not contain control characters", "{bad:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_error_is_reported_in_field_order() {
+        let body = json!({
+            "zzz": 1,
+            "address": "",
+            "currency": "XXX",
+            "amount": "0",
+            "quantity": 0,
+            "product": 5,
+            "customer_email": "a@b",
+            "aaa": 2,
+        });
+        let invalid = new_order(&body).unwrap_err();
+        let fields: Vec<&str> = invalid.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "customer_name",
+                "customer_email",
+                "product",
+                "quantity",
+                "amount",
+                "currency",
+                "address",
+                "aaa",
+                "zzz"
+            ]
+        );
+        let text = invalid.to_string();
+        assert!(
+            text.starts_with(
+                "customer_name: is required; customer_email: is not a valid email address; \
+                 product: must be a string; quantity: must be between 1 and 1000; \
+                 amount: must be greater than 0; currency: must be one of"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("; address: must not be empty; aaa: unknown field"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&invalid).unwrap();
+        assert_eq!(
+            json[0],
+            json!({"field": "customer_name", "message": "is required"})
+        );
+    }
+
+    #[test]
+    fn payment_requests() {
+        let p = payment_request(&json!({"method": "credit_card"}), false).unwrap();
+        assert_eq!(
+            p,
+            PaymentRequest {
+                order_id: None,
+                method: "Credit Card".into(),
+                amount: None,
+            }
+        );
+        let p =
+            payment_request(&parse(r#"{"method": "PAYPAL", "amount": 999.99}"#), false).unwrap();
+        assert_eq!(p.method, "PayPal");
+        assert_eq!(p.amount, Some(Money::from_minor(99_999)));
+        for (method, canonical) in [
+            ("Bank Transfer", "Bank Transfer"),
+            ("apple-pay", "Apple Pay"),
+            ("google pay", "Google Pay"),
+        ] {
+            let p = payment_request(&json!({"method": method}), false).unwrap();
+            assert_eq!(p.method, canonical);
+        }
+
+        let message = only_error(payment_request(&json!({"method": "cash"}), false), "method");
+        assert_eq!(
+            message,
+            "must be one of Credit Card, PayPal, Bank Transfer, Apple Pay, Google Pay"
+        );
+        let message = only_error(payment_request(&json!({}), false), "method");
+        assert_eq!(message, "is required");
+        let message = only_error(payment_request(&json!({"method": 1}), false), "method");
+        assert_eq!(message, "must be a string");
+        let message = only_error(
+            payment_request(&json!({"method": "PayPal", "amount": "0"}), false),
+            "amount",
+        );
+        assert_eq!(message, "must be greater than 0");
+        let message = only_error(
+            payment_request(&json!({"method": "PayPal", "amount": "-5"}), false),
+            "amount",
+        );
+        assert_eq!(message, "must be greater than 0");
+
+        // order_id is unknown unless the route takes it from the body.
+        let message = only_error(
+            payment_request(&json!({"method": "PayPal", "order_id": "o-1"}), false),
+            "order_id",
+        );
+        assert_eq!(message, "unknown field: the fields are method, amount");
+        let message = only_error(
+            payment_request(&json!({"method": "PayPal"}), true),
+            "order_id",
+        );
+        assert_eq!(message, "is required");
+        let p = payment_request(&json!({"order_id": " o-1 ", "method": "PayPal"}), true).unwrap();
+        assert_eq!(p.order_id.as_deref(), Some("o-1"));
+        let message = only_error(
+            payment_request(
+                &json!({"order_id": "o", "method": "PayPal", "tip": 1}),
+                true,
+            ),
+            "tip",
+        );
+        assert_eq!(
+            message,
+            "unknown field: the fields are order_id, method, amount"
+        );
+
+        // Every error, in field order.
+        let fields: Vec<(String, String)> = errors(payment_request(
+            &json!({"x": 1, "amount": true, "order_id": 3}),
+            true,
+        ));
+        let names: Vec<&str> = fields.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(names, ["order_id", "method", "amount", "x"]);
+    }
+
+    #[test]
+    fn delivery_requests() {
+        let empty = Value::Object(Map::new());
+        assert_eq!(
+            delivery_request(&empty, false).unwrap(),
+            DeliveryRequest {
+                order_id: None,
+                carrier: None,
+            }
+        );
+        let d = delivery_request(&json!({"carrier": " DHL "}), false).unwrap();
+        assert_eq!(d.carrier.as_deref(), Some("DHL"));
+        let d = delivery_request(&json!({"carrier": "La Poste Pro"}), false).unwrap();
+        assert_eq!(d.carrier.as_deref(), Some("La Poste Pro"));
+        let d = delivery_request(&json!({"carrier": null}), false).unwrap();
+        assert_eq!(d.carrier, None);
+
+        let message = only_error(delivery_request(&json!({"carrier": ""}), false), "carrier");
+        assert_eq!(message, "must not be empty");
+        let message = only_error(delivery_request(&json!({"carrier": 5}), false), "carrier");
+        assert_eq!(message, "must be a string");
+        let long = "x".repeat(61);
+        let message = only_error(
+            delivery_request(&json!({"carrier": long}), false),
+            "carrier",
+        );
+        assert_eq!(message, "is longer than 60 characters");
+        assert!(delivery_request(&json!({"carrier": "x".repeat(60)}), false).is_ok());
+
+        let message = only_error(delivery_request(&empty, true), "order_id");
+        assert_eq!(message, "is required");
+        let d = delivery_request(&json!({"order_id": "o-1"}), true).unwrap();
+        assert_eq!(d.order_id.as_deref(), Some("o-1"));
+        let message = only_error(
+            delivery_request(&json!({"order_id": "o-1"}), false),
+            "order_id",
+        );
+        assert_eq!(message, "unknown field: the fields are carrier");
+        let message = only_error(
+            delivery_request(&json!({"status": "Shipped"}), false),
+            "status",
+        );
+        assert!(message.starts_with("unknown field"), "{message}");
+    }
+
+    #[test]
+    fn delivery_updates() {
+        assert_eq!(
+            delivery_update(&json!({"status": "In Transit"})),
+            Ok(DeliveryStatus::InTransit)
+        );
+        assert_eq!(
+            delivery_update(&json!({"status": "out_for_delivery"})),
+            Ok(DeliveryStatus::OutForDelivery)
+        );
+        let message = only_error(delivery_update(&json!({"status": "Lost"})), "status");
+        assert_eq!(
+            message,
+            "must be one of Shipped, In Transit, Out for Delivery, Delivered"
+        );
+        let message = only_error(delivery_update(&json!({})), "status");
+        assert_eq!(message, "is required");
+        let message = only_error(delivery_update(&json!({"status": 2})), "status");
+        assert_eq!(message, "must be a string");
+        let fields = errors(delivery_update(
+            &json!({"status": "Delivered", "carrier": "DHL"}),
+        ));
+        assert_eq!(fields.len(), 1);
+        assert_eq!(fields[0].0, "carrier");
+    }
+
+    #[test]
+    fn cancel_requests() {
+        assert_eq!(cancel_request(&json!({})), Ok(None));
+        assert_eq!(cancel_request(&json!({"reason": null})), Ok(None));
+        assert_eq!(cancel_request(&json!({"reason": "  "})), Ok(None));
+        assert_eq!(
+            cancel_request(&json!({"reason": " changed my mind "})),
+            Ok(Some("changed my mind".into()))
+        );
+        assert!(cancel_request(&json!({"reason": "é".repeat(200)})).is_ok());
+        let message = only_error(
+            cancel_request(&json!({"reason": "é".repeat(201)})),
+            "reason",
+        );
+        assert_eq!(message, "is longer than 200 characters");
+        let message = only_error(cancel_request(&json!({"reason": 1})), "reason");
+        assert_eq!(message, "must be a string");
+        let message = only_error(cancel_request(&json!({"reason": "a\nb"})), "reason");
+        assert_eq!(message, "must not contain control characters");
+        let message = only_error(cancel_request(&json!({"why": "x"})), "why");
+        assert_eq!(message, "unknown field: the fields are reason");
+    }
+
+    #[test]
+    fn invalid_displays_every_error() {
+        let invalid = Invalid(vec![
+            FieldError::new("a", "is required"),
+            FieldError::new("b", "must be a string"),
+        ]);
+        assert_eq!(invalid.to_string(), "a: is required; b: must be a string");
+        assert_eq!(Invalid::one("x", "y").to_string(), "x: y");
+    }
+}

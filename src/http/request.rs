@@ -1,0 +1,175 @@
+//! Reading requests: the JSON body (bounded), the query string, and the write options every
+//! POST honours (`Idempotency-Key`, `?wait=true`).
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::StatusCode;
+use serde_json::Value;
+
+use super::{ApiError, Request};
+use crate::model::query::{Cursor, DEFAULT_LIMIT, ListQuery, MAX_LIMIT};
+use crate::shop::{Idempotency, WriteOptions, fingerprint};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Longest `Idempotency-Key` accepted.
+const MAX_KEY_LEN: usize = 255;
+
+/// The parsed query string (the last value wins for a repeated name).
+pub fn query_params(request: &Request) -> HashMap<String, String> {
+    request
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+/// Reads the body as one JSON value: `{}` when empty, 413 past [`MAX_BODY_BYTES`], 400 when it
+/// is not JSON. The declared content type is not enforced (curl's `-d` says form-urlencoded):
+/// the body itself must be JSON.
+pub async fn json_body(request: Request) -> Result<(Value, RequestParts), ApiError> {
+    let (parts, body) = request.into_parts();
+    let bytes: Bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {} KiB", MAX_BODY_BYTES / 1024),
+            ));
+        }
+        Err(error) => {
+            return Err(ApiError::bad_request(
+                "unreadable_body",
+                format!("cannot read the body: {error}"),
+            ));
+        }
+    };
+    let value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+        })?
+    };
+    Ok((value, RequestParts { parts }))
+}
+
+/// What is left of a request once its body was read.
+pub struct RequestParts {
+    parts: hyper::http::request::Parts,
+}
+
+impl RequestParts {
+    /// `Idempotency-Key` (with the request's fingerprint) and `?wait=true`.
+    pub fn write_options(&self, body: &Value) -> Result<WriteOptions, ApiError> {
+        let idempotency = match self.parts.headers.get("idempotency-key") {
+            None => None,
+            Some(value) => {
+                let key = value.to_str().map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_idempotency_key",
+                        "Idempotency-Key must be visible ASCII",
+                    )
+                })?;
+                if key.is_empty()
+                    || key.len() > MAX_KEY_LEN
+                    || !key.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(ApiError::bad_request(
+                        "invalid_idempotency_key",
+                        format!(
+                            "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+                        ),
+                    ));
+                }
+                Some(Idempotency {
+                    key: key.to_string(),
+                    fingerprint: fingerprint(
+                        self.parts.method.as_str(),
+                        self.parts.uri.path(),
+                        body,
+                    ),
+                })
+            }
+        };
+        let wait_visible = match self.query().get("wait").map(String::as_str) {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") | Some("") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("wait must be true or false, not {other:?}"),
+                ));
+            }
+        };
+        Ok(WriteOptions {
+            idempotency,
+            wait_visible,
+        })
+    }
+
+    fn query(&self) -> HashMap<String, String> {
+        self.parts
+            .uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// `status`, `q`, `limit` (1..=500) and `cursor` of a listing; `valid_status` says which
+/// statuses the listed kind has.
+pub fn list_query(
+    params: &HashMap<String, String>,
+    valid_status: impl Fn(&str) -> bool,
+    statuses: &str,
+) -> Result<ListQuery, ApiError> {
+    let limit = match params.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("limit must be a whole number from 1 to {MAX_LIMIT}, not {raw:?}"),
+                ));
+            }
+        },
+    };
+    let status = match params
+        .get("status")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        None => None,
+        Some(s) if valid_status(s) => Some(s.to_string()),
+        Some(s) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("status {s:?} is not one of {statuses}"),
+            ));
+        }
+    };
+    let before = match params.get("cursor").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(raw) => Some(Cursor::decode(raw).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("cursor {raw:?} is not one this server gave"),
+            )
+        })?),
+    };
+    let text = params
+        .get("q")
+        .map(|q| q.trim().to_string())
+        .filter(|q| !q.is_empty());
+    Ok(ListQuery {
+        status,
+        text,
+        limit,
+        before,
+    })
+}

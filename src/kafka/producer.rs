@@ -1,0 +1,260 @@
+//! The producer: records go to the partition Kafka's default partitioner picks for their key,
+//! and an HTTP write answers only once Kafka acknowledged its record (acks = all).
+//!
+//! One lane (a task and a queue) per partition. A lane sends whatever queued up while its
+//! previous request was in flight as one batch, so concurrent requests share round trips
+//! instead of paying one each, without any linger delay when the load is light.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::record::Record;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::connection::KafkaConnection;
+use super::{KafkaError, with_deadline};
+use crate::domain::event::{Position, TopicRole};
+use crate::domain::partitioner::partition_for_key;
+
+/// Most records in one produce request.
+const MAX_BATCH_RECORDS: usize = 500;
+/// Most value bytes in one produce request.
+const MAX_BATCH_BYTES: usize = 900 * 1024;
+/// Records waiting per partition before writers are told Kafka is too slow (503).
+const LANE_QUEUE: usize = 10_000;
+
+/// One record to write.
+#[derive(Debug, Clone)]
+pub struct OutgoingRecord {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub headers: BTreeMap<String, Vec<u8>>,
+    pub time: DateTime<Utc>,
+}
+
+type PartitionKey = (TopicRole, i32);
+
+struct Job {
+    record: Record,
+    reply: oneshot::Sender<Result<i64, String>>,
+}
+
+/// Handle on the lanes; cheap to clone.
+#[derive(Clone)]
+pub struct Producer {
+    kafka: KafkaConnection,
+    timeout: Duration,
+    lanes: Arc<Mutex<HashMap<PartitionKey, mpsc::Sender<Job>>>>,
+    /// Highest offset this instance wrote per partition (read-your-writes for commands).
+    written: Arc<Mutex<HashMap<PartitionKey, i64>>>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    pub fn new(kafka: KafkaConnection, timeout: Duration, shutdown: CancellationToken) -> Self {
+        Self {
+            kafka,
+            timeout,
+            lanes: Arc::default(),
+            written: Arc::default(),
+            shutdown,
+        }
+    }
+
+    /// The partition of `key` on `topic`, as every Kafka client computes it.
+    pub fn partition_for(&self, topic: TopicRole, key: &str) -> Result<i32, KafkaError> {
+        let session = self.kafka.ready_session()?;
+        Ok(partition_for_key(
+            key.as_bytes(),
+            session.topics.get(topic).partitions,
+        ))
+    }
+
+    /// Writes one record and returns where it landed, once Kafka acknowledged it. Fails fast
+    /// (503) while Kafka is unreachable, and within the Kafka deadline otherwise.
+    pub async fn send(
+        &self,
+        topic: TopicRole,
+        record: OutgoingRecord,
+    ) -> Result<Position, KafkaError> {
+        let partition = self.partition_for(topic, &record.key)?;
+        let lane = self.lane(topic, partition);
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            record: Record {
+                key: Some(record.key.into_bytes()),
+                value: Some(record.value),
+                headers: record.headers,
+                timestamp: record.time,
+            },
+            reply,
+        };
+        lane.try_send(job).map_err(|_| {
+            KafkaError::NotConnected(format!(
+                "too many writes waiting for Kafka on {topic}/{partition}"
+            ))
+        })?;
+        // The lane's own call has the Kafka deadline; this bound covers the queue before it.
+        let budget = self.timeout + self.timeout.min(Duration::from_secs(3));
+        let offset = match tokio::time::timeout(budget, answer).await {
+            Ok(Ok(Ok(offset))) => offset,
+            Ok(Ok(Err(message))) => {
+                return Err(KafkaError::Write {
+                    topic,
+                    partition,
+                    message,
+                });
+            }
+            Ok(Err(_)) => return Err(KafkaError::NotConnected("shutting down".into())),
+            Err(_) => {
+                return Err(KafkaError::Timeout {
+                    operation: "produce",
+                    after: budget,
+                });
+            }
+        };
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let highest = written.entry((topic, partition)).or_insert(offset);
+        *highest = (*highest).max(offset);
+        Ok(Position {
+            topic,
+            partition,
+            offset,
+        })
+    }
+
+    /// The highest offset this instance wrote to a partition, if any.
+    pub fn written(&self, topic: TopicRole, partition: i32) -> Option<i64> {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(topic, partition))
+            .copied()
+    }
+
+    fn lane(&self, topic: TopicRole, partition: i32) -> mpsc::Sender<Job> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        lanes
+            .entry((topic, partition))
+            .or_insert_with(|| {
+                let (sender, receiver) = mpsc::channel(LANE_QUEUE);
+                let lane = Lane {
+                    topic,
+                    partition,
+                    kafka: self.kafka.clone(),
+                    timeout: self.timeout,
+                    client: None,
+                };
+                tokio::spawn(lane.run(receiver, self.shutdown.clone()));
+                sender
+            })
+            .clone()
+    }
+}
+
+struct Lane {
+    topic: TopicRole,
+    partition: i32,
+    kafka: KafkaConnection,
+    timeout: Duration,
+    client: Option<(u64, Arc<PartitionClient>)>,
+}
+
+impl Lane {
+    async fn run(mut self, mut queue: mpsc::Receiver<Job>, shutdown: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                job = queue.recv() => match job { Some(job) => job, None => break },
+            };
+            let mut batch = vec![first];
+            let mut bytes = batch[0].record.approximate_size();
+            while batch.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES {
+                match queue.try_recv() {
+                    Ok(job) => {
+                        bytes += job.record.approximate_size();
+                        batch.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.write(batch).await;
+        }
+        // Writers still queued learn that their record was not written.
+        queue.close();
+        while let Ok(job) = queue.try_recv() {
+            let _ = job.reply.send(Err("shopstream is shutting down".into()));
+        }
+    }
+
+    async fn write(&mut self, batch: Vec<Job>) {
+        let (records, replies): (Vec<Record>, Vec<_>) =
+            batch.into_iter().map(|job| (job.record, job.reply)).unzip();
+        let count = records.len();
+        let result = match self.client().await {
+            Ok(client) => {
+                with_deadline(
+                    "produce",
+                    self.timeout,
+                    client.produce(records, Compression::NoCompression),
+                )
+                .await
+            }
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(offsets) if offsets.len() == count => {
+                for (reply, offset) in replies.into_iter().zip(offsets) {
+                    let _ = reply.send(Ok(offset));
+                }
+            }
+            Ok(offsets) => {
+                let message = format!("Kafka acknowledged {} of {count} records", offsets.len());
+                for reply in replies {
+                    let _ = reply.send(Err(message.clone()));
+                }
+            }
+            Err(error) => {
+                // A timed-out request may still have been written: the caller's retry with the
+                // same Idempotency-Key carries the same event id, so it cannot count twice.
+                self.client = None;
+                tracing::warn!(topic = %self.topic, partition = self.partition, %error, "produce failed");
+                let message = error.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+
+    async fn client(&mut self) -> Result<Arc<PartitionClient>, KafkaError> {
+        let session = self.kafka.ready_session()?;
+        if let Some((generation, client)) = &self.client
+            && *generation == session.generation
+        {
+            return Ok(Arc::clone(client));
+        }
+        let topic = session.topics.get(self.topic).name.clone();
+        let client = with_deadline(
+            "partition client",
+            self.timeout,
+            session
+                .client
+                .partition_client(topic, self.partition, UnknownTopicHandling::Retry),
+        )
+        .await?;
+        let client = Arc::new(client);
+        self.client = Some((session.generation, Arc::clone(&client)));
+        Ok(client)
+    }
+}

@@ -1,0 +1,448 @@
+//! The commands: place an order, pay, cancel, ship, advance a delivery.
+//!
+//! Each command is checked against the read model (the lifecycle's rule book decides; an
+//! illegal move is a [`ShopError::Conflict`] that says why), turned into one event, written to
+//! Kafka, and answered with where the event landed. The read model itself changes only when
+//! the consumers read that event back.
+//!
+//! Within one instance, commands on the same order (and requests with the same
+//! `Idempotency-Key`) run one at a time, and each first waits until the consumers caught up
+//! with what this instance already wrote for that order: a client that places an order and
+//! pays it right after sees its own order. Across instances, a race that slips through is
+//! kept in the log and flagged as an anomaly by the read model.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, MutexGuard};
+use uuid::Uuid;
+
+use crate::domain::demo;
+use crate::domain::event::{
+    DeliveryDetails, DeliveryStatus, Event, EventBody, EventType, OrderDetails, PaymentDetails,
+    Position, TopicRole, headers,
+};
+use crate::domain::gateway;
+use crate::domain::lifecycle::transition;
+use crate::domain::validation::{DeliveryRequest, Invalid, PaymentRequest};
+use crate::kafka::KafkaError;
+use crate::kafka::producer::{OutgoingRecord, Producer};
+use crate::model::ReadModel;
+use crate::model::store::Store;
+
+/// Lock shards for per-order and per-key serialisation.
+const LOCK_SHARDS: usize = 256;
+/// Longest a command waits for the read model to show this instance's earlier writes.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+/// Longest `?wait=true` waits for the read model to show the write.
+pub const VISIBLE_WAIT: Duration = Duration::from_secs(5);
+
+/// Why a command was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ShopError {
+    #[error("{0}")]
+    Invalid(Invalid),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("this Idempotency-Key was used with another request")]
+    IdempotencyMismatch,
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error("the read model is still catching up with the log; retry in a moment")]
+    CatchingUp,
+    #[error(
+        "the event was written at {position:?} but the read model did not show it within {after:?}"
+    )]
+    NotVisible { position: Position, after: Duration },
+}
+
+/// The client's `Idempotency-Key` and the fingerprint of its request (method, path, body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+/// Options every write takes.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    pub idempotency: Option<Idempotency>,
+    /// Answer only once the read model shows the write (`?wait=true`).
+    pub wait_visible: bool,
+}
+
+/// A written (or replayed) event: the answer to a write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub event_type: EventType,
+    pub data: Value,
+    pub position: Position,
+    /// True when this answers a repeated `Idempotency-Key` without writing again.
+    pub replayed: bool,
+}
+
+impl Written {
+    /// The JSON answer: `{"<kind>": data, "kafka": {topic, partition, offset}}`.
+    pub fn body(&self) -> Value {
+        let kind = match self.event_type {
+            EventType::OrderCreated | EventType::OrderCancelled => "order",
+            EventType::PaymentProcessed => "payment",
+            EventType::DeliveryCreated | EventType::DeliveryUpdated => "delivery",
+        };
+        json!({
+            kind: self.data,
+            "kafka": {
+                "topic": self.position.topic,
+                "partition": self.position.partition,
+                "offset": self.position.offset,
+            },
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Shop {
+    store: Arc<Store>,
+    producer: Producer,
+    locks: Vec<Mutex<()>>,
+    /// The `producer` header of every record this instance writes.
+    producer_name: String,
+}
+
+impl Shop {
+    pub fn new(store: Arc<Store>, producer: Producer) -> Self {
+        Self {
+            store,
+            producer,
+            locks: (0..LOCK_SHARDS).map(|_| Mutex::new(())).collect(),
+            producer_name: format!("shopstream/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// `POST /api/orders`.
+    pub async fn place_order(
+        &self,
+        details: OrderDetails,
+        options: WriteOptions,
+    ) -> Result<Written, ShopError> {
+        let order_id = new_id("order", options.idempotency.as_ref());
+        self.write(&order_id, &options, |_| {
+            Ok((EventType::OrderCreated, EventBody::OrderCreated(details)))
+        })
+        .await
+    }
+
+    /// `POST /api/orders/create`: a realistic generated order.
+    pub async fn place_demo_order(&self, options: WriteOptions) -> Result<Written, ShopError> {
+        let details = demo::demo_order(&mut rand::rng());
+        self.place_order(details, options).await
+    }
+
+    /// `POST /api/orders/{id}/payments`: the simulated gateway decides the outcome.
+    pub async fn pay(
+        &self,
+        order_id: &str,
+        request: PaymentRequest,
+        options: WriteOptions,
+    ) -> Result<Written, ShopError> {
+        let payment_id = new_id("payment", options.idempotency.as_ref());
+        self.write(order_id, &options, |model| {
+            let (details, status) = existing_order(model, order_id)?;
+            let outcome = gateway::authorise(details, &request.method, request.amount);
+            let body = EventBody::PaymentProcessed(PaymentDetails {
+                payment_id,
+                amount: outcome.amount,
+                method: request.method.clone(),
+                status: outcome.status,
+                failure_reason: outcome.failure_reason.map(str::to_string),
+            });
+            check(status, &body)?;
+            Ok((EventType::PaymentProcessed, body))
+        })
+        .await
+    }
+
+    /// `POST /api/orders/{id}/cancel`.
+    pub async fn cancel(
+        &self,
+        order_id: &str,
+        reason: Option<String>,
+        options: WriteOptions,
+    ) -> Result<Written, ShopError> {
+        self.write(order_id, &options, |model| {
+            let (_, status) = existing_order(model, order_id)?;
+            let body = EventBody::OrderCancelled { reason };
+            check(status, &body)?;
+            Ok((EventType::OrderCancelled, body))
+        })
+        .await
+    }
+
+    /// `POST /api/orders/{id}/deliveries`: ship a paid order.
+    pub async fn ship(
+        &self,
+        order_id: &str,
+        request: DeliveryRequest,
+        options: WriteOptions,
+    ) -> Result<Written, ShopError> {
+        let delivery_id = new_id("delivery", options.idempotency.as_ref());
+        self.write(order_id, &options, |model| {
+            let (details, status) = existing_order(model, order_id)?;
+            let carrier = request
+                .carrier
+                .clone()
+                .unwrap_or_else(|| "Colissimo".to_string());
+            let body = EventBody::Delivery(DeliveryDetails {
+                delivery_id,
+                address: details.address.clone(),
+                status: DeliveryStatus::Shipped,
+                estimated_date: Some(demo::estimated_delivery(Utc::now().date_naive(), &carrier)),
+                carrier: Some(carrier),
+            });
+            check(status, &body)?;
+            Ok((EventType::DeliveryCreated, body))
+        })
+        .await
+    }
+
+    /// `PATCH /api/deliveries/{id}`: move a delivery forward.
+    pub async fn advance_delivery(
+        &self,
+        delivery_id: &str,
+        next: DeliveryStatus,
+        options: WriteOptions,
+    ) -> Result<Written, ShopError> {
+        let order_id = self
+            .store
+            .read(|m| m.delivery(delivery_id).map(|d| d.order_id.clone()))
+            .ok_or_else(|| ShopError::NotFound(format!("delivery {delivery_id} not found")))?;
+        self.write(&order_id, &options, |model| {
+            let delivery = model
+                .delivery(delivery_id)
+                .ok_or_else(|| ShopError::NotFound(format!("delivery {delivery_id} not found")))?;
+            let (_, status) = existing_order(model, &order_id)?;
+            let body = EventBody::Delivery(DeliveryDetails {
+                delivery_id: delivery_id.to_string(),
+                address: delivery.address.clone(),
+                status: next,
+                estimated_date: delivery.estimated_date,
+                carrier: delivery.carrier.clone(),
+            });
+            check(status, &body)?;
+            Ok((EventType::DeliveryUpdated, body))
+        })
+        .await
+    }
+
+    /// The common path of every write: serialise, catch up, honour the idempotency key,
+    /// decide, write, optionally wait until visible.
+    async fn write(
+        &self,
+        order_id: &str,
+        options: &WriteOptions,
+        decide: impl FnOnce(&ReadModel) -> Result<(EventType, EventBody), ShopError>,
+    ) -> Result<Written, ShopError> {
+        let key = options.idempotency.as_ref().map(|i| i.key.as_str());
+        let _guards = self.lock(order_id, key).await;
+        self.catch_up_with_own_writes(order_id).await?;
+
+        if let Some(idempotency) = &options.idempotency {
+            let earlier = self
+                .store
+                .read(|m| m.idempotent_write(&idempotency.key).cloned());
+            if let Some(earlier) = earlier {
+                if earlier.fingerprint != idempotency.fingerprint {
+                    return Err(ShopError::IdempotencyMismatch);
+                }
+                let event_type = earlier
+                    .data
+                    .get("event_type")
+                    .and_then(|t| serde_json::from_value(t.clone()).ok())
+                    .unwrap_or(EventType::OrderCreated);
+                return Ok(Written {
+                    event_type,
+                    data: earlier.data,
+                    position: earlier.position,
+                    replayed: true,
+                });
+            }
+        }
+
+        let (event_type, body) = self.store.read(decide)?;
+        let event = Event {
+            event_id: new_id("event", options.idempotency.as_ref()),
+            event_type,
+            order_id: order_id.to_string(),
+            time: Utc::now(),
+            body,
+        };
+        let data = event.to_value();
+        let mut record_headers = BTreeMap::from([
+            (
+                headers::EVENT_TYPE.to_string(),
+                event_type.as_str().as_bytes().to_vec(),
+            ),
+            (
+                headers::CONTENT_TYPE.to_string(),
+                b"application/json".to_vec(),
+            ),
+            (
+                headers::PRODUCER.to_string(),
+                self.producer_name.as_bytes().to_vec(),
+            ),
+        ]);
+        if let Some(i) = &options.idempotency {
+            record_headers.insert(
+                headers::IDEMPOTENCY_KEY.to_string(),
+                i.key.as_bytes().to_vec(),
+            );
+            record_headers.insert(
+                headers::REQUEST_FINGERPRINT.to_string(),
+                i.fingerprint.as_bytes().to_vec(),
+            );
+        }
+        let record = OutgoingRecord {
+            key: order_id.to_string(),
+            value: serde_json::to_vec(&data).expect("JSON always serialises"),
+            headers: record_headers,
+            time: event.time,
+        };
+        let position = self.producer.send(event_type.topic(), record).await?;
+
+        if options.wait_visible {
+            let visible = self
+                .store
+                .wait_for(VISIBLE_WAIT, |m| {
+                    m.progress(position.topic, position.partition)
+                        .is_some_and(|p| p.next_offset > position.offset)
+                })
+                .await;
+            if !visible {
+                return Err(ShopError::NotVisible {
+                    position,
+                    after: VISIBLE_WAIT,
+                });
+            }
+        }
+        Ok(Written {
+            event_type,
+            data,
+            position,
+            replayed: false,
+        })
+    }
+
+    /// Locks the order's shard and the key's shard (in a fixed order, so two requests can
+    /// never wait on each other).
+    async fn lock(&self, order_id: &str, key: Option<&str>) -> Vec<MutexGuard<'_, ()>> {
+        let mut shards = vec![shard_of(order_id)];
+        if let Some(key) = key {
+            shards.push(shard_of(key));
+        }
+        shards.sort_unstable();
+        shards.dedup();
+        let mut guards = Vec::with_capacity(shards.len());
+        for shard in shards {
+            guards.push(self.locks[shard].lock().await);
+        }
+        guards
+    }
+
+    /// Waits until the consumers have read everything this instance wrote to the order's
+    /// partitions on all three topics.
+    async fn catch_up_with_own_writes(&self, order_id: &str) -> Result<(), ShopError> {
+        let mut wanted = Vec::new();
+        for topic in TopicRole::ALL {
+            let partition = self.producer.partition_for(topic, order_id)?;
+            if let Some(offset) = self.producer.written(topic, partition) {
+                wanted.push((topic, partition, offset));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let caught_up = self
+            .store
+            .wait_for(CATCH_UP_WAIT, |m| {
+                wanted.iter().all(|&(t, p, offset)| {
+                    m.progress(t, p)
+                        .is_some_and(|progress| progress.next_offset > offset)
+                })
+            })
+            .await;
+        if caught_up {
+            Ok(())
+        } else {
+            Err(ShopError::CatchingUp)
+        }
+    }
+}
+
+/// The order's details and status, or 404.
+fn existing_order<'a>(
+    model: &'a ReadModel,
+    order_id: &str,
+) -> Result<
+    (
+        &'a OrderDetails,
+        Option<crate::domain::lifecycle::OrderStatus>,
+    ),
+    ShopError,
+> {
+    let order = model
+        .order(order_id)
+        .filter(|o| o.details.is_some())
+        .ok_or_else(|| ShopError::NotFound(format!("order {order_id} not found")))?;
+    Ok((
+        order.details.as_ref().expect("filtered above"),
+        order.status,
+    ))
+}
+
+fn check(
+    status: Option<crate::domain::lifecycle::OrderStatus>,
+    body: &EventBody,
+) -> Result<(), ShopError> {
+    transition(status, body)
+        .map(|_| ())
+        .map_err(|v| ShopError::Conflict(v.0))
+}
+
+/// A fresh id, or, under an idempotency key, the same id every time the same request comes
+/// again: a retry after an ambiguous failure then carries the same event id and order id, and
+/// the read model counts it once.
+fn new_id(kind: &str, idempotency: Option<&Idempotency>) -> String {
+    match idempotency {
+        Some(i) => Uuid::new_v5(
+            &Uuid::NAMESPACE_OID,
+            format!("shopstream/{kind}/{}/{}", i.key, i.fingerprint).as_bytes(),
+        ),
+        None => Uuid::new_v4(),
+    }
+    .to_string()
+}
+
+fn shard_of(s: &str) -> usize {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut hasher);
+    (hasher.finish() as usize) % LOCK_SHARDS
+}
+
+/// The fingerprint of a request: method, path and body (canonical JSON: keys sorted).
+pub fn fingerprint(method: &str, path: &str, body: &Value) -> String {
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("{method} {path}\n{body}").as_bytes(),
+    )
+    .to_string()
+}
