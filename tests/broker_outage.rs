@@ -40,3 +40,44 @@ async fn readyz_turns_503_promptly_when_the_broker_stops_and_200_when_it_returns
     broker.restart();
     server.wait_ready(Duration::from_secs(60)).await;
 }
+
+#[tokio::test]
+async fn writes_answer_503_promptly_while_the_broker_is_away_and_work_again_after() {
+    let broker = PrivateBroker::start("outage-writes");
+    let prefix = format!("{}.", support::unique_name("outage-writes"));
+    let server = Server::start(&broker.bootstrap, &["--topic-prefix", &prefix]);
+    server.wait_ready(Duration::from_secs(60)).await;
+    let (status, _) = http::post(server.addr, "/api/orders/create?wait=true", &serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 201);
+
+    broker.stop();
+    // Every write in the next seconds answers, 503 with a JSON error, within 10 seconds.
+    for _ in 0..3 {
+        let sent = Instant::now();
+        let (status, body) = http::post(server.addr, "/api/orders/create", &serde_json::json!({}))
+            .await
+            .expect("a write hung while the broker was away");
+        assert_eq!(status, 503, "{body}");
+        assert!(body["error"]["code"].as_str().unwrap().starts_with("kafka_"), "{body}");
+        assert!(sent.elapsed() < Duration::from_secs(10), "took {:?}", sent.elapsed());
+    }
+
+    broker.restart();
+    server.wait_ready(Duration::from_secs(60)).await;
+    let started = Instant::now();
+    loop {
+        let (status, body) = http::post(server.addr, "/api/orders/create?wait=true", &serde_json::json!({}))
+            .await
+            .unwrap();
+        if status == 201 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "writes did not resume: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Both orders, the one before and the one after the outage, are there.
+    let (_, stats) = http::get(server.addr, "/api/stats").await.unwrap();
+    assert_eq!(stats["orders"]["total"], 2, "{stats}");
+}

@@ -231,6 +231,19 @@ impl Server {
         }
     }
 
+    /// Kills the process with SIGKILL (no chance to save anything) and hands back its data
+    /// directory, kept for a restart.
+    pub fn kill_hard(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::take(&mut self.data_dir)
+    }
+
+    /// Hands back the data directory of a server that already exited, kept for a restart.
+    pub fn into_data_dir(mut self) -> PathBuf {
+        std::mem::take(&mut self.data_dir)
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -256,7 +269,9 @@ impl Drop for Server {
         if std::thread::panicking() {
             eprintln!("--- shopstream logs ---\n{}", self.logs());
         }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if !self.data_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 
@@ -343,4 +358,192 @@ pub async fn kafka_client(bootstrap: &str) -> rskafka::client::Client {
     .await
     .expect("connecting to Kafka timed out")
     .expect("cannot connect to Kafka")
+}
+
+/// A full HTTP exchange for tests that need request headers or response headers.
+pub mod http_full {
+    use std::net::SocketAddr;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::Request;
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpStream;
+
+    use super::http::REQUEST_DEADLINE;
+
+    pub struct Reply {
+        pub status: u16,
+        pub headers: hyper::HeaderMap,
+        pub json: serde_json::Value,
+        pub raw: Bytes,
+    }
+
+    pub async fn send(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let body = body.into();
+        tokio::time::timeout(REQUEST_DEADLINE, async {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            let mut request = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", addr.to_string());
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let response = sender
+                .send_request(request.body(Full::new(body)).unwrap())
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let raw = response.into_body().collect().await.unwrap().to_bytes();
+            let json = serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null);
+            Reply {
+                status,
+                headers,
+                json,
+                raw,
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path} did not answer within {REQUEST_DEADLINE:?}"))
+    }
+}
+
+/// Runs `command` with `stdin` fed to it and its output captured, killed once `within` has
+/// passed. `Err` says why it did not finish (could not start, or timed out with what it had
+/// printed so far); a non-zero exit is not an error here, look at `status`.
+pub fn run_with_stdin(
+    command: &mut Command,
+    stdin: &[u8],
+    within: Duration,
+) -> Result<std::process::Output, String> {
+    use std::io::{Read, Write};
+
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {command:?}: {e}"))?;
+    let mut input = child.stdin.take().unwrap();
+    let bytes = stdin.to_vec();
+    // Written from a thread so a child that does not read cannot block us; dropped at the
+    // end, which closes its stdin (end of input).
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&bytes);
+    });
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = pipe.read_to_end(&mut out);
+            out
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break Some(status);
+        }
+        if started.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = writer.join();
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    match status {
+        Some(status) => Ok(std::process::Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => Err(format!(
+            "{command:?} did not finish within {within:?}; stderr:\n{}",
+            String::from_utf8_lossy(&stderr)
+        )),
+    }
+}
+
+/// Writes `(key, value)` records to `topic` with Apache Kafka's own console producer (the
+/// Java client, default partitioner), one line each, and panics unless every one was sent.
+/// Neither keys nor values may contain a newline; keys may not contain `|`.
+pub fn console_produce(bootstrap: &str, topic: &str, records: &[(&str, &str)]) {
+    let mut input = String::new();
+    for (key, value) in records {
+        assert!(
+            !key.contains(['|', '\n']) && !value.contains('\n'),
+            "cannot send {key:?} / {value:?} as one line"
+        );
+        input.push_str(&format!("{key}|{value}\n"));
+    }
+    let output = run_with_stdin(
+        Command::new(repo_root().join("compose/kafka-local")).args([
+            "java-class",
+            "org.apache.kafka.tools.ConsoleProducer",
+            "--bootstrap-server",
+            bootstrap,
+            "--topic",
+            topic,
+            "--property",
+            "parse.key=true",
+            "--property",
+            "key.separator=|",
+            // Fail within the test's budget instead of the default minute.
+            "--producer-property",
+            "max.block.ms=20000",
+            "--producer-property",
+            "delivery.timeout.ms=20000",
+            "--producer-property",
+            "request.timeout.ms=10000",
+        ]),
+        input.as_bytes(),
+        Duration::from_secs(90),
+    )
+    .unwrap_or_else(|e| panic!("console producer: {e}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The tool exits 0 even when a send failed; its error is only logged.
+    assert!(
+        output.status.success() && !stderr.contains("ERROR"),
+        "console producer to {topic} failed ({}):\n{stderr}",
+        output.status
+    );
+}
+
+/// Polls `probe` every 100 ms until it returns `Ok`, for at most `within`; panics with the
+/// last `Err` (what was still missing) after that.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        let last = match probe().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        assert!(
+            started.elapsed() < within,
+            "{what}: not within {within:?}; last: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -1,0 +1,291 @@
+//! The REST API end to end on the real broker: writes land in Kafka, come back through the
+//! consumers and show in the read model; bad input gets a 4xx naming the problem.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::http_full::{Reply, send};
+use support::{Server, http};
+
+async fn start() -> Server {
+    let prefix = format!("{}.", support::unique_name("api"));
+    let server = Server::start(&support::bootstrap(), &["--topic-prefix", &prefix]);
+    server.wait_ready(Duration::from_secs(60)).await;
+    server
+}
+
+fn order_body() -> Value {
+    json!({
+        "customer_name": "Jean Dupont",
+        "customer_email": "jean.dupont@example.com",
+        "product": "Laptop",
+        "quantity": 2,
+        "amount": "1999.98",
+        "currency": "EUR",
+        "address": "123 Rue de Paris, 75000 Paris",
+    })
+}
+
+async fn post(server: &Server, path: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    send(server.addr, "POST", path, &all, body.to_string()).await
+}
+
+/// Polls `GET path` until `done` holds (bounded).
+async fn eventually(server: &Server, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, body) = http::get(server.addr, path).await.unwrap();
+        if status == 200 && done(&body) {
+            return body;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{path} never satisfied: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_order_goes_through_its_whole_lifecycle() {
+    let server = start().await;
+    let created = post(&server, "/api/orders", &order_body(), &[]).await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    let order = &created.json["order"];
+    let order_id = order["order_id"].as_str().unwrap().to_string();
+    assert_eq!(order["status"], "Pending");
+    assert_eq!(order["amount"].to_string(), "1999.98", "money stays exact");
+    assert_eq!(order["event_type"], "order.created");
+    assert_eq!(created.json["kafka"]["topic"], "orders");
+    // Kafka's default partitioner placed it, as a Java client would.
+    let expected = shopstream::domain::partitioner::partition_for_key(order_id.as_bytes(), 3);
+    assert_eq!(created.json["kafka"]["partition"], expected);
+
+    let paid = post(&server, &format!("/api/orders/{order_id}/payments"), &json!({"method": "Credit Card"}), &[]).await;
+    assert_eq!(paid.status, 201, "{}", paid.json);
+    assert_eq!(paid.json["payment"]["status"], "SUCCESS");
+
+    // Illegal moves are refused with 409 and a reason.
+    let cancel = post(&server, &format!("/api/orders/{order_id}/cancel"), &json!({}), &[]).await;
+    assert_eq!(cancel.status, 409);
+    assert_eq!(cancel.json["error"]["code"], "illegal_transition");
+    assert!(cancel.json["error"]["message"].as_str().unwrap().contains("Paid"));
+
+    let shipped = post(&server, &format!("/api/orders/{order_id}/deliveries?wait=true"), &json!({"carrier": "DHL"}), &[]).await;
+    assert_eq!(shipped.status, 201, "{}", shipped.json);
+    let delivery_id = shipped.json["delivery"]["delivery_id"].as_str().unwrap().to_string();
+    assert_eq!(shipped.json["delivery"]["status"], "Shipped");
+    assert!(shipped.json["delivery"]["estimated_date"].is_string());
+
+    for status in ["In Transit", "Out for Delivery", "Delivered"] {
+        let moved = send(
+            server.addr,
+            "PATCH",
+            &format!("/api/deliveries/{delivery_id}?wait=true"),
+            &[],
+            json!({ "status": status }).to_string(),
+        )
+        .await;
+        assert_eq!(moved.status, 201, "{}", moved.json);
+    }
+    let backwards = send(server.addr, "PATCH", &format!("/api/deliveries/{delivery_id}"), &[], r#"{"status":"In Transit"}"#).await;
+    assert_eq!(backwards.status, 409, "{}", backwards.json);
+
+    let detail = eventually(&server, &format!("/api/orders/{order_id}"), |b| b["order"]["status"] == "Delivered").await;
+    let timeline = detail["order"]["timeline"].as_array().unwrap();
+    let types: Vec<&str> = timeline.iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["order.created", "payment.processed", "delivery.created", "delivery.updated", "delivery.updated", "delivery.updated"]
+    );
+    for entry in timeline {
+        assert!(entry["topic"].is_string() && entry["partition"].is_number() && entry["offset"].is_number());
+        assert!(entry["time"].is_string());
+        assert_eq!(entry["anomaly"], Value::Null);
+    }
+    assert_eq!(detail["order"]["payments"].as_array().unwrap().len(), 1);
+
+    let stats = eventually(&server, "/api/stats", |s| s["orders"]["by_status"]["Delivered"] == 1).await;
+    assert_eq!(stats["revenue"][0]["amount"].to_string(), "1999.98");
+    assert_eq!(stats["payments"]["success_ratio"], json!(1.0));
+    let per_minute = stats["orders_per_minute"].as_array().unwrap();
+    assert_eq!(per_minute.len(), 60);
+    assert_eq!(per_minute.iter().map(|m| m["orders"].as_u64().unwrap()).sum::<u64>(), 1);
+}
+
+#[tokio::test]
+async fn payment_failures_follow_the_documented_gateway_rules_and_may_be_retried() {
+    let server = start().await;
+    let mut body = order_body();
+    body["customer_email"] = json!("someone@decline.test");
+    let created = post(&server, "/api/orders", &body, &[]).await;
+    let order_id = created.json["order"]["order_id"].as_str().unwrap().to_string();
+    let declined = post(&server, &format!("/api/orders/{order_id}/payments"), &json!({"method": "PayPal"}), &[]).await;
+    assert_eq!(declined.status, 201);
+    assert_eq!(declined.json["payment"]["status"], "FAILED");
+    assert_eq!(declined.json["payment"]["failure_reason"], "card_declined");
+
+    // A wrong amount fails too; the seed's route with order_id in the body works.
+    let created = post(&server, "/api/orders", &order_body(), &[]).await;
+    let order_id = created.json["order"]["order_id"].as_str().unwrap().to_string();
+    let mismatch = post(&server, "/api/payments", &json!({"order_id": order_id, "method": "Bank Transfer", "amount": "1.00"}), &[]).await;
+    assert_eq!(mismatch.json["payment"]["failure_reason"], "amount_mismatch", "{}", mismatch.json);
+    let retried = post(&server, "/api/payments", &json!({"order_id": order_id, "method": "Bank Transfer", "amount": 1999.98}), &[]).await;
+    assert_eq!(retried.json["payment"]["status"], "SUCCESS", "{}", retried.json);
+    // The seed's delivery route.
+    let shipped = post(&server, "/api/deliveries", &json!({"order_id": order_id}), &[]).await;
+    assert_eq!(shipped.status, 201, "{}", shipped.json);
+
+    let payments = eventually(&server, "/api/payments?status=failed", |p| p["items"].as_array().unwrap().len() == 2).await;
+    assert!(payments["items"].as_array().unwrap().iter().all(|p| p["status"] == "FAILED"));
+    eventually(&server, "/api/deliveries", |d| d["items"].as_array().unwrap().len() == 1).await;
+    let stats = eventually(&server, "/api/stats", |s| s["payments"]["failed"] == 2).await;
+    assert_eq!(stats["payments"]["success_ratio"].as_f64().unwrap(), 1.0 / 3.0);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_4xx_that_names_the_problem() {
+    let server = start().await;
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"customer_email": "a@example.com", "product": "P", "amount": "5", "address": "x"}), "customer_name"),
+        (json!({"customer_name": "A", "customer_email": "not-an-email", "product": "P", "amount": "5", "address": "x"}), "customer_email"),
+        (json!({"customer_name": "A", "customer_email": "a@example.com", "product": "P", "amount": "0", "address": "x"}), "amount"),
+        (json!({"customer_name": "A", "customer_email": "a@example.com", "product": "P", "amount": "1.005", "address": "x"}), "amount"),
+        (json!({"customer_name": "A", "customer_email": "a@example.com", "product": "P", "amount": 5, "quantity": 1001, "address": "x"}), "quantity"),
+        (json!({"customer_name": "A", "customer_email": "a@example.com", "product": 7, "amount": 5, "address": "x"}), "product"),
+        (json!({"customer_name": "A".repeat(101), "customer_email": "a@example.com", "product": "P", "amount": 5, "address": "x"}), "customer_name"),
+        (json!({"customer_name": "A", "customer_email": "a@example.com", "product": "P", "amount": 5, "address": "x", "coupon": "FREE"}), "coupon"),
+    ];
+    for (body, field) in cases {
+        let reply = post(&server, "/api/orders", &body, &[]).await;
+        assert_eq!(reply.status, 422, "{body} → {}", reply.json);
+        assert_eq!(reply.json["error"]["code"], "validation_failed");
+        let fields: Vec<&str> = reply.json["error"]["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+        assert!(fields.contains(&field), "{body}: {fields:?} should name {field}");
+        assert!(reply.json["error"]["message"].as_str().unwrap().contains(field));
+    }
+
+    let not_json = send(server.addr, "POST", "/api/orders", &[], "{not json").await;
+    assert_eq!((not_json.status, not_json.json["error"]["code"].as_str()), (400, Some("invalid_json")));
+    let huge = send(server.addr, "POST", "/api/orders", &[], vec![b' '; 65 * 1024]).await;
+    assert_eq!((huge.status, huge.json["error"]["code"].as_str()), (413, Some("payload_too_large")));
+    let missing = post(&server, "/api/orders/no-such-order/payments", &json!({"method": "PayPal"}), &[]).await;
+    assert_eq!(missing.status, 404);
+    let bad_method = post(&server, "/api/orders/x/payments", &json!({"method": "Bitcoin"}), &[]).await;
+    assert_eq!((bad_method.status, bad_method.json["error"]["field"].as_str()), (422, Some("method")));
+    let bad_limit = http::get(server.addr, "/api/orders?limit=501").await.unwrap();
+    assert_eq!(bad_limit.0, 400);
+    assert!(bad_limit.1["error"]["message"].as_str().unwrap().contains("limit"));
+    let bad_status = http::get(server.addr, "/api/orders?status=Lost").await.unwrap();
+    assert_eq!(bad_status.0, 400);
+    let bad_cursor = http::get(server.addr, "/api/orders?cursor=garbage").await.unwrap();
+    assert_eq!(bad_cursor.0, 400);
+    let bad_wait = post(&server, "/api/orders?wait=maybe", &order_body(), &[]).await;
+    assert_eq!(bad_wait.status, 400);
+    let unknown_delivery = send(server.addr, "PATCH", "/api/deliveries/nope", &[], r#"{"status":"Delivered"}"#).await;
+    assert_eq!(unknown_delivery.status, 404);
+    let bad_key = post(&server, "/api/orders", &order_body(), &[("idempotency-key", "has space")]).await;
+    assert_eq!(bad_key.status, 400);
+    // No order was written by any of these.
+    let (_, stats) = http::get(server.addr, "/api/stats").await.unwrap();
+    assert_eq!(stats["orders"]["total"], 0);
+}
+
+#[tokio::test]
+async fn idempotency_keys_give_the_same_answer_and_no_second_event() {
+    let server = start().await;
+    let key = [("idempotency-key", "order-42-attempt")];
+    let first = post(&server, "/api/orders", &order_body(), &key).await;
+    assert_eq!(first.status, 201);
+    let again = post(&server, "/api/orders", &order_body(), &key).await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.json, first.json, "the same answer");
+    assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
+
+    let mut other = order_body();
+    other["quantity"] = json!(3);
+    let reused = post(&server, "/api/orders", &other, &key).await;
+    assert_eq!(reused.status, 422);
+    assert_eq!(reused.json["error"]["code"], "idempotency_key_reused");
+
+    // A key on a payment: retried, still one payment.
+    let order_id = first.json["order"]["order_id"].as_str().unwrap();
+    let pay_key = [("idempotency-key", "pay-1")];
+    let path = format!("/api/orders/{order_id}/payments");
+    let p1 = post(&server, &path, &json!({"method": "PayPal"}), &pay_key).await;
+    let p2 = post(&server, &path, &json!({"method": "PayPal"}), &pay_key).await;
+    assert_eq!((p1.status, p2.status), (201, 201));
+    assert_eq!(p1.json, p2.json);
+
+    let detail = eventually(&server, &format!("/api/orders/{order_id}"), |b| b["order"]["status"] == "Paid").await;
+    assert_eq!(detail["order"]["timeline"].as_array().unwrap().len(), 2, "{detail}");
+    let (_, list) = http::get(server.addr, "/api/orders").await.unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    let (_, kafka) = http::get(server.addr, "/api/kafka").await.unwrap();
+    let written: i64 = kafka["partitions"].as_array().unwrap().iter().map(|p| p["latest_offset"].as_i64().unwrap()).sum();
+    assert_eq!(written, 2, "one order record and one payment record in Kafka: {kafka}");
+}
+
+#[tokio::test]
+async fn lists_are_newest_first_with_filters_and_cursor_paging() {
+    let server = start().await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let mut body = order_body();
+        body["customer_name"] = json!(if i % 3 == 0 { format!("Zoé {i}") } else { format!("Ann {i}") });
+        let reply = post(&server, "/api/orders?wait=true", &body, &[]).await;
+        assert_eq!(reply.status, 201);
+        ids.push(reply.json["order"]["order_id"].as_str().unwrap().to_string());
+    }
+    let generated = post(&server, "/api/orders/create?wait=true", &json!({}), &[]).await;
+    assert_eq!(generated.status, 201, "{}", generated.json);
+    assert!(generated.json["order"]["customer_name"].as_str().unwrap().len() > 3);
+    ids.push(generated.json["order"]["order_id"].as_str().unwrap().to_string());
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/orders?limit=5&cursor={c}"),
+            None => "/api/orders?limit=5".to_string(),
+        };
+        let (status, page) = http::get(server.addr, &path).await.unwrap();
+        assert_eq!(status, 200);
+        seen.extend(page["items"].as_array().unwrap().iter().map(|o| o["order_id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids, "newest first, every order once");
+
+    let (_, found) = http::get(server.addr, "/api/orders?q=zo%C3%A9").await.unwrap();
+    assert_eq!(found["items"].as_array().unwrap().len(), 4);
+    let (_, pending) = http::get(server.addr, "/api/orders?status=pending&limit=500").await.unwrap();
+    assert_eq!(pending["items"].as_array().unwrap().len(), 13);
+    let (_, paid) = http::get(server.addr, "/api/orders?status=Paid").await.unwrap();
+    assert!(paid["items"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn kafka_view_shows_offsets_and_lag_per_partition() {
+    let server = start().await;
+    for _ in 0..3 {
+        assert_eq!(post(&server, "/api/orders/create?wait=true", &json!({}), &[]).await.status, 201);
+    }
+    let (status, kafka) = http::get(server.addr, "/api/kafka").await.unwrap();
+    assert_eq!(status, 200);
+    let partitions = kafka["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 9);
+    let orders: Vec<&Value> = partitions.iter().filter(|p| p["topic"] == "orders").collect();
+    assert_eq!(orders.iter().map(|p| p["latest_offset"].as_i64().unwrap()).sum::<i64>(), 3);
+    for p in partitions {
+        assert_eq!(p["lag"], 0, "{p}");
+        assert_eq!(p["next_offset"], p["latest_offset"]);
+        assert_eq!(p["earliest_offset"], 0);
+        assert_eq!(p["skipped"], 0);
+        assert!(p["lag_seconds"].is_number());
+    }
+}
