@@ -1,11 +1,76 @@
 //! Configuration: every setting is a flag with an environment variable of its own, so the same
 //! binary runs from a shell, a systemd unit or a `FROM scratch` container without a config file.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The whole command line: the server's flags, and optionally a subcommand.
+///
+/// Without a subcommand `shopstream [FLAGS]` runs the server, exactly as `Config::parse` would;
+/// the server's flags (and their environment variables) are also read before a subcommand, so
+/// `shopstream healthcheck` finds the address the server listens on through `SHOPSTREAM_LISTEN`
+/// (or `shopstream --listen ADDR healthcheck`) without a flag of its own.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "shopstream", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<CliCommand>,
+}
+
+/// What to do instead of running the server.
+#[derive(Debug, Clone, Subcommand)]
+pub enum CliCommand {
+    /// Probe a running shopstream over HTTP: exit 0 on 200, 1 otherwise.
+    ///
+    /// One GET with a deadline; when it fails, one line on stderr says why. Made for a
+    /// container HEALTHCHECK, since a `FROM scratch` image has no curl.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Options of `shopstream healthcheck`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// URL to GET (`http://` only: the binary carries no TLS). Default: `/healthz` on the
+    /// `--listen` address, a wildcard address (0.0.0.0, ::) replaced by loopback.
+    #[arg(long, env = "SHOPSTREAM_HEALTHCHECK_URL")]
+    pub url: Option<String>,
+
+    /// Deadline for connecting and receiving the answer (e.g. `3s`, `500ms`).
+    #[arg(long, env = "SHOPSTREAM_HEALTHCHECK_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+impl HealthcheckArgs {
+    /// The URL to probe: `--url`, or `/healthz` on the address the server listens on.
+    pub fn target_url(&self, config: &Config) -> Result<String, String> {
+        if let Some(url) = &self.url {
+            return Ok(url.trim().to_string());
+        }
+        if config.listen.port() == 0 {
+            return Err(format!(
+                "the server listens on {} (any free port): pass --url",
+                config.listen
+            ));
+        }
+        Ok(format!("http://{}/healthz", loopback_for(config.listen)))
+    }
+}
+
+/// The address a local client uses to reach a server listening on `addr`: a wildcard address
+/// (`0.0.0.0`, `::`) becomes loopback of the same family, anything else is kept.
+pub fn loopback_for(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -60,6 +125,11 @@ pub struct Config {
     /// instead of hanging, and the API answers 503.
     #[arg(long, env = "SHOPSTREAM_KAFKA_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub kafka_timeout: Duration,
+
+    /// Start the built-in traffic simulator at this many order lifecycles per second
+    /// (it can also be started, stopped and tuned from the dashboard).
+    #[arg(long, env = "SHOPSTREAM_SIMULATE", value_parser = parse_rate)]
+    pub simulate: Option<f64>,
 }
 
 impl Config {
@@ -97,6 +167,20 @@ fn parse_topic_prefix(s: &str) -> Result<String, String> {
         return Err("topic prefix longer than 200 characters".into());
     }
     Ok(s.to_string())
+}
+
+/// A simulator rate: lifecycles per second, from 0.1 to 200.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of order lifecycles per second"))?;
+    if !(0.1..=200.0).contains(&rate) {
+        return Err(format!(
+            "the simulator rate must be between 0.1 and 200, not {rate}"
+        ));
+    }
+    Ok(rate)
 }
 
 /// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
@@ -173,6 +257,59 @@ mod tests {
         ] {
             assert!(Config::try_parse_from(&args).is_err(), "{args:?} accepted");
         }
+    }
+
+    #[test]
+    fn no_subcommand_runs_the_server_with_the_same_flags() {
+        let cli = Cli::try_parse_from([
+            "shopstream",
+            "--kafka",
+            "kafka:9092",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "/data",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.config.kafka_brokers, vec!["kafka:9092"]);
+        assert_eq!(cli.config.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(cli.config.data_dir, PathBuf::from("/data"));
+        // A stray word is still an error, not silently a subcommand.
+        assert!(Cli::try_parse_from(["shopstream", "serve-please"]).is_err());
+    }
+
+    #[test]
+    fn healthcheck_defaults_to_healthz_on_the_listen_address() {
+        let url = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Some(CliCommand::Healthcheck(hc)) = &cli.command else {
+                panic!("{args:?}: no healthcheck")
+            };
+            hc.target_url(&cli.config)
+        };
+        assert_eq!(
+            url(&["shopstream", "healthcheck"]).unwrap(),
+            "http://127.0.0.1:8080/healthz"
+        );
+        assert_eq!(
+            url(&["shopstream", "--listen", "[::]:9000", "healthcheck"]).unwrap(),
+            "http://[::1]:9000/healthz"
+        );
+        assert_eq!(
+            url(&["shopstream", "--listen", "10.1.2.3:81", "healthcheck"]).unwrap(),
+            "http://10.1.2.3:81/healthz"
+        );
+        assert_eq!(
+            url(&["shopstream", "healthcheck", "--url", "http://h:1/readyz"]).unwrap(),
+            "http://h:1/readyz"
+        );
+        assert!(url(&["shopstream", "--listen", "127.0.0.1:0", "healthcheck"]).is_err());
+        let cli = Cli::try_parse_from(["shopstream", "healthcheck", "--timeout", "250ms"]).unwrap();
+        let Some(CliCommand::Healthcheck(hc)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(hc.timeout, Duration::from_millis(250));
     }
 
     #[test]

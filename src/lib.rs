@@ -30,6 +30,7 @@ pub mod live;
 pub mod model;
 pub mod shop;
 pub mod shutdown;
+pub mod simulator;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -60,7 +61,9 @@ pub struct AppState {
     pub kafka: KafkaConnection,
     /// Written by the partition consumers only; read by handlers and live sessions.
     pub store: Arc<Store>,
-    pub shop: Shop,
+    pub shop: Arc<Shop>,
+    /// The built-in traffic simulator (its task runs beside the pipeline).
+    pub simulator: Arc<simulator::Simulator>,
     /// Partition clients for `/api/kafka`'s offset look-ups.
     pub offsets: kafka::offsets::OffsetsReader,
     /// Set once the consumers started; tells whether the replay at start is over.
@@ -109,12 +112,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let kafka = KafkaConnection::start(Arc::clone(&config), background.clone());
     let store = Arc::new(Store::new(ReadModel::new()));
     let producer = Producer::new(kafka.clone(), config.kafka_timeout, background.clone());
-    let shop = Shop::new(Arc::clone(&store), producer);
+    let shop = Arc::new(Shop::new(Arc::clone(&store), producer));
+    let simulator = Arc::new(simulator::Simulator::new(config.simulate));
+    tokio::spawn(Arc::clone(&simulator).run(Arc::clone(&shop), background.clone()));
     let state = Arc::new(AppState {
         config: Arc::clone(&config),
         kafka: kafka.clone(),
         store: Arc::clone(&store),
         shop,
+        simulator,
         offsets: Default::default(),
         catch_up: std::sync::OnceLock::new(),
         started_at: Instant::now(),

@@ -1,12 +1,21 @@
-//! The `shopstream` binary: parse the configuration, start logging, run the server.
+//! The `shopstream` binary: parse the command line, then either run the server (start logging,
+//! serve until a signal) or, with `healthcheck`, probe a running server and exit.
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use shopstream::config::{Cli, CliCommand};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let config = shopstream::Config::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(CliCommand::Healthcheck(args)) => healthcheck::run(&cli.config, &args),
+        None => serve(cli.config),
+    }
+}
+
+fn serve(config: shopstream::Config) -> ExitCode {
     shopstream::telemetry::init(config.log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -30,4 +39,165 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `shopstream healthcheck`: the container health check of a `FROM scratch` image, which has
+/// no curl or wget. One plain HTTP/1.1 GET through hyper's client, bounded by `--timeout`;
+/// exit 0 on 200, otherwise 1 with one line on stderr saying why (Docker keeps the output of
+/// the last probes in `docker inspect`). No logging is set up, so nothing else is printed.
+mod healthcheck {
+    use std::process::ExitCode;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty, Limited};
+    use hyper::{Request, StatusCode, Uri, header};
+    use hyper_util::rt::TokioIo;
+    use shopstream::Config;
+    use shopstream::config::HealthcheckArgs;
+    use tokio::net::TcpStream;
+
+    /// Most of an error body worth reading for the reason.
+    const BODY_LIMIT: usize = 64 * 1024;
+    /// Longest reason printed, so the line stays one line of a readable size.
+    const REASON_CHARS: usize = 300;
+
+    pub fn run(config: &Config, args: &HealthcheckArgs) -> ExitCode {
+        let url = match args.target_url(config) {
+            Ok(url) => url,
+            Err(reason) => return unhealthy("?", &reason),
+        };
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => return unhealthy(&url, &format!("cannot start a runtime: {error}")),
+        };
+        match runtime.block_on(probe(&url, args.timeout)) {
+            Ok(()) => {
+                println!("shopstream healthcheck: {url}: 200 OK");
+                ExitCode::SUCCESS
+            }
+            Err(reason) => unhealthy(&url, &reason),
+        }
+    }
+
+    fn unhealthy(url: &str, reason: &str) -> ExitCode {
+        eprintln!("shopstream healthcheck: {url}: {reason}");
+        ExitCode::FAILURE
+    }
+
+    /// `Ok` when `url` answers 200 within `timeout`; the reason otherwise.
+    async fn probe(url: &str, timeout: Duration) -> Result<(), String> {
+        let uri: Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => {
+                return Err(format!(
+                    "only http:// URLs are supported (the binary has no TLS), not {other}://"
+                ));
+            }
+            None => return Err("the URL needs http:// and a host".into()),
+        }
+        let authority = uri.authority().ok_or("the URL has no host")?.clone();
+        // `[::1]` in a URL is `::1` to the resolver.
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = authority.port_u16().unwrap_or(80);
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+
+        let exchange = async {
+            let stream = TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(|e| format!("cannot connect: {e}"))?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+            tokio::spawn(connection);
+            let request = Request::get(path)
+                .header(header::HOST, authority.as_str())
+                .header(header::USER_AGENT, "shopstream-healthcheck")
+                .header(header::CONNECTION, "close")
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| format!("cannot build the request: {e}"))?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| format!("no HTTP answer: {e}"))?;
+            let status = response.status();
+            if status == StatusCode::OK {
+                return Ok(());
+            }
+            let body = Limited::new(response.into_body(), BODY_LIMIT)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Err(format!("answered {status}{}", reason_from_body(&body)))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| format!("no answer within {timeout:?}"))?
+    }
+
+    /// `: <message>` from a shopstream error body (`{"error": {"message": ...}}`), or the start
+    /// of any other body on one line; empty when there is no body.
+    fn reason_from_body(body: &[u8]) -> String {
+        let text = match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(json) => match json["error"]["message"].as_str() {
+                Some(message) => message.to_string(),
+                None => json.to_string(),
+            },
+            Err(_) => String::from_utf8_lossy(body).into_owned(),
+        };
+        let line: String = text
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(REASON_CHARS)
+            .collect();
+        if line.is_empty() {
+            String::new()
+        } else {
+            format!(": {line}")
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn reasons_are_one_short_line() {
+            assert_eq!(
+                reason_from_body(br#"{"status":"unavailable","error":{"code":"kafka_unavailable","message":"connect:\ntimed out"}}"#),
+                ": connect: timed out"
+            );
+            assert_eq!(reason_from_body(b""), "");
+            assert_eq!(reason_from_body(b"bad\r\ngateway"), ": bad gateway");
+            assert_eq!(reason_from_body(&[b'x'; 5000]).len(), 2 + REASON_CHARS);
+        }
+
+        #[test]
+        fn refuses_what_it_cannot_probe() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let err = rt
+                .block_on(probe("https://127.0.0.1:1/healthz", Duration::from_secs(1)))
+                .unwrap_err();
+            assert!(err.contains("only http://"), "{err}");
+            let err = rt
+                .block_on(probe("127.0.0.1:1/healthz", Duration::from_secs(1)))
+                .unwrap_err();
+            assert!(!err.is_empty());
+        }
+    }
 }

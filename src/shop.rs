@@ -129,6 +129,11 @@ impl Shop {
         &self.store
     }
 
+    /// Whether writes can go to Kafka right now (the simulator waits for this).
+    pub fn can_write(&self) -> bool {
+        self.producer.partition_for(TopicRole::Orders, "").is_ok()
+    }
+
     /// `POST /api/orders`.
     pub async fn place_order(
         &self,

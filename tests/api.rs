@@ -42,7 +42,10 @@ async fn eventually(server: &Server, path: &str, done: impl Fn(&Value) -> bool) 
         if status == 200 && done(&body) {
             return body;
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "{path} never satisfied: {body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{path} never satisfied: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -62,19 +65,45 @@ async fn an_order_goes_through_its_whole_lifecycle() {
     let expected = shopstream::domain::partitioner::partition_for_key(order_id.as_bytes(), 3);
     assert_eq!(created.json["kafka"]["partition"], expected);
 
-    let paid = post(&server, &format!("/api/orders/{order_id}/payments"), &json!({"method": "Credit Card"}), &[]).await;
+    let paid = post(
+        &server,
+        &format!("/api/orders/{order_id}/payments"),
+        &json!({"method": "Credit Card"}),
+        &[],
+    )
+    .await;
     assert_eq!(paid.status, 201, "{}", paid.json);
     assert_eq!(paid.json["payment"]["status"], "SUCCESS");
 
     // Illegal moves are refused with 409 and a reason.
-    let cancel = post(&server, &format!("/api/orders/{order_id}/cancel"), &json!({}), &[]).await;
+    let cancel = post(
+        &server,
+        &format!("/api/orders/{order_id}/cancel"),
+        &json!({}),
+        &[],
+    )
+    .await;
     assert_eq!(cancel.status, 409);
     assert_eq!(cancel.json["error"]["code"], "illegal_transition");
-    assert!(cancel.json["error"]["message"].as_str().unwrap().contains("Paid"));
+    assert!(
+        cancel.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Paid")
+    );
 
-    let shipped = post(&server, &format!("/api/orders/{order_id}/deliveries?wait=true"), &json!({"carrier": "DHL"}), &[]).await;
+    let shipped = post(
+        &server,
+        &format!("/api/orders/{order_id}/deliveries?wait=true"),
+        &json!({"carrier": "DHL"}),
+        &[],
+    )
+    .await;
     assert_eq!(shipped.status, 201, "{}", shipped.json);
-    let delivery_id = shipped.json["delivery"]["delivery_id"].as_str().unwrap().to_string();
+    let delivery_id = shipped.json["delivery"]["delivery_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(shipped.json["delivery"]["status"], "Shipped");
     assert!(shipped.json["delivery"]["estimated_date"].is_string());
 
@@ -89,29 +118,62 @@ async fn an_order_goes_through_its_whole_lifecycle() {
         .await;
         assert_eq!(moved.status, 201, "{}", moved.json);
     }
-    let backwards = send(server.addr, "PATCH", &format!("/api/deliveries/{delivery_id}"), &[], r#"{"status":"In Transit"}"#).await;
+    let backwards = send(
+        server.addr,
+        "PATCH",
+        &format!("/api/deliveries/{delivery_id}"),
+        &[],
+        r#"{"status":"In Transit"}"#,
+    )
+    .await;
     assert_eq!(backwards.status, 409, "{}", backwards.json);
 
-    let detail = eventually(&server, &format!("/api/orders/{order_id}"), |b| b["order"]["status"] == "Delivered").await;
+    let detail = eventually(&server, &format!("/api/orders/{order_id}"), |b| {
+        b["order"]["status"] == "Delivered"
+    })
+    .await;
     let timeline = detail["order"]["timeline"].as_array().unwrap();
-    let types: Vec<&str> = timeline.iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = timeline
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
     assert_eq!(
         types,
-        ["order.created", "payment.processed", "delivery.created", "delivery.updated", "delivery.updated", "delivery.updated"]
+        [
+            "order.created",
+            "payment.processed",
+            "delivery.created",
+            "delivery.updated",
+            "delivery.updated",
+            "delivery.updated"
+        ]
     );
     for entry in timeline {
-        assert!(entry["topic"].is_string() && entry["partition"].is_number() && entry["offset"].is_number());
+        assert!(
+            entry["topic"].is_string()
+                && entry["partition"].is_number()
+                && entry["offset"].is_number()
+        );
         assert!(entry["time"].is_string());
         assert_eq!(entry["anomaly"], Value::Null);
     }
     assert_eq!(detail["order"]["payments"].as_array().unwrap().len(), 1);
 
-    let stats = eventually(&server, "/api/stats", |s| s["orders"]["by_status"]["Delivered"] == 1).await;
+    let stats = eventually(&server, "/api/stats", |s| {
+        s["orders"]["by_status"]["Delivered"] == 1
+    })
+    .await;
     assert_eq!(stats["revenue"][0]["amount"].to_string(), "1999.98");
     assert_eq!(stats["payments"]["success_ratio"], json!(1.0));
     let per_minute = stats["orders_per_minute"].as_array().unwrap();
     assert_eq!(per_minute.len(), 60);
-    assert_eq!(per_minute.iter().map(|m| m["orders"].as_u64().unwrap()).sum::<u64>(), 1);
+    assert_eq!(
+        per_minute
+            .iter()
+            .map(|m| m["orders"].as_u64().unwrap())
+            .sum::<u64>(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -120,72 +182,217 @@ async fn payment_failures_follow_the_documented_gateway_rules_and_may_be_retried
     let mut body = order_body();
     body["customer_email"] = json!("someone@decline.test");
     let created = post(&server, "/api/orders", &body, &[]).await;
-    let order_id = created.json["order"]["order_id"].as_str().unwrap().to_string();
-    let declined = post(&server, &format!("/api/orders/{order_id}/payments"), &json!({"method": "PayPal"}), &[]).await;
+    let order_id = created.json["order"]["order_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let declined = post(
+        &server,
+        &format!("/api/orders/{order_id}/payments"),
+        &json!({"method": "PayPal"}),
+        &[],
+    )
+    .await;
     assert_eq!(declined.status, 201);
     assert_eq!(declined.json["payment"]["status"], "FAILED");
     assert_eq!(declined.json["payment"]["failure_reason"], "card_declined");
 
     // A wrong amount fails too; the seed's route with order_id in the body works.
     let created = post(&server, "/api/orders", &order_body(), &[]).await;
-    let order_id = created.json["order"]["order_id"].as_str().unwrap().to_string();
-    let mismatch = post(&server, "/api/payments", &json!({"order_id": order_id, "method": "Bank Transfer", "amount": "1.00"}), &[]).await;
-    assert_eq!(mismatch.json["payment"]["failure_reason"], "amount_mismatch", "{}", mismatch.json);
-    let retried = post(&server, "/api/payments", &json!({"order_id": order_id, "method": "Bank Transfer", "amount": 1999.98}), &[]).await;
-    assert_eq!(retried.json["payment"]["status"], "SUCCESS", "{}", retried.json);
+    let order_id = created.json["order"]["order_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mismatch = post(
+        &server,
+        "/api/payments",
+        &json!({"order_id": order_id, "method": "Bank Transfer", "amount": "1.00"}),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        mismatch.json["payment"]["failure_reason"], "amount_mismatch",
+        "{}",
+        mismatch.json
+    );
+    let retried = post(
+        &server,
+        "/api/payments",
+        &json!({"order_id": order_id, "method": "Bank Transfer", "amount": 1999.98}),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        retried.json["payment"]["status"], "SUCCESS",
+        "{}",
+        retried.json
+    );
     // The seed's delivery route.
-    let shipped = post(&server, "/api/deliveries", &json!({"order_id": order_id}), &[]).await;
+    let shipped = post(
+        &server,
+        "/api/deliveries",
+        &json!({"order_id": order_id}),
+        &[],
+    )
+    .await;
     assert_eq!(shipped.status, 201, "{}", shipped.json);
 
-    let payments = eventually(&server, "/api/payments?status=failed", |p| p["items"].as_array().unwrap().len() == 2).await;
-    assert!(payments["items"].as_array().unwrap().iter().all(|p| p["status"] == "FAILED"));
-    eventually(&server, "/api/deliveries", |d| d["items"].as_array().unwrap().len() == 1).await;
+    let payments = eventually(&server, "/api/payments?status=failed", |p| {
+        p["items"].as_array().unwrap().len() == 2
+    })
+    .await;
+    assert!(
+        payments["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["status"] == "FAILED")
+    );
+    eventually(&server, "/api/deliveries", |d| {
+        d["items"].as_array().unwrap().len() == 1
+    })
+    .await;
     let stats = eventually(&server, "/api/stats", |s| s["payments"]["failed"] == 2).await;
-    assert_eq!(stats["payments"]["success_ratio"].as_f64().unwrap(), 1.0 / 3.0);
+    assert_eq!(
+        stats["payments"]["success_ratio"].as_f64().unwrap(),
+        1.0 / 3.0
+    );
 }
 
 #[tokio::test]
 async fn bad_input_gets_a_4xx_that_names_the_problem() {
     let server = start().await;
     let cases: Vec<(Value, &str)> = vec![
-        (json!({"customer_email": "a@example.com", "product": "P", "amount": "5", "address": "x"}), "customer_name"),
-        (json!({"customer_name": "A", "customer_email": "not-an-email", "product": "P", "amount": "5", "address": "x"}), "customer_email"),
-        (json!({"customer_name": "A", "customer_email": "a@example.com", "product": "P", "amount": "0", "address": "x"}), "amount"),
-        (json!({"customer_name": "A", "customer_email": "a@example.com", "product": "P", "amount": "1.005", "address": "x"}), "amount"),
-        (json!({"customer_name": "A", "customer_email": "a@example.com", "product": "P", "amount": 5, "quantity": 1001, "address": "x"}), "quantity"),
-        (json!({"customer_name": "A", "customer_email": "a@example.com", "product": 7, "amount": 5, "address": "x"}), "product"),
-        (json!({"customer_name": "A".repeat(101), "customer_email": "a@example.com", "product": "P", "amount": 5, "address": "x"}), "customer_name"),
-        (json!({"customer_name": "A", "customer_email": "a@example.com", "product": "P", "amount": 5, "address": "x", "coupon": "FREE"}), "coupon"),
+        (
+            json!({"customer_email": "a@example.com", "product": "P", "amount": "5", "address": "x"}),
+            "customer_name",
+        ),
+        (
+            json!({"customer_name": "A", "customer_email": "not-an-email", "product": "P", "amount": "5", "address": "x"}),
+            "customer_email",
+        ),
+        (
+            json!({"customer_name": "A", "customer_email": "a@example.com", "product": "P", "amount": "0", "address": "x"}),
+            "amount",
+        ),
+        (
+            json!({"customer_name": "A", "customer_email": "a@example.com", "product": "P", "amount": "1.005", "address": "x"}),
+            "amount",
+        ),
+        (
+            json!({"customer_name": "A", "customer_email": "a@example.com", "product": "P", "amount": 5, "quantity": 1001, "address": "x"}),
+            "quantity",
+        ),
+        (
+            json!({"customer_name": "A", "customer_email": "a@example.com", "product": 7, "amount": 5, "address": "x"}),
+            "product",
+        ),
+        (
+            json!({"customer_name": "A".repeat(101), "customer_email": "a@example.com", "product": "P", "amount": 5, "address": "x"}),
+            "customer_name",
+        ),
+        (
+            json!({"customer_name": "A", "customer_email": "a@example.com", "product": "P", "amount": 5, "address": "x", "coupon": "FREE"}),
+            "coupon",
+        ),
     ];
     for (body, field) in cases {
         let reply = post(&server, "/api/orders", &body, &[]).await;
         assert_eq!(reply.status, 422, "{body} → {}", reply.json);
         assert_eq!(reply.json["error"]["code"], "validation_failed");
-        let fields: Vec<&str> = reply.json["error"]["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
-        assert!(fields.contains(&field), "{body}: {fields:?} should name {field}");
-        assert!(reply.json["error"]["message"].as_str().unwrap().contains(field));
+        let fields: Vec<&str> = reply.json["error"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["field"].as_str().unwrap())
+            .collect();
+        assert!(
+            fields.contains(&field),
+            "{body}: {fields:?} should name {field}"
+        );
+        assert!(
+            reply.json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(field)
+        );
     }
 
     let not_json = send(server.addr, "POST", "/api/orders", &[], "{not json").await;
-    assert_eq!((not_json.status, not_json.json["error"]["code"].as_str()), (400, Some("invalid_json")));
-    let huge = send(server.addr, "POST", "/api/orders", &[], vec![b' '; 65 * 1024]).await;
-    assert_eq!((huge.status, huge.json["error"]["code"].as_str()), (413, Some("payload_too_large")));
-    let missing = post(&server, "/api/orders/no-such-order/payments", &json!({"method": "PayPal"}), &[]).await;
+    assert_eq!(
+        (not_json.status, not_json.json["error"]["code"].as_str()),
+        (400, Some("invalid_json"))
+    );
+    let huge = send(
+        server.addr,
+        "POST",
+        "/api/orders",
+        &[],
+        vec![b' '; 65 * 1024],
+    )
+    .await;
+    assert_eq!(
+        (huge.status, huge.json["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+    let missing = post(
+        &server,
+        "/api/orders/no-such-order/payments",
+        &json!({"method": "PayPal"}),
+        &[],
+    )
+    .await;
     assert_eq!(missing.status, 404);
-    let bad_method = post(&server, "/api/orders/x/payments", &json!({"method": "Bitcoin"}), &[]).await;
-    assert_eq!((bad_method.status, bad_method.json["error"]["field"].as_str()), (422, Some("method")));
-    let bad_limit = http::get(server.addr, "/api/orders?limit=501").await.unwrap();
+    let bad_method = post(
+        &server,
+        "/api/orders/x/payments",
+        &json!({"method": "Bitcoin"}),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (
+            bad_method.status,
+            bad_method.json["error"]["field"].as_str()
+        ),
+        (422, Some("method"))
+    );
+    let bad_limit = http::get(server.addr, "/api/orders?limit=501")
+        .await
+        .unwrap();
     assert_eq!(bad_limit.0, 400);
-    assert!(bad_limit.1["error"]["message"].as_str().unwrap().contains("limit"));
-    let bad_status = http::get(server.addr, "/api/orders?status=Lost").await.unwrap();
+    assert!(
+        bad_limit.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit")
+    );
+    let bad_status = http::get(server.addr, "/api/orders?status=Lost")
+        .await
+        .unwrap();
     assert_eq!(bad_status.0, 400);
-    let bad_cursor = http::get(server.addr, "/api/orders?cursor=garbage").await.unwrap();
+    let bad_cursor = http::get(server.addr, "/api/orders?cursor=garbage")
+        .await
+        .unwrap();
     assert_eq!(bad_cursor.0, 400);
     let bad_wait = post(&server, "/api/orders?wait=maybe", &order_body(), &[]).await;
     assert_eq!(bad_wait.status, 400);
-    let unknown_delivery = send(server.addr, "PATCH", "/api/deliveries/nope", &[], r#"{"status":"Delivered"}"#).await;
+    let unknown_delivery = send(
+        server.addr,
+        "PATCH",
+        "/api/deliveries/nope",
+        &[],
+        r#"{"status":"Delivered"}"#,
+    )
+    .await;
     assert_eq!(unknown_delivery.status, 404);
-    let bad_key = post(&server, "/api/orders", &order_body(), &[("idempotency-key", "has space")]).await;
+    let bad_key = post(
+        &server,
+        "/api/orders",
+        &order_body(),
+        &[("idempotency-key", "has space")],
+    )
+    .await;
     assert_eq!(bad_key.status, 400);
     // No order was written by any of these.
     let (_, stats) = http::get(server.addr, "/api/stats").await.unwrap();
@@ -218,13 +425,28 @@ async fn idempotency_keys_give_the_same_answer_and_no_second_event() {
     assert_eq!((p1.status, p2.status), (201, 201));
     assert_eq!(p1.json, p2.json);
 
-    let detail = eventually(&server, &format!("/api/orders/{order_id}"), |b| b["order"]["status"] == "Paid").await;
-    assert_eq!(detail["order"]["timeline"].as_array().unwrap().len(), 2, "{detail}");
+    let detail = eventually(&server, &format!("/api/orders/{order_id}"), |b| {
+        b["order"]["status"] == "Paid"
+    })
+    .await;
+    assert_eq!(
+        detail["order"]["timeline"].as_array().unwrap().len(),
+        2,
+        "{detail}"
+    );
     let (_, list) = http::get(server.addr, "/api/orders").await.unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     let (_, kafka) = http::get(server.addr, "/api/kafka").await.unwrap();
-    let written: i64 = kafka["partitions"].as_array().unwrap().iter().map(|p| p["latest_offset"].as_i64().unwrap()).sum();
-    assert_eq!(written, 2, "one order record and one payment record in Kafka: {kafka}");
+    let written: i64 = kafka["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["latest_offset"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        written, 2,
+        "one order record and one payment record in Kafka: {kafka}"
+    );
 }
 
 #[tokio::test]
@@ -233,15 +455,35 @@ async fn lists_are_newest_first_with_filters_and_cursor_paging() {
     let mut ids = Vec::new();
     for i in 0..12 {
         let mut body = order_body();
-        body["customer_name"] = json!(if i % 3 == 0 { format!("Zoé {i}") } else { format!("Ann {i}") });
+        body["customer_name"] = json!(if i % 3 == 0 {
+            format!("Zoé {i}")
+        } else {
+            format!("Ann {i}")
+        });
         let reply = post(&server, "/api/orders?wait=true", &body, &[]).await;
         assert_eq!(reply.status, 201);
-        ids.push(reply.json["order"]["order_id"].as_str().unwrap().to_string());
+        ids.push(
+            reply.json["order"]["order_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     let generated = post(&server, "/api/orders/create?wait=true", &json!({}), &[]).await;
     assert_eq!(generated.status, 201, "{}", generated.json);
-    assert!(generated.json["order"]["customer_name"].as_str().unwrap().len() > 3);
-    ids.push(generated.json["order"]["order_id"].as_str().unwrap().to_string());
+    assert!(
+        generated.json["order"]["customer_name"]
+            .as_str()
+            .unwrap()
+            .len()
+            > 3
+    );
+    ids.push(
+        generated.json["order"]["order_id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
 
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -252,7 +494,13 @@ async fn lists_are_newest_first_with_filters_and_cursor_paging() {
         };
         let (status, page) = http::get(server.addr, &path).await.unwrap();
         assert_eq!(status, 200);
-        seen.extend(page["items"].as_array().unwrap().iter().map(|o| o["order_id"].as_str().unwrap().to_string()));
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["order_id"].as_str().unwrap().to_string()),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
             None => break,
@@ -261,11 +509,17 @@ async fn lists_are_newest_first_with_filters_and_cursor_paging() {
     ids.reverse();
     assert_eq!(seen, ids, "newest first, every order once");
 
-    let (_, found) = http::get(server.addr, "/api/orders?q=zo%C3%A9").await.unwrap();
+    let (_, found) = http::get(server.addr, "/api/orders?q=zo%C3%A9")
+        .await
+        .unwrap();
     assert_eq!(found["items"].as_array().unwrap().len(), 4);
-    let (_, pending) = http::get(server.addr, "/api/orders?status=pending&limit=500").await.unwrap();
+    let (_, pending) = http::get(server.addr, "/api/orders?status=pending&limit=500")
+        .await
+        .unwrap();
     assert_eq!(pending["items"].as_array().unwrap().len(), 13);
-    let (_, paid) = http::get(server.addr, "/api/orders?status=Paid").await.unwrap();
+    let (_, paid) = http::get(server.addr, "/api/orders?status=Paid")
+        .await
+        .unwrap();
     assert!(paid["items"].as_array().unwrap().is_empty());
 }
 
@@ -273,14 +527,28 @@ async fn lists_are_newest_first_with_filters_and_cursor_paging() {
 async fn kafka_view_shows_offsets_and_lag_per_partition() {
     let server = start().await;
     for _ in 0..3 {
-        assert_eq!(post(&server, "/api/orders/create?wait=true", &json!({}), &[]).await.status, 201);
+        assert_eq!(
+            post(&server, "/api/orders/create?wait=true", &json!({}), &[])
+                .await
+                .status,
+            201
+        );
     }
     let (status, kafka) = http::get(server.addr, "/api/kafka").await.unwrap();
     assert_eq!(status, 200);
     let partitions = kafka["partitions"].as_array().unwrap();
     assert_eq!(partitions.len(), 9);
-    let orders: Vec<&Value> = partitions.iter().filter(|p| p["topic"] == "orders").collect();
-    assert_eq!(orders.iter().map(|p| p["latest_offset"].as_i64().unwrap()).sum::<i64>(), 3);
+    let orders: Vec<&Value> = partitions
+        .iter()
+        .filter(|p| p["topic"] == "orders")
+        .collect();
+    assert_eq!(
+        orders
+            .iter()
+            .map(|p| p["latest_offset"].as_i64().unwrap())
+            .sum::<i64>(),
+        3
+    );
     for p in partitions {
         assert_eq!(p["lag"], 0, "{p}");
         assert_eq!(p["next_offset"], p["latest_offset"]);
@@ -288,4 +556,210 @@ async fn kafka_view_shows_offsets_and_lag_per_partition() {
         assert_eq!(p["skipped"], 0);
         assert!(p["lag_seconds"].is_number());
     }
+}
+
+#[tokio::test]
+async fn the_event_browser_reads_records_from_kafka_by_offset_and_time() {
+    let server = start().await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let reply = post(&server, "/api/orders/create", &json!({}), &[]).await;
+        ids.push((
+            reply.json["kafka"]["partition"].as_i64().unwrap(),
+            reply.json["kafka"]["offset"].as_i64().unwrap(),
+            reply.json["order"]["order_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        ));
+    }
+    let (partition, offset, order_id) = ids.last().unwrap().clone();
+    let (status, page) = http::get(
+        server.addr,
+        &format!("/api/events?topic=orders&partition={partition}&offset={offset}&limit=1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{page}");
+    let record = &page["records"][0];
+    assert_eq!(record["offset"], offset);
+    assert_eq!(record["key"], order_id.as_str());
+    assert_eq!(record["event_type"], "order.created");
+    assert_eq!(record["headers"]["event-type"], "order.created");
+    assert_eq!(record["headers"]["content-type"], "application/json");
+    assert_eq!(record["data"]["order_id"], order_id.as_str());
+    assert_eq!(page["next_offset"], offset + 1);
+
+    // Seek by time: from the epoch, the partition's first record.
+    let (_, from_epoch) = http::get(
+        server.addr,
+        &format!("/api/events?topic=orders&partition={partition}&time=1970-01-01T00:00:00Z"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(from_epoch["records"][0]["offset"], 0);
+    // From the future: nothing.
+    let (_, future) = http::get(
+        server.addr,
+        &format!("/api/events?topic=orders&partition={partition}&time=2999-01-01T00:00:00Z"),
+    )
+    .await
+    .unwrap();
+    assert!(future["records"].as_array().unwrap().is_empty(), "{future}");
+
+    for bad in [
+        "/api/events?topic=shipments",
+        "/api/events?topic=orders&partition=9",
+        "/api/events?topic=orders&offset=-1",
+        "/api/events?topic=orders&time=yesterday",
+        "/api/events?topic=orders&limit=0",
+    ] {
+        let (status, body) = http::get(server.addr, bad).await.unwrap();
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_query");
+    }
+}
+
+#[tokio::test]
+async fn the_simulator_drives_whole_lifecycles_through_the_api_path() {
+    let server = start().await;
+    let (status, state) = http::get(server.addr, "/api/simulator").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(state["running"], false);
+    let bad = post(&server, "/api/simulator", &json!({"rate": 1000}), &[]).await;
+    assert_eq!(
+        (bad.status, bad.json["error"]["field"].as_str()),
+        (422, Some("rate"))
+    );
+
+    let started = post(
+        &server,
+        "/api/simulator",
+        &json!({"running": true, "rate": 50, "payment_failure_rate": 0.5}),
+        &[],
+    )
+    .await;
+    assert_eq!(started.status, 200, "{}", started.json);
+    assert_eq!(started.json["running"], true);
+    // Orders, payments (some failing) and deliveries all appear in the read model.
+    let stats = eventually(&server, "/api/stats", |s| {
+        s["orders"]["total"].as_u64().unwrap() >= 20
+            && s["payments"]["failed"].as_u64().unwrap() >= 1
+            && s["payments"]["succeeded"].as_u64().unwrap() >= 1
+            && s["deliveries"]["total"].as_u64().unwrap() >= 1
+    })
+    .await;
+    assert_eq!(stats["anomalies"], 0, "{stats}");
+    let stopped = post(&server, "/api/simulator", &json!({"running": false}), &[]).await;
+    assert_eq!(stopped.json["running"], false);
+    assert_eq!(stopped.json["errors"], 0, "{}", stopped.json);
+}
+
+#[tokio::test]
+async fn metrics_expose_readiness_positions_and_orders_per_status() {
+    let server = start().await;
+    post(&server, "/api/orders/create?wait=true", &json!({}), &[]).await;
+    let reply = send(server.addr, "GET", "/metrics", &[], "").await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = String::from_utf8(reply.raw.to_vec()).unwrap();
+    for line in [
+        "shopstream_kafka_ready 1",
+        "shopstream_orders{status=\"Pending\"} 1",
+        "# TYPE shopstream_records_skipped_total counter",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    assert!(text.contains("shopstream_consumer_next_offset{topic=\"orders\",partition=\"0\"}"));
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_from_the_binary_with_validators_and_compression() {
+    let server = start().await;
+    let page = send(server.addr, "GET", "/", &[("accept-encoding", "gzip")], "").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let etag = page.headers["etag"].to_str().unwrap().to_string();
+    let again = send(server.addr, "GET", "/", &[("if-none-match", &etag)], "").await;
+    assert_eq!(again.status, 304);
+    // A client-side route loads the same page; an unknown file is a 404; /api stays JSON.
+    let route = send(server.addr, "GET", "/orders/some-id", &[], "").await;
+    assert_eq!(
+        (route.status, route.headers["etag"].to_str().unwrap()),
+        (200, etag.as_str())
+    );
+    assert_eq!(
+        send(server.addr, "GET", "/no-such-file.js", &[], "")
+            .await
+            .status,
+        404
+    );
+    let api = send(server.addr, "GET", "/api/nothing", &[], "").await;
+    assert_eq!(
+        (api.status, api.json["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+
+    // Every text asset of some size goes out gzipped to a browser that accepts it, and
+    // decompresses to the file as it is in static/.
+    let root = support::repo_root().join("static");
+    let mut checked = 0;
+    for entry in walk(&root) {
+        let name = entry.to_string_lossy().to_string();
+        let bytes = std::fs::read(&entry).unwrap();
+        if bytes.len() < 2048
+            || !(name.ends_with(".js") || name.ends_with(".css") || name.ends_with(".html"))
+        {
+            continue;
+        }
+        let path = format!("/{}", entry.strip_prefix(&root).unwrap().to_string_lossy());
+        let reply = send(
+            server.addr,
+            "GET",
+            &path,
+            &[("accept-encoding", "br, gzip")],
+            "",
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.headers["content-encoding"], "gzip", "{path}");
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(&reply.raw[..]),
+            &mut plain,
+        )
+        .unwrap();
+        assert_eq!(plain, bytes, "{path}");
+        let identity = send(server.addr, "GET", &path, &[], "").await;
+        assert!(identity.headers.get("content-encoding").is_none());
+        assert_eq!(identity.raw.to_vec(), bytes);
+        checked += 1;
+    }
+    assert!(checked > 0, "no text asset over 2 KiB to check");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }

@@ -47,9 +47,13 @@ async fn writes_answer_503_promptly_while_the_broker_is_away_and_work_again_afte
     let prefix = format!("{}.", support::unique_name("outage-writes"));
     let server = Server::start(&broker.bootstrap, &["--topic-prefix", &prefix]);
     server.wait_ready(Duration::from_secs(60)).await;
-    let (status, _) = http::post(server.addr, "/api/orders/create?wait=true", &serde_json::json!({}))
-        .await
-        .unwrap();
+    let (status, _) = http::post(
+        server.addr,
+        "/api/orders/create?wait=true",
+        &serde_json::json!({}),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 201);
 
     broker.stop();
@@ -60,21 +64,38 @@ async fn writes_answer_503_promptly_while_the_broker_is_away_and_work_again_afte
             .await
             .expect("a write hung while the broker was away");
         assert_eq!(status, 503, "{body}");
-        assert!(body["error"]["code"].as_str().unwrap().starts_with("kafka_"), "{body}");
-        assert!(sent.elapsed() < Duration::from_secs(10), "took {:?}", sent.elapsed());
+        assert!(
+            body["error"]["code"]
+                .as_str()
+                .unwrap()
+                .starts_with("kafka_"),
+            "{body}"
+        );
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            sent.elapsed()
+        );
     }
 
     broker.restart();
     server.wait_ready(Duration::from_secs(60)).await;
     let started = Instant::now();
     loop {
-        let (status, body) = http::post(server.addr, "/api/orders/create?wait=true", &serde_json::json!({}))
-            .await
-            .unwrap();
+        let (status, body) = http::post(
+            server.addr,
+            "/api/orders/create?wait=true",
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap();
         if status == 201 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "writes did not resume: {status} {body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "writes did not resume: {status} {body}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Both orders, the one before and the one after the outage, are there.

@@ -21,7 +21,11 @@ async fn wait_caught_up(server: &Server) {
         {
             return;
         }
-        assert!(started.elapsed() < READY, "never caught up; logs:\n{}", server.logs());
+        assert!(
+            started.elapsed() < READY,
+            "never caught up; logs:\n{}",
+            server.logs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -37,7 +41,13 @@ async fn all_order_ids(server: &Server) -> Vec<String> {
         };
         let (status, page) = http::get(server.addr, &path).await.unwrap();
         assert_eq!(status, 200);
-        ids.extend(page["items"].as_array().unwrap().iter().map(|o| o["order_id"].as_str().unwrap().to_string()));
+        ids.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["order_id"].as_str().unwrap().to_string()),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
             None => return ids,
@@ -49,7 +59,8 @@ async fn all_order_ids(server: &Server) -> Vec<String> {
 fn replayed(server: &Server) -> Option<u64> {
     server.logs().lines().find_map(|line| {
         let event: Value = serde_json::from_str(line).ok()?;
-        (event["message"] == "caught up with the log").then(|| event["replayed_records"].as_u64())?
+        (event["message"] == "caught up with the log")
+            .then(|| event["replayed_records"].as_u64())?
     })
 }
 
@@ -89,7 +100,11 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_order_and_duplicates_none()
         writer.await.unwrap();
     }
     let acknowledged: Vec<String> = acknowledged.lock().unwrap().clone();
-    assert!(acknowledged.len() >= 300, "only {} orders before the kill", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 300,
+        "only {} orders before the kill",
+        acknowledged.len()
+    );
 
     let restarted = Server::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir);
     wait_caught_up(&restarted).await;
@@ -97,11 +112,20 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_order_and_duplicates_none()
     let unique: HashSet<&String> = listed.iter().collect();
     assert_eq!(unique.len(), listed.len(), "an order is listed twice");
     for id in &acknowledged {
-        assert!(unique.contains(id), "order {id} was answered 201 but is gone after kill -9");
+        assert!(
+            unique.contains(id),
+            "order {id} was answered 201 but is gone after kill -9"
+        );
     }
     let (_, stats) = http::get(restarted.addr, "/api/stats").await.unwrap();
-    assert_eq!(stats["orders"]["total"].as_u64().unwrap() as usize, listed.len());
-    assert_eq!(stats["orders"]["by_status"]["Pending"].as_u64().unwrap() as usize, listed.len());
+    assert_eq!(
+        stats["orders"]["total"].as_u64().unwrap() as usize,
+        listed.len()
+    );
+    assert_eq!(
+        stats["orders"]["by_status"]["Pending"].as_u64().unwrap() as usize,
+        listed.len()
+    );
 }
 
 #[tokio::test]
@@ -111,36 +135,53 @@ async fn a_clean_restart_resumes_from_the_saved_offsets() {
     let mut first = Server::start(&bootstrap, &["--topic-prefix", &prefix]);
     first.wait_ready(READY).await;
     for _ in 0..20 {
-        let (status, _) = http::post(first.addr, "/api/orders/create?wait=true", &json!({})).await.unwrap();
+        let (status, _) = http::post(first.addr, "/api/orders/create?wait=true", &json!({}))
+            .await
+            .unwrap();
         assert_eq!(status, 201);
     }
     wait_caught_up(&first).await;
     assert_eq!(replayed(&first), Some(0));
     assert!(first.terminate(Duration::from_secs(20)).success());
     let data_dir = first.into_data_dir();
-    assert!(data_dir.join("snapshot.json").exists(), "no snapshot saved at shutdown");
+    assert!(
+        data_dir.join("snapshot.json").exists(),
+        "no snapshot saved at shutdown"
+    );
 
     // While it is down, another instance writes 7 more orders.
     let other = Server::start(&bootstrap, &["--topic-prefix", &prefix]);
     other.wait_ready(READY).await;
     wait_caught_up(&other).await;
-    assert_eq!(replayed(&other), Some(20), "a fresh instance replays the whole log");
+    assert_eq!(
+        replayed(&other),
+        Some(20),
+        "a fresh instance replays the whole log"
+    );
     for _ in 0..7 {
-        let (status, _) = http::post(other.addr, "/api/orders/create?wait=true", &json!({})).await.unwrap();
+        let (status, _) = http::post(other.addr, "/api/orders/create?wait=true", &json!({}))
+            .await
+            .unwrap();
         assert_eq!(status, 201);
     }
 
     // The restart reads only what it missed, and ends with all 27.
-    let restarted = Server::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir.clone());
+    let restarted =
+        Server::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir.clone());
     wait_caught_up(&restarted).await;
-    assert!(restarted.logs().contains("loaded the snapshot"), "{}", restarted.logs());
+    assert!(
+        restarted.logs().contains("loaded the snapshot"),
+        "{}",
+        restarted.logs()
+    );
     assert_eq!(replayed(&restarted), Some(7), "{}", restarted.logs());
     assert_eq!(all_order_ids(&restarted).await.len(), 27);
     drop(restarted);
 
     // Without its snapshot, the same restart replays everything and reaches the same state.
     let data_dir_2 = std::env::temp_dir().join(support::unique_name("nosnap"));
-    let from_scratch = Server::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir_2);
+    let from_scratch =
+        Server::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir_2);
     wait_caught_up(&from_scratch).await;
     assert_eq!(replayed(&from_scratch), Some(27));
     assert_eq!(all_order_ids(&from_scratch).await.len(), 27);
@@ -157,7 +198,13 @@ async fn a_corrupt_snapshot_is_reported_and_the_log_replayed() {
     let server = Server::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir);
     server.wait_ready(READY).await;
     wait_caught_up(&server).await;
-    assert!(server.logs().contains("cannot read the snapshot"), "{}", server.logs());
-    let (status, _) = http::post(server.addr, "/api/orders/create?wait=true", &json!({})).await.unwrap();
+    assert!(
+        server.logs().contains("cannot read the snapshot"),
+        "{}",
+        server.logs()
+    );
+    let (status, _) = http::post(server.addr, "/api/orders/create?wait=true", &json!({}))
+        .await
+        .unwrap();
     assert_eq!(status, 201);
 }

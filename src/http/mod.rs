@@ -5,7 +5,9 @@
 //! - [`routes`]: one `match` from (method, path) to a handler.
 //! - [`error`]: the one error type every handler returns.
 
+pub mod assets;
 pub mod error;
+pub mod metrics;
 pub mod request;
 pub mod routes;
 

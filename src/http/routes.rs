@@ -29,6 +29,7 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
     let answer: Answer = match (method.clone(), segments.as_slice()) {
         (_, ["healthz"]) if get => Ok(healthz(&state)),
         (_, ["readyz"]) if get => Ok(readyz(&state)),
+        (_, ["metrics"]) if get => Ok(super::metrics::render(&state)),
         (_, ["ws"]) if get => return crate::live::ws::handle(state, request).await,
 
         (Method::POST, ["api", "orders"]) => place_order(&state, request).await,
@@ -52,8 +53,13 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
 
         (_, ["api", "stats"]) if get => Ok(stats(&state)),
         (_, ["api", "kafka"]) if get => kafka_overview(&state).await,
+        (_, ["api", "events"]) if get => browse_events(&state, &request).await,
+        (_, ["api", "simulator"]) if get => {
+            Ok(json_response(StatusCode::OK, &state.simulator.view()))
+        }
+        (Method::POST, ["api", "simulator"]) => simulator_settings(&state, request).await,
 
-        (_, ["healthz" | "readyz" | "ws"])
+        (_, ["healthz" | "readyz" | "ws" | "metrics"])
         | (
             _,
             [
@@ -65,6 +71,8 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
         | (_, ["api", "orders", _, "payments" | "cancel" | "deliveries"]) => {
             Err(ApiError::method_not_allowed(&method, &path))
         }
+        (_, [first, ..]) if get && *first != "api" => super::assets::serve(&request, &path)
+            .ok_or_else(|| ApiError::not_found(format!("no file at {path}"))),
         _ => Err(ApiError::not_found(format!("no route for {method} {path}"))),
     };
     answer.unwrap_or_else(ApiError::into_response)
@@ -281,4 +289,156 @@ async fn kafka_overview(state: &AppState) -> Answer {
             "partitions": partitions,
         }),
     ))
+}
+
+/// The raw event browser: records of one partition from an offset or a time, read from Kafka.
+async fn browse_events(state: &AppState, request: &Request) -> Answer {
+    use crate::domain::event::{Event, Position, TopicRole};
+    use crate::kafka::offsets::Seek;
+
+    let params = query_params(request);
+    let bad = |message: String| ApiError::bad_request("invalid_query", message);
+    let topic = params
+        .get("topic")
+        .map(String::as_str)
+        .and_then(TopicRole::parse)
+        .ok_or_else(|| bad("topic must be orders, payments or deliveries".into()))?;
+    let session = state.kafka.ready_session()?;
+    let partitions = session.topics.get(topic).partitions;
+    let partition = match params.get("partition") {
+        None => 0,
+        Some(p) => p
+            .parse::<i32>()
+            .ok()
+            .filter(|p| (0..partitions).contains(p))
+            .ok_or_else(|| {
+                bad(format!(
+                    "partition must be 0 to {} for {topic}",
+                    partitions - 1
+                ))
+            })?,
+    };
+    let limit = match params.get("limit") {
+        None => 50,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=200).contains(l))
+            .ok_or_else(|| bad("limit must be 1 to 200".into()))?,
+    };
+    let seek = match (params.get("offset"), params.get("time")) {
+        (Some(_), Some(_)) => return Err(bad("give offset or time, not both".into())),
+        (Some(o), None) => Seek::Offset(
+            o.parse::<i64>()
+                .ok()
+                .filter(|o| *o >= 0)
+                .ok_or_else(|| bad(format!("offset {o:?} is not a non-negative whole number")))?,
+        ),
+        (None, Some(t)) => Seek::Time(
+            crate::domain::event::parse_time(t)
+                .ok_or_else(|| bad(format!("time {t:?} is not an RFC 3339 date-time")))?,
+        ),
+        (None, None) => Seek::Offset(0),
+    };
+    let (records, next_offset) = state
+        .offsets
+        .browse(
+            &session,
+            topic,
+            partition,
+            seek,
+            limit,
+            state.config.kafka_timeout,
+        )
+        .await?;
+    let topic_name = &session.topics.get(topic).name;
+    let records: Vec<Value> = records
+        .into_iter()
+        .map(|r| {
+            let position = Position {
+                topic,
+                partition,
+                offset: r.offset,
+            };
+            let value = r.record.value.as_deref().unwrap_or_default();
+            let decoded = Event::decode(value, position, topic_name, r.record.timestamp);
+            let data = serde_json::from_slice::<Value>(value).unwrap_or(Value::Null);
+            let headers: serde_json::Map<String, Value> = r
+                .record
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        Value::String(String::from_utf8_lossy(v).into_owned()),
+                    )
+                })
+                .collect();
+            json!({
+                "offset": r.offset,
+                "timestamp": format_time(r.record.timestamp),
+                "key": r.record.key.as_deref().map(String::from_utf8_lossy),
+                "headers": headers,
+                "event_type": decoded.as_ref().ok().map(|(e, _)| e.event_type.as_str()),
+                "data": data,
+                "error": decoded.err().map(|e| e.0),
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "topic": topic, "partition": partition, "records": records, "next_offset": next_offset }),
+    ))
+}
+
+/// `POST /api/simulator {running?, rate?, payment_failure_rate?}`.
+async fn simulator_settings(state: &AppState, request: Request) -> Answer {
+    use crate::simulator::{MAX_RATE, MIN_RATE};
+    let (body, _) = json_body(request).await?;
+    let object = body
+        .as_object()
+        .ok_or_else(|| validation::Invalid::one("", "the body must be a JSON object"))?;
+    let mut errors = Vec::new();
+    for name in object.keys() {
+        if !["running", "rate", "payment_failure_rate"].contains(&name.as_str()) {
+            errors.push(validation::FieldError::new(
+                name,
+                "unknown field: the fields are running, rate, payment_failure_rate",
+            ));
+        }
+    }
+    let running = match object.get("running") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            errors.push(validation::FieldError::new(
+                "running",
+                "must be true or false",
+            ));
+            None
+        }
+    };
+    let number =
+        |name: &str, low: f64, high: f64, errors: &mut Vec<validation::FieldError>| match object
+            .get(name)
+        {
+            None => None,
+            Some(v) => match v.as_f64().filter(|x| (low..=high).contains(x)) {
+                Some(x) => Some(x),
+                None => {
+                    errors.push(validation::FieldError::new(
+                        name,
+                        format!("must be a number from {low} to {high}"),
+                    ));
+                    None
+                }
+            },
+        };
+    let rate = number("rate", MIN_RATE, MAX_RATE, &mut errors);
+    let failure = number("payment_failure_rate", 0.0, 1.0, &mut errors);
+    if !errors.is_empty() {
+        return Err(validation::Invalid(errors).into());
+    }
+    state.simulator.update(running, rate, failure);
+    Ok(json_response(StatusCode::OK, &state.simulator.view()))
 }

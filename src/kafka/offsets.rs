@@ -129,3 +129,84 @@ async fn client_for(
         .insert((role, partition), (session.generation, Arc::clone(&client)));
     Ok(client)
 }
+
+/// One record as the raw event browser shows it.
+#[derive(Debug, Clone)]
+pub struct BrowsedRecord {
+    pub offset: i64,
+    pub record: rskafka::record::Record,
+}
+
+/// Where a browse starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Seek {
+    Offset(i64),
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
+impl OffsetsReader {
+    /// Up to `limit` records of one partition from `seek` on, read from Kafka itself; also
+    /// returns the offset to continue from.
+    pub async fn browse(
+        &self,
+        session: &Arc<KafkaSession>,
+        role: TopicRole,
+        partition: i32,
+        seek: Seek,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<(Vec<BrowsedRecord>, i64), KafkaError> {
+        let name = session.topics.get(role).name.clone();
+        let client = client_for(&self.clients, session, role, &name, partition, timeout).await?;
+        let earliest = with_deadline(
+            "list offsets",
+            timeout,
+            client.get_offset(OffsetAt::Earliest),
+        )
+        .await?;
+        let latest =
+            with_deadline("list offsets", timeout, client.get_offset(OffsetAt::Latest)).await?;
+        let start = match seek {
+            Seek::Offset(offset) => offset.clamp(earliest, latest),
+            Seek::Time(time) => {
+                // Kafka answers the first offset at or after the time, or -1 when every
+                // record is older: then there is nothing to show, so start at the end.
+                let at = with_deadline(
+                    "list offsets",
+                    timeout,
+                    client.get_offset(OffsetAt::Timestamp(time)),
+                )
+                .await?;
+                if at < 0 {
+                    latest
+                } else {
+                    at.clamp(earliest, latest)
+                }
+            }
+        };
+        let mut records = Vec::new();
+        let mut next = start;
+        while records.len() < limit && next < latest {
+            let (batch, _) = with_deadline(
+                "fetch",
+                timeout,
+                client.fetch_records(next, 1..1024 * 1024, 100),
+            )
+            .await?;
+            if batch.is_empty() {
+                break;
+            }
+            for r in batch {
+                if r.offset < next || records.len() == limit {
+                    continue;
+                }
+                next = r.offset + 1;
+                records.push(BrowsedRecord {
+                    offset: r.offset,
+                    record: r.record,
+                });
+            }
+        }
+        Ok((records, next))
+    }
+}

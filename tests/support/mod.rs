@@ -547,3 +547,58 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Servers started from any command line, for tests/static_binary.rs: a static binary entered
+/// into an empty root with `chroot`, or run under `qemu-aarch64-static`.
+impl Server {
+    /// Starts `command`, which must run shopstream with `--listen 127.0.0.1:0 --log-format json`
+    /// (the address is read from its `listening` log line), and waits up to `listen_within` for
+    /// it to listen. `cleanup` (its data dir, or the whole empty root) is removed on drop.
+    pub fn spawn(mut command: Command, cleanup: PathBuf, listen_within: Duration) -> Self {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                    && event["message"] == "listening"
+                    && let Some(addr) = event["addr"].as_str()
+                    && let Ok(addr) = addr.parse::<SocketAddr>()
+                {
+                    let _ = addr_tx.send(addr);
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match addr_rx.recv_timeout(listen_within) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                let _ = std::fs::remove_dir_all(&cleanup);
+                panic!(
+                    "{command:?} did not listen within {listen_within:?} ({status:?}); logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Self {
+            child,
+            addr,
+            logs,
+            data_dir: cleanup,
+        }
+    }
+
+    /// The exit status once the process ended, `None` while it runs.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+}

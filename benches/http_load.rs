@@ -1,0 +1,1042 @@
+//! Load run of the real `shopstream` binary against a real broker, with references measured
+//! on the same machine in the same run.
+//!
+//! `cargo bench --bench http_load [-- load|startup]`
+//!
+//! 1. **POST rate.** The release binary runs with a fresh `--topic-prefix`; C concurrent
+//!    keep-alive HTTP/1.1 connections send `POST /api/orders` (valid demo orders) until a
+//!    fixed count is answered or a time limit passes. Reported: requests/s and latency
+//!    percentiles. Reference: Kafka's own `org.apache.kafka.tools.ProducerPerformance`, same
+//!    record size, `acks=all`, same number of records, to a topic with the same partition
+//!    count, so the result reads as "shopstream's POST rate is x of what the broker takes from
+//!    its reference producer on this machine".
+//! 2. **Start-up with a full log.** Orders are produced straight into a fresh prefix's
+//!    `orders` topic (rskafka, big batches, shopstream's record shape), then shopstream starts
+//!    on an empty data dir and is timed until `/readyz` says `caught_up`; it is stopped with
+//!    SIGTERM (which saves a snapshot) and started again on the same data dir, timed again.
+//!    References: the same records decoded and applied in this process, and the same
+//!    snapshot loaded in this process.
+//!
+//! The broker is the one in `KAFKA_BOOTSTRAP`, or the local one of `compose/kafka-local`
+//! (started if needed, and stopped at the end only when this run started it). Everything
+//! talks to 127.0.0.1; every wait is bounded; the topics this run created are deleted.
+//!
+//! Environment (all optional): `SHOPSTREAM_BENCH_CONNECTIONS` (32), `SHOPSTREAM_BENCH_REQUESTS`
+//! (20000), `SHOPSTREAM_BENCH_SECONDS` (20, the longest the measured load may run),
+//! `SHOPSTREAM_BENCH_STARTUP_ORDERS` (100000), `SHOPSTREAM_BENCH_KEEP_BROKER=1` (never stop
+//! the local broker).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{TimeDelta, Utc};
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rskafka::client::Client;
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::record::Record;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use shopstream::domain::demo;
+use shopstream::domain::event::{Event, EventBody, EventType, Position, TopicRole, headers};
+use shopstream::domain::partitioner::partition_for_key;
+use shopstream::domain::validation;
+use shopstream::kafka::{TopicInfo, TopicLayout};
+use shopstream::model::ReadModel;
+use shopstream::model::snapshot::{self, Loaded};
+use support::{Server, http};
+
+/// Partitions of every topic this run creates (shopstream's default).
+const PARTITIONS: i32 = 3;
+/// Longest one HTTP request may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection gives up after this many failures in a row.
+const MAX_CONSECUTIVE_FAILURES: u32 = 5;
+/// Longest shopstream may take to become ready / catch up.
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest SIGTERM may take to stop shopstream (it saves the snapshot first).
+const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest ProducerPerformance may run.
+const REFERENCE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Deadline of every single Kafka call this process makes.
+const KAFKA_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Records per produce request when filling the log.
+const FILL_BATCH_RECORDS: usize = 1_000;
+/// Value bytes per produce request when filling the log (below the broker's 1 MiB default).
+const FILL_BATCH_BYTES: usize = 700 * 1024;
+
+struct Settings {
+    connections: usize,
+    requests: u64,
+    max_duration: Duration,
+    startup_orders: usize,
+    keep_broker: bool,
+    run_load: bool,
+    run_startup: bool,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        let number = |name: &str, default: u64, max: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(default, |v| v.clamp(1, max))
+        };
+        // `cargo bench` passes `--bench`; a bare word selects one part.
+        let parts: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| !a.starts_with('-'))
+            .collect();
+        let selected = |part: &str| parts.is_empty() || parts.iter().any(|p| part.contains(p));
+        Self {
+            connections: number("SHOPSTREAM_BENCH_CONNECTIONS", 32, 1024) as usize,
+            requests: number("SHOPSTREAM_BENCH_REQUESTS", 20_000, 5_000_000),
+            max_duration: Duration::from_secs(number("SHOPSTREAM_BENCH_SECONDS", 20, 600)),
+            startup_orders: number("SHOPSTREAM_BENCH_STARTUP_ORDERS", 100_000, 5_000_000) as usize,
+            keep_broker: std::env::var("SHOPSTREAM_BENCH_KEEP_BROKER").is_ok_and(|v| v == "1"),
+            run_load: selected("load"),
+            run_startup: selected("startup"),
+        }
+    }
+}
+
+/// The broker this run uses; stops the local one at the end if this run started it.
+struct Broker {
+    bootstrap: String,
+    started_here: bool,
+    keep: bool,
+}
+
+impl Broker {
+    fn acquire(keep: bool) -> Self {
+        let external = std::env::var("KAFKA_BOOTSTRAP").is_ok_and(|b| !b.trim().is_empty());
+        let was_running = external
+            || Command::new(support::repo_root().join("compose/kafka-local"))
+                .arg("status")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+        let bootstrap = support::bootstrap();
+        for address in bootstrap.split(',') {
+            let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+            assert!(
+                matches!(host, "127.0.0.1" | "localhost" | "[::1]"),
+                "this benchmark only talks to 127.0.0.1; the broker is at {bootstrap}"
+            );
+        }
+        Self {
+            bootstrap,
+            started_here: !was_running,
+            keep,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if self.started_here && !self.keep {
+            eprintln!("stopping the local broker this run started");
+            let _ = Command::new(support::repo_root().join("compose/kafka-local"))
+                .arg("stop")
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn main() {
+    let settings = Settings::from_env();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    eprintln!(
+        "shopstream HTTP load benchmark ({cores} cores; client, server and broker share them)"
+    );
+    let broker = Broker::acquire(settings.keep_broker);
+    eprintln!("broker: {}", broker.bootstrap);
+    // One thread for the load generator: it leaves the other core(s) to the server and broker.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("cannot build a tokio runtime");
+    let outcome = runtime.block_on(run(&settings, &broker.bootstrap));
+    drop(runtime);
+    drop(broker);
+    if let Err(error) = outcome {
+        eprintln!("benchmark failed: {error}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(settings: &Settings, bootstrap: &str) -> Result<(), String> {
+    let client = kafka_call("connect", async {
+        let brokers = bootstrap.split(',').map(str::to_string).collect();
+        rskafka::client::ClientBuilder::new(brokers).build().await
+    })
+    .await?;
+    let mut created_topics = Vec::new();
+    let load = if settings.run_load {
+        Some(load_phase(settings, bootstrap, &client, &mut created_topics).await)
+    } else {
+        None
+    };
+    let startup = if settings.run_startup {
+        Some(startup_phase(settings, bootstrap, &client, &mut created_topics).await)
+    } else {
+        None
+    };
+    delete_topics(&client, &created_topics).await;
+
+    if let Some(load) = &load {
+        match load {
+            Ok(report) => report.print(settings),
+            Err(e) => eprintln!("load run failed: {e}"),
+        }
+    }
+    if let Some(startup) = &startup {
+        match startup {
+            Ok(report) => report.print(),
+            Err(e) => eprintln!("start-up run failed: {e}"),
+        }
+    }
+    match (load, startup) {
+        (Some(Err(e)), _) | (_, Some(Err(e))) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Runs one Kafka call with this run's deadline.
+async fn kafka_call<T, E: std::fmt::Display>(
+    what: &str,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(KAFKA_CALL_TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no answer within {KAFKA_CALL_TIMEOUT:?}")),
+    }
+}
+
+fn unique_prefix(what: &str) -> String {
+    format!(
+        "bench-{what}-{}.",
+        &Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+async fn create_topic(
+    client: &Client,
+    name: &str,
+    created: &mut Vec<String>,
+) -> Result<(), String> {
+    let controller = client.controller_client().map_err(|e| e.to_string())?;
+    kafka_call(
+        &format!("create topic {name}"),
+        controller.create_topic(name, PARTITIONS, 1, 30_000),
+    )
+    .await?;
+    created.push(name.to_string());
+    Ok(())
+}
+
+async fn delete_topics(client: &Client, names: &[String]) {
+    let Ok(controller) = client.controller_client() else {
+        eprintln!("cannot reach the controller to delete the benchmark topics {names:?}");
+        return;
+    };
+    for name in names {
+        if let Err(e) = kafka_call(
+            "delete topic",
+            controller.delete_topic(name.as_str(), 30_000),
+        )
+        .await
+        {
+            eprintln!("could not delete topic {name}: {e}");
+        }
+    }
+}
+
+/// Waits (bounded) until `/readyz` answers 200 with `"caught_up": true`.
+async fn wait_caught_up(server: &Server) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        if let Ok((200, body)) = http::get(server.addr, "/readyz").await
+            && body["caught_up"] == true
+        {
+            return Ok(());
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            return Err(format!(
+                "shopstream did not catch up within {READY_TIMEOUT:?}; last logs:\n{}",
+                tail(&server.logs(), 20)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The JSON fields of the first log line with `message`.
+fn log_line(server: &Server, message: &str) -> Option<Value> {
+    server.logs().lines().find_map(|line| {
+        let event: Value = serde_json::from_str(line).ok()?;
+        (event["message"] == message).then_some(event)
+    })
+}
+
+/// Percentile by nearest rank of sorted values.
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(micros: u64) -> String {
+    format!("{:.2}", micros as f64 / 1000.0)
+}
+
+// ------------------------------------------------------------------------------------------
+// Part 1: POST /api/orders under load, against Kafka's ProducerPerformance.
+
+struct LoadResult {
+    ok: u64,
+    failures: BTreeMap<String, u64>,
+    /// Latency of every 201, in microseconds, sorted.
+    latencies: Vec<u64>,
+    elapsed: Duration,
+    /// Stopped by the time limit rather than the request count.
+    timed_out: bool,
+}
+
+#[derive(Default)]
+struct Worker {
+    ok: u64,
+    failures: BTreeMap<String, u64>,
+    latencies: Vec<u64>,
+}
+
+impl Worker {
+    fn fail(&mut self, why: impl Into<String>) {
+        *self.failures.entry(why.into()).or_default() += 1;
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// One keep-alive connection sending requests one after the other until the shared count or
+/// the deadline is reached.
+async fn connection_loop(
+    addr: SocketAddr,
+    bodies: Arc<Vec<Bytes>>,
+    next: Arc<AtomicU64>,
+    requests: u64,
+    deadline: Instant,
+) -> Worker {
+    let mut worker = Worker::default();
+    let mut sender: Option<SendRequest<Full<Bytes>>> = None;
+    let mut failures_in_a_row = 0;
+    let host = addr.to_string();
+    while Instant::now() < deadline && failures_in_a_row < MAX_CONSECUTIVE_FAILURES {
+        let ticket = next.fetch_add(1, Ordering::Relaxed);
+        if ticket >= requests {
+            break;
+        }
+        let conn = match &mut sender {
+            Some(conn) => conn,
+            None => match connect(addr).await {
+                Ok(conn) => sender.insert(conn),
+                Err(e) => {
+                    worker.fail(e);
+                    failures_in_a_row += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let body = bodies[ticket as usize % bodies.len()].clone();
+        let request = Request::post("/api/orders")
+            .header("host", &host)
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .expect("a valid request");
+        let started = Instant::now();
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            conn.ready().await.map_err(|e| format!("connection: {e}"))?;
+            let response = conn
+                .send_request(request)
+                .await
+                .map_err(|e| format!("request: {e}"))?;
+            let status = response.status().as_u16();
+            response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("body: {e}"))?;
+            Ok::<u16, String>(status)
+        })
+        .await;
+        let took = started.elapsed();
+        match answer {
+            Ok(Ok(201)) => {
+                worker.ok += 1;
+                worker.latencies.push(took.as_micros() as u64);
+                failures_in_a_row = 0;
+            }
+            Ok(Ok(status)) => {
+                worker.fail(format!("HTTP {status}"));
+                failures_in_a_row += 1;
+            }
+            Ok(Err(e)) => {
+                worker.fail(e);
+                failures_in_a_row += 1;
+                sender = None;
+            }
+            Err(_) => {
+                worker.fail(format!("no answer within {REQUEST_TIMEOUT:?}"));
+                failures_in_a_row += 1;
+                sender = None;
+            }
+        }
+    }
+    worker
+}
+
+async fn run_load(
+    addr: SocketAddr,
+    bodies: &Arc<Vec<Bytes>>,
+    connections: usize,
+    requests: u64,
+    max_duration: Duration,
+) -> LoadResult {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + max_duration;
+    let mut tasks = JoinSet::new();
+    for _ in 0..connections {
+        tasks.spawn(connection_loop(
+            addr,
+            Arc::clone(bodies),
+            Arc::clone(&next),
+            requests,
+            deadline,
+        ));
+    }
+    let mut result = LoadResult {
+        ok: 0,
+        failures: BTreeMap::new(),
+        latencies: Vec::new(),
+        elapsed: Duration::ZERO,
+        timed_out: false,
+    };
+    while let Some(worker) = tasks.join_next().await {
+        let worker = worker.unwrap_or_else(|e| {
+            let mut w = Worker::default();
+            w.fail(format!("load task failed: {e}"));
+            w
+        });
+        result.ok += worker.ok;
+        result.latencies.extend(worker.latencies);
+        for (why, n) in worker.failures {
+            *result.failures.entry(why).or_default() += n;
+        }
+    }
+    result.elapsed = started.elapsed();
+    result.timed_out = next.load(Ordering::Relaxed) < requests;
+    result.latencies.sort_unstable();
+    result
+}
+
+/// ProducerPerformance's summary line.
+struct Reference {
+    records: u64,
+    per_second: f64,
+    avg_ms: f64,
+    max_ms: f64,
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    line: String,
+}
+
+/// Parses "N records sent, X records/sec (Y MB/sec), A ms avg latency, M ms max latency,
+/// P ms 50th, P ms 95th, P ms 99th, P ms 99.9th."
+fn parse_reference(stdout: &str) -> Option<Reference> {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains("records sent") && l.contains("50th"))?;
+    let numbers: Vec<f64> = line
+        .split(',')
+        .filter_map(|field| field.split_whitespace().next()?.parse().ok())
+        .collect();
+    let [
+        records,
+        per_second,
+        avg_ms,
+        max_ms,
+        p50_ms,
+        p95_ms,
+        p99_ms,
+        ..,
+    ] = numbers[..]
+    else {
+        return None;
+    };
+    Some(Reference {
+        records: records as u64,
+        per_second,
+        avg_ms,
+        max_ms,
+        p50_ms,
+        p95_ms,
+        p99_ms,
+        line: line.trim().to_string(),
+    })
+}
+
+async fn producer_performance(
+    bootstrap: &str,
+    topic: &str,
+    records: u64,
+    record_size: usize,
+) -> Result<Reference, String> {
+    let mut command = Command::new(support::repo_root().join("compose/kafka-local"));
+    command.args([
+        "java-class",
+        "org.apache.kafka.tools.ProducerPerformance",
+        "--topic",
+        topic,
+        "--num-records",
+        &records.to_string(),
+        "--record-size",
+        &record_size.to_string(),
+        "--throughput",
+        "-1",
+        "--producer-props",
+        &format!("bootstrap.servers={bootstrap}"),
+        "acks=all",
+    ]);
+    eprintln!("reference: {command:?}");
+    let output = tokio::task::spawn_blocking(move || {
+        support::run_with_stdin(&mut command, b"", REFERENCE_TIMEOUT)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    parse_reference(&stdout).ok_or_else(|| {
+        format!(
+            "ProducerPerformance gave no summary ({}):\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// `POST /api/orders` bodies: varied demo orders, all valid.
+fn order_bodies(count: usize) -> Vec<Value> {
+    let mut rng = rand::rng();
+    (0..count)
+        .map(|_| {
+            let o = demo::demo_order(&mut rng);
+            json!({
+                "customer_name": o.customer_name,
+                "customer_email": o.customer_email,
+                "product": o.product,
+                "quantity": o.quantity,
+                "amount": o.amount,
+                "currency": o.currency,
+                "address": o.address,
+            })
+        })
+        .collect()
+}
+
+/// The size of the record value shopstream writes for each body, on average.
+fn record_size(bodies: &[Value]) -> Result<usize, String> {
+    let mut total = 0;
+    for body in bodies {
+        let details =
+            validation::new_order(body).map_err(|e| format!("invalid body {body}: {e:?}"))?;
+        total += order_event(
+            Uuid::new_v4().to_string(),
+            Utc::now(),
+            EventBody::OrderCreated(details),
+        )
+        .to_bytes()
+        .len();
+    }
+    Ok(total.div_ceil(bodies.len().max(1)))
+}
+
+fn order_event(order_id: String, time: chrono::DateTime<Utc>, body: EventBody) -> Event {
+    Event {
+        event_id: Uuid::new_v4().to_string(),
+        event_type: EventType::OrderCreated,
+        order_id,
+        time,
+        body,
+    }
+}
+
+struct LoadReport {
+    connections: usize,
+    record_size: usize,
+    warm_up: u64,
+    result: LoadResult,
+    reference: Reference,
+}
+
+async fn load_phase(
+    settings: &Settings,
+    bootstrap: &str,
+    client: &Client,
+    created: &mut Vec<String>,
+) -> Result<LoadReport, String> {
+    let prefix = unique_prefix("load");
+    for role in TopicRole::ALL {
+        create_topic(client, &format!("{prefix}{role}"), created).await?;
+    }
+    let bodies = order_bodies(256);
+    let record_size = record_size(&bodies)?;
+    let bodies: Arc<Vec<Bytes>> = Arc::new(
+        bodies
+            .iter()
+            .map(|b| Bytes::from(serde_json::to_vec(b).expect("JSON")))
+            .collect(),
+    );
+
+    eprintln!("load: starting shopstream with --topic-prefix {prefix}");
+    let mut server = Server::start(bootstrap, &["--topic-prefix", &prefix]);
+    wait_caught_up(&server).await?;
+
+    let warm_up = (settings.requests / 10).clamp(settings.connections as u64, 2_000);
+    eprintln!("load: warm-up, {warm_up} requests");
+    let warm = run_load(
+        server.addr,
+        &bodies,
+        settings.connections,
+        warm_up,
+        Duration::from_secs(30),
+    )
+    .await;
+    if warm.ok == 0 {
+        return Err(format!(
+            "no request succeeded during the warm-up: {:?}; logs:\n{}",
+            warm.failures,
+            tail(&server.logs(), 20)
+        ));
+    }
+    eprintln!(
+        "load: {} requests on {} connections (at most {:?})",
+        settings.requests, settings.connections, settings.max_duration
+    );
+    let result = run_load(
+        server.addr,
+        &bodies,
+        settings.connections,
+        settings.requests,
+        settings.max_duration,
+    )
+    .await;
+    let _ = server.terminate(STOP_TIMEOUT);
+    drop(server);
+    if result.ok == 0 {
+        return Err(format!("no request succeeded: {:?}", result.failures));
+    }
+
+    // The reference: the broker's own producer, same number of records, same size, acks=all,
+    // to a topic with the same number of partitions.
+    let topic = format!("{prefix}perf");
+    create_topic(client, &topic, created).await?;
+    let reference = producer_performance(bootstrap, &topic, result.ok, record_size).await?;
+    Ok(LoadReport {
+        connections: settings.connections,
+        record_size,
+        warm_up: warm.ok,
+        result,
+        reference,
+    })
+}
+
+impl LoadReport {
+    fn print(&self, settings: &Settings) {
+        let r = &self.result;
+        let rate = r.ok as f64 / r.elapsed.as_secs_f64();
+        let mean = r.latencies.iter().sum::<u64>() as f64 / r.latencies.len().max(1) as f64;
+        let failed: u64 = r.failures.values().sum();
+        let reference = &self.reference;
+        println!();
+        println!(
+            "POST /api/orders: {} keep-alive HTTP/1.1 connections, {} requests asked \
+             (limit {:?}{}), after {} warm-up requests",
+            self.connections,
+            settings.requests,
+            settings.max_duration,
+            if r.timed_out { ", reached" } else { "" },
+            self.warm_up,
+        );
+        println!(
+            "{:<46} | {:>10} | {:>9} | {:>9} | {:>9} | {:>9} | {:>9}",
+            "", "records/s", "mean ms", "p50 ms", "p90/95 ms", "p99 ms", "max ms"
+        );
+        println!("{}", "-".repeat(46 + 10 + 9 * 5 + 6 * 3));
+        println!(
+            "{:<46} | {:>10.0} | {:>9.2} | {:>9} | {:>9} | {:>9} | {:>9}",
+            format!("shopstream POST (201s: {}, failed: {failed})", r.ok),
+            rate,
+            mean / 1000.0,
+            ms(percentile(&r.latencies, 50.0)),
+            ms(percentile(&r.latencies, 90.0)),
+            ms(percentile(&r.latencies, 99.0)),
+            ms(r.latencies.last().copied().unwrap_or(0)),
+        );
+        println!(
+            "{:<46} | {:>10.0} | {:>9.2} | {:>9.2} | {:>9.2} | {:>9.2} | {:>9.2}",
+            format!("Kafka ProducerPerformance ({} records)", reference.records),
+            reference.per_second,
+            reference.avg_ms,
+            reference.p50_ms,
+            reference.p95_ms,
+            reference.p99_ms,
+            reference.max_ms,
+        );
+        println!(
+            "ratio: shopstream POST rate / ProducerPerformance rate = {:.3}",
+            rate / reference.per_second
+        );
+        println!(
+            "(record value {} bytes, acks=all, {PARTITIONS} partitions; shopstream's p90 vs the \
+             tool's p95; shopstream latency is per request with {} in flight, the tool's per \
+             record with its own batching)",
+            self.record_size, self.connections
+        );
+        println!("ProducerPerformance said: {}", reference.line);
+        if failed > 0 {
+            println!("failures: {:?}", r.failures);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Part 2: start-up with a full log, with and without a snapshot.
+
+struct StartRun {
+    wall: Duration,
+    listening: Duration,
+    replayed: Option<u64>,
+    server_elapsed_ms: Option<u64>,
+    from: String,
+    orders_seen: Option<u64>,
+}
+
+struct StartupReport {
+    orders: usize,
+    fill_time: Duration,
+    fill_bytes: usize,
+    cold: StartRun,
+    stop_time: Duration,
+    snapshot_bytes: u64,
+    warm: StartRun,
+    in_process_replay: Duration,
+    in_process_load: Duration,
+}
+
+/// Produces `count` order.created records into `topic` straight through rskafka, shaped
+/// as shopstream writes them; returns every record value with where it landed.
+async fn fill_orders(
+    client: &Client,
+    topic: &str,
+    count: usize,
+) -> Result<Vec<(Vec<u8>, Position)>, String> {
+    let mut rng = rand::rng();
+    let now = Utc::now();
+    let mut per_partition: Vec<Vec<Record>> = (0..PARTITIONS).map(|_| Vec::new()).collect();
+    for i in 0..count {
+        let order_id = Uuid::new_v4().to_string();
+        let time = now - TimeDelta::milliseconds((count - i) as i64);
+        let event = order_event(
+            order_id.clone(),
+            time,
+            EventBody::OrderCreated(demo::demo_order(&mut rng)),
+        );
+        let partition = partition_for_key(order_id.as_bytes(), PARTITIONS);
+        per_partition[partition as usize].push(Record {
+            key: Some(order_id.into_bytes()),
+            value: Some(event.to_bytes()),
+            headers: BTreeMap::from([
+                (headers::EVENT_TYPE.to_string(), b"order.created".to_vec()),
+                (
+                    headers::CONTENT_TYPE.to_string(),
+                    b"application/json".to_vec(),
+                ),
+                (headers::PRODUCER.to_string(), b"shopstream-bench".to_vec()),
+            ]),
+            timestamp: time,
+        });
+    }
+    let mut tasks = JoinSet::new();
+    for (partition, records) in per_partition.into_iter().enumerate() {
+        let partition = partition as i32;
+        let client = kafka_call(
+            "partition client",
+            client.partition_client(topic, partition, UnknownTopicHandling::Retry),
+        )
+        .await?;
+        tasks.spawn(async move {
+            let mut written = Vec::with_capacity(records.len());
+            let mut records = records.into_iter().peekable();
+            while records.peek().is_some() {
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                while let Some(record) = records
+                    .next_if(|_| batch.len() < FILL_BATCH_RECORDS && bytes < FILL_BATCH_BYTES)
+                {
+                    bytes += record.approximate_size();
+                    batch.push(record);
+                }
+                let values: Vec<Vec<u8>> = batch
+                    .iter()
+                    .map(|r| r.value.clone().unwrap_or_default())
+                    .collect();
+                let offsets =
+                    kafka_call("produce", client.produce(batch, Compression::NoCompression))
+                        .await?;
+                for (value, offset) in values.into_iter().zip(offsets) {
+                    let position = Position {
+                        topic: TopicRole::Orders,
+                        partition,
+                        offset,
+                    };
+                    written.push((value, position));
+                }
+            }
+            Ok::<_, String>(written)
+        });
+    }
+    let mut all = Vec::with_capacity(count);
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done.map_err(|e| e.to_string())??);
+    }
+    Ok(all)
+}
+
+/// Starts shopstream on `data_dir` and times it until it caught up with the log.
+async fn timed_start(
+    bootstrap: &str,
+    prefix: &str,
+    data_dir: PathBuf,
+) -> Result<(Server, StartRun), String> {
+    let started = Instant::now();
+    let server = Server::start_with_data_dir(bootstrap, &["--topic-prefix", prefix], data_dir);
+    let listening = started.elapsed();
+    wait_caught_up(&server).await?;
+    let wall = started.elapsed();
+    let caught_up = log_line(&server, "caught up with the log");
+    let orders_seen = match http::get(server.addr, "/api/stats").await {
+        Ok((200, stats)) => stats["orders"]["total"].as_u64(),
+        _ => None,
+    };
+    let run = StartRun {
+        wall,
+        listening,
+        replayed: caught_up
+            .as_ref()
+            .and_then(|l| l["replayed_records"].as_u64()),
+        server_elapsed_ms: caught_up.as_ref().and_then(|l| l["elapsed_ms"].as_u64()),
+        from: caught_up
+            .as_ref()
+            .and_then(|l| l["from"].as_str())
+            .unwrap_or("?")
+            .to_string(),
+        orders_seen,
+    };
+    Ok((server, run))
+}
+
+async fn startup_phase(
+    settings: &Settings,
+    bootstrap: &str,
+    client: &Client,
+    created: &mut Vec<String>,
+) -> Result<StartupReport, String> {
+    let prefix = unique_prefix("startup");
+    for role in TopicRole::ALL {
+        create_topic(client, &format!("{prefix}{role}"), created).await?;
+    }
+    let orders = settings.startup_orders;
+    eprintln!("startup: writing {orders} orders into {prefix}orders");
+    let fill_started = Instant::now();
+    let records = fill_orders(client, &format!("{prefix}orders"), orders).await?;
+    let fill_time = fill_started.elapsed();
+    let fill_bytes = records.iter().map(|(v, _)| v.len()).sum();
+
+    // Reference 1: the same records decoded and applied here, on one thread, no Kafka.
+    let layout = TopicLayout {
+        topics: TopicRole::ALL
+            .into_iter()
+            .map(|role| TopicInfo {
+                role,
+                name: format!("{prefix}{role}"),
+                partitions: PARTITIONS,
+            })
+            .collect(),
+    };
+    let replay_started = Instant::now();
+    let mut model = ReadModel::new();
+    for (value, position) in &records {
+        let (event, data) = Event::decode(
+            value,
+            *position,
+            &layout.get(position.topic).name,
+            Utc::now(),
+        )
+        .map_err(|e| format!("a record we wrote does not decode: {e}"))?;
+        model.apply(&event, *position, &data, None);
+        model
+            .progress_mut(position.topic, position.partition)
+            .next_offset = position.offset + 1;
+    }
+    let in_process_replay = replay_started.elapsed();
+    drop(records);
+    // Reference 2: that model's snapshot loaded here.
+    let scratch = std::env::temp_dir().join(format!("{}bench-snapshot", prefix));
+    let bytes = snapshot::encode(&model, &layout);
+    drop(model);
+    snapshot::write(&scratch, &bytes).map_err(|e| e.to_string())?;
+    drop(bytes);
+    let load_started = Instant::now();
+    let loaded = snapshot::load(&scratch, &layout).map_err(|e| e.to_string());
+    let in_process_load = load_started.elapsed();
+    let _ = std::fs::remove_dir_all(&scratch);
+    if !matches!(loaded?, Loaded::Model(_)) {
+        return Err("the reference snapshot did not load".into());
+    }
+
+    let data_dir = std::env::temp_dir().join(format!("{}data", prefix));
+    eprintln!("startup: shopstream on an empty data dir");
+    let (mut server, cold) = timed_start(bootstrap, &prefix, data_dir).await?;
+    let stop_started = Instant::now();
+    let status = server.terminate(STOP_TIMEOUT);
+    let stop_time = stop_started.elapsed();
+    if !status.success() {
+        return Err(format!("shopstream exited with {status} after SIGTERM"));
+    }
+    let data_dir = server.into_data_dir();
+    let snapshot_bytes = std::fs::metadata(snapshot::path_in(&data_dir))
+        .map_err(|e| format!("no snapshot after SIGTERM: {e}"))?
+        .len();
+
+    eprintln!("startup: shopstream again, on the same data dir (with the snapshot)");
+    let (mut server, warm) = timed_start(bootstrap, &prefix, data_dir).await?;
+    let _ = server.terminate(STOP_TIMEOUT);
+    drop(server);
+
+    Ok(StartupReport {
+        orders,
+        fill_time,
+        fill_bytes,
+        cold,
+        stop_time,
+        snapshot_bytes,
+        warm,
+        in_process_replay,
+        in_process_load,
+    })
+}
+
+impl StartupReport {
+    fn print(&self) {
+        let secs = |d: Duration| format!("{:.3}", d.as_secs_f64());
+        let opt = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
+        println!();
+        println!(
+            "Start-up with {} orders in the log ({} partitions, {:.1} MB of record values)",
+            self.orders,
+            PARTITIONS,
+            self.fill_bytes as f64 / 1e6
+        );
+        println!(
+            "{:<44} | {:>9} | {:>9} | {:>10} | {:>9} | {:>16} | {:>8}",
+            "", "wall s", "listen s", "server ms", "replayed", "from", "orders"
+        );
+        println!("{}", "-".repeat(44 + 9 * 3 + 10 + 16 + 8 + 6 * 3));
+        for (name, run) in [
+            ("empty data dir (replay from earliest)", &self.cold),
+            ("after SIGTERM (snapshot + its offsets)", &self.warm),
+        ] {
+            println!(
+                "{:<44} | {:>9} | {:>9} | {:>10} | {:>9} | {:>16} | {:>8}",
+                name,
+                secs(run.wall),
+                secs(run.listening),
+                opt(run.server_elapsed_ms),
+                opt(run.replayed),
+                run.from,
+                opt(run.orders_seen),
+            );
+        }
+        let ratio = self.warm.wall.as_secs_f64() / self.cold.wall.as_secs_f64();
+        println!("ratio: with snapshot / without = {ratio:.3} (wall time to caught_up)");
+        let replay_rate =
+            self.cold.replayed.unwrap_or(self.orders as u64) as f64 / self.cold.wall.as_secs_f64();
+        println!(
+            "replay rate (cold, wall): {replay_rate:.0} records/s; SIGTERM to exit: {} s; \
+             snapshot {} bytes ({:.0} bytes/order)",
+            secs(self.stop_time),
+            self.snapshot_bytes,
+            self.snapshot_bytes as f64 / self.orders as f64
+        );
+        println!("references measured in this run:");
+        println!(
+            "  decode + apply of the same records in-process (1 thread, no Kafka): {} s; \
+             cold start / it = {:.2}",
+            secs(self.in_process_replay),
+            self.cold.wall.as_secs_f64() / self.in_process_replay.as_secs_f64()
+        );
+        println!(
+            "  snapshot::load of the same model in-process: {} s; warm start / it = {:.2}",
+            secs(self.in_process_load),
+            self.warm.wall.as_secs_f64() / self.in_process_load.as_secs_f64()
+        );
+        println!(
+            "  rskafka produce of the {} records (batches of up to {FILL_BATCH_RECORDS}, acks=all): \
+             {} s = {:.0} records/s",
+            self.orders,
+            secs(self.fill_time),
+            self.orders as f64 / self.fill_time.as_secs_f64()
+        );
+    }
+}

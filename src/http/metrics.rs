@@ -1,0 +1,151 @@
+//! `GET /metrics`: Prometheus text exposition of what operators alert on: Kafka readiness,
+//! consumer positions and skipped records per partition, events applied, orders per status,
+//! live clients. Everything comes from state already kept; nothing is counted twice.
+
+use std::fmt::Write;
+
+use hyper::StatusCode;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+
+use super::{Body, Response};
+use crate::AppState;
+
+pub fn render(state: &AppState) -> Response {
+    let mut out = String::with_capacity(4096);
+    let ready = state.kafka.ready_session().is_ok();
+    let caught_up = state.catch_up.get().is_some_and(|c| c.done());
+    gauge(
+        &mut out,
+        "shopstream_kafka_ready",
+        "1 while the broker answers",
+        &[("", if ready { 1.0 } else { 0.0 })],
+    );
+    gauge(
+        &mut out,
+        "shopstream_caught_up",
+        "1 once the replay at start is over",
+        &[("", if caught_up { 1.0 } else { 0.0 })],
+    );
+    gauge(
+        &mut out,
+        "shopstream_live_clients",
+        "open WebSocket sessions",
+        &[("", state.store.hub().client_count() as f64)],
+    );
+    gauge(
+        &mut out,
+        "shopstream_uptime_seconds",
+        "seconds since start",
+        &[("", state.started_at.elapsed().as_secs_f64())],
+    );
+
+    state.store.read(|model| {
+        let partitions = model.partitions();
+        let label = |p: &crate::model::PartitionProgress| {
+            format!("topic=\"{}\",partition=\"{}\"", p.topic, p.partition)
+        };
+        let next: Vec<(String, f64)> = partitions
+            .iter()
+            .map(|p| (label(p), p.next_offset as f64))
+            .collect();
+        let skipped: Vec<(String, f64)> = partitions
+            .iter()
+            .map(|p| (label(p), p.skipped as f64))
+            .collect();
+        let resets: Vec<(String, f64)> = partitions
+            .iter()
+            .map(|p| (label(p), p.resets as f64))
+            .collect();
+        gauge_owned(
+            &mut out,
+            "shopstream_consumer_next_offset",
+            "next offset shopstream will consume",
+            "gauge",
+            &next,
+        );
+        gauge_owned(
+            &mut out,
+            "shopstream_records_skipped_total",
+            "records that were not shopstream events",
+            "counter",
+            &skipped,
+        );
+        gauge_owned(
+            &mut out,
+            "shopstream_offset_resets_total",
+            "saved offsets that fell out of retention",
+            "counter",
+            &resets,
+        );
+        gauge(
+            &mut out,
+            "shopstream_events_total",
+            "distinct events in the read model",
+            &[("", model.event_count() as f64)],
+        );
+        let counters = model.counters();
+        let by_status: Vec<(String, f64)> = crate::domain::lifecycle::OrderStatus::ALL
+            .iter()
+            .map(|s| {
+                (
+                    format!("status=\"{s}\""),
+                    counters.by_status.get(s).copied().unwrap_or(0) as f64,
+                )
+            })
+            .collect();
+        gauge_owned(
+            &mut out,
+            "shopstream_orders",
+            "orders per status",
+            "gauge",
+            &by_status,
+        );
+        let payments = [
+            (
+                "status=\"SUCCESS\"".to_string(),
+                counters.payments_succeeded as f64,
+            ),
+            (
+                "status=\"FAILED\"".to_string(),
+                counters.payments_failed as f64,
+            ),
+        ];
+        gauge_owned(
+            &mut out,
+            "shopstream_payments_total",
+            "payments processed",
+            "counter",
+            &payments,
+        );
+        gauge(
+            &mut out,
+            "shopstream_anomalies",
+            "events that break the lifecycle",
+            &[("", counters.anomalies as f64)],
+        );
+    });
+
+    let mut response = hyper::Response::new(Body::from(out));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, samples: &[(&str, f64)]) {
+    let owned: Vec<(String, f64)> = samples.iter().map(|(l, v)| (l.to_string(), *v)).collect();
+    gauge_owned(out, name, help, "gauge", &owned);
+}
+
+fn gauge_owned(out: &mut String, name: &str, help: &str, kind: &str, samples: &[(String, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}

@@ -1,0 +1,128 @@
+// The REST API: one fetch wrapper that speaks JSON, turns error bodies
+// (`{"error": {"code", "message", ...}}`) into ApiError, and sends Idempotency-Key on writes.
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    const error = (body && body.error) || {};
+    super(error.message || (status ? `HTTP ${status}` : 'The server cannot be reached'));
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = error.code || (status ? `http_${status}` : 'network');
+    this.field = error.field;
+    this.fields = Array.isArray(error.fields) ? error.fields : [];
+    this.body = body;
+  }
+}
+
+/**
+ * `GET` unless `method` says otherwise; `body` is sent as JSON. Resolves to the parsed JSON
+ * answer; rejects with ApiError (or the AbortError of `signal`).
+ */
+export async function api(path, { method = 'GET', body, idempotencyKey, signal } = {}) {
+  const headers = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (idempotencyKey) headers['Idempotency-Key'] = idempotencyKey;
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal,
+      cache: 'no-store',
+    });
+  } catch (error) {
+    if (error && error.name === 'AbortError') throw error;
+    throw new ApiError(0, null);
+  }
+  const text = await response.text();
+  let data = null;
+  if (text) {
+    try { data = JSON.parse(text); } catch { data = null; }
+  }
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+export const isAbort = (error) => error && error.name === 'AbortError';
+
+/** A v4 UUID; `crypto.randomUUID` only exists on secure origins, so build one otherwise. */
+export function uuid() {
+  if (globalThis.crypto && typeof crypto.randomUUID === 'function' && isSecureContext) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** A query string from an object, leaving out empty values. */
+export function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') q.set(k, v);
+  const s = q.toString();
+  return s ? `?${s}` : '';
+}
+
+// Shop vocabulary, as the API spells it.
+export const ORDER_STATUSES = ['Pending', 'Payment Failed', 'Paid', 'Shipped', 'In Transit', 'Out for Delivery', 'Delivered', 'Cancelled'];
+export const PAYMENT_STATUSES = ['SUCCESS', 'FAILED'];
+export const DELIVERY_STATUSES = ['Shipped', 'In Transit', 'Out for Delivery', 'Delivered'];
+export const PAYMENT_METHODS = ['Credit Card', 'PayPal', 'Bank Transfer', 'Apple Pay', 'Google Pay'];
+export const CARRIERS = ['Colissimo', 'Chronopost', 'DHL', 'UPS', 'DPD'];
+export const CURRENCIES = ['EUR', 'USD', 'GBP', 'CHF', 'JPY', 'CAD', 'AUD', 'SEK', 'NOK', 'DKK', 'PLN'];
+export const TOPICS = ['orders', 'payments', 'deliveries'];
+
+const RANK = Object.fromEntries(ORDER_STATUSES.map((s, i) => [s, i]));
+
+/**
+ * Whether an order may move from `from` to `to`, by the server's lifecycle: payments only
+ * from Pending or Payment Failed, delivery steps only forward from Paid, cancelling only
+ * before payment. Used to apply live events to rows without ever moving a status back.
+ */
+export function legalMove(from, to) {
+  if (!to || from === to) return false;
+  if (!from) return true;
+  if (from === 'Cancelled' || from === 'Delivered') return false;
+  if (to === 'Cancelled') return from === 'Pending' || from === 'Payment Failed';
+  if (to === 'Paid' || to === 'Payment Failed') return from === 'Pending' || from === 'Payment Failed';
+  if (to === 'Pending') return false;
+  return RANK[from] >= RANK.Paid && RANK[to] > RANK[from];
+}
+
+/** The order status an event leads to, by its data; `null` when it says nothing about it. */
+export function statusFromEvent(frame) {
+  const data = frame.data || {};
+  switch (frame.event_type) {
+    case 'order.created': return 'Pending';
+    case 'order.cancelled': return 'Cancelled';
+    case 'payment.processed': return /^(success|succeeded|paid)$/i.test(String(data.status)) ? 'Paid' : 'Payment Failed';
+    case 'delivery.created':
+    case 'delivery.updated': return deliveryStatus(data.status);
+    default: return null;
+  }
+}
+
+/** A delivery status in the API's spelling (foreign producers may write `in_transit`). */
+export function deliveryStatus(s) {
+  const want = String(s ?? '').toLowerCase().replace(/[^a-z0-9]/g, '');
+  return DELIVERY_STATUSES.find((d) => d.toLowerCase().replace(/[^a-z0-9]/g, '') === want) || null;
+}
+
+/** Microseconds since the epoch of an RFC 3339 time, keeping the sub-millisecond digits. */
+export function micros(iso) {
+  const m = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$/i.exec(String(iso || ''));
+  if (!m) return NaN;
+  const ms = Date.parse(m[1] + m[3]);
+  return ms * 1000 + Number((m[2] || '').padEnd(6, '0').slice(0, 6));
+}
+
+/**
+ * The paging cursor that starts just after a row: the same `<micros>_<id>` the server hands
+ * out in `next_cursor` (its list key is the row's time and id), so that the table can go on
+ * paging after it dropped rows to stay bounded.
+ */
+export function cursorAfter(timeIso, id) {
+  const us = micros(timeIso);
+  return Number.isFinite(us) ? `${us}_${id}` : null;
+}
