@@ -199,7 +199,7 @@ impl Bench {
             ratio_low: quantile(&ratios, 0.25),
             ratio_high: quantile(&ratios, 0.75),
         };
-        eprintln!("{} ns/op, ratio {:.3}", fmt_ns(row.ns), row.ratio);
+        eprintln!("{} per op, ratio {:.3}", fmt_ns(row.ns), row.ratio);
         self.rows.push(row);
     }
 
@@ -221,7 +221,7 @@ impl Bench {
         println!();
         println!(
             "{:<name_width$} | {:>11} | {:>11} | {:<ref_width$} | {:>11} | {:>8} | {:>15}",
-            "benchmark", "ns/op", "ops/s", "reference", "ref ns/op", "ratio", "ratio p25-p75"
+            "benchmark", "time/op", "ops/s", "reference", "ref time/op", "ratio", "ratio p25-p75"
         );
         println!(
             "{}",
@@ -248,7 +248,7 @@ fn fmt_ns(ns: f64) -> String {
     } else if ns >= 1e4 {
         format!("{:.1} us", ns / 1e3)
     } else {
-        format!("{ns:.1}")
+        format!("{ns:.1} ns")
     }
 }
 
@@ -304,6 +304,7 @@ fn order_story(
         body: EventBody::PaymentProcessed(PaymentDetails {
             payment_id: random_uuid(rng),
             amount: details.amount,
+            currency: "EUR".into(),
             method: demo::demo_payment_method(rng).to_string(),
             status: PaymentStatus::Success,
             failure_reason: None,

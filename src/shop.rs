@@ -167,6 +167,7 @@ impl Shop {
             let body = EventBody::PaymentProcessed(PaymentDetails {
                 payment_id,
                 amount: outcome.amount,
+                currency: details.currency.clone(),
                 method: request.method.clone(),
                 status: outcome.status,
                 failure_reason: outcome.failure_reason.map(str::to_string),

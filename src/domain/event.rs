@@ -153,6 +153,8 @@ impl PaymentStatus {
 pub struct PaymentDetails {
     pub payment_id: String,
     pub amount: Money,
+    /// The order's currency (records without one are taken as EUR, like orders).
+    pub currency: String,
     pub method: String,
     pub status: PaymentStatus,
     pub failure_reason: Option<String>,
@@ -286,6 +288,7 @@ impl Event {
             EventBody::PaymentProcessed(p) => {
                 v.insert("payment_id".into(), json!(p.payment_id));
                 v.insert("amount".into(), json!(p.amount));
+                v.insert("currency".into(), json!(p.currency));
                 v.insert("method".into(), json!(p.method));
                 v.insert("status".into(), json!(p.status.as_str()));
                 if let Some(r) = &p.failure_reason {
@@ -453,6 +456,7 @@ fn decode_object(
             let details = PaymentDetails {
                 payment_id: text("payment_id").unwrap_or_else(|| event_id.clone()),
                 amount: money("amount")?,
+                currency: text("currency").unwrap_or_else(|| "EUR".into()),
                 method: text("method").unwrap_or_else(|| "unknown".into()),
                 status,
                 failure_reason: text("failure_reason"),
@@ -580,6 +584,7 @@ mod tests {
                 body: EventBody::PaymentProcessed(PaymentDetails {
                     payment_id: "p-1".into(),
                     amount: Money::from_minor(99_999),
+                    currency: "EUR".into(),
                     method: "Credit Card".into(),
                     status: PaymentStatus::Failed,
                     failure_reason: Some("card_declined".into()),

@@ -163,6 +163,7 @@ mod tests {
         EventBody::PaymentProcessed(PaymentDetails {
             payment_id: "p".into(),
             amount: Money::from_minor(100),
+            currency: "EUR".into(),
             method: "PayPal".into(),
             status: if ok {
                 PaymentStatus::Success

@@ -24,7 +24,10 @@ use crate::config::Config;
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest a probe may take; also how stale the last good probe may be before we call Kafka
 /// unreachable (so a hanging broker is noticed as fast as a stopped one).
-const PROBE_DEADLINE: Duration = Duration::from_secs(2);
+const PROBE_DEADLINE: Duration = Duration::from_secs(3);
+/// How old the last good probe may be before Kafka counts as unreachable: one slow probe on a
+/// loaded machine is forgiven, two are not.
+const STALE_AFTER: Duration = Duration::from_secs(1 + 3 + 3);
 /// Failed probes in a row after which the client is rebuilt from the bootstrap list.
 const PROBES_BEFORE_RECONNECT: u32 = 3;
 /// Bounds of the wait between two connection attempts.
@@ -86,14 +89,12 @@ impl KafkaConnection {
         if let Some(problem) = &status.problem {
             return Err(KafkaError::NotConnected(problem.clone()));
         }
-        let fresh = status
-            .last_ok
-            .is_some_and(|at| at.elapsed() <= PROBE_INTERVAL + PROBE_DEADLINE);
+        let fresh = status.last_ok.is_some_and(|at| at.elapsed() <= STALE_AFTER);
         match (&status.session, fresh) {
             (Some(session), true) => Ok(Arc::clone(session)),
             (Some(_), false) => Err(KafkaError::NotConnected(format!(
                 "the broker has not answered for more than {:?}",
-                PROBE_INTERVAL + PROBE_DEADLINE
+                STALE_AFTER
             ))),
             (None, _) => Err(KafkaError::NotConnected("connecting to Kafka".into())),
         }
@@ -168,6 +169,7 @@ async fn monitor(
     shutdown: &CancellationToken,
 ) -> bool {
     let mut failures = 0;
+    let mut reported = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return false,
@@ -175,10 +177,11 @@ async fn monitor(
         }
         match with_deadline("probe", PROBE_DEADLINE, session.client.list_topics()).await {
             Ok(_) => {
-                if failures > 0 {
+                if reported {
                     tracing::info!("Kafka answers again");
                 }
                 failures = 0;
+                reported = false;
                 tx.send_modify(|s| {
                     s.last_ok = Some(Instant::now());
                     s.problem = None;
@@ -186,7 +189,15 @@ async fn monitor(
             }
             Err(error) => {
                 failures += 1;
-                if failures == 1 {
+                // A refused connection or a broker error means Kafka is away now; a single slow
+                // answer may only mean a busy machine, and staleness catches a hang anyway.
+                let slow_once = failures == 1 && matches!(error, KafkaError::Timeout { .. });
+                if slow_once {
+                    tracing::debug!(%error, "slow Kafka probe");
+                    continue;
+                }
+                if !reported {
+                    reported = true;
                     tracing::warn!(%error, "Kafka stopped answering");
                 }
                 tx.send_modify(|s| s.problem = Some(error.to_string()));

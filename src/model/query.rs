@@ -260,6 +260,7 @@ pub fn payment_view(p: &PaymentRecord) -> Value {
         "payment_id": p.payment_id,
         "order_id": p.order_id,
         "amount": p.amount,
+        "currency": p.currency,
         "method": p.method,
         "status": p.status.as_str(),
         "failure_reason": p.failure_reason,

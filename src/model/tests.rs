@@ -62,6 +62,7 @@ fn paid(order: &str, at: i64, ok: bool, n: u32) -> Event {
         body: EventBody::PaymentProcessed(PaymentDetails {
             payment_id: format!("{order}-p{n}"),
             amount: Money::from_minor(1000),
+            currency: "EUR".into(),
             method: "Credit Card".into(),
             status: if ok {
                 PaymentStatus::Success

@@ -8,6 +8,8 @@ import { api, isAbort } from '../api.js';
 import { h, replace, pageHeader, count, money, percent, seconds, throttle, notice } from '../ui.js';
 import { barChart, funnel } from '../charts.js';
 
+const reducedMotion = matchMedia('(prefers-reduced-motion: reduce)');
+
 export const dashboardPage = {
   title: 'Dashboard',
   nav: 'dashboard',
@@ -83,10 +85,14 @@ export const dashboardPage = {
       if (f.value.textContent !== value) {
         f.value.textContent = value;
         f.value.style.setProperty('--len', String(Math.max(6, value.length)));
-        f.card.classList.remove('counter-bump');
-        // Restart the highlight (reflow between remove and add).
-        void f.card.offsetWidth;
-        f.card.classList.add('counter-bump');
+        // A short highlight when a figure moves: Web Animations (no forced layout), and at most
+        // every 3 s per card, so that steady traffic does not keep the page repainting.
+        const now = performance.now();
+        if (!reducedMotion.matches && now - (f.bumped || -Infinity) > 3000) {
+          f.bumped = now;
+          const css = getComputedStyle(f.card);
+          f.card.animate([{ backgroundColor: css.getPropertyValue('--info-bg').trim() || 'transparent' }, { backgroundColor: css.backgroundColor }], { duration: 900, easing: 'ease-out' });
+        }
       }
       f.sub.textContent = sub;
     }
@@ -106,7 +112,7 @@ export const dashboardPage = {
       const p = s.payments || {};
       setFigure(figures.success, percent(p.success_ratio), `${count(p.succeeded)} succeeded · ${count(p.failed)} failed`);
       const by = s.orders?.by_status || {};
-      setFigure(figures.delivering, count(s.orders?.in_delivery), `${count(by.Delivered)} delivered · ${count(s.deliveries?.total)} parcels in all`);
+      setFigure(figures.delivering, count(s.orders?.in_delivery), `${count(by.Delivered)} delivered · ${count(s.deliveries?.total)} ${s.deliveries?.total === 1 ? 'parcel' : 'parcels'} in all`);
       setFigure(figures.anomalies, count(s.anomalies), 'events that broke the lifecycle');
       figures.anomalies.card.classList.toggle('counter-alert', (s.anomalies || 0) > 0);
       setFigure(figures.events, count(s.events), 'applied to the read model');

@@ -1,0 +1,819 @@
+#!/usr/bin/env node
+// Browser tests of the shopstream dashboard: Debian's Chromium, headless, driven by
+// playwright-core (which never downloads a browser), against a real shopstream binary and a
+// real Kafka broker.
+//
+//   cd tests/browser && npm ci && node run.mjs          (or: npm test)
+//
+// Environment:
+//   KAFKA_BOOTSTRAP   broker to use; without it `compose/kafka-local start` runs one (and this
+//                     script stops it again if it started it)
+//   SHOPSTREAM_BIN    the binary; without it `cargo build --locked --bin shopstream` runs and
+//                     $CARGO_TARGET_DIR/debug/shopstream (default target/) is used
+//   CHROMIUM          the browser (default /usr/bin/chromium)
+//   BROWSER_TEST_OUTPUT  where screenshots and logs go (default tests/browser/output)
+//   BROWSER_TESTS     comma-separated test names (or parts of names) to run only those
+//
+// Every wait is bounded. The last line is `N passed, M failed`; the exit code is non-zero when
+// a test failed or the setup did.
+
+import { chromium } from 'playwright-core';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '..', '..');
+const OUT = path.resolve(process.env.BROWSER_TEST_OUTPUT || path.join(HERE, 'output'));
+const SHOTS = path.join(OUT, 'screenshots');
+const LOGS = path.join(OUT, 'logs');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+const TEST_TIMEOUT = 150_000;
+const RUN = Math.random().toString(36).slice(2, 8);
+
+// --- small helpers ---------------------------------------------------------------------------
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const log = (...a) => console.log(...a);
+
+function bounded(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms); }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+class Skip extends Error {}
+
+function assert(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+/** A JSON call to a shopstream from Node: "another client" of the API. */
+async function call(base, method, route, body, headers = {}) {
+  const response = await fetch(base + route, {
+    method,
+    headers: { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(20_000),
+  });
+  const text = await response.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  if (!response.ok) throw new Error(`${method} ${route} answered ${response.status}: ${text.slice(0, 300)}`);
+  return json;
+}
+
+function order(name, extra = {}) {
+  return {
+    customer_name: name,
+    customer_email: `${name.toLowerCase().replace(/[^a-z0-9]+/g, '.')}@example.com`,
+    product: 'Lampe de bureau LED',
+    quantity: 2,
+    amount: '69.80',
+    currency: 'EUR',
+    address: '137 Boulevard Gambetta, 34000 Montpellier',
+    ...extra,
+  };
+}
+
+// --- the broker ------------------------------------------------------------------------------
+
+let startedBroker = false;
+
+function broker() {
+  if (process.env.KAFKA_BOOTSTRAP) return process.env.KAFKA_BOOTSTRAP;
+  const script = path.join(ROOT, 'compose', 'kafka-local');
+  const running = spawnSync(script, ['status'], { cwd: ROOT, stdio: 'ignore', timeout: 60_000 }).status === 0;
+  log(`# starting the local broker: compose/kafka-local start${running ? ' (already running)' : ''}`);
+  const r = spawnSync(script, ['start'], { cwd: ROOT, encoding: 'utf8', timeout: 300_000, stdio: ['ignore', 'pipe', 'inherit'] });
+  if (r.status !== 0) throw new Error(`compose/kafka-local start failed (${r.status ?? r.signal})`);
+  startedBroker = !running;
+  const lines = r.stdout.trim().split('\n');
+  return lines[lines.length - 1].trim();
+}
+
+function stopBroker() {
+  if (!startedBroker) return;
+  spawnSync(path.join(ROOT, 'compose', 'kafka-local'), ['stop'], { cwd: ROOT, stdio: 'ignore', timeout: 120_000 });
+}
+
+// --- the shopstream binary -------------------------------------------------------------------
+
+function binary() {
+  if (process.env.SHOPSTREAM_BIN) return path.resolve(process.env.SHOPSTREAM_BIN);
+  log('# building: cargo build --locked --bin shopstream');
+  const r = spawnSync('cargo', ['build', '--locked', '--bin', 'shopstream'], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'], timeout: 1_200_000 });
+  if (r.status !== 0) throw new Error(`cargo build failed (${r.status ?? r.signal})`);
+  const target = process.env.CARGO_TARGET_DIR ? path.resolve(ROOT, process.env.CARGO_TARGET_DIR) : path.join(ROOT, 'target');
+  return path.join(target, 'debug', 'shopstream');
+}
+
+const servers = new Set();
+
+class Server {
+  constructor({ bin, kafka, port, dataDir, prefix, name }) {
+    Object.assign(this, { bin, kafka, port, dataDir, prefix, name });
+    this.base = `http://127.0.0.1:${port}`;
+    this.child = null;
+    this.starts = 0;
+  }
+
+  start() {
+    this.starts += 1;
+    const logFile = path.join(LOGS, `${this.name}-${this.starts}.log`);
+    const fd = fs.openSync(logFile, 'w');
+    const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' };
+    for (const k of Object.keys(env)) if (k.startsWith('SHOPSTREAM_') && k !== 'SHOPSTREAM_BIN') delete env[k];
+    this.child = spawn(this.bin, [
+      '--kafka', this.kafka,
+      '--listen', `127.0.0.1:${this.port}`,
+      '--data-dir', this.dataDir,
+      '--topic-prefix', this.prefix,
+      '--log-format', 'json',
+    ], { cwd: ROOT, env, stdio: ['ignore', fd, fd] });
+    fs.closeSync(fd);
+    this.logFile = logFile;
+    this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
+    servers.add(this);
+    return this;
+  }
+
+  /** Until /readyz answers 200 with the read model caught up. */
+  async ready(ms = 90_000) {
+    const deadline = Date.now() + ms;
+    let last = '';
+    let exited = null;
+    this.exited.then((e) => { exited = e; });
+    while (Date.now() < deadline) {
+      if (exited) throw new Error(`${this.name} exited (${exited.code ?? exited.signal}) before it was ready; log: ${this.logFile}\n${tail(this.logFile)}`);
+      try {
+        const r = await fetch(`${this.base}/readyz`, { signal: AbortSignal.timeout(3000) });
+        const body = await r.json().catch(() => ({}));
+        if (r.ok && body.caught_up) return;
+        last = `${r.status} ${JSON.stringify(body).slice(0, 200)}`;
+      } catch (e) {
+        last = e.message;
+      }
+      await sleep(200);
+    }
+    throw new Error(`${this.name} not ready within ${ms} ms (last: ${last}); log: ${this.logFile}`);
+  }
+
+  async stop(signal = 'SIGTERM', ms = 20_000) {
+    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return;
+    this.child.kill(signal);
+    try {
+      await bounded(this.exited, ms, `${this.name} stopping`);
+    } catch {
+      this.child.kill('SIGKILL');
+      await bounded(this.exited, 5000, `${this.name} killed`).catch(() => {});
+    }
+  }
+}
+
+function tail(file, lines = 20) {
+  try { return fs.readFileSync(file, 'utf8').trim().split('\n').slice(-lines).join('\n'); } catch { return ''; }
+}
+
+// --- the browser -----------------------------------------------------------------------------
+
+let context = null;
+const openPages = new Set();
+const consoleLog = [];
+const unavailable = [];
+
+/** Console errors that are part of what a test does on purpose. */
+const EXPECTED = {
+  validation: /status of 422/,
+  // While the server is down the page keeps trying to reconnect; the browser logs each try.
+  serverDown: /WebSocket connection to .* failed|ERR_CONNECTION_REFUSED|ERR_CONNECTION_RESET|ERR_EMPTY_RESPONSE|status of 503/,
+};
+
+async function openPage(route, { allow = [], width = 1280, height = 900, scheme = 'light', before } = {}) {
+  const page = await context.newPage();
+  if (before) await before(page);
+  page.setDefaultTimeout(10_000);
+  page.setDefaultNavigationTimeout(20_000);
+  await page.setViewportSize({ width, height });
+  await page.emulateMedia({ colorScheme: scheme });
+  page.problems = [];
+  page.allow = allow;
+  page.on('console', (m) => {
+    consoleLog.push(`[${new Date().toISOString()}] ${page.url()} ${m.type()}: ${m.text()}`);
+    if (m.type() !== 'error' || page.allow.some((r) => r.test(m.text()))) return;
+    // A 503 is the server saying the broker did not answer in time (a loaded machine): the
+    // page shows it and carries on; it is noted, not failed.
+    if (/status of 503/.test(m.text())) { unavailable.push(`${page.url()}: ${m.text()}`); return; }
+    page.problems.push(`console error: ${m.text()}`);
+  });
+  page.on('response', (r) => {
+    if (r.status() >= 500) r.text().then((t) => consoleLog.push(`[${new Date().toISOString()}] ${r.status()} ${r.url()}: ${t.slice(0, 300)}`)).catch(() => {});
+  });
+  page.on('pageerror', (e) => page.problems.push(`uncaught exception: ${e.message}`));
+  page.on('crash', () => page.problems.push('the page crashed'));
+  openPages.add(page);
+  await page.goto(server.base + route, { waitUntil: 'load' });
+  await page.waitForSelector('#conn-pill[data-state="live"]', { timeout: 15_000 });
+  return page;
+}
+
+async function closePage(page) {
+  openPages.delete(page);
+  await page.close().catch(() => {});
+}
+
+function noProblems(page, what) {
+  assert(page.problems.length === 0, `${what}: ${page.problems.join(' | ')}`);
+}
+
+async function shot(page, name, fullPage = true) {
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage, animations: 'disabled' }).catch((e) => log(`# screenshot ${name} failed: ${e.message}`));
+}
+
+const rowsWith = (page, text) => page.locator('main table tbody tr', { hasText: text });
+const counter = async (page, id) => Number(((await page.textContent(`#counter-${id}`)) || '').replace(/\D/g, '') || NaN);
+
+/** Cheap checks of what screen-reader and keyboard users rely on. */
+async function accessibilityProblems(page) {
+  return page.evaluate(() => {
+    const problems = [];
+    if (document.querySelectorAll('h1').length !== 1) problems.push(`${document.querySelectorAll('h1').length} h1 elements`);
+    if (!document.querySelector('main#main')) problems.push('no main landmark');
+    if (!document.querySelector('nav[aria-label]')) problems.push('no labelled nav');
+    if (!document.querySelector('a.skip-link[href="#main"]')) problems.push('no skip link');
+    for (const el of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
+      const named = el.labels?.length || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby');
+      if (!named) problems.push(`unlabelled ${el.tagName.toLowerCase()}#${el.id || '?'}`);
+    }
+    for (const b of document.querySelectorAll('button, a[href]')) {
+      if (!(b.textContent.trim() || b.getAttribute('aria-label') || b.getAttribute('title'))) problems.push(`nameless ${b.tagName.toLowerCase()}`);
+    }
+    for (const t of document.querySelectorAll('main table')) {
+      if (!t.querySelector('caption') && !t.getAttribute('aria-label')) problems.push('table without caption');
+      if (!t.querySelector('th')) problems.push('table without headers');
+    }
+    const ids = [...document.querySelectorAll('[id]')].map((e) => e.id);
+    const dup = ids.filter((id, i) => ids.indexOf(id) !== i);
+    if (dup.length) problems.push(`duplicate ids: ${[...new Set(dup)].join(', ')}`);
+    if (!document.querySelector('[aria-live]')) problems.push('no live region');
+    return problems;
+  });
+}
+
+// --- the tests -------------------------------------------------------------------------------
+
+let server;      // the shopstream under test
+let bin;
+let kafka;
+let prefix;
+const seeded = {}; // ids created before the tests
+
+const PAGES = [
+  { name: 'dashboard', route: () => '/', ready: async (p) => { await p.waitForFunction(() => /\d/.test(document.querySelector('#counter-orders')?.textContent || '')); await p.waitForSelector('.chart rect.bar', { state: 'attached' }); await p.waitForSelector('#sim-toggle'); } },
+  { name: 'orders', route: () => '/orders', ready: async (p) => { await p.locator('main table tbody tr').first().waitFor(); } },
+  { name: 'payments', route: () => '/payments', ready: async (p) => { await p.locator('main table tbody tr').first().waitFor(); } },
+  { name: 'deliveries', route: () => '/deliveries', ready: async (p) => { await p.locator('main table tbody tr').first().waitFor(); } },
+  { name: 'kafka', route: () => '/kafka', ready: async (p) => { await p.waitForFunction(() => document.querySelectorAll('.table-partitions tbody tr').length >= 9); } },
+  { name: 'new-order', route: () => '/new', ready: async (p) => { await p.waitForSelector('#order-submit'); } },
+  { name: 'order', route: () => `/orders/${seeded.shipped.id}`, ready: async (p) => { await p.waitForFunction(() => document.querySelectorAll('#timeline-h ~ .table-wrap tbody tr').length >= 3); } },
+  { name: 'not-found', route: () => '/no/such/page', ready: async (p) => { await p.waitForSelector('h1'); } },
+];
+
+const tests = [];
+const test = (name, fn, { timeout = TEST_TIMEOUT } = {}) => tests.push({ name, fn, timeout });
+
+test('every page loads with no console error, and is labelled for assistive technology', async () => {
+  for (const spec of PAGES) {
+    const page = await openPage(spec.route());
+    try {
+      await spec.ready(page);
+      await sleep(700); // late errors (a second fetch, a render after an event)
+      await shot(page, `page-${spec.name}`);
+      noProblems(page, `page ${spec.name}`);
+      const a11y = await accessibilityProblems(page);
+      assert(a11y.length === 0, `page ${spec.name}: ${a11y.join('; ')}`);
+    } finally {
+      await closePage(page);
+    }
+  }
+});
+
+test('pages work at phone width in the dark theme, and the keyboard reaches the content', async () => {
+  for (const spec of PAGES.filter((p) => p.name !== 'not-found')) {
+    const page = await openPage(spec.route(), { width: 390, height: 844, scheme: 'dark' });
+    try {
+      await spec.ready(page);
+      await sleep(400);
+      // Nothing wider than the screen but the tables' own scrolling boxes.
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert(overflow <= 1, `page ${spec.name} is ${overflow}px wider than a phone screen`);
+      await shot(page, `phone-dark-${spec.name}`, false);
+      noProblems(page, `page ${spec.name} (phone, dark)`);
+    } finally {
+      await closePage(page);
+    }
+  }
+  const page = await openPage('/orders');
+  try {
+    await page.keyboard.press('Tab');
+    const first = await page.evaluate(() => document.activeElement?.className);
+    assert(first === 'skip-link', `the first Tab reaches "${first}", not the skip link`);
+    await page.keyboard.press('Enter');
+    await page.keyboard.press('Tab');
+    const inMain = await page.evaluate(() => Boolean(document.activeElement?.closest('main')));
+    assert(inMain, 'after the skip link, Tab does not land in the main content');
+    // Client-side navigation moves focus to the new page's heading.
+    await page.click('nav a[href="/kafka"]');
+    await page.waitForFunction(() => document.activeElement?.tagName === 'H1' && document.activeElement.textContent === 'Kafka');
+    const current = await page.getAttribute('nav a[href="/kafka"]', 'aria-current');
+    assert(current === 'page', 'the Kafka link is not marked as the current page');
+    noProblems(page, 'keyboard navigation');
+  } finally {
+    await closePage(page);
+  }
+});
+
+test('an order placed in the form appears in Orders within 2 s without reload, once, and the counters move', async () => {
+  const orders = await openPage('/orders');
+  const dashboard = await openPage('/');
+  const form = await openPage('/new', { allow: [EXPECTED.validation] });
+  try {
+    await rowsWith(orders, seeded.shipped.name).first().waitFor();
+    await orders.evaluate(() => { window.__noReload = 'still here'; });
+    await dashboard.waitForFunction(() => /\d/.test(document.querySelector('#counter-orders')?.textContent || ''));
+    await sleep(600); // let the throttled stats refresh settle
+    const before = await counter(dashboard, 'orders');
+
+    // The server's validation messages show next to their fields.
+    await form.fill('#order-customer_name', '');
+    await form.fill('#order-customer_email', 'not-an-email');
+    await form.fill('#order-product', 'Tablette');
+    await form.fill('#order-amount', '12,5x');
+    await form.fill('#order-address', '');
+    await form.click('#order-submit');
+    await form.waitForFunction(() => document.querySelector('#order-customer_email-error')?.textContent.trim());
+    for (const field of ['customer_name', 'customer_email', 'amount', 'address']) {
+      const message = (await form.textContent(`#order-${field}-error`)).trim();
+      assert(message, `no message next to ${field}`);
+      assert(await form.getAttribute(`#order-${field}`, 'aria-invalid') === 'true', `${field} not marked invalid`);
+    }
+    assert(!(await form.textContent('#order-product-error')).trim(), 'a message next to a valid field');
+    assert(await form.evaluate(() => document.activeElement?.id) === 'order-customer_name', 'focus did not move to the first invalid field');
+    await shot(form, 'form-validation');
+
+    const name = `Form Tester ${RUN}`;
+    await form.fill('#order-customer_name', name);
+    await form.fill('#order-customer_email', `form.${RUN}@example.com`);
+    await form.fill('#order-amount', '49.90');
+    await form.fill('#order-address', '1 Place Bellecour, 69002 Lyon');
+    await form.selectOption('#order-currency', 'EUR');
+
+    const started = Date.now();
+    // A double click: one Idempotency-Key per submission, so one order.
+    const appeared = rowsWith(orders, name).first().waitFor({ timeout: 2000 });
+    await form.dblclick('#order-submit');
+    await appeared;
+    const elapsed = Date.now() - started;
+    log(`#   the order appeared in Orders ${elapsed} ms after the click`);
+    await form.waitForSelector('.form-result .notice-success');
+    await dashboard.waitForFunction((n) => Number(document.querySelector('#counter-orders').textContent.replace(/\D/g, '')) > n, before, { timeout: 2000 });
+    const after = await counter(dashboard, 'orders');
+    assert(after === before + 1, `the orders counter went from ${before} to ${after}, not by one`);
+
+    await sleep(800);
+    assert(await rowsWith(orders, name).count() === 1, 'the order shows more than once');
+    const api = await call(server.base, 'GET', `/api/orders?q=${encodeURIComponent(name)}`);
+    assert(api.items.length === 1, `a double click created ${api.items.length} orders`);
+    assert(await orders.evaluate(() => window.__noReload) === 'still here', 'the Orders page reloaded');
+    const status = await rowsWith(orders, name).first().locator('.badge').textContent();
+    assert(status === 'Pending', `the new order shows ${status}`);
+    await shot(form, 'form-created');
+
+    // The seed's one-click order.
+    const rowsBefore = await orders.locator('main table tbody tr').count();
+    await form.click('#order-generate');
+    await form.waitForFunction(() => /Order placed/.test(document.querySelector('.form-result')?.textContent || ''));
+    const generatedId = await form.$eval('.form-result a', (a) => a.getAttribute('href').split('/').pop());
+    await orders.locator(`main table tbody tr[data-id="${generatedId}"]`).waitFor({ timeout: 2000 });
+    assert(await orders.locator('main table tbody tr').count() === rowsBefore + 1, 'the generated order did not add exactly one row');
+    await shot(orders, 'orders-after-form');
+    await shot(dashboard, 'dashboard-after-form');
+    for (const p of [orders, dashboard, form]) noProblems(p, p.url());
+  } finally {
+    for (const p of [orders, dashboard, form]) await closePage(p);
+  }
+});
+
+test('an order placed by another client through the API appears live, and its lifecycle moves on every page', async () => {
+  const orders = await openPage('/orders');
+  const kafkaPage = await openPage('/kafka');
+  const payments = await openPage('/payments');
+  try {
+    await rowsWith(orders, seeded.shipped.name).first().waitFor();
+    const name = `Api Client ${RUN}`;
+    const started = Date.now();
+    const created = await call(server.base, 'POST', '/api/orders', order(name));
+    const id = created.order.order_id;
+    await rowsWith(orders, name).first().waitFor({ timeout: 2000 });
+    log(`#   an order placed through the API appeared ${Date.now() - started} ms later`);
+    await kafkaPage.locator('.table-tail tbody tr', { hasText: name }).first().waitFor({ timeout: 2000 });
+
+    // Its page, opened now, follows what other clients do to it.
+    const detail = await openPage(`/orders/${id}`);
+    try {
+      await detail.waitForSelector('main[data-status="Pending"]');
+      await detail.waitForSelector('#action-pay');
+      await detail.waitForSelector('#action-cancel');
+      await call(server.base, 'POST', `/api/orders/${id}/payments?wait=true`, { method: 'PayPal' });
+      // The payment may fail (the gateway declines some): retry until it is paid.
+      for (let i = 0; i < 10; i += 1) {
+        const o = (await call(server.base, 'GET', `/api/orders/${id}`)).order;
+        if (o.status === 'Paid') break;
+        await call(server.base, 'POST', `/api/orders/${id}/payments?wait=true`, { method: 'Credit Card' });
+      }
+      await detail.waitForSelector('main[data-status="Paid"]', { timeout: 2000 });
+      await rowsWith(orders, name).first().locator('.badge', { hasText: 'Paid' }).waitFor({ timeout: 2000 });
+      await payments.locator('main table tbody tr', { hasText: id.slice(0, 8) }).first().waitFor({ timeout: 2000 });
+
+      // The page's own actions.
+      await detail.selectOption('#ship-carrier', 'DHL');
+      await detail.click('#action-ship');
+      await detail.waitForSelector('main[data-status="Shipped"]');
+      await detail.waitForSelector('#action-message .notice-success');
+      await detail.click('#action-advance');
+      await detail.waitForSelector('main[data-status="In Transit"]');
+      await rowsWith(orders, name).first().locator('.badge', { hasText: 'In Transit' }).waitFor({ timeout: 2000 });
+      const topics = await detail.$$eval('#timeline-h ~ .table-wrap tbody tr', (rows) => rows.map((r) => r.cells[2].textContent));
+      for (const t of ['orders', 'payments', 'deliveries']) assert(topics.includes(t), `the timeline has no ${t} event: ${topics.join(', ')}`);
+      const offsets = await detail.$$eval('#timeline-h ~ .table-wrap tbody tr', (rows) => rows.map((r) => r.cells[4].textContent));
+      assert(offsets.every((o) => /^\d+$/.test(o)), `timeline offsets: ${offsets.join(', ')}`);
+      await shot(detail, 'order-in-transit');
+      noProblems(detail, 'order page');
+    } finally {
+      await closePage(detail);
+    }
+
+    // Filters: status and search, reflected in the address.
+    await orders.selectOption('#orders-status', 'In Transit');
+    await orders.waitForFunction(() => location.search.includes('status=In+Transit'));
+    await rowsWith(orders, name).first().waitFor();
+    const statuses = await orders.$$eval('main table tbody tr .badge', (b) => b.map((x) => x.textContent));
+    assert(statuses.every((s) => s === 'In Transit'), `filtered rows: ${statuses.join(', ')}`);
+    await orders.fill('#orders-search', RUN);
+    await orders.waitForFunction((run) => location.search.includes(run), RUN);
+    await orders.waitForFunction(() => document.querySelectorAll('main table tbody tr').length === 1);
+    await shot(orders, 'orders-filtered');
+    await shot(kafkaPage, 'kafka-tail');
+    for (const p of [orders, kafkaPage, payments]) noProblems(p, p.url());
+  } finally {
+    for (const p of [orders, kafkaPage, payments]) await closePage(p);
+  }
+});
+
+test('the Kafka page shows offsets and lag, and reads records by offset and by time', async () => {
+  const page = await openPage('/kafka');
+  try {
+    await page.waitForFunction(() => document.querySelectorAll('.table-partitions tbody tr').length >= 9);
+    const headers = await page.$$eval('.table-partitions thead th', (t) => t.map((x) => x.textContent));
+    for (const h of ['Earliest', 'Latest', 'Consumed', 'Lag', 'Lag (time)', 'Skipped']) assert(headers.includes(h), `no ${h} column`);
+    const { partition, offset } = seeded.shipped.kafka;
+    await page.selectOption('#seek-topic', 'orders');
+    await page.fill('#seek-partition', String(partition));
+    await page.fill('#seek-offset', String(offset));
+    await page.fill('#seek-limit', '5');
+    await page.click('.seek-form button[type=submit]');
+    const first = page.locator('.table-records tbody tr').first();
+    await first.waitFor();
+    assert((await first.locator('th').textContent()) === String(offset), 'the first record is not at the offset asked for');
+    assert((await first.textContent()).includes(seeded.shipped.id.slice(0, 8)), 'the record read is not the seeded order');
+    // By time: an hour ago reads from the first record on.
+    await page.check('#seek-by-time');
+    const hourAgo = new Date(Date.now() - 3600_000);
+    const local = new Date(hourAgo.getTime() - hourAgo.getTimezoneOffset() * 60_000).toISOString().slice(0, 19);
+    await page.fill('#seek-time', local);
+    await page.click('.seek-form button[type=submit]');
+    await page.waitForFunction(() => /records? of orders partition/.test(document.querySelector('.seek-results [role=status]')?.textContent || ''));
+    await page.locator('.table-records tbody tr').first().waitFor();
+    await shot(page, 'kafka-seek');
+    noProblems(page, 'kafka page');
+  } finally {
+    await closePage(page);
+  }
+});
+
+test('an action the state no longer allows shows the server refusal (409) and the page catches up', async () => {
+  const name = `Stale Page ${RUN}`;
+  const id = (await call(server.base, 'POST', '/api/orders?wait=true', order(name))).order.order_id;
+  // Hold the page's live frames back, so that it still shows the order as Pending when another
+  // client cancels it.
+  let hold = false;
+  const held = [];
+  let toPage = null;
+  const page = await openPage(`/orders/${id}`, {
+    allow: [/status of 409/],
+    before: (p) => p.routeWebSocket(/\/ws/, (ws) => {
+      const upstream = ws.connectToServer();
+      toPage = ws;
+      upstream.onMessage((m) => { if (hold) held.push(m); else ws.send(m); });
+      ws.onMessage((m) => upstream.send(m));
+    }),
+  });
+  try {
+    await page.waitForSelector('main[data-status="Pending"]');
+    await page.waitForSelector('#action-pay');
+    hold = true;
+    await call(server.base, 'POST', `/api/orders/${id}/cancel?wait=true`, { reason: 'changed my mind' });
+    await page.click('#action-pay');
+    const message = page.locator('#action-message .notice-error');
+    await message.waitFor();
+    const text = await message.textContent();
+    assert(/cannot .*Cancelled/.test(text), `the refusal reads "${text}"`);
+    await page.waitForSelector('main[data-status="Cancelled"]');
+    assert(await page.locator('#action-pay').count() === 0, 'the pay button is still offered');
+    hold = false;
+    for (const m of held.splice(0)) toPage.send(m);
+    await shot(page, 'order-refused');
+    noProblems(page, 'order page');
+  } finally {
+    await closePage(page);
+  }
+});
+
+test('an event from a foreign producer that breaks the lifecycle is flagged live in Orders, on the order page and on the dashboard', async () => {
+  // A payment for a cancelled order, written straight to Kafka by Kafka's own console producer
+  // (a foreign producer in the seed's record shape, keyed by the order id).
+  const tool = spawnSync(path.join(ROOT, 'compose', 'kafka-local'), ['java-class', 'org.apache.kafka.tools.ConsoleProducer', '--version'], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+  if (tool.status !== 0) throw new Skip('Kafka\'s console producer is not available (compose/kafka-local java-class)');
+  const name = `Foreign Payment ${RUN}`;
+  const id = (await call(server.base, 'POST', '/api/orders?wait=true', order(name))).order.order_id;
+  await call(server.base, 'POST', `/api/orders/${id}/cancel?wait=true`, {});
+  const orders = await openPage('/orders');
+  const dashboard = await openPage('/');
+  try {
+    await rowsWith(orders, name).locator('.badge', { hasText: 'Cancelled' }).waitFor();
+    await dashboard.waitForFunction(() => /\d/.test(document.querySelector('#counter-anomalies')?.textContent || ''));
+    const anomaliesBefore = await counter(dashboard, 'anomalies');
+    const record = JSON.stringify({
+      order_id: id, payment_id: `foreign-${RUN}`, amount: 69.80, method: 'Credit Card', status: 'SUCCESS',
+      timestamp: new Date().toISOString().replace('Z', '000Z'),
+    });
+    const produced = spawnSync(path.join(ROOT, 'compose', 'kafka-local'), [
+      'java-class', 'org.apache.kafka.tools.ConsoleProducer', '--bootstrap-server', kafka, '--topic', `${prefix}payments`,
+      '--property', 'parse.key=true', '--property', 'key.separator=|',
+    ], { cwd: ROOT, input: `${id}|${record}\n`, encoding: 'utf8', timeout: 90_000 });
+    assert(produced.status === 0, `the console producer failed: ${(produced.stderr || '').slice(-500)}`);
+    await rowsWith(orders, name).locator('.anomaly-flag').waitFor({ timeout: 5000 });
+    await dashboard.waitForFunction((n) => Number(document.querySelector('#counter-anomalies').textContent.replace(/\D/g, '')) > n, anomaliesBefore, { timeout: 5000 });
+    const detail = await openPage(`/orders/${id}`);
+    try {
+      const flagged = detail.locator('#timeline-h ~ .table-wrap tbody tr.row-anomaly');
+      await flagged.waitFor();
+      const text = await flagged.textContent();
+      assert(/cannot .*Cancelled/.test(text), `the anomaly reads "${text}"`);
+      assert((await detail.textContent('.order-status')).includes('1 anomaly'), 'the order status line does not flag the anomaly');
+      await shot(detail, 'order-anomaly');
+      noProblems(detail, 'order page');
+    } finally {
+      await closePage(detail);
+    }
+    for (const p of [orders, dashboard]) noProblems(p, p.url());
+  } finally {
+    for (const p of [orders, dashboard]) await closePage(p);
+  }
+});
+
+test('after a server restart the page resumes from its cursor: what it missed shows exactly once, and it says how many events it caught up', async () => {
+  const page = await openPage('/orders', { allow: [EXPECTED.serverDown] });
+  let second = null;
+  try {
+    await rowsWith(page, seeded.shipped.name).first().waitFor();
+    await page.evaluate(() => { window.__noReload = 'still here'; });
+
+    await server.stop('SIGKILL');
+    await page.waitForSelector('#conn-pill[data-state="reconnecting"], #conn-pill[data-state="offline"]', { timeout: 10_000 });
+    await shot(page, 'restart-disconnected', false);
+
+    // Another instance on the same topics takes orders while the first is down.
+    second = new Server({ bin, kafka, port: await freePort(), dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'shopstream-b-')), prefix, name: 'second' }).start();
+    await second.ready();
+    const names = [1, 2, 3].map((i) => `Offline Order ${i} ${RUN}`);
+    for (const n of names) await call(second.base, 'POST', '/api/orders?wait=true', order(n));
+    await second.stop('SIGTERM');
+
+    // The first comes back on the same port and data directory.
+    server.start();
+    await server.ready();
+    await page.waitForFunction(() => /caught up \d+ event/.test(document.querySelector('#conn-text')?.textContent || ''), null, { timeout: 45_000 });
+    const text = await page.textContent('#conn-text');
+    const caught = Number(/caught up (\d+) event/.exec(text)[1]);
+    log(`#   the page says: "${text}"`);
+    for (const n of names) await rowsWith(page, n).first().waitFor({ timeout: 5000 });
+    await sleep(1500);
+    for (const n of names) {
+      const c = await rowsWith(page, n).count();
+      assert(c === 1, `"${n}" shows ${c} times`);
+    }
+    assert(caught === names.length, `the page says it caught up ${caught} events; ${names.length} were written while it was away`);
+    assert(await page.evaluate(() => window.__noReload) === 'still here', 'the page reloaded');
+    assert(await page.getAttribute('#conn-pill', 'data-state') === 'live', 'not live after the restart');
+    await shot(page, 'restart-caught-up');
+    noProblems(page, 'orders page across the restart');
+  } finally {
+    if (second) await second.stop('SIGKILL');
+    if (!server.child || server.child.exitCode !== null || server.child.signalCode !== null) {
+      server.start();
+      await server.ready().catch(() => {});
+    }
+    await closePage(page);
+  }
+});
+
+/** Every page with traffic flowing, light and wide, dark and narrower: the test output's pictures. */
+async function gallery() {
+  for (const spec of PAGES.filter((p) => !['not-found', 'new-order'].includes(p.name))) {
+    for (const [scheme, width] of [['light', 1440], ['dark', 1024]]) {
+      const p = await openPage(spec.route(), { scheme, width });
+      try {
+        await spec.ready(p);
+        await sleep(800);
+        await shot(p, `traffic-${spec.name}-${scheme}-${width}`, spec.name === 'dashboard' || spec.name === 'order');
+        noProblems(p, `${spec.name} with traffic`);
+      } finally {
+        await closePage(p);
+      }
+    }
+  }
+}
+
+test('the simulator starts and stops from the dashboard, and the figures follow its traffic', async () => {
+  const page = await openPage('/');
+  const tail = await openPage('/kafka');
+  try {
+    await page.waitForSelector('#sim-toggle');
+    await page.waitForFunction(() => /\d/.test(document.querySelector('#counter-orders')?.textContent || ''));
+    const before = await counter(page, 'orders');
+    await page.fill('#sim-rate', '8');
+    await page.fill('#sim-failure', '20');
+    await page.click('#sim-toggle');
+    await page.waitForSelector('.simulator[data-running="true"]');
+    await page.waitForFunction((n) => Number(document.querySelector('#counter-orders').textContent.replace(/\D/g, '')) >= n + 5, before, { timeout: 15_000 });
+    const sim = await call(server.base, 'GET', '/api/simulator');
+    assert(sim.running && sim.rate === 8, `simulator state: ${JSON.stringify(sim)}`);
+    assert(Math.abs(sim.payment_failure_rate - 0.2) < 1e-9, `payment failure rate ${sim.payment_failure_rate}`);
+    await sleep(3000);
+    await shot(page, 'traffic-dashboard');
+    await shot(tail, 'traffic-kafka', false);
+    await gallery();
+    await page.click('#sim-toggle');
+    await page.waitForSelector('.simulator[data-running="false"]');
+    assert(!(await call(server.base, 'GET', '/api/simulator')).running, 'the simulator still runs');
+    for (const p of [page, tail]) noProblems(p, p.url());
+  } finally {
+    await call(server.base, 'POST', '/api/simulator', { running: false }).catch(() => {});
+    for (const p of [page, tail]) await closePage(p);
+  }
+}, { timeout: 300_000 });
+
+test('live tables keep at most 200 rows and page back through older ones without duplicates', async () => {
+  const total = (await call(server.base, 'GET', '/api/stats')).orders.total;
+  // Enough orders for more than 200 rows: generated ones, through the API.
+  for (let i = total; i < 260; i += 1) await call(server.base, 'POST', '/api/orders/create');
+  const page = await openPage('/orders');
+  try {
+    const rows = page.locator('main table tbody tr');
+    await page.waitForFunction(() => document.querySelectorAll('main table tbody tr').length === 50);
+    const visible = async () => page.$$eval('main table tbody tr', (trs) => trs.map((tr) => [tr.querySelector('time')?.getAttribute('datetime') || '', tr.dataset.id]));
+    for (let i = 0; i < 4; i += 1) {
+      const n = await rows.count();
+      await page.click('button:has-text("Load older")');
+      await page.waitForFunction((k) => document.querySelectorAll('main table tbody tr').length !== k || document.querySelector('.table-summary')?.textContent.includes('paused'), n);
+      assert(await rows.count() <= 200, `${await rows.count()} rows kept`);
+    }
+    const seen = await visible();
+    const ids = seen.map(([, id]) => id);
+    assert(new Set(ids).size === ids.length, 'a row shows twice');
+    for (let i = 1; i < seen.length; i += 1) assert(seen[i - 1][0] >= seen[i][0], `rows out of order at ${i}`);
+    assert(await page.isVisible('button:has-text("Show newest")'), 'no way back to the newest rows after paging back');
+    // While paging back, live rows wait behind "Show newest".
+    const name = `While Paused ${RUN}`;
+    await call(server.base, 'POST', '/api/orders?wait=true', order(name));
+    await page.waitForFunction(() => /\(1 new\)/.test(document.body.textContent));
+    await page.click('button:has-text("Show newest")');
+    await rowsWith(page, name).first().waitFor();
+    assert(await rows.count() === 50, 'Show newest does not start again from the first page');
+    await shot(page, 'orders-paged', false);
+    noProblems(page, 'orders paging');
+  } finally {
+    await closePage(page);
+  }
+});
+
+// --- the run ---------------------------------------------------------------------------------
+
+async function seed() {
+  const placed = await call(server.base, 'POST', '/api/orders?wait=true', order(`Seed Shipped ${RUN}`));
+  const id = placed.order.order_id;
+  for (let i = 0; i < 10; i += 1) {
+    const p = await call(server.base, 'POST', `/api/orders/${id}/payments?wait=true`, { method: 'Credit Card' });
+    if (p.payment.status === 'SUCCESS') break;
+  }
+  await call(server.base, 'POST', `/api/orders/${id}/deliveries?wait=true`, { carrier: 'Colissimo' });
+  seeded.shipped = { id, name: `Seed Shipped ${RUN}`, kafka: placed.kafka };
+  await call(server.base, 'POST', '/api/orders/create?wait=true');
+  await call(server.base, 'POST', '/api/orders?wait=true', order(`Seed Pending ${RUN}`));
+}
+
+async function cleanup() {
+  if (context) await context.close().catch(() => {});
+  for (const s of servers) await s.stop('SIGTERM', 10_000).catch(() => {});
+  stopBroker();
+}
+
+async function main() {
+  fs.rmSync(OUT, { recursive: true, force: true });
+  fs.mkdirSync(SHOTS, { recursive: true });
+  fs.mkdirSync(LOGS, { recursive: true });
+  let passed = 0;
+  let failed = 0;
+  let skipped = 0;
+  try {
+    assert(fs.existsSync(CHROMIUM), `no browser at ${CHROMIUM}: apt-get install -y chromium`);
+    kafka = broker();
+    bin = binary();
+    assert(fs.existsSync(bin), `no shopstream binary at ${bin}`);
+    prefix = `browser-${Date.now()}-${RUN}.`;
+    log(`# shopstream ${bin}\n# Kafka ${kafka}, topic prefix ${prefix}\n# output ${OUT}`);
+    server = new Server({ bin, kafka, port: await freePort(), dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'shopstream-a-')), prefix, name: 'server' }).start();
+    await server.ready();
+    await seed();
+    const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'shopstream-chromium-'));
+    context = await bounded(chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: CHROMIUM_ARGS,
+      viewport: { width: 1280, height: 900 },
+      timeout: 60_000,
+    }), 90_000, 'starting Chromium');
+    log(`# ${await context.browser()?.version?.() ?? 'Chromium'} at ${CHROMIUM}`);
+
+    const only = (process.env.BROWSER_TESTS || '').split(',').map((s) => s.trim()).filter(Boolean);
+    for (const t of tests) {
+      if (only.length && !only.some((o) => t.name.includes(o))) continue;
+      const started = Date.now();
+      try {
+        await bounded(t.fn(), t.timeout, t.name);
+        passed += 1;
+        log(`ok - ${t.name} (${Date.now() - started} ms)`);
+      } catch (error) {
+        if (error instanceof Skip) {
+          skipped += 1;
+          log(`ok - ${t.name} # SKIP ${error.message}`);
+          continue;
+        }
+        failed += 1;
+        log(`not ok - ${t.name} (${Date.now() - started} ms)\n    ${String(error.stack || error).split('\n').slice(0, 4).join('\n    ')}`);
+        let i = 0;
+        for (const p of openPages) await shot(p, `FAILED-${t.name.slice(0, 40).replace(/\W+/g, '-')}-${i++}`, false);
+        for (const p of [...openPages]) await closePage(p);
+      }
+    }
+  } catch (error) {
+    failed += 1;
+    log(`not ok - setup\n    ${String(error.stack || error).split('\n').slice(0, 6).join('\n    ')}`);
+  } finally {
+    fs.writeFileSync(path.join(LOGS, 'browser-console.log'), consoleLog.join('\n') + '\n');
+    await bounded(cleanup(), 120_000, 'cleanup').catch((e) => log(`# ${e.message}`));
+  }
+  if (unavailable.length) log(`# note: the server answered 503 (Kafka unavailable) ${unavailable.length} times; see logs/browser-console.log`);
+  log(`# screenshots in ${SHOTS}`);
+  log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+  process.exitCode = failed ? 1 : 0;
+}
+
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    for (const s of servers) s.child?.kill('SIGKILL');
+    stopBroker();
+    process.exit(130);
+  });
+}
+
+main();
