@@ -71,6 +71,8 @@ pub struct AppState {
     pub started_at: Instant,
     /// Cancelled at shutdown (live sessions close with a close frame).
     pub shutdown: CancellationToken,
+    /// The live WebSocket sessions, awaited (bounded) at shutdown so their close frames go out.
+    pub sessions: tokio_util::task::TaskTracker,
 }
 
 /// Why the server could not run.
@@ -125,6 +127,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         catch_up: std::sync::OnceLock::new(),
         started_at: Instant::now(),
         shutdown: shutdown.clone(),
+        sessions: tokio_util::task::TaskTracker::new(),
     });
 
     let pipeline = tokio::spawn(run_pipeline(Arc::clone(&state), background.clone()));
@@ -136,6 +139,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         "listening"
     );
     http::serve(listener, Arc::clone(&state), shutdown.clone()).await;
+    state.sessions.close();
+    if tokio::time::timeout(Duration::from_secs(5), state.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("live sessions still open after 5 s; leaving them");
+    }
     background.cancel();
     let _ = pipeline.await;
     tracing::info!("stopped");

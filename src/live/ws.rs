@@ -10,7 +10,7 @@
 //!
 //! Every client has the same bounded queue: the hub's ring of
 //! [`FRAME_BUFFER`] frames, plus its socket's buffers. A client that falls further behind is
-//! closed with its cursor and resumes from it; one whose socket takes nothing for 30 s is
+//! closed with its cursor and resumes from it; one whose socket takes nothing for 60 s is
 //! dropped (nothing can reach it). Nothing shared is held while writing to a socket.
 //!
 //! A cursor is `topic:partition:next_offset,...` (`orders:0:12,payments:1:7`): per partition,
@@ -67,6 +67,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use crate::AppState;
 use crate::domain::event::{Event, Position, TopicRole};
 use crate::http::{ApiError, Request, Response};
+use crate::kafka::connection::KafkaSession;
 use crate::kafka::{KafkaError, TopicLayout, with_deadline};
 use crate::live::hub::{FRAME_BUFFER, LiveFrame};
 
@@ -74,9 +75,9 @@ use crate::live::hub::{FRAME_BUFFER, LiveFrame};
 const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// A client that sent nothing (not even a pong) for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest one write to a client may take; a client whose socket stays full this long is
-/// dropped (no close frame can reach it anyway).
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest one message (or one flush) to a client may take; a client whose socket stays full
+/// this long is dropped (no close frame can reach it anyway).
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest the closing handshake may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most bytes asked for in one replay fetch.
@@ -314,7 +315,7 @@ pub async fn handle(state: Arc<AppState>, mut request: Request) -> Response {
         Err(refusal) => return refuse(refusal),
     };
     let upgrade = hyper::upgrade::on(&mut request);
-    tokio::spawn(async move {
+    state.sessions.clone().spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
@@ -420,7 +421,7 @@ enum End {
     TooSlow,
     /// Nothing heard from the client for [`IDLE_TIMEOUT`].
     Idle,
-    /// A write did not complete within [`SEND_TIMEOUT`].
+    /// A message could not be written within [`SEND_TIMEOUT`].
     Stalled,
     /// Kafka failed during the replay.
     Kafka(KafkaError),
@@ -446,7 +447,7 @@ impl fmt::Display for End {
             End::Shutdown => f.write_str("server shutting down"),
             End::TooSlow => f.write_str(TOO_SLOW),
             End::Idle => write!(f, "nothing heard from the client for {IDLE_TIMEOUT:?}"),
-            End::Stalled => write!(f, "a write did not complete within {SEND_TIMEOUT:?}"),
+            End::Stalled => write!(f, "the client took no message for {SEND_TIMEOUT:?}"),
             End::Kafka(error) => write!(f, "Kafka failed during the replay: {error}"),
         }
     }
@@ -529,9 +530,7 @@ impl Session {
         if catch_up.is_empty() {
             return Ok(0);
         }
-        // Every partition client has a connection of its own: the replay does not queue behind
-        // the consumers' long polls.
-        let session = self.state.kafka.ready_session().map_err(End::Kafka)?;
+        let session = replay_session(&self.state).map_err(End::Kafka)?;
         let mut replayed = 0;
         for (key, what) in catch_up {
             replayed += self
@@ -800,7 +799,8 @@ impl Session {
         self.send_all(vec![Message::Ping(Bytes::new())]).await
     }
 
-    /// Writes and flushes, bounded by [`SEND_TIMEOUT`]; gives way to shutdown.
+    /// Writes and flushes; gives way to shutdown. Each message (and the flush) may take
+    /// [`SEND_TIMEOUT`]: a slow reader makes progress, a socket that takes nothing is dropped.
     async fn send_all(&mut self, messages: Vec<Message>) -> Result<(), End> {
         if messages.is_empty() {
             return Ok(());
@@ -808,17 +808,13 @@ impl Session {
         let ws = &mut self.ws;
         let write = async move {
             for message in messages {
-                ws.feed(message).await?;
+                within_send_timeout(ws.feed(message)).await?;
             }
-            ws.flush().await
+            within_send_timeout(ws.flush()).await
         };
         tokio::select! {
             _ = self.state.shutdown.cancelled() => Err(End::Shutdown),
-            written = tokio::time::timeout(SEND_TIMEOUT, write) => match written {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(End::ClientGone(error.to_string())),
-                Err(_) => Err(End::Stalled),
-            },
+            written = write => written,
         }
     }
 
@@ -865,9 +861,21 @@ impl Session {
 // Frames
 // ---------------------------------------------------------------------------------------------
 
+/// The Kafka session a replay reads with: the current one unless the connection supervisor
+/// saw Kafka fail. (Not `ready_session`, whose freshness check also fails when this process is
+/// merely too busy to probe on time; each call of the replay has its own deadline anyway.)
+fn replay_session(state: &AppState) -> Result<Arc<KafkaSession>, KafkaError> {
+    let status = state.kafka.status();
+    match (status.problem, status.session) {
+        (Some(problem), _) => Err(KafkaError::NotConnected(problem)),
+        (None, Some(session)) => Ok(session),
+        (None, None) => Err(KafkaError::NotConnected("connecting to Kafka".into())),
+    }
+}
+
 /// A Kafka call of the replay. Gives way to shutdown; a call that timed out or lost its
-/// connection is tried again (up to [`REPLAY_ATTEMPTS`] times) while the connection
-/// supervisor still sees Kafka answer: a slow answer under load is not an outage.
+/// connection is tried again (up to [`REPLAY_ATTEMPTS`] times) unless the connection
+/// supervisor saw Kafka fail meanwhile: a slow answer under load is not an outage.
 async fn replay_call<T, F, Fut>(state: &AppState, call: F) -> Result<T, End>
 where
     F: Fn() -> Fut,
@@ -884,7 +892,7 @@ where
             Err(error)
                 if attempt < REPLAY_ATTEMPTS
                     && is_transient(&error)
-                    && state.kafka.ready_session().is_ok() =>
+                    && state.kafka.status().problem.is_none() =>
             {
                 tracing::debug!(%error, attempt, "replay call failed; trying again");
                 attempt += 1;
@@ -934,6 +942,15 @@ async fn fetch(
     let fetch = client.fetch_records(offset, 1..REPLAY_FETCH_BYTES, REPLAY_FETCH_WAIT_MS);
     let (records, _high_watermark) = with_deadline("fetch", deadline, fetch).await?;
     Ok(records)
+}
+
+/// One write to a client, bounded by [`SEND_TIMEOUT`].
+async fn within_send_timeout(write: impl Future<Output = Result<(), WsError>>) -> Result<(), End> {
+    match tokio::time::timeout(SEND_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(End::ClientGone(error.to_string())),
+        Err(_) => Err(End::Stalled),
+    }
 }
 
 fn text(value: Value) -> Message {
