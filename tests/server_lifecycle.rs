@@ -87,14 +87,15 @@ async fn unknown_routes_and_methods_get_json_errors() {
     // Routing needs no broker: point at a port where nothing listens.
     let nowhere = format!("127.0.0.1:{}", support::free_port());
     let server = Server::start(&nowhere, &[]);
-    let (status, body) = http::get(server.addr, "/no/such/page").await.unwrap();
+    // Under /api an unknown path is a JSON 404 (elsewhere the dashboard's routes answer).
+    let (status, body) = http::get(server.addr, "/api/no/such/page").await.unwrap();
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "not_found");
     assert!(
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("/no/such/page")
+            .contains("/api/no/such/page")
     );
 
     let (status, body) = http::post(server.addr, "/healthz", &serde_json::json!({}))
