@@ -485,27 +485,7 @@ async fn lists_are_newest_first_with_filters_and_cursor_paging() {
             .to_string(),
     );
 
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/api/orders?limit=5&cursor={c}"),
-            None => "/api/orders?limit=5".to_string(),
-        };
-        let (status, page) = http::get(server.addr, &path).await.unwrap();
-        assert_eq!(status, 200);
-        seen.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|o| o["order_id"].as_str().unwrap().to_string()),
-        );
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
-    }
+    let seen = support::all_order_ids(server.addr, 5).await;
     ids.reverse();
     assert_eq!(seen, ids, "newest first, every order once");
 

@@ -30,31 +30,6 @@ async fn wait_caught_up(server: &Server) {
     }
 }
 
-/// Every order id the server lists, following the cursor.
-async fn all_order_ids(server: &Server) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/api/orders?limit=500&cursor={c}"),
-            None => "/api/orders?limit=500".into(),
-        };
-        let (status, page) = http::get(server.addr, &path).await.unwrap();
-        assert_eq!(status, 200);
-        ids.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|o| o["order_id"].as_str().unwrap().to_string()),
-        );
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return ids,
-        }
-    }
-}
-
 /// The `replayed_records` of the "caught up with the log" line.
 fn replayed(server: &Server) -> Option<u64> {
     server.logs().lines().find_map(|line| {
@@ -108,7 +83,7 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_order_and_duplicates_none()
 
     let restarted = Server::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir);
     wait_caught_up(&restarted).await;
-    let listed = all_order_ids(&restarted).await;
+    let listed = support::all_order_ids(restarted.addr, 500).await;
     let unique: HashSet<&String> = listed.iter().collect();
     assert_eq!(unique.len(), listed.len(), "an order is listed twice");
     for id in &acknowledged {
@@ -175,7 +150,7 @@ async fn a_clean_restart_resumes_from_the_saved_offsets() {
         restarted.logs()
     );
     assert_eq!(replayed(&restarted), Some(7), "{}", restarted.logs());
-    assert_eq!(all_order_ids(&restarted).await.len(), 27);
+    assert_eq!(support::all_order_ids(restarted.addr, 500).await.len(), 27);
     drop(restarted);
 
     // Without its snapshot, the same restart replays everything and reaches the same state.
@@ -184,7 +159,10 @@ async fn a_clean_restart_resumes_from_the_saved_offsets() {
         Server::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir_2);
     wait_caught_up(&from_scratch).await;
     assert_eq!(replayed(&from_scratch), Some(27));
-    assert_eq!(all_order_ids(&from_scratch).await.len(), 27);
+    assert_eq!(
+        support::all_order_ids(from_scratch.addr, 500).await.len(),
+        27
+    );
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 

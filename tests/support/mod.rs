@@ -602,3 +602,28 @@ impl Server {
         self.child.try_wait().unwrap()
     }
 }
+
+/// Every order id the server lists, newest first, following `next_cursor` page by page.
+pub async fn all_order_ids(addr: SocketAddr, page_size: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/orders?limit={page_size}&cursor={c}"),
+            None => format!("/api/orders?limit={page_size}"),
+        };
+        let (status, page) = http::get(addr, &path).await.unwrap();
+        assert_eq!(status, 200, "{path}: {page}");
+        ids.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["order_id"].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return ids,
+        }
+    }
+}
