@@ -109,6 +109,9 @@ async fn a_clean_restart_resumes_from_the_saved_offsets() {
     let prefix = format!("{}.", support::unique_name("resume"));
     let mut first = Server::start(&bootstrap, &["--topic-prefix", &prefix]);
     first.wait_ready(READY).await;
+    // Caught up with the (empty) log before writing: the 20 orders then arrive live, not as
+    // replay, whatever the timing of the consumers' start.
+    wait_caught_up(&first).await;
     for _ in 0..20 {
         let (status, _) = http::post(first.addr, "/api/orders/create?wait=true", &json!({}))
             .await
