@@ -222,7 +222,6 @@ async fn run_pipeline(state: Arc<AppState>, shutdown: CancellationToken) {
     }
     consumers_stop.cancel();
     while consumers.join_next().await.is_some() {}
-    state.store.take_dirty();
     save_snapshot_now(&state, &layout, &data_dir).await;
 }
 

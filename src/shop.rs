@@ -125,10 +125,6 @@ impl Shop {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Whether writes can go to Kafka right now (the simulator waits for this).
     pub fn can_write(&self) -> bool {
         self.producer.partition_for(TopicRole::Orders, "").is_ok()

@@ -89,11 +89,6 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
-/// Total bytes embedded (for the logs and the closing figures).
-pub fn embedded_bytes() -> usize {
-    generated::FILES.iter().map(|(_, b)| b.len()).sum()
-}
-
 /// Serves `path` (or `index.html` for an unknown path without an extension); `None` when
 /// nothing fits, so the caller answers 404.
 pub fn serve(request: &Request, path: &str) -> Option<Response> {

@@ -14,29 +14,33 @@ pub fn render(state: &AppState) -> Response {
     let mut out = String::with_capacity(4096);
     let ready = state.kafka.ready_session().is_ok();
     let caught_up = state.catch_up.get().is_some_and(|c| c.done());
-    gauge(
+    family(
         &mut out,
         "shopstream_kafka_ready",
         "1 while the broker answers",
-        &[("", if ready { 1.0 } else { 0.0 })],
+        "gauge",
+        [("", if ready { 1.0 } else { 0.0 })],
     );
-    gauge(
+    family(
         &mut out,
         "shopstream_caught_up",
         "1 once the replay at start is over",
-        &[("", if caught_up { 1.0 } else { 0.0 })],
+        "gauge",
+        [("", if caught_up { 1.0 } else { 0.0 })],
     );
-    gauge(
+    family(
         &mut out,
         "shopstream_live_clients",
         "open WebSocket sessions",
-        &[("", state.store.hub().client_count() as f64)],
+        "gauge",
+        [("", state.store.hub().client_count() as f64)],
     );
-    gauge(
+    family(
         &mut out,
         "shopstream_uptime_seconds",
         "seconds since start",
-        &[("", state.started_at.elapsed().as_secs_f64())],
+        "gauge",
+        [("", state.started_at.elapsed().as_secs_f64())],
     );
 
     state.store.read(|model| {
@@ -44,44 +48,33 @@ pub fn render(state: &AppState) -> Response {
         let label = |p: &crate::model::PartitionProgress| {
             format!("topic=\"{}\",partition=\"{}\"", p.topic, p.partition)
         };
-        let next: Vec<(String, f64)> = partitions
-            .iter()
-            .map(|p| (label(p), p.next_offset as f64))
-            .collect();
-        let skipped: Vec<(String, f64)> = partitions
-            .iter()
-            .map(|p| (label(p), p.skipped as f64))
-            .collect();
-        let resets: Vec<(String, f64)> = partitions
-            .iter()
-            .map(|p| (label(p), p.resets as f64))
-            .collect();
-        gauge_owned(
+        family(
             &mut out,
             "shopstream_consumer_next_offset",
             "next offset shopstream will consume",
             "gauge",
-            &next,
+            partitions.iter().map(|p| (label(p), p.next_offset as f64)),
         );
-        gauge_owned(
+        family(
             &mut out,
             "shopstream_records_skipped_total",
             "records that were not shopstream events",
             "counter",
-            &skipped,
+            partitions.iter().map(|p| (label(p), p.skipped as f64)),
         );
-        gauge_owned(
+        family(
             &mut out,
             "shopstream_offset_resets_total",
             "saved offsets that fell out of retention",
             "counter",
-            &resets,
+            partitions.iter().map(|p| (label(p), p.resets as f64)),
         );
-        gauge(
+        family(
             &mut out,
             "shopstream_events_total",
             "distinct events in the read model",
-            &[("", model.event_count() as f64)],
+            "gauge",
+            [("", model.event_count() as f64)],
         );
         let counters = model.counters();
         let by_status: Vec<(String, f64)> = crate::domain::lifecycle::OrderStatus::ALL
@@ -93,12 +86,12 @@ pub fn render(state: &AppState) -> Response {
                 )
             })
             .collect();
-        gauge_owned(
+        family(
             &mut out,
             "shopstream_orders",
             "orders per status",
             "gauge",
-            &by_status,
+            by_status,
         );
         let payments = [
             (
@@ -110,18 +103,19 @@ pub fn render(state: &AppState) -> Response {
                 counters.payments_failed as f64,
             ),
         ];
-        gauge_owned(
+        family(
             &mut out,
             "shopstream_payments_total",
             "payments processed",
             "counter",
-            &payments,
+            payments,
         );
-        gauge(
+        family(
             &mut out,
             "shopstream_anomalies",
             "events that break the lifecycle",
-            &[("", counters.anomalies as f64)],
+            "gauge",
+            [("", counters.anomalies as f64)],
         );
     });
 
@@ -134,14 +128,18 @@ pub fn render(state: &AppState) -> Response {
     response
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, samples: &[(&str, f64)]) {
-    let owned: Vec<(String, f64)> = samples.iter().map(|(l, v)| (l.to_string(), *v)).collect();
-    gauge_owned(out, name, help, "gauge", &owned);
-}
-
-fn gauge_owned(out: &mut String, name: &str, help: &str, kind: &str, samples: &[(String, f64)]) {
+/// One metric family: its help and type lines, then one sample per (labels, value); empty
+/// labels give an unlabelled sample.
+fn family<L: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    samples: impl IntoIterator<Item = (L, f64)>,
+) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (labels, value) in samples {
+        let labels = labels.to_string();
         if labels.is_empty() {
             let _ = writeln!(out, "{name} {value}");
         } else {

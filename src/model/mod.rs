@@ -147,9 +147,6 @@ pub struct ReadModel {
     idempotency: HashMap<String, IdempotentWrite>,
     partitions: Vec<PartitionProgress>,
     counters: Counters,
-    /// Events applied since start (not saved: a restart counts anew).
-    #[serde(skip)]
-    applied_since_start: u64,
     // Indexes for newest-first listing; derived, rebuilt after loading a snapshot.
     #[serde(skip)]
     orders_by_time: BTreeSet<(DateTime<Utc>, String)>,
@@ -176,7 +173,6 @@ impl ReadModel {
         if !self.seen_events.insert(event.event_id.clone()) {
             return Applied::Duplicate;
         }
-        self.applied_since_start += 1;
         if let Some((key, fingerprint)) = idempotency {
             self.idempotency.entry(key).or_insert(IdempotentWrite {
                 fingerprint,
@@ -379,26 +375,12 @@ impl ReadModel {
         self.deliveries.get(delivery_id)
     }
 
-    /// The (latest) delivery of an order, if it was shipped.
-    pub fn delivery_of(&self, order_id: &str) -> Option<&DeliveryRecord> {
-        let order = self.orders.get(order_id)?;
-        order
-            .delivery_ids
-            .iter()
-            .rev()
-            .find_map(|id| self.deliveries.get(id))
-    }
-
     pub fn idempotent_write(&self, key: &str) -> Option<&IdempotentWrite> {
         self.idempotency.get(key)
     }
 
     pub fn counters(&self) -> &Counters {
         &self.counters
-    }
-
-    pub fn applied_since_start(&self) -> u64 {
-        self.applied_since_start
     }
 
     pub fn event_count(&self) -> usize {

@@ -143,7 +143,7 @@ fn a_whole_lifecycle_moves_the_counters() {
         ),
         (1, 1)
     );
-    let d = m.delivery_of("o1").unwrap();
+    let d = m.delivery("o1-d").unwrap();
     assert_eq!(d.status, DeliveryStatus::Delivered);
 }
 
