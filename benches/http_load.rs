@@ -13,9 +13,8 @@
 //! 2. **Start-up with a full log.** Orders are produced straight into a fresh prefix's
 //!    `orders` topic (rskafka, big batches, shopstream's record shape), then shopstream starts
 //!    on an empty data dir and is timed until `/readyz` says `caught_up`; it is stopped with
-//!    SIGTERM (which saves a snapshot) and started again on the same data dir, timed again.
-//!    References: the same records decoded and applied in this process, and the same
-//!    snapshot loaded in this process.
+//!    SIGTERM and started again on the same data dir (its store and offsets), timed again.
+//!    Reference: the same records decoded and applied into a temporary store in this process.
 //!
 //! The broker is the one in `KAFKA_BOOTSTRAP`, or the local one of `compose/kafka-local`
 //! (started if needed, and stopped at the end only when this run started it). Everything
@@ -56,8 +55,7 @@ use shopstream::domain::event::{Event, EventBody, EventType, Position, TopicRole
 use shopstream::domain::partitioner::partition_for_key;
 use shopstream::domain::validation;
 use shopstream::kafka::{TopicInfo, TopicLayout};
-use shopstream::model::ReadModel;
-use shopstream::model::snapshot::{self, Loaded};
+use shopstream::model::store::{FetchedRecord, Store};
 use support::{Server, http};
 
 /// Partitions of every topic this run creates (shopstream's default).
@@ -70,7 +68,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONSECUTIVE_FAILURES: u32 = 5;
 /// Longest shopstream may take to become ready / catch up.
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
-/// Longest SIGTERM may take to stop shopstream (it saves the snapshot first).
+/// Longest SIGTERM may take to stop shopstream.
 const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest ProducerPerformance may run.
 const REFERENCE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -761,7 +759,7 @@ impl LoadReport {
 }
 
 // ------------------------------------------------------------------------------------------
-// Part 2: start-up with a full log, with and without a snapshot.
+// Part 2: start-up with a full log, with and without a store.
 
 struct StartRun {
     wall: Duration,
@@ -778,10 +776,9 @@ struct StartupReport {
     fill_bytes: usize,
     cold: StartRun,
     stop_time: Duration,
-    snapshot_bytes: u64,
+    store_bytes: u64,
     warm: StartRun,
     in_process_replay: Duration,
-    in_process_load: Duration,
 }
 
 /// Produces `count` order.created records into `topic` straight through rskafka, shaped
@@ -925,36 +922,52 @@ async fn startup_phase(
             .collect(),
     };
     let replay_started = Instant::now();
-    let mut model = ReadModel::new();
+    let (store, _scratch) = Store::temporary(64 << 20);
+    store
+        .check_layout(&layout)
+        .await
+        .map_err(|e| e.to_string())?;
     let record_time = Utc::now();
+    let mut per_partition: BTreeMap<i32, Vec<FetchedRecord>> = BTreeMap::new();
     for (value, position) in &records {
-        let (event, data) = Event::decode(
+        let (event, _) = Event::decode(
             value,
             *position,
             &layout.get(position.topic).name,
             record_time,
         )
         .map_err(|e| format!("a record we wrote does not decode: {e}"))?;
-        model.apply(&event, *position, &data, None);
-        model
-            .progress_mut(position.topic, position.partition)
-            .next_offset = position.offset + 1;
+        let batch = per_partition.entry(position.partition).or_default();
+        batch.push(FetchedRecord {
+            offset: position.offset,
+            key: Some(event.order_id.clone()),
+            record_time,
+            decoded: Ok((event, String::from_utf8_lossy(value).into_owned())),
+            idempotency: None,
+        });
+        if batch.len() == 10_000 {
+            let next = position.offset + 1;
+            let full = std::mem::take(batch);
+            store
+                .apply_fetched(TopicRole::Orders, position.partition, full, next)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    for (partition, batch) in per_partition {
+        if let Some(last) = batch.last() {
+            let next = last.offset + 1;
+            store
+                .apply_fetched(TopicRole::Orders, partition, batch, next)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
     }
     let in_process_replay = replay_started.elapsed();
     drop(records);
-    // Reference 2: that model's snapshot loaded here.
-    let scratch = std::env::temp_dir().join(format!("{}bench-snapshot", prefix));
-    let bytes = snapshot::encode(&model, &layout);
-    drop(model);
-    snapshot::write(&scratch, &bytes).map_err(|e| e.to_string())?;
-    drop(bytes);
-    let load_started = Instant::now();
-    let loaded = snapshot::load(&scratch, &layout).map_err(|e| e.to_string());
-    let in_process_load = load_started.elapsed();
-    let _ = std::fs::remove_dir_all(&scratch);
-    if !matches!(loaded?, Loaded::Model(_)) {
-        return Err("the reference snapshot did not load".into());
-    }
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .map_err(|e| e.to_string())?;
 
     let data_dir = std::env::temp_dir().join(format!("{}data", prefix));
     eprintln!("startup: shopstream on an empty data dir");
@@ -966,11 +979,11 @@ async fn startup_phase(
         return Err(format!("shopstream exited with {status} after SIGTERM"));
     }
     let data_dir = server.into_data_dir();
-    let snapshot_bytes = std::fs::metadata(snapshot::path_in(&data_dir))
-        .map_err(|e| format!("no snapshot after SIGTERM: {e}"))?
+    let store_bytes = std::fs::metadata(data_dir.join(shopstream::model::store::FILE_NAME))
+        .map_err(|e| format!("no store after SIGTERM: {e}"))?
         .len();
 
-    eprintln!("startup: shopstream again, on the same data dir (with the snapshot)");
+    eprintln!("startup: shopstream again, on the same data dir (with its store)");
     let (mut server, warm) = timed_start(bootstrap, &prefix, data_dir).await?;
     let _ = server.terminate(STOP_TIMEOUT);
     drop(server);
@@ -981,10 +994,9 @@ async fn startup_phase(
         fill_bytes,
         cold,
         stop_time,
-        snapshot_bytes,
+        store_bytes,
         warm,
         in_process_replay,
-        in_process_load,
     })
 }
 
@@ -1006,7 +1018,7 @@ impl StartupReport {
         println!("{}", "-".repeat(44 + 9 * 3 + 10 + 16 + 8 + 6 * 3));
         for (name, run) in [
             ("empty data dir (replay from earliest)", &self.cold),
-            ("after SIGTERM (snapshot + its offsets)", &self.warm),
+            ("after SIGTERM (store + its offsets)", &self.warm),
         ] {
             println!(
                 "{:<44} | {:>9} | {:>9} | {:>10} | {:>9} | {:>16} | {:>8}",
@@ -1020,27 +1032,22 @@ impl StartupReport {
             );
         }
         let ratio = self.warm.wall.as_secs_f64() / self.cold.wall.as_secs_f64();
-        println!("ratio: with snapshot / without = {ratio:.3} (wall time to caught_up)");
+        println!("ratio: with the store / without = {ratio:.3} (wall time to caught_up)");
         let replay_rate =
             self.cold.replayed.unwrap_or(self.orders as u64) as f64 / self.cold.wall.as_secs_f64();
         println!(
             "replay rate (cold, wall): {replay_rate:.0} records/s; SIGTERM to exit: {} s; \
-             snapshot {} bytes ({:.0} bytes/order)",
+             store {} bytes ({:.0} bytes/order)",
             secs(self.stop_time),
-            self.snapshot_bytes,
-            self.snapshot_bytes as f64 / self.orders as f64
+            self.store_bytes,
+            self.store_bytes as f64 / self.orders as f64
         );
         println!("references measured in this run:");
         println!(
-            "  decode + apply of the same records in-process (1 thread, no Kafka): {} s; \
+            "  decode + apply of the same records into a store in-process (no Kafka): {} s; \
              cold start / it = {:.2}",
             secs(self.in_process_replay),
             self.cold.wall.as_secs_f64() / self.in_process_replay.as_secs_f64()
-        );
-        println!(
-            "  snapshot::load of the same model in-process: {} s; warm start / it = {:.2}",
-            secs(self.in_process_load),
-            self.warm.wall.as_secs_f64() / self.in_process_load.as_secs_f64()
         );
         println!(
             "  rskafka produce of the {} records (batches of up to {FILL_BATCH_RECORDS}, acks=all): \

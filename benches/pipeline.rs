@@ -1,5 +1,5 @@
-//! Benchmarks of the pure logic: the partitioner, the event codec, the read model and its
-//! snapshots. No I/O except the snapshot file itself; no Kafka, no HTTP.
+//! Benchmarks of the pure logic and the store: the partitioner, the event codec, and applying
+//! events into the read model's store (a temporary redb file). No Kafka, no HTTP.
 //!
 //! `cargo bench --bench pipeline [-- FILTER]`
 //!
@@ -9,13 +9,12 @@
 //! the per-sample ratios `subject time / reference time`. Absolute ns/op are medians too, and
 //! only indicative. Nothing here asserts a timing.
 //!
-//! Environment: `BENCH_SAMPLES` (default 15; the 100,000-event snapshot rows take a third of
-//! it, at least 3), `BENCH_SAMPLE_MS` (target length of one sample, default 30).
+//! Environment: `BENCH_SAMPLES` (default 15; the store rows take a third of it, at least 3),
+//! `BENCH_SAMPLE_MS` (target length of one sample, default 30).
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hasher};
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
@@ -31,13 +30,12 @@ use shopstream::domain::event::{
 };
 use shopstream::domain::partitioner::partition_for_key;
 use shopstream::kafka::{TopicInfo, TopicLayout};
-use shopstream::model::ReadModel;
-use shopstream::model::snapshot::{self, Loaded};
+use shopstream::model::store::{FetchedRecord, Store};
 
 /// Partitions per topic, as shopstream creates them by default.
 const PARTITIONS: i32 = 3;
-/// Events in the model whose snapshot is measured.
-const SNAPSHOT_EVENTS: usize = 100_000;
+/// Records per batch handed to the store (a consumer's fetch holds about this many).
+const STORE_BATCH: usize = 2_000;
 /// Events applied per sample of the `apply` rows (10,000 orders, 3 events each).
 const APPLY_ORDERS: usize = 10_000;
 /// Longest calibration: no single sample may run more than this many operations.
@@ -354,17 +352,6 @@ fn event_log(rng: &mut StdRng, count: usize) -> Vec<(Event, Position, Value)> {
     events
 }
 
-fn apply_all(events: &[(Event, Position, Value)]) -> ReadModel {
-    let mut model = ReadModel::new();
-    for (event, position, value) in events {
-        model.apply(event, *position, value, None);
-        let progress = model.progress_mut(position.topic, position.partition);
-        progress.next_offset = position.offset + 1;
-        progress.last_record_time = Some(event.time);
-    }
-    model
-}
-
 fn layout() -> TopicLayout {
     TopicLayout {
         topics: TopicRole::ALL
@@ -378,23 +365,65 @@ fn layout() -> TopicLayout {
     }
 }
 
-/// A scratch directory, removed when dropped.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "shopstream-bench-{}",
-            &Uuid::new_v4().simple().to_string()[..8]
-        ));
-        std::fs::create_dir_all(&dir).expect("cannot create a scratch directory");
-        Self(dir)
-    }
+/// Applies `records` (value bytes and position) to a fresh temporary store, in batches per
+/// partition as the consumers hand them over, decoding each record first when `decode`;
+/// returns the time from the first batch to the last commit.
+fn apply_to_store(
+    runtime: &tokio::runtime::Runtime,
+    records: &[(Vec<u8>, Position)],
+    decode: bool,
+) -> Duration {
+    let (store, _dir) = Store::temporary(64 << 20);
+    runtime.block_on(store.check_layout(&layout())).unwrap();
+    let decoded: Option<Vec<FetchedRecord>> = (!decode).then(|| {
+        records
+            .iter()
+            .map(|(bytes, position)| fetched(bytes, *position))
+            .collect()
+    });
+    let started = Instant::now();
+    runtime.block_on(async {
+        let mut batches: HashMap<(TopicRole, i32), Vec<FetchedRecord>> = HashMap::new();
+        let mut decoded = decoded.map(Vec::into_iter);
+        for (bytes, position) in records {
+            let record = match decoded.as_mut() {
+                Some(ready) => ready.next().unwrap(),
+                None => fetched(bytes, *position),
+            };
+            let key = (position.topic, position.partition);
+            let batch = batches.entry(key).or_default();
+            batch.push(record);
+            if batch.len() == STORE_BATCH {
+                let full = std::mem::take(batch);
+                store
+                    .apply_fetched(key.0, key.1, full, position.offset + 1)
+                    .await
+                    .unwrap();
+            }
+        }
+        for ((topic, partition), batch) in batches {
+            if let Some(last) = batch.last() {
+                let next = last.offset + 1;
+                store
+                    .apply_fetched(topic, partition, batch, next)
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let took = started.elapsed();
+    store.close();
+    took
 }
 
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+fn fetched(bytes: &[u8], position: Position) -> FetchedRecord {
+    let (event, _) = Event::decode(bytes, position, position.topic.as_str(), epoch()).unwrap();
+    FetchedRecord {
+        offset: position.offset,
+        key: Some(event.order_id.clone()),
+        record_time: event.time,
+        decoded: Ok((event, String::from_utf8_lossy(bytes).into_owned())),
+        idempotency: None,
     }
 }
 
@@ -410,7 +439,7 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     eprintln!(
         "shopstream pipeline benchmarks: {samples} paired samples per row ({big_samples} for the \
-         {SNAPSHOT_EVENTS}-event snapshot rows), {cores} cores"
+         store rows), {cores} cores"
     );
 
     // --- The partitioner: 36-byte UUID keys, 3 partitions.
@@ -465,131 +494,47 @@ fn main() {
         samples,
     );
 
-    // --- The read model: created + payment + delivery, per event.
+    // --- The store: created + payment + delivery, per event, in batches per partition.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let events = event_log(&mut rng, APPLY_ORDERS * 3);
     let records: Vec<(Vec<u8>, Position)> =
         events.iter().map(|(e, p, _)| (e.to_bytes(), *p)).collect();
+    drop(events);
     bench.compare(
-        "ReadModel::apply (created/paid/shipped mix)",
+        "store apply (created/paid/shipped mix)",
         fixed(|| {
-            let mut model = ReadModel::new();
-            let started = Instant::now();
-            for (event, position, value) in &events {
-                model.apply(event, *position, value, None);
-            }
-            let took = started.elapsed();
-            drop(black_box(model));
-            (took, events.len() as u64)
+            (
+                apply_to_store(&runtime, &records, false),
+                records.len() as u64,
+            )
         }),
         "serde_json::from_slice::<Value>",
         per_op(|| serde_json::from_slice::<Value>(black_box(&record)).unwrap()),
-        samples,
+        big_samples,
     );
     bench.compare(
-        "decode + apply per record (replay work)",
+        "decode + store apply per record (replay work)",
         fixed(|| {
-            let mut model = ReadModel::new();
-            let started = Instant::now();
-            for (bytes, position) in &records {
-                let topic = position.topic.as_str();
-                let (event, value) = Event::decode(bytes, *position, topic, epoch()).unwrap();
-                model.apply(&event, *position, &value, None);
-            }
-            let took = started.elapsed();
-            drop(black_box(model));
-            (took, records.len() as u64)
+            (
+                apply_to_store(&runtime, &records, true),
+                records.len() as u64,
+            )
         }),
         "serde_json::from_slice::<Value>",
         per_op(|| serde_json::from_slice::<Value>(black_box(&record)).unwrap()),
-        samples,
+        big_samples,
     );
-    drop((events, records));
-
-    // --- Snapshots of a model with 100,000 events.
-    let wants_snapshot = ["snapshot::encode", "snapshot::write", "snapshot::load"]
-        .iter()
-        .any(|n| bench.wanted(n));
-    let mut snapshot_facts = None;
-    if wants_snapshot {
-        eprintln!("  building a model of {SNAPSHOT_EVENTS} events ...");
-        let model = apply_all(&event_log(&mut rng, SNAPSHOT_EVENTS));
-        let layout = layout();
-        let encoded = snapshot::encode(&model, &layout);
-        let generic: Value = serde_json::from_slice(&encoded).unwrap();
-        let dir = ScratchDir::new();
-        let plain_file = dir.0.join("plain.json");
-        snapshot::write(&dir.0, &encoded).unwrap();
-        std::fs::write(&plain_file, &encoded).unwrap();
-        snapshot_facts = Some((encoded.len(), model.order_count()));
-
-        bench.compare(
-            "snapshot::encode (100k events)",
-            fixed(|| {
-                let started = Instant::now();
-                let bytes = snapshot::encode(black_box(&model), &layout);
-                let took = started.elapsed();
-                drop(black_box(bytes));
-                (took, 1)
-            }),
-            "serde_json::to_vec(&Value) same doc",
-            fixed(|| {
-                let started = Instant::now();
-                let bytes = serde_json::to_vec(black_box(&generic)).unwrap();
-                let took = started.elapsed();
-                drop(black_box(bytes));
-                (took, 1)
-            }),
-            big_samples,
-        );
-        bench.compare(
-            "snapshot::write (tmp+fsync+rename)",
-            fixed(|| {
-                let started = Instant::now();
-                snapshot::write(&dir.0, black_box(&encoded)).unwrap();
-                (started.elapsed(), 1)
-            }),
-            "std::fs::write, no fsync",
-            fixed(|| {
-                let started = Instant::now();
-                std::fs::write(&plain_file, black_box(&encoded)).unwrap();
-                (started.elapsed(), 1)
-            }),
-            big_samples,
-        );
-        bench.compare(
-            "snapshot::load (100k events)",
-            fixed(|| {
-                let started = Instant::now();
-                let loaded = snapshot::load(&dir.0, &layout).unwrap();
-                let took = started.elapsed();
-                assert!(matches!(loaded, Loaded::Model(_)), "snapshot not loaded");
-                drop(black_box(loaded));
-                (took, 1)
-            }),
-            "fs::read + from_slice::<Value>",
-            fixed(|| {
-                let started = Instant::now();
-                let bytes = std::fs::read(&plain_file).unwrap();
-                let value: Value = serde_json::from_slice(black_box(&bytes)).unwrap();
-                let took = started.elapsed();
-                drop(black_box(value));
-                (took, 1)
-            }),
-            big_samples,
-        );
-    }
+    drop(records);
 
     bench.print();
     println!();
     println!(
         "ratio = subject time / reference time, median of {samples} paired samples \
-         ({big_samples} for snapshots); p25-p75 shows their spread."
+         ({big_samples} for the store rows); p25-p75 shows their spread."
     );
     println!("order record: {} bytes of JSON", record.len());
-    if let Some((bytes, orders)) = snapshot_facts {
-        println!(
-            "snapshot of {SNAPSHOT_EVENTS} events ({orders} orders): {bytes} bytes, {:.0} bytes/event",
-            bytes as f64 / SNAPSHOT_EVENTS as f64
-        );
-    }
 }

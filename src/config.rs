@@ -99,9 +99,24 @@ pub struct Config {
     #[arg(long, env = "SHOPSTREAM_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
-    /// Directory for the read-model snapshot and its offsets.
+    /// Directory of the read model's store (one redb file, `shopstream.redb`, holding the
+    /// state and the offsets it reflects).
     #[arg(long, env = "SHOPSTREAM_DATA_DIR", default_value = "shopstream-data")]
     pub data_dir: PathBuf,
+
+    /// Memory the store may use as its page cache (e.g. `64MiB`, `512KiB`, `1GiB`): the
+    /// ceiling of the read model's memory, whatever the shop's history.
+    #[arg(long, env = "SHOPSTREAM_CACHE_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
+    pub cache_size: usize,
+
+    /// How long event ids (de-duplication) and idempotency keys are remembered, in Kafka
+    /// record time (e.g. `7d`, `48h`). Match the topics' `retention.ms`.
+    #[arg(long, env = "SHOPSTREAM_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub retention: Duration,
+
+    /// Throw the store away at start and rebuild it from the log.
+    #[arg(long, env = "SHOPSTREAM_REBUILD_STORE", default_value_t = false)]
+    pub rebuild_store: bool,
 
     /// Partitions of each topic when shopstream creates it.
     #[arg(long, env = "SHOPSTREAM_PARTITIONS", default_value_t = 3,
@@ -183,7 +198,33 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     Ok(rate)
 }
 
-/// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
+/// Parses `64MiB`, `512KiB`, `1GiB`, `1000000` (bytes); at least 1 MiB.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: usize = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like 64MiB, 512KiB or 1GiB"))?;
+    let unit_bytes: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        other => return Err(format!("`{s}`: unknown unit `{other}` (KiB, MiB or GiB)")),
+    };
+    let bytes = n
+        .checked_mul(unit_bytes)
+        .ok_or_else(|| format!("`{s}` is too large"))?;
+    if bytes < 1 << 20 {
+        return Err(format!("`{s}`: the cache needs at least 1MiB"));
+    }
+    Ok(bytes)
+}
+
+/// Parses `250ms`, `5s`, `2m`, `3h`, `7d` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
@@ -196,8 +237,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = match unit {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s or m)")),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h or d)")),
     };
     if d.is_zero() {
         return Err("a duration of zero is not allowed".into());
@@ -252,7 +295,7 @@ mod tests {
             vec!["shopstream", "--partitions", "0"],
             vec!["shopstream", "--replication-factor", "0"],
             vec!["shopstream", "--topic-prefix", "bad prefix"],
-            vec!["shopstream", "--kafka-timeout", "5h"],
+            vec!["shopstream", "--kafka-timeout", "5w"],
             vec!["shopstream", "--listen", "localhost"],
         ] {
             assert!(Config::try_parse_from(&args).is_err(), "{args:?} accepted");

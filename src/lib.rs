@@ -10,8 +10,8 @@
 //! - [`config`]: flags and environment variables.
 //! - [`telemetry`]: logging (text or JSON).
 //! - [`domain`]: pure shop logic: money, partitioner, event records, lifecycle, validation.
-//! - [`model`]: the read model built from consumed events, its queries, snapshots, and the
-//!   shared [`model::store::Store`].
+//! - [`model`]: the read model built from consumed events, its queries, and the
+//!   [`model::store::Store`] on disk (redb) that holds it with its offsets.
 //! - [`kafka`]: rskafka with deadlines: connection and health, topics, producer lanes,
 //!   partition consumers.
 //! - [`shop`]: the commands (place, pay, cancel, ship, advance): validate against the read
@@ -44,13 +44,8 @@ pub use config::Config;
 use kafka::KafkaConnection;
 use kafka::consumer::CatchUp;
 use kafka::producer::Producer;
-use model::ReadModel;
-use model::snapshot;
-use model::store::Store;
+use model::store::{Resumed, Store, StoreSettings};
 use shop::Shop;
-
-/// How often the snapshot is saved while events arrive.
-const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// State shared by every request handler. The fields are set at start-up; the parts that
 /// change carry their own synchronisation.
@@ -59,7 +54,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Written by the Kafka supervisor task, read by everyone.
     pub kafka: KafkaConnection,
-    /// Written by the partition consumers only; read by handlers and live sessions.
+    /// Written by its applier thread only (fed by the partition consumers); read by
+    /// handlers, commands and live sessions.
     pub store: Arc<Store>,
     pub shop: Arc<Shop>,
     /// The built-in traffic simulator (its task runs beside the pipeline).
@@ -84,6 +80,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Store(#[from] model::store::OpenError),
 }
 
 /// The address a person on this machine opens: a wildcard listen address becomes loopback.
@@ -110,9 +108,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         source,
     })?;
 
+    let store = {
+        let settings = StoreSettings {
+            dir: config.data_dir.clone(),
+            cache_bytes: config.cache_size,
+            retention: config.retention,
+            rebuild: config.rebuild_store,
+        };
+        let opened = tokio::task::spawn_blocking(move || Store::open(settings))
+            .await
+            .expect("opening the store does not panic")?;
+        Arc::new(opened)
+    };
     let background = shutdown.child_token();
     let kafka = KafkaConnection::start(Arc::clone(&config), background.clone());
-    let store = Arc::new(Store::new(ReadModel::new()));
     let producer = Producer::new(kafka.clone(), config.kafka_timeout, background.clone());
     let shop = Arc::new(Shop::new(Arc::clone(&store), producer));
     let simulator = Arc::new(simulator::Simulator::new(config.simulate));
@@ -152,8 +161,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     Ok(())
 }
 
-/// Waits for Kafka, loads the snapshot, runs the partition consumers and the snapshot writer;
-/// at shutdown stops the consumers and saves a last snapshot.
+/// Waits for Kafka, checks that the store was built for these topics, runs the partition
+/// consumers; at shutdown stops them and closes the store with a last durable commit.
 async fn run_pipeline(state: Arc<AppState>, shutdown: CancellationToken) {
     let mut status = state.kafka.subscribe();
     let session = loop {
@@ -161,48 +170,38 @@ async fn run_pipeline(state: Arc<AppState>, shutdown: CancellationToken) {
             break session;
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = status.changed() => if changed.is_err() { return },
+            _ = shutdown.cancelled() => { close_store(&state).await; return },
+            changed = status.changed() => if changed.is_err() { close_store(&state).await; return },
         }
     };
     let layout = session.topics.clone();
-    let data_dir = state.config.data_dir.clone();
 
-    let loaded = {
-        let dir = data_dir.clone();
-        let layout = layout.clone();
-        tokio::task::spawn_blocking(move || snapshot::load(&dir, &layout)).await
-    };
-    let from_snapshot = match loaded {
-        Ok(Ok(snapshot::Loaded::Model(model))) => {
+    let from_store = match state.store.check_layout(&layout).await {
+        Ok(Resumed::FromStore { events, orders }) => {
             tracing::info!(
-                events = model.event_count(),
-                orders = model.order_count(),
-                "loaded the snapshot; resuming from its offsets"
+                events,
+                orders,
+                path = %state.store.path().display(),
+                "resuming from the store's offsets"
             );
-            state.store.replace(*model);
             true
         }
-        Ok(Ok(snapshot::Loaded::Missing)) => {
-            tracing::info!("no snapshot yet; replaying the log from the earliest offsets");
+        Ok(Resumed::Empty) => {
+            tracing::info!("the store is empty; replaying the log from the earliest offsets");
             false
         }
-        Ok(Ok(snapshot::Loaded::Ignored(why))) => {
-            tracing::warn!(%why, "ignoring the snapshot; replaying the log from the earliest offsets");
-            false
-        }
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "cannot read the snapshot; replaying the log from the earliest offsets");
+        Ok(Resumed::Discarded(why)) => {
+            tracing::warn!(%why, "discarded the store; replaying the log from the earliest offsets");
             false
         }
         Err(error) => {
-            tracing::error!(%error, "snapshot loading panicked");
-            false
+            tracing::error!(%error, "cannot check the store; replaying from its offsets anyway");
+            true
         }
     };
 
     let partitions: usize = layout.topics.iter().map(|t| t.partitions as usize).sum();
-    let catch_up = Arc::new(CatchUp::new(partitions, from_snapshot));
+    let catch_up = Arc::new(CatchUp::new(partitions, from_store));
     let _ = state.catch_up.set(Arc::clone(&catch_up));
     let consumers_stop = CancellationToken::new();
     let mut consumers = kafka::consumer::spawn_consumers(
@@ -214,36 +213,19 @@ async fn run_pipeline(state: Arc<AppState>, shutdown: CancellationToken) {
         state.config.kafka_timeout,
     );
 
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(SNAPSHOT_INTERVAL) => save_snapshot(&state, &layout, &data_dir).await,
-        }
-    }
+    shutdown.cancelled().await;
     consumers_stop.cancel();
     while consumers.join_next().await.is_some() {}
-    save_snapshot_now(&state, &layout, &data_dir).await;
+    close_store(&state).await;
 }
 
-async fn save_snapshot(state: &AppState, layout: &kafka::TopicLayout, dir: &std::path::Path) {
-    if state.store.take_dirty() {
-        save_snapshot_now(state, layout, dir).await;
-    }
-}
-
-/// Encodes under the read lock, writes outside it.
-async fn save_snapshot_now(state: &AppState, layout: &kafka::TopicLayout, dir: &std::path::Path) {
+/// Lets the applier finish what it was handed and make it durable.
+async fn close_store(state: &AppState) {
+    let store = Arc::clone(&state.store);
     let started = Instant::now();
-    let bytes = state.store.read(|model| snapshot::encode(model, layout));
-    let size = bytes.len();
-    let dir = dir.to_path_buf();
-    match tokio::task::spawn_blocking(move || snapshot::write(&dir, &bytes)).await {
-        Ok(Ok(())) => tracing::debug!(
-            bytes = size,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "snapshot saved"
-        ),
-        Ok(Err(error)) => tracing::error!(%error, "cannot save the snapshot"),
-        Err(error) => tracing::error!(%error, "snapshot writing panicked"),
-    }
+    let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "store closed"
+    );
 }

@@ -27,12 +27,13 @@ use crate::domain::event::{
     Position, TopicRole, headers,
 };
 use crate::domain::gateway;
+use crate::domain::lifecycle::OrderStatus;
 use crate::domain::lifecycle::transition;
 use crate::domain::validation::{DeliveryRequest, Invalid, PaymentRequest};
 use crate::kafka::KafkaError;
 use crate::kafka::producer::{OutgoingRecord, Producer};
-use crate::model::ReadModel;
-use crate::model::store::Store;
+use crate::model::StoreError;
+use crate::model::store::{ReadView, Store};
 
 /// Lock shards for per-order and per-key serialisation.
 const LOCK_SHARDS: usize = 256;
@@ -56,6 +57,8 @@ pub enum ShopError {
     Kafka(#[from] KafkaError),
     #[error("the read model is still catching up with the log; retry in a moment")]
     CatchingUp,
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error(
         "the event was written at {position:?} but the read model did not show it within {after:?}"
     )]
@@ -157,9 +160,10 @@ impl Shop {
         options: WriteOptions,
     ) -> Result<Written, ShopError> {
         let payment_id = new_id("payment", options.idempotency.as_ref());
-        self.write(order_id, &options, |model| {
-            let (details, status) = existing_order(model, order_id)?;
-            let outcome = gateway::authorise(details, &request.method, request.amount);
+        let id = order_id.to_string();
+        self.write(order_id, &options, move |view| {
+            let (details, status) = existing_order(view, &id)?;
+            let outcome = gateway::authorise(&details, &request.method, request.amount);
             let body = EventBody::PaymentProcessed(PaymentDetails {
                 payment_id,
                 amount: outcome.amount,
@@ -181,8 +185,9 @@ impl Shop {
         reason: Option<String>,
         options: WriteOptions,
     ) -> Result<Written, ShopError> {
-        self.write(order_id, &options, |model| {
-            let (_, status) = existing_order(model, order_id)?;
+        let id = order_id.to_string();
+        self.write(order_id, &options, move |view| {
+            let (_, status) = existing_order(view, &id)?;
             let body = EventBody::OrderCancelled { reason };
             check(status, &body)?;
             Ok((EventType::OrderCancelled, body))
@@ -198,15 +203,16 @@ impl Shop {
         options: WriteOptions,
     ) -> Result<Written, ShopError> {
         let delivery_id = new_id("delivery", options.idempotency.as_ref());
-        self.write(order_id, &options, |model| {
-            let (details, status) = existing_order(model, order_id)?;
+        let id = order_id.to_string();
+        self.write(order_id, &options, move |view| {
+            let (details, status) = existing_order(view, &id)?;
             let carrier = request
                 .carrier
                 .clone()
                 .unwrap_or_else(|| "Colissimo".to_string());
             let body = EventBody::Delivery(DeliveryDetails {
                 delivery_id,
-                address: details.address.clone(),
+                address: details.address,
                 status: DeliveryStatus::Shipped,
                 estimated_date: Some(demo::estimated_delivery(Utc::now().date_naive(), &carrier)),
                 carrier: Some(carrier),
@@ -224,21 +230,23 @@ impl Shop {
         next: DeliveryStatus,
         options: WriteOptions,
     ) -> Result<Written, ShopError> {
+        let not_found = |id: &str| ShopError::NotFound(format!("delivery {id} not found"));
+        let id = delivery_id.to_string();
         let order_id = self
             .store
-            .read(|m| m.delivery(delivery_id).map(|d| d.order_id.clone()))
-            .ok_or_else(|| ShopError::NotFound(format!("delivery {delivery_id} not found")))?;
-        self.write(&order_id, &options, |model| {
-            let delivery = model
-                .delivery(delivery_id)
-                .ok_or_else(|| ShopError::NotFound(format!("delivery {delivery_id} not found")))?;
-            let (_, status) = existing_order(model, &order_id)?;
+            .query(move |view| Ok(view.delivery(&id)?.map(|d| d.order_id)))
+            .await?
+            .ok_or_else(|| not_found(delivery_id))?;
+        let (id, order) = (delivery_id.to_string(), order_id.clone());
+        self.write(&order_id, &options, move |view| {
+            let delivery = view.delivery(&id)?.ok_or_else(|| not_found(&id))?;
+            let (_, status) = existing_order(view, &order)?;
             let body = EventBody::Delivery(DeliveryDetails {
-                delivery_id: delivery_id.to_string(),
-                address: delivery.address.clone(),
+                delivery_id: id,
+                address: delivery.address,
                 status: next,
                 estimated_date: delivery.estimated_date,
-                carrier: delivery.carrier.clone(),
+                carrier: delivery.carrier,
             });
             check(status, &body)?;
             Ok((EventType::DeliveryUpdated, body))
@@ -252,35 +260,41 @@ impl Shop {
         &self,
         order_id: &str,
         options: &WriteOptions,
-        decide: impl FnOnce(&ReadModel) -> Result<(EventType, EventBody), ShopError>,
+        decide: impl FnOnce(&ReadView) -> Result<(EventType, EventBody), ShopError> + Send + 'static,
     ) -> Result<Written, ShopError> {
+        if let Some(fault) = self.store.fault() {
+            return Err(ShopError::Store(StoreError::Io(fault)));
+        }
         let key = options.idempotency.as_ref().map(|i| i.key.as_str());
         let _guards = self.lock(order_id, key).await;
         self.catch_up_with_own_writes(order_id).await?;
 
         if let Some(idempotency) = &options.idempotency {
+            let key = idempotency.key.clone();
             let earlier = self
                 .store
-                .read(|m| m.idempotent_write(&idempotency.key).cloned());
+                .query(move |view| view.idempotent_write(&key))
+                .await?;
             if let Some(earlier) = earlier {
                 if earlier.fingerprint != idempotency.fingerprint {
                     return Err(ShopError::IdempotencyMismatch);
                 }
-                let event_type = earlier
-                    .data
+                let data: Value =
+                    serde_json::from_str(&earlier.data).unwrap_or(Value::String(earlier.data));
+                let event_type = data
                     .get("event_type")
                     .and_then(|t| serde_json::from_value(t.clone()).ok())
                     .unwrap_or(EventType::OrderCreated);
                 return Ok(Written {
                     event_type,
-                    data: earlier.data,
+                    data,
                     position: earlier.position,
                     replayed: true,
                 });
             }
         }
 
-        let (event_type, body) = self.store.read(decide)?;
+        let (event_type, body) = self.store.query(move |view| Ok(decide(view))).await??;
         let event = Event {
             event_id: new_id("event", options.idempotency.as_ref()),
             event_type,
@@ -324,9 +338,8 @@ impl Shop {
         if options.wait_visible {
             let visible = self
                 .store
-                .wait_for(VISIBLE_WAIT, |m| {
-                    m.progress(position.topic, position.partition)
-                        .is_some_and(|p| p.next_offset > position.offset)
+                .wait_for(VISIBLE_WAIT, |c| {
+                    c.has_applied(position.topic, position.partition, position.offset)
                 })
                 .await;
             if !visible {
@@ -375,11 +388,10 @@ impl Shop {
         }
         let caught_up = self
             .store
-            .wait_for(CATCH_UP_WAIT, |m| {
-                wanted.iter().all(|&(t, p, offset)| {
-                    m.progress(t, p)
-                        .is_some_and(|progress| progress.next_offset > offset)
-                })
+            .wait_for(CATCH_UP_WAIT, |c| {
+                wanted
+                    .iter()
+                    .all(|&(t, p, offset)| c.has_applied(t, p, offset))
             })
             .await;
         if caught_up {
@@ -391,30 +403,16 @@ impl Shop {
 }
 
 /// The order's details and status, or 404.
-fn existing_order<'a>(
-    model: &'a ReadModel,
+fn existing_order(
+    view: &ReadView,
     order_id: &str,
-) -> Result<
-    (
-        &'a OrderDetails,
-        Option<crate::domain::lifecycle::OrderStatus>,
-    ),
-    ShopError,
-> {
-    let order = model
-        .order(order_id)
-        .filter(|o| o.details.is_some())
-        .ok_or_else(|| ShopError::NotFound(format!("order {order_id} not found")))?;
-    Ok((
-        order.details.as_ref().expect("filtered above"),
-        order.status,
-    ))
+) -> Result<(OrderDetails, Option<OrderStatus>), ShopError> {
+    view.order(order_id)?
+        .and_then(|o| o.details.map(|d| (d, o.status)))
+        .ok_or_else(|| ShopError::NotFound(format!("order {order_id} not found")))
 }
 
-fn check(
-    status: Option<crate::domain::lifecycle::OrderStatus>,
-    body: &EventBody,
-) -> Result<(), ShopError> {
+fn check(status: Option<OrderStatus>, body: &EventBody) -> Result<(), ShopError> {
     transition(status, body)
         .map(|_| ())
         .map_err(|v| ShopError::Conflict(v.0))

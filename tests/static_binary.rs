@@ -7,7 +7,7 @@
 //!   volume would give), entered with `chroot` as user 10001 like the image's `USER`: it serves
 //!   `/healthz`, reaches the real broker by IP address, takes an order and shows it; its
 //!   `healthcheck` subcommand, run in the same root with the image's environment, answers 0;
-//!   on SIGTERM it stops cleanly and its snapshot is in `/data`, written as that user.
+//!   on SIGTERM it stops cleanly and its store is in `/data`, written as that user.
 //!   A broker *name* resolves through `/etc/hosts`, which Docker writes into every container;
 //!   without one the server still serves, and `/readyz` answers 503 with the reason.
 //! - aarch64 under `qemu-aarch64-static`: `--version`, then the same smoke test.
@@ -403,7 +403,7 @@ async fn x86_64_binary_runs_alone_in_an_empty_root() {
     assert_eq!(reason.lines().count(), 1, "{reason}");
     assert!(reason.contains("cannot connect"), "{reason}");
 
-    // SIGTERM: a clean stop that saves the snapshot in /data, written as the image's
+    // SIGTERM: a clean stop that leaves the store in /data, written as the image's
     // non-root user. The server needed nothing else in its root.
     let status = server.terminate(Duration::from_secs(30));
     assert!(
@@ -417,7 +417,7 @@ async fn x86_64_binary_runs_alone_in_an_empty_root() {
         .collect();
     assert!(
         !saved.is_empty(),
-        "no snapshot in /data; logs:\n{}",
+        "no store in /data; logs:\n{}",
         server.logs()
     );
     assert!(

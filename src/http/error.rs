@@ -72,6 +72,17 @@ impl From<KafkaError> for ApiError {
     }
 }
 
+impl From<crate::model::StoreError> for ApiError {
+    fn from(error: crate::model::StoreError) -> Self {
+        tracing::warn!(%error, "the store failed a request");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("the read model's store is not available: {error}"),
+        )
+    }
+}
+
 impl From<ShopError> for ApiError {
     fn from(error: ShopError) -> Self {
         let message = error.to_string();
@@ -106,6 +117,7 @@ impl From<ShopError> for ApiError {
             ShopError::CatchingUp => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "catching_up", message)
             }
+            ShopError::Store(store) => store.into(),
             ShopError::NotVisible { position, .. } => {
                 Self::new(StatusCode::GATEWAY_TIMEOUT, "not_visible_yet", message)
                     .with("kafka", serde_json::to_value(position).unwrap_or_default())

@@ -10,7 +10,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use super::{Body, Response};
 use crate::AppState;
 
-pub fn render(state: &AppState) -> Response {
+pub async fn render(state: &AppState) -> Response {
     let mut out = String::with_capacity(4096);
     let ready = state.kafka.ready_session().is_ok();
     let caught_up = state.catch_up.get().is_some_and(|c| c.done());
@@ -43,8 +43,16 @@ pub fn render(state: &AppState) -> Response {
         [("", state.started_at.elapsed().as_secs_f64())],
     );
 
-    state.store.read(|model| {
-        let partitions = model.partitions();
+    let counters = {
+        let store = std::sync::Arc::clone(&state.store);
+        store
+            .query(|view| view.counters())
+            .await
+            .unwrap_or_default()
+    };
+    {
+        let committed = state.store.committed();
+        let partitions = &committed.partitions;
         let label = |p: &crate::model::PartitionProgress| {
             format!("topic=\"{}\",partition=\"{}\"", p.topic, p.partition)
         };
@@ -74,9 +82,8 @@ pub fn render(state: &AppState) -> Response {
             "shopstream_events_total",
             "distinct events in the read model",
             "gauge",
-            [("", model.event_count() as f64)],
+            [("", counters.events as f64)],
         );
-        let counters = model.counters();
         let by_status: Vec<(String, f64)> = crate::domain::lifecycle::OrderStatus::ALL
             .iter()
             .map(|s| {
@@ -117,7 +124,14 @@ pub fn render(state: &AppState) -> Response {
             "gauge",
             [("", counters.anomalies as f64)],
         );
-    });
+        family(
+            &mut out,
+            "shopstream_store_bytes",
+            "size of the read model's store file",
+            "gauge",
+            [("", state.store.file_bytes() as f64)],
+        );
+    }
 
     let mut response = hyper::Response::new(Body::from(out));
     *response.status_mut() = StatusCode::OK;

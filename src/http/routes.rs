@@ -29,13 +29,13 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
     let answer: Answer = match (method.clone(), segments.as_slice()) {
         (_, ["healthz"]) if get => Ok(healthz(&state)),
         (_, ["readyz"]) if get => Ok(readyz(&state)),
-        (_, ["metrics"]) if get => Ok(super::metrics::render(&state)),
+        (_, ["metrics"]) if get => Ok(super::metrics::render(&state).await),
         (_, ["ws"]) if get => return crate::live::ws::handle(state, request).await,
 
         (Method::POST, ["api", "orders"]) => place_order(&state, request).await,
-        (_, ["api", "orders"]) if get => list(&state, &request, Kind::Orders),
+        (_, ["api", "orders"]) if get => list(&state, &request, Kind::Orders).await,
         (Method::POST, ["api", "orders", "create"]) => place_demo_order(&state, request).await,
-        (_, ["api", "orders", id]) if get => order_detail(&state, id),
+        (_, ["api", "orders", id]) if get => order_detail(&state, id).await,
         (Method::POST, ["api", "orders", id, "payments"]) => {
             pay(&state, request, Some(id.to_string())).await
         }
@@ -45,13 +45,13 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
         }
 
         (Method::POST, ["api", "payments"]) => pay(&state, request, None).await,
-        (_, ["api", "payments"]) if get => list(&state, &request, Kind::Payments),
+        (_, ["api", "payments"]) if get => list(&state, &request, Kind::Payments).await,
         (Method::POST, ["api", "deliveries"]) => ship(&state, request, None).await,
-        (_, ["api", "deliveries"]) if get => list(&state, &request, Kind::Deliveries),
-        (_, ["api", "deliveries", id]) if get => delivery_detail(&state, id),
+        (_, ["api", "deliveries"]) if get => list(&state, &request, Kind::Deliveries).await,
+        (_, ["api", "deliveries", id]) if get => delivery_detail(&state, id).await,
         (Method::PATCH, ["api", "deliveries", id]) => advance_delivery(&state, request, id).await,
 
-        (_, ["api", "stats"]) if get => Ok(stats(&state)),
+        (_, ["api", "stats"]) if get => stats(&state).await,
         (_, ["api", "kafka"]) if get => kafka_overview(&state).await,
         (_, ["api", "events"]) if get => browse_events(&state, &request).await,
         (_, ["api", "simulator"]) if get => {
@@ -92,6 +92,18 @@ fn healthz(state: &AppState) -> Response {
 
 /// 200 only while the broker answers and the topics exist; 503 with the reason otherwise.
 fn readyz(state: &AppState) -> Response {
+    if let Some(fault) = state.store.fault() {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({
+                "status": "unavailable",
+                "error": {
+                    "code": "store_unavailable",
+                    "message": format!("the read model's store cannot be written ({fault}); consumption resumes by itself once it can"),
+                },
+            }),
+        );
+    }
     match state.kafka.ready_session() {
         Ok(session) => json_response(
             StatusCode::OK,
@@ -189,7 +201,7 @@ enum Kind {
     Deliveries,
 }
 
-fn list(state: &AppState, request: &Request, kind: Kind) -> Answer {
+async fn list(state: &AppState, request: &Request, kind: Kind) -> Answer {
     let params = query_params(request);
     let query = match kind {
         Kind::Orders => list_query(
@@ -204,11 +216,14 @@ fn list(state: &AppState, request: &Request, kind: Kind) -> Answer {
             &names(DeliveryStatus::ALL.iter().map(|s| s.as_str())),
         )?,
     };
-    let page = state.store.read(|m| match kind {
-        Kind::Orders => m.list_orders(&query),
-        Kind::Payments => m.list_payments(&query),
-        Kind::Deliveries => m.list_deliveries(&query),
-    });
+    let page = state
+        .store
+        .query(move |view| match kind {
+            Kind::Orders => view.list_orders(&query),
+            Kind::Payments => view.list_payments(&query),
+            Kind::Deliveries => view.list_deliveries(&query),
+        })
+        .await?;
     Ok(json_response(StatusCode::OK, &page))
 }
 
@@ -216,27 +231,33 @@ fn names<'a>(all: impl Iterator<Item = &'a str>) -> String {
     all.collect::<Vec<_>>().join(", ")
 }
 
-fn order_detail(state: &AppState, order_id: &str) -> Answer {
+async fn order_detail(state: &AppState, order_id: &str) -> Answer {
+    let id = order_id.to_string();
     state
         .store
-        .read(|m| m.order_detail(order_id))
+        .query(move |view| view.order_detail(&id))
+        .await?
         .map(|order| json_response(StatusCode::OK, &json!({ "order": order })))
         .ok_or_else(|| ApiError::not_found(format!("order {order_id} not found")))
 }
 
-fn delivery_detail(state: &AppState, delivery_id: &str) -> Answer {
+async fn delivery_detail(state: &AppState, delivery_id: &str) -> Answer {
+    let id = delivery_id.to_string();
     state
         .store
-        .read(|m| {
-            m.delivery(delivery_id)
-                .map(crate::model::query::delivery_view)
+        .query(move |view| {
+            Ok(view
+                .delivery(&id)?
+                .map(|d| crate::model::query::delivery_view(&d)))
         })
+        .await?
         .map(|delivery| json_response(StatusCode::OK, &json!({ "delivery": delivery })))
         .ok_or_else(|| ApiError::not_found(format!("delivery {delivery_id} not found")))
 }
 
-fn stats(state: &AppState) -> Response {
-    json_response(StatusCode::OK, &state.store.read(|m| m.stats(Utc::now())))
+async fn stats(state: &AppState) -> Answer {
+    let stats = state.store.query(|view| view.stats(Utc::now())).await?;
+    Ok(json_response(StatusCode::OK, &stats))
 }
 
 /// Per topic and partition: earliest and latest offsets on the broker, the next offset
@@ -253,11 +274,12 @@ async fn kafka_overview(state: &AppState) -> Answer {
         return Err(error.into());
     }
     let now = Utc::now();
-    let partitions: Vec<Value> = state.store.read(|m| {
+    let committed = state.store.committed();
+    let partitions: Vec<Value> = {
         broker
             .iter()
             .map(|b| {
-                let progress = m.progress(b.topic, b.partition);
+                let progress = committed.progress(b.topic, b.partition);
                 let next = progress.map_or(b.earliest, |p| p.next_offset);
                 let lag = (b.latest - next).max(0);
                 let lag_seconds = match progress.and_then(|p| p.last_record_time) {
@@ -279,7 +301,7 @@ async fn kafka_overview(state: &AppState) -> Answer {
                 })
             })
             .collect()
-    });
+    };
     Ok(json_response(
         StatusCode::OK,
         &json!({

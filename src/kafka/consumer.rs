@@ -19,7 +19,17 @@ use tokio_util::sync::CancellationToken;
 use super::connection::{KafkaConnection, KafkaSession};
 use super::{KafkaError, with_deadline};
 use crate::domain::event::{Event, Position, TopicRole, headers};
+use crate::model::StoreError;
 use crate::model::store::{FetchedRecord, Store};
+
+/// Why one consumer step failed; either way the consumer pauses and tries again.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Most bytes asked for in one fetch.
 const FETCH_MAX_BYTES: i32 = 4 * 1024 * 1024;
@@ -34,17 +44,26 @@ pub struct CatchUp {
     started: Instant,
     remaining: AtomicUsize,
     replayed: AtomicU64,
-    from_snapshot: bool,
+    from_store: bool,
 }
 
 impl CatchUp {
-    pub fn new(partitions: usize, from_snapshot: bool) -> Self {
+    pub fn new(partitions: usize, from_store: bool) -> Self {
         Self {
             started: Instant::now(),
             remaining: AtomicUsize::new(partitions),
             replayed: AtomicU64::new(0),
-            from_snapshot,
+            from_store,
         }
+    }
+
+    /// Records replayed so far by the partitions that caught up.
+    pub fn replayed(&self) -> u64 {
+        self.replayed.load(Ordering::Acquire)
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Whether every partition reached the end of the log seen at start.
@@ -56,8 +75,8 @@ impl CatchUp {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             tracing::info!(
                 replayed_records = self.replayed.load(Ordering::Acquire),
-                from = if self.from_snapshot {
-                    "snapshot offsets"
+                from = if self.from_store {
+                    "stored offsets"
                 } else {
                     "earliest offsets"
                 },
@@ -130,7 +149,17 @@ impl PartitionConsumer {
             };
             match result {
                 Ok(()) => pause = RETRY_PAUSE.0,
-                Err(error) => {
+                Err(StepError::Store(error)) => {
+                    // The partition client is fine: the same range is fetched again once the
+                    // store takes writes.
+                    tracing::debug!(topic = %self.topic_name, partition = self.partition, %error, "store refused the batch");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(RETRY_PAUSE.1);
+                }
+                Err(StepError::Kafka(error)) => {
                     tracing::debug!(topic = %self.topic_name, partition = self.partition, %error, "fetch failed");
                     self.client = None;
                     tokio::select! {
@@ -145,7 +174,7 @@ impl PartitionConsumer {
 
     /// One fetch and its application. On error the partition client is dropped (the caller
     /// pauses, then the next step builds a fresh one).
-    async fn step(&mut self) -> Result<(), KafkaError> {
+    async fn step(&mut self) -> Result<(), StepError> {
         let session = self.kafka.ready_session()?;
         let (generation, client) = match self.client.take() {
             Some((generation, client)) if generation == session.generation => (generation, client),
@@ -163,19 +192,22 @@ impl PartitionConsumer {
                 (session.generation, client)
             }
         };
-        self.fetch_once(&client).await?;
-        self.client = Some((generation, client));
-        Ok(())
+        let fetched = self.fetch_once(&client).await;
+        if !matches!(fetched, Err(StepError::Kafka(_))) {
+            self.client = Some((generation, client));
+        }
+        fetched
     }
 
-    async fn fetch_once(&mut self, client: &PartitionClient) -> Result<(), KafkaError> {
+    async fn fetch_once(&mut self, client: &PartitionClient) -> Result<(), StepError> {
         let offset = match self.store.next_offset(self.role, self.partition) {
             Some(offset) => offset,
             // Never consumed: start at the earliest record still kept.
             None => {
                 let earliest = self.offset_at(client, OffsetAt::Earliest).await?;
                 self.store
-                    .apply_fetched(self.role, self.partition, Vec::new(), earliest);
+                    .apply_fetched_from(self.role, self.partition, None, Vec::new(), earliest)
+                    .await?;
                 earliest
             }
         };
@@ -196,7 +228,7 @@ impl PartitionConsumer {
                     },
                 ..
             }) => return self.reset_out_of_range(client, offset).await,
-            Err(error) => return Err(error),
+            Err(error) => return Err(error.into()),
         };
 
         let count = records.len() as u64;
@@ -208,7 +240,14 @@ impl PartitionConsumer {
             .collect();
         let outcome = self
             .store
-            .apply_fetched(self.role, self.partition, fetched, next_offset);
+            .apply_fetched_from(
+                self.role,
+                self.partition,
+                Some(offset),
+                fetched,
+                next_offset,
+            )
+            .await?;
         if let Some((skipped_offset, reason)) = outcome.skipped.first()
             && !self.logged_skip
         {
@@ -256,7 +295,7 @@ impl PartitionConsumer {
         &self,
         client: &PartitionClient,
         offset: i64,
-    ) -> Result<(), KafkaError> {
+    ) -> Result<(), StepError> {
         let earliest = self.offset_at(client, OffsetAt::Earliest).await?;
         let latest = self.offset_at(client, OffsetAt::Latest).await?;
         let to = if offset > latest {
@@ -273,7 +312,9 @@ impl PartitionConsumer {
             resume_at = to,
             "saved offset is out of range of the log; resetting"
         );
-        self.store.reset_offset(self.role, self.partition, to);
+        self.store
+            .reset_offset(self.role, self.partition, to)
+            .await?;
         Ok(())
     }
 
@@ -285,7 +326,12 @@ impl PartitionConsumer {
         };
         let record = r.record;
         let decoded = match &record.value {
-            Some(value) => Event::decode(value, position, &self.topic_name, record.timestamp),
+            Some(value) => Event::decode(value, position, &self.topic_name, record.timestamp).map(
+                |(event, _)| {
+                    // It parsed as JSON, so it is UTF-8.
+                    (event, String::from_utf8_lossy(value).into_owned())
+                },
+            ),
             None => Err(crate::domain::event::UndecodableRecord(
                 "no value (tombstone)".into(),
             )),

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::broadcast;
 
 use crate::domain::event::{EventType, Position, format_time};
@@ -24,32 +25,57 @@ pub struct LiveFrame {
     pub json: Arc<str>,
 }
 
+/// The wire shape of an event frame.
+#[derive(serde::Serialize)]
+struct EventFrame<'a> {
+    r#type: &'static str,
+    topic: crate::domain::event::TopicRole,
+    partition: i32,
+    offset: i64,
+    event_type: &'static str,
+    event: &'static str,
+    event_id: &'a str,
+    key: Option<&'a str>,
+    timestamp: String,
+    data: &'a RawValue,
+}
+
 impl LiveFrame {
-    /// The frame for one consumed record.
+    /// The frame for one consumed record; `data` is the record value as JSON text, sent as
+    /// it was written.
     pub fn new(
         position: Position,
         event_id: &str,
         event_type: EventType,
         key: Option<&str>,
         time: DateTime<Utc>,
-        data: &Value,
+        data: &str,
     ) -> Self {
-        let frame = json!({
-            "type": "event",
-            "topic": position.topic,
-            "partition": position.partition,
-            "offset": position.offset,
-            "event_type": event_type.as_str(),
-            "event": position.topic.seed_event_name(),
-            "event_id": event_id,
-            "key": key,
-            "timestamp": format_time(time),
-            "data": data,
-        });
+        let fallback;
+        let data: &RawValue = match serde_json::from_str::<&RawValue>(data.trim()) {
+            Ok(raw) => raw,
+            Err(_) => {
+                fallback = RawValue::from_string(Value::String(data.to_string()).to_string())
+                    .expect("a JSON string is JSON");
+                &fallback
+            }
+        };
+        let frame = EventFrame {
+            r#type: "event",
+            topic: position.topic,
+            partition: position.partition,
+            offset: position.offset,
+            event_type: event_type.as_str(),
+            event: position.topic.seed_event_name(),
+            event_id,
+            key,
+            timestamp: format_time(time),
+            data,
+        };
         Self {
             position,
             event_id: event_id.to_string(),
-            json: Arc::from(frame.to_string()),
+            json: Arc::from(serde_json::to_string(&frame).expect("frames always serialise")),
         }
     }
 }

@@ -988,13 +988,9 @@ fn replay_frame(
         offset: r.offset,
     };
     let record = r.record;
-    let (event, data) = Event::decode(
-        record.value.as_deref()?,
-        position,
-        topic_name,
-        record.timestamp,
-    )
-    .ok()?;
+    let value = record.value.as_deref()?;
+    let (event, _) = Event::decode(value, position, topic_name, record.timestamp).ok()?;
+    let data = std::str::from_utf8(value).ok()?;
     let key = record
         .key
         .as_ref()
@@ -1005,7 +1001,7 @@ fn replay_frame(
         event.event_type,
         key.as_deref(),
         event.time,
-        &data,
+        data,
     ))
 }
 

@@ -1,25 +1,26 @@
 //! The read model: orders, payments, deliveries and statistics, built only from consumed
 //! events (never from the HTTP request that produced them).
 //!
-//! Pure logic, no I/O: [`ReadModel::apply`] takes one decoded event and its position, and is
-//! idempotent by `event_id`, so replays and producer retries never double count. The offsets
-//! consumed so far live in the same structure ([`PartitionProgress`]), so a snapshot of the
-//! model always carries exactly the offsets it reflects ([`snapshot`]).
+//! The model lives on disk ([`store`]): its cost does not grow in memory with the shop's
+//! history. This module holds the pure part: the record types and the rules that fold one
+//! event into them. [`Changes`] is one group commit's worth of modified records, read from the
+//! saved state through the small [`Lookup`] trait and written back by the store in one
+//! transaction, together with the offsets of the records that produced them.
 //!
+//! Applying is idempotent by `event_id`, so replays and producer retries never double count.
 //! An order's status is the fold of its timeline sorted by event time, recomputed whenever an
-//! event joins it. The three topics are consumed independently, so a payment may be read before
-//! the order it pays; folding by time gives the same state whatever the arrival order, and an
-//! event that breaks the lifecycle stays in the timeline, flagged as an anomaly.
+//! event joins it. The three topics are consumed independently, so a payment may be read
+//! before the order it pays; folding by time gives the same state whatever the arrival order,
+//! and an event that breaks the lifecycle stays in the timeline, flagged as an anomaly.
 
 pub mod query;
-pub mod snapshot;
 pub mod store;
+mod tables;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::domain::event::{
     DeliveryDetails, DeliveryStatus, Event, EventBody, EventType, OrderDetails, PaymentDetails,
@@ -28,8 +29,10 @@ use crate::domain::event::{
 use crate::domain::lifecycle::{OrderStatus, transition};
 use crate::domain::money::Money;
 
+pub use store::StoreError;
+
 /// How many minutes of per-minute order counts are kept.
-const MINUTES_KEPT: i64 = 24 * 60;
+pub const MINUTES_KEPT: i64 = 24 * 60;
 
 /// One event in an order's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,15 +41,16 @@ pub struct TimelineEntry {
     pub event_type: EventType,
     pub position: Position,
     pub time: DateTime<Utc>,
-    /// The record value as it was read.
-    pub data: Value,
+    /// The record value as it was read, as JSON text: kept as text so that a deeply nested
+    /// record never makes the saved state unreadable.
+    pub data: String,
     /// Why this event breaks the lifecycle, if it does.
     pub anomaly: Option<String>,
     /// The decoded event, for refolding.
     pub(crate) body: EventBody,
 }
 
-/// An order as the log tells it.
+/// An order as the log tells it, without its timeline (list rows read only this).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderRecord {
     pub order_id: String,
@@ -55,10 +59,16 @@ pub struct OrderRecord {
     pub created_at: Option<DateTime<Utc>>,
     pub status: Option<OrderStatus>,
     pub updated_at: DateTime<Utc>,
-    pub timeline: Vec<TimelineEntry>,
     pub anomalies: usize,
     pub payment_ids: Vec<String>,
     pub delivery_ids: Vec<String>,
+}
+
+/// An order and its timeline, as the apply rules work on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredOrder {
+    pub record: OrderRecord,
+    pub timeline: Vec<TimelineEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,7 +104,10 @@ pub struct IdempotentWrite {
     pub fingerprint: String,
     pub event_id: String,
     pub position: Position,
-    pub data: Value,
+    /// The record value as JSON text.
+    pub data: String,
+    /// The Kafka time of the record, for pruning.
+    pub record_time: DateTime<Utc>,
 }
 
 /// Consumption state of one partition.
@@ -112,7 +125,21 @@ pub struct PartitionProgress {
     pub last_record_time: Option<DateTime<Utc>>,
 }
 
-/// Counters kept as events apply, so that `/api/stats` costs nothing.
+impl PartitionProgress {
+    pub fn new(topic: TopicRole, partition: i32) -> Self {
+        Self {
+            topic,
+            partition,
+            next_offset: 0,
+            skipped: 0,
+            resets: 0,
+            last_record_time: None,
+        }
+    }
+}
+
+/// Counters kept as events apply, so that `/api/stats` costs nothing. Saved in the same
+/// transaction as the records they count.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counters {
     pub by_status: BTreeMap<OrderStatus, u64>,
@@ -121,10 +148,21 @@ pub struct Counters {
     pub payments_succeeded: u64,
     pub payments_failed: u64,
     pub anomalies: u64,
-    /// Orders created per minute (unix minute → count), the last [`MINUTES_KEPT`].
-    pub orders_per_minute: BTreeMap<i64, u64>,
-    /// Revenue of orders created per minute (unix minute → minor units), all currencies.
-    pub revenue_per_minute: BTreeMap<i64, i64>,
+    /// Orders whose creation was read.
+    pub orders: u64,
+    pub deliveries: u64,
+    /// Distinct events applied (de-duplication ids are pruned, this count is not).
+    pub events: u64,
+    /// The newest Kafka record time applied: the clock that retention is measured by, so that
+    /// every instance and every replay prunes alike.
+    pub newest_record_time: Option<DateTime<Utc>>,
+}
+
+/// Orders created in one minute, and their revenue in minor units (all currencies).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinuteStats {
+    pub orders: u64,
+    pub revenue: i64,
 }
 
 /// What applying one event did.
@@ -136,90 +174,153 @@ pub enum Applied {
     Duplicate,
 }
 
-/// The whole read model. Fields are private: the model changes only through [`Self::apply`]
-/// and the progress methods.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ReadModel {
-    orders: HashMap<String, OrderRecord>,
-    payments: HashMap<String, PaymentRecord>,
-    deliveries: HashMap<String, DeliveryRecord>,
-    seen_events: HashSet<String>,
-    idempotency: HashMap<String, IdempotentWrite>,
-    partitions: Vec<PartitionProgress>,
-    counters: Counters,
-    // Indexes for newest-first listing; derived, rebuilt after loading a snapshot.
-    #[serde(skip)]
-    orders_by_time: BTreeSet<(DateTime<Utc>, String)>,
-    #[serde(skip)]
-    payments_by_time: BTreeSet<(DateTime<Utc>, String)>,
-    #[serde(skip)]
-    deliveries_by_time: BTreeSet<(DateTime<Utc>, String)>,
+/// Reads of the saved state the apply rules need. The store implements it over a write
+/// transaction; tests over a map.
+pub trait Lookup {
+    fn order(&self, order_id: &str) -> Result<Option<StoredOrder>, StoreError>;
+    fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError>;
+    fn delivery(&self, delivery_id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
+    fn event_seen(&self, event_id: &str) -> Result<bool, StoreError>;
+    fn idempotency_known(&self, key: &str) -> Result<bool, StoreError>;
+    fn minute(&self, minute: i64) -> Result<Option<MinuteStats>, StoreError>;
 }
 
-impl ReadModel {
-    pub fn new() -> Self {
-        Self::default()
+/// A record as it was before this batch (`None`: new) and as it is now.
+#[derive(Debug, Clone)]
+pub struct Touched<T> {
+    pub before: Option<T>,
+    pub after: Option<T>,
+}
+
+/// The changes of one group commit: every record touched, with its saved version for the
+/// store to update the indexes, and the counters and offsets as they will be committed.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    pub orders: HashMap<String, Touched<StoredOrder>>,
+    pub payments: HashMap<String, Touched<PaymentRecord>>,
+    pub deliveries: HashMap<String, Touched<DeliveryRecord>>,
+    /// New de-duplication ids and the Kafka time of their record.
+    pub events: HashMap<String, DateTime<Utc>>,
+    pub idempotency: HashMap<String, IdempotentWrite>,
+    pub counters: Counters,
+    pub minutes: BTreeMap<i64, MinuteStats>,
+    /// Every partition's progress as it will be committed (only the changed ones are written).
+    pub progress: BTreeMap<(TopicRole, i32), PartitionProgress>,
+    pub changed_progress: BTreeSet<(TopicRole, i32)>,
+}
+
+impl Changes {
+    /// Starts a batch from the committed counters and offsets.
+    pub fn new(
+        counters: Counters,
+        progress: BTreeMap<(TopicRole, i32), PartitionProgress>,
+    ) -> Self {
+        Self {
+            counters,
+            progress,
+            ..Self::default()
+        }
     }
 
-    /// Applies one event read at `position`. `idempotency` is the key and request fingerprint
-    /// the producing request carried, if any.
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty()
+            && self.payments.is_empty()
+            && self.deliveries.is_empty()
+            && self.events.is_empty()
+            && self.changed_progress.is_empty()
+    }
+
+    /// Progress of one partition (created at offset 0 when first asked for), marked changed.
+    pub fn progress_mut(&mut self, topic: TopicRole, partition: i32) -> &mut PartitionProgress {
+        self.changed_progress.insert((topic, partition));
+        self.progress
+            .entry((topic, partition))
+            .or_insert_with(|| PartitionProgress::new(topic, partition))
+    }
+
+    pub fn progress(&self, topic: TopicRole, partition: i32) -> Option<&PartitionProgress> {
+        self.progress.get(&(topic, partition))
+    }
+
+    /// Applies one event read at `position`. `data` is the record value as JSON text;
+    /// `idempotency` the key and request fingerprint the producing request carried, if any.
     pub fn apply(
         &mut self,
+        saved: &impl Lookup,
         event: &Event,
         position: Position,
-        data: &Value,
+        data: &str,
+        record_time: DateTime<Utc>,
         idempotency: Option<(String, String)>,
-    ) -> Applied {
-        if !self.seen_events.insert(event.event_id.clone()) {
-            return Applied::Duplicate;
+    ) -> Result<Applied, StoreError> {
+        if self.events.contains_key(&event.event_id) || saved.event_seen(&event.event_id)? {
+            return Ok(Applied::Duplicate);
         }
-        if let Some((key, fingerprint)) = idempotency {
-            self.idempotency.entry(key).or_insert(IdempotentWrite {
-                fingerprint,
-                event_id: event.event_id.clone(),
-                position,
-                data: data.clone(),
-            });
+        self.events.insert(event.event_id.clone(), record_time);
+        self.counters.events += 1;
+        self.counters.newest_record_time = self.counters.newest_record_time.max(Some(record_time));
+        if let Some((key, fingerprint)) = idempotency
+            && !self.idempotency.contains_key(&key)
+            && !saved.idempotency_known(&key)?
+        {
+            self.idempotency.insert(
+                key,
+                IdempotentWrite {
+                    fingerprint,
+                    event_id: event.event_id.clone(),
+                    position,
+                    data: data.to_string(),
+                    record_time,
+                },
+            );
         }
 
         match &event.body {
-            EventBody::PaymentProcessed(p) => self.record_payment(event, p, position),
-            EventBody::Delivery(d) => self.record_delivery(event, d, position),
+            EventBody::PaymentProcessed(p) => self.record_payment(saved, event, p, position)?,
+            EventBody::Delivery(d) => self.record_delivery(saved, event, d, position)?,
             _ => {}
         }
-        self.record_in_order(event, position, data);
-        Applied::New
+        self.record_in_order(saved, event, position, data)?;
+        Ok(Applied::New)
     }
 
-    fn record_payment(&mut self, event: &Event, p: &PaymentDetails, position: Position) {
+    fn record_payment(
+        &mut self,
+        saved: &impl Lookup,
+        event: &Event,
+        p: &PaymentDetails,
+        position: Position,
+    ) -> Result<(), StoreError> {
         match p.status {
             PaymentStatus::Success => self.counters.payments_succeeded += 1,
             PaymentStatus::Failed => self.counters.payments_failed += 1,
         }
-        if let Some(old) = self.payments.get(&p.payment_id) {
-            self.payments_by_time
-                .remove(&(old.time, old.payment_id.clone()));
-        }
-        self.payments_by_time
-            .insert((event.time, p.payment_id.clone()));
-        self.payments.insert(
-            p.payment_id.clone(),
-            PaymentRecord {
-                payment_id: p.payment_id.clone(),
-                order_id: event.order_id.clone(),
-                amount: p.amount,
-                currency: p.currency.clone(),
-                method: p.method.clone(),
-                status: p.status,
-                failure_reason: p.failure_reason.clone(),
-                time: event.time,
-                position,
-            },
-        );
+        let touched = touch(&mut self.payments, &p.payment_id, |id| saved.payment(id))?;
+        touched.after = Some(PaymentRecord {
+            payment_id: p.payment_id.clone(),
+            order_id: event.order_id.clone(),
+            amount: p.amount,
+            currency: p.currency.clone(),
+            method: p.method.clone(),
+            status: p.status,
+            failure_reason: p.failure_reason.clone(),
+            time: event.time,
+            position,
+        });
+        Ok(())
     }
 
-    fn record_delivery(&mut self, event: &Event, d: &DeliveryDetails, position: Position) {
-        match self.deliveries.get_mut(&d.delivery_id) {
+    fn record_delivery(
+        &mut self,
+        saved: &impl Lookup,
+        event: &Event,
+        d: &DeliveryDetails,
+        position: Position,
+    ) -> Result<(), StoreError> {
+        let touched = touch(&mut self.deliveries, &d.delivery_id, |id| {
+            saved.delivery(id)
+        })?;
+        match &mut touched.after {
             // Updates may be read out of order: the newest by event time wins.
             Some(existing) => {
                 if event.time >= existing.updated_at {
@@ -234,72 +335,68 @@ impl ReadModel {
                     }
                 }
                 if event.time < existing.created_at {
-                    self.deliveries_by_time
-                        .remove(&(existing.created_at, d.delivery_id.clone()));
                     existing.created_at = event.time;
-                    self.deliveries_by_time
-                        .insert((event.time, d.delivery_id.clone()));
                 }
             }
             None => {
-                self.deliveries_by_time
-                    .insert((event.time, d.delivery_id.clone()));
-                self.deliveries.insert(
-                    d.delivery_id.clone(),
-                    DeliveryRecord {
-                        delivery_id: d.delivery_id.clone(),
-                        order_id: event.order_id.clone(),
-                        address: d.address.clone(),
-                        status: d.status,
-                        carrier: d.carrier.clone(),
-                        estimated_date: d.estimated_date,
-                        created_at: event.time,
-                        updated_at: event.time,
-                        position,
-                    },
-                );
+                self.counters.deliveries += 1;
+                touched.after = Some(DeliveryRecord {
+                    delivery_id: d.delivery_id.clone(),
+                    order_id: event.order_id.clone(),
+                    address: d.address.clone(),
+                    status: d.status,
+                    carrier: d.carrier.clone(),
+                    estimated_date: d.estimated_date,
+                    created_at: event.time,
+                    updated_at: event.time,
+                    position,
+                });
             }
         }
+        Ok(())
     }
 
-    fn record_in_order(&mut self, event: &Event, position: Position, data: &Value) {
-        let order = self
-            .orders
-            .entry(event.order_id.clone())
-            .or_insert_with(|| OrderRecord {
+    fn record_in_order(
+        &mut self,
+        saved: &impl Lookup,
+        event: &Event,
+        position: Position,
+        data: &str,
+    ) -> Result<(), StoreError> {
+        let touched = touch(&mut self.orders, &event.order_id, |id| saved.order(id))?;
+        let order = touched.after.get_or_insert_with(|| StoredOrder {
+            record: OrderRecord {
                 order_id: event.order_id.clone(),
                 details: None,
                 created_at: None,
                 status: None,
                 updated_at: event.time,
-                timeline: Vec::new(),
                 anomalies: 0,
                 payment_ids: Vec::new(),
                 delivery_ids: Vec::new(),
-            });
-        let before = (order.status, order.details.clone(), order.anomalies);
+            },
+            timeline: Vec::new(),
+        });
+        let record = &mut order.record;
+        let before = (record.status, record.details.clone(), record.anomalies);
         match &event.body {
-            EventBody::PaymentProcessed(p) if !order.payment_ids.contains(&p.payment_id) => {
-                order.payment_ids.push(p.payment_id.clone());
+            EventBody::PaymentProcessed(p) if !record.payment_ids.contains(&p.payment_id) => {
+                record.payment_ids.push(p.payment_id.clone());
             }
-            EventBody::Delivery(d) if !order.delivery_ids.contains(&d.delivery_id) => {
-                order.delivery_ids.push(d.delivery_id.clone());
+            EventBody::Delivery(d) if !record.delivery_ids.contains(&d.delivery_id) => {
+                record.delivery_ids.push(d.delivery_id.clone());
             }
             _ => {}
         }
 
+        let mut created_minute = None;
         if let EventBody::OrderCreated(details) = &event.body
-            && order.details.is_none()
+            && record.details.is_none()
         {
-            order.details = Some(details.clone());
-            order.created_at = Some(event.time);
-            self.orders_by_time
-                .insert((event.time, order.order_id.clone()));
-            let minute = unix_minute(event.time);
-            *self.counters.orders_per_minute.entry(minute).or_default() += 1;
-            *self.counters.revenue_per_minute.entry(minute).or_default() += details.amount.minor();
-            prune_minutes(&mut self.counters.orders_per_minute);
-            prune_minutes(&mut self.counters.revenue_per_minute);
+            record.details = Some(details.clone());
+            record.created_at = Some(event.time);
+            self.counters.orders += 1;
+            created_minute = Some((unix_minute(event.time), details.amount.minor()));
         }
 
         let entry = TimelineEntry {
@@ -307,7 +404,7 @@ impl ReadModel {
             event_type: event.event_type,
             position,
             time: event.time,
-            data: data.clone(),
+            data: data.to_string(),
             anomaly: None,
             body: event.body.clone(),
         };
@@ -315,100 +412,55 @@ impl ReadModel {
             .timeline
             .partition_point(|e| timeline_key(e) <= timeline_key(&entry));
         order.timeline.insert(at, entry);
-        order.updated_at = order.updated_at.max(event.time);
+        order.record.updated_at = order.record.updated_at.max(event.time);
         refold(order);
 
-        let after = (order.status, order.details.clone(), order.anomalies);
-        self.counters.anomalies = self.counters.anomalies + after.2 as u64 - before.2 as u64;
+        let record = &order.record;
+        let after = (record.status, record.details.clone(), record.anomalies);
+        self.counters.anomalies = self
+            .counters
+            .anomalies
+            .saturating_add(after.2 as u64)
+            .saturating_sub(before.2 as u64);
         update_counters(
             &mut self.counters,
             (before.0, before.1.as_ref()),
             (after.0, after.1.as_ref()),
         );
+        if let Some((minute, cents)) = created_minute {
+            let stats = match self.minutes.get(&minute) {
+                Some(stats) => *stats,
+                None => saved.minute(minute)?.unwrap_or_default(),
+            };
+            self.minutes.insert(
+                minute,
+                MinuteStats {
+                    orders: stats.orders.saturating_add(1),
+                    revenue: stats.revenue.saturating_add(cents),
+                },
+            );
+        }
+        Ok(())
     }
+}
 
-    /// Progress of one partition (created at offset `start` when first asked for).
-    pub fn progress_mut(&mut self, topic: TopicRole, partition: i32) -> &mut PartitionProgress {
-        let at = match self
-            .partitions
-            .binary_search_by(|p| (p.topic, p.partition).cmp(&(topic, partition)))
-        {
-            Ok(at) => at,
-            Err(at) => {
-                self.partitions.insert(
-                    at,
-                    PartitionProgress {
-                        topic,
-                        partition,
-                        next_offset: 0,
-                        skipped: 0,
-                        resets: 0,
-                        last_record_time: None,
-                    },
-                );
-                at
-            }
-        };
-        &mut self.partitions[at]
+/// The batch's working copy of a record, read from the saved state the first time.
+fn touch<'a, T: Clone>(
+    map: &'a mut HashMap<String, Touched<T>>,
+    id: &str,
+    load: impl FnOnce(&str) -> Result<Option<T>, StoreError>,
+) -> Result<&'a mut Touched<T>, StoreError> {
+    if !map.contains_key(id) {
+        let before = load(id)?;
+        map.insert(
+            id.to_string(),
+            Touched {
+                after: before.clone(),
+                before,
+            },
+        );
     }
-
-    pub fn progress(&self, topic: TopicRole, partition: i32) -> Option<&PartitionProgress> {
-        self.partitions
-            .binary_search_by(|p| (p.topic, p.partition).cmp(&(topic, partition)))
-            .ok()
-            .map(|at| &self.partitions[at])
-    }
-
-    pub fn partitions(&self) -> &[PartitionProgress] {
-        &self.partitions
-    }
-
-    pub fn order(&self, order_id: &str) -> Option<&OrderRecord> {
-        self.orders.get(order_id)
-    }
-
-    pub fn payment(&self, payment_id: &str) -> Option<&PaymentRecord> {
-        self.payments.get(payment_id)
-    }
-
-    pub fn delivery(&self, delivery_id: &str) -> Option<&DeliveryRecord> {
-        self.deliveries.get(delivery_id)
-    }
-
-    pub fn idempotent_write(&self, key: &str) -> Option<&IdempotentWrite> {
-        self.idempotency.get(key)
-    }
-
-    pub fn counters(&self) -> &Counters {
-        &self.counters
-    }
-
-    pub fn event_count(&self) -> usize {
-        self.seen_events.len()
-    }
-
-    pub fn order_count(&self) -> usize {
-        self.orders_by_time.len()
-    }
-
-    /// Rebuilds what is derived rather than saved (after loading a snapshot).
-    fn rebuild_indexes(&mut self) {
-        self.orders_by_time = self
-            .orders
-            .values()
-            .filter_map(|o| o.created_at.map(|t| (t, o.order_id.clone())))
-            .collect();
-        self.payments_by_time = self
-            .payments
-            .values()
-            .map(|p| (p.time, p.payment_id.clone()))
-            .collect();
-        self.deliveries_by_time = self
-            .deliveries
-            .values()
-            .map(|d| (d.created_at, d.delivery_id.clone()))
-            .collect();
-    }
+    Ok(map.get_mut(id).expect("inserted above"))
 }
 
 /// Timeline order: event time, then lifecycle rank (an order is created before it is paid,
@@ -425,7 +477,7 @@ fn timeline_key(e: &TimelineEntry) -> (DateTime<Utc>, u8, Position) {
 }
 
 /// Recomputes the order's status and anomalies from its timeline.
-fn refold(order: &mut OrderRecord) {
+fn refold(order: &mut StoredOrder) {
     let mut status = None;
     let mut anomalies = 0;
     for entry in &mut order.timeline {
@@ -440,8 +492,8 @@ fn refold(order: &mut OrderRecord) {
             }
         }
     }
-    order.status = status;
-    order.anomalies = anomalies;
+    order.record.status = status;
+    order.record.anomalies = anomalies;
 }
 
 /// Moves an order's contribution to the counters from its old state to its new one.
@@ -456,14 +508,14 @@ fn update_counters(
         }
         if let (true, Some(d)) = (status.is_paid(), before.1) {
             let total = c.revenue.entry(d.currency.clone()).or_default();
-            *total = Money::from_minor(total.minor() - d.amount.minor());
+            *total = Money::from_minor(total.minor().saturating_sub(d.amount.minor()));
         }
     }
     if let (Some(status), Some(d)) = after {
         *c.by_status.entry(status).or_default() += 1;
         if status.is_paid() {
             let total = c.revenue.entry(d.currency.clone()).or_default();
-            *total = Money::from_minor(total.minor() + d.amount.minor());
+            *total = Money::from_minor(total.minor().saturating_add(d.amount.minor()));
         }
     }
 }
@@ -475,13 +527,61 @@ pub(crate) fn unix_minute(t: DateTime<Utc>) -> i64 {
         / 60
 }
 
-fn prune_minutes<V>(per_minute: &mut BTreeMap<i64, V>) {
-    let (Some(&oldest), Some(&newest)) = (per_minute.keys().next(), per_minute.keys().next_back())
-    else {
-        return;
-    };
-    if oldest < newest - MINUTES_KEPT {
-        *per_minute = per_minute.split_off(&(newest - MINUTES_KEPT));
+/// The words an order, payment or delivery is found by with `q`: the lower-case runs of
+/// letters and digits of the given fields. Bounded, so that a hostile record cannot make a huge
+/// index entry.
+pub fn search_words<'a>(fields: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    const MAX_WORDS: usize = 32;
+    const MAX_WORD_CHARS: usize = 64;
+    let mut words = BTreeSet::new();
+    for field in fields {
+        for word in field.split(|c: char| !c.is_alphanumeric()) {
+            if words.len() == MAX_WORDS {
+                return words;
+            }
+            if !word.is_empty() && word.chars().count() <= MAX_WORD_CHARS {
+                words.insert(word.to_lowercase());
+            }
+        }
+    }
+    words
+}
+
+impl OrderRecord {
+    pub fn search_words(&self) -> BTreeSet<String> {
+        let mut fields = vec![self.order_id.as_str()];
+        if let Some(d) = &self.details {
+            fields.extend([
+                d.customer_name.as_str(),
+                d.customer_email.as_str(),
+                d.product.as_str(),
+            ]);
+        }
+        search_words(fields)
+    }
+}
+
+impl PaymentRecord {
+    pub fn search_words(&self) -> BTreeSet<String> {
+        search_words([
+            self.order_id.as_str(),
+            self.payment_id.as_str(),
+            self.method.as_str(),
+        ])
+    }
+}
+
+impl DeliveryRecord {
+    pub fn search_words(&self) -> BTreeSet<String> {
+        let mut fields = vec![
+            self.order_id.as_str(),
+            self.delivery_id.as_str(),
+            self.address.as_str(),
+        ];
+        if let Some(c) = &self.carrier {
+            fields.push(c);
+        }
+        search_words(fields)
     }
 }
 

@@ -1,14 +1,26 @@
-//! Read-only views of the model for the API: filtered, newest-first pages with cursors, an
-//! order with its timeline, and the statistics. Everything here is pure and returns JSON
-//! values shaped for the HTTP answers.
+//! Read-only views of the store for the API: filtered, newest-first pages with cursors, an
+//! order with its timeline, and the statistics.
+//!
+//! Every list walks an index backwards from the cursor: the time index when unfiltered, the
+//! status index for `status`, the word index for `q`. A `q` search matches whole words
+//! (case-insensitive runs of letters and digits) of the customer's name, email and product and
+//! of the order id (payments: order id, payment id, method; deliveries: order id, delivery id,
+//! address, carrier). Every word of `q` must be found; the index walk follows the rarest one,
+//! and stops after [`MAX_SCANNED`] candidates with a cursor to go on from.
 
-use std::collections::BTreeSet;
 use std::ops::Bound;
 
 use chrono::{DateTime, TimeZone, Utc};
+use redb::ReadOnlyTable;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::{DeliveryRecord, OrderRecord, PaymentRecord, ReadModel, unix_minute};
+use super::store::ReadView;
+use super::tables::{self, Kind, micros};
+use super::{
+    Counters, DeliveryRecord, IdempotentWrite, MinuteStats, OrderRecord, PaymentRecord, StoreError,
+    StoredOrder, search_words, unix_minute,
+};
 use crate::domain::event::{DeliveryStatus, PaymentStatus, format_time};
 use crate::domain::lifecycle::OrderStatus;
 use crate::domain::money::Money;
@@ -16,6 +28,8 @@ use crate::domain::money::Money;
 /// Largest page a client may ask for.
 pub const MAX_LIMIT: usize = 500;
 pub const DEFAULT_LIMIT: usize = 50;
+/// Most index entries one search request looks at before answering with what it found.
+pub const MAX_SCANNED: usize = 20_000;
 
 /// Where a page starts: just after this (time, id), going back in time. Opaque to clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,116 +58,273 @@ impl Cursor {
 pub struct ListQuery {
     /// Status, already validated against the listed kind.
     pub status: Option<String>,
-    /// Case-insensitive text to find.
+    /// Words to find.
     pub text: Option<String>,
     pub limit: usize,
     pub before: Option<Cursor>,
 }
 
-/// Newest-first walk over an index, starting after the cursor, keeping what `keep` accepts.
-fn page<'a, T: 'a>(
-    index: &'a BTreeSet<(DateTime<Utc>, String)>,
-    query: &ListQuery,
-    lookup: impl Fn(&str) -> Option<&'a T>,
-    keep: impl Fn(&T) -> bool,
-    view: impl Fn(&T) -> Value,
-) -> Value {
-    let upper = match &query.before {
-        Some(c) => Bound::Excluded((c.time, c.id.clone())),
+/// What one list kind needs: its tables, how to read its status, how to show a row.
+struct ListKind<T> {
+    kind: Kind,
+    records: redb::TableDefinition<'static, &'static str, &'static [u8]>,
+    by_time: redb::TableDefinition<'static, (i64, &'static str), ()>,
+    by_status: redb::TableDefinition<'static, (u8, i64, &'static str), ()>,
+    status_code: Option<u8>,
+    matches_status: Box<dyn Fn(&T) -> bool>,
+    words: fn(&T) -> std::collections::BTreeSet<String>,
+    view: fn(&T) -> Value,
+}
+
+/// The (time, id) keys of one index, newest first, from just before the cursor.
+type Keys<'a> = Box<dyn Iterator<Item = Result<(i64, String), StoreError>> + 'a>;
+
+fn time_keys<'a>(
+    table: &'a ReadOnlyTable<(i64, &'static str), ()>,
+    before: Option<&Cursor>,
+) -> Result<Keys<'a>, StoreError> {
+    let upper = match before {
+        Some(c) => Bound::Excluded((micros(c.time), c.id.as_str())),
         None => Bound::Unbounded,
     };
-    let limit = query.limit.clamp(1, MAX_LIMIT);
-    let mut items = Vec::with_capacity(limit.min(64));
-    let mut last = None;
-    let mut more = false;
-    for (time, id) in index.range((Bound::Unbounded, upper)).rev() {
-        let Some(item) = lookup(id) else { continue };
-        if !keep(item) {
-            continue;
-        }
-        if items.len() == limit {
-            more = true;
-            break;
-        }
-        items.push(view(item));
-        last = Some(Cursor {
-            time: *time,
-            id: id.clone(),
-        });
+    let range = table.range::<(i64, &str)>((Bound::Unbounded, upper))?;
+    Ok(Box::new(range.rev().map(|row| {
+        let (key, _) = row?;
+        let (t, id) = key.value();
+        Ok((t, id.to_string()))
+    })))
+}
+
+fn status_keys<'a>(
+    table: &'a ReadOnlyTable<(u8, i64, &'static str), ()>,
+    status: u8,
+    before: Option<&Cursor>,
+) -> Result<Keys<'a>, StoreError> {
+    let upper = match before {
+        Some(c) => Bound::Excluded((status, micros(c.time), c.id.as_str())),
+        None => Bound::Excluded((status, i64::MAX, "")),
+    };
+    let lower = Bound::Included((status, i64::MIN, ""));
+    let range = table.range::<(u8, i64, &str)>((lower, upper))?;
+    Ok(Box::new(range.rev().map(|row| {
+        let (key, _) = row?;
+        let (_, t, id) = key.value();
+        Ok((t, id.to_string()))
+    })))
+}
+
+fn word_keys<'a>(
+    table: &'a ReadOnlyTable<(u8, &'static str, i64, &'static str), ()>,
+    kind: Kind,
+    word: &'a str,
+    before: Option<&'a Cursor>,
+) -> Result<Keys<'a>, StoreError> {
+    let k = kind as u8;
+    let upper = match before {
+        Some(c) => Bound::Excluded((k, word, micros(c.time), c.id.as_str())),
+        None => Bound::Excluded((k, word, i64::MAX, "")),
+    };
+    let lower = Bound::Included((k, word, i64::MIN, ""));
+    let range = table.range::<(u8, &str, i64, &str)>((lower, upper))?;
+    Ok(Box::new(range.rev().map(|row| {
+        let (key, _) = row?;
+        let (_, _, t, id) = key.value();
+        Ok((t, id.to_string()))
+    })))
+}
+
+fn get_json<T: DeserializeOwned>(
+    table: &ReadOnlyTable<&'static str, &'static [u8]>,
+    what: &str,
+    id: &str,
+) -> Result<Option<T>, StoreError> {
+    tables::read_json(table, what, id)
+}
+
+impl ReadView {
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        definition: redb::TableDefinition<K, V>,
+    ) -> Result<ReadOnlyTable<K, V>, StoreError> {
+        Ok(self.txn.open_table(definition)?)
     }
-    json!({
-        "items": items,
-        "next_cursor": if more { last.map(|c| c.encode()) } else { None },
-    })
-}
 
-fn contains(haystack: &str, needle_lower: &str) -> bool {
-    haystack.to_lowercase().contains(needle_lower)
-}
+    /// An order without its timeline.
+    pub fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
+        get_json(&self.table(tables::ORDERS)?, "order", order_id)
+    }
 
-impl ReadModel {
-    pub fn list_orders(&self, query: &ListQuery) -> Value {
+    pub fn stored_order(&self, order_id: &str) -> Result<Option<StoredOrder>, StoreError> {
+        tables::read_order(
+            &self.table(tables::ORDERS)?,
+            &self.table(tables::TIMELINES)?,
+            order_id,
+        )
+    }
+
+    pub fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
+        get_json(&self.table(tables::PAYMENTS)?, "payment", payment_id)
+    }
+
+    pub fn delivery(&self, delivery_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+        get_json(&self.table(tables::DELIVERIES)?, "delivery", delivery_id)
+    }
+
+    pub fn idempotent_write(&self, key: &str) -> Result<Option<IdempotentWrite>, StoreError> {
+        get_json(&self.table(tables::IDEMPOTENCY)?, "idempotency", key)
+    }
+
+    /// Whether an event id is still remembered for de-duplication.
+    pub fn event_seen(&self, event_id: &str) -> Result<bool, StoreError> {
+        Ok(self.table(tables::EVENTS)?.get(event_id)?.is_some())
+    }
+
+    pub fn counters(&self) -> Result<Counters, StoreError> {
+        tables::read_counters(&self.table(tables::META)?)
+    }
+
+    /// How many de-duplication ids are remembered now.
+    pub fn remembered_events(&self) -> Result<u64, StoreError> {
+        Ok(redb::ReadableTableMetadata::len(
+            &self.table(tables::EVENTS)?,
+        )?)
+    }
+
+    fn list<T: DeserializeOwned>(
+        &self,
+        kind: ListKind<T>,
+        query: &ListQuery,
+    ) -> Result<Value, StoreError> {
+        let records = self.table(kind.records)?;
+        let by_time = self.table(kind.by_time)?;
+        let by_status = self.table(kind.by_status)?;
+        let search = self.table(tables::SEARCH)?;
+        let counts = self.table(tables::WORD_COUNTS)?;
+        let before = query.before.as_ref();
+
+        let wanted: Vec<String> = query
+            .text
+            .as_deref()
+            .map(|t| search_words([t]).into_iter().collect())
+            .unwrap_or_default();
+        let rarest = if wanted.is_empty() {
+            None
+        } else {
+            let mut best: Option<(u64, &str)> = None;
+            for word in &wanted {
+                let count = counts
+                    .get((kind.kind as u8, word.as_str()))?
+                    .map_or(0, |v| v.value());
+                if best.is_none_or(|(n, _)| count < n) {
+                    best = Some((count, word.as_str()));
+                }
+            }
+            best.map(|(_, w)| w)
+        };
+
+        let keys = match (rarest, kind.status_code) {
+            (Some(word), _) => word_keys(&search, kind.kind, word, before)?,
+            (None, Some(status)) => status_keys(&by_status, status, before)?,
+            (None, None) => time_keys(&by_time, before)?,
+        };
+        let filtered = rarest.is_some();
+        let limit = query.limit.clamp(1, MAX_LIMIT);
+        let mut items = Vec::with_capacity(limit.min(64));
+        let mut last: Option<(i64, String)> = None;
+        let mut more = false;
+        for (scanned, key) in keys.enumerate() {
+            let (t, id) = key?;
+            if filtered && scanned >= MAX_SCANNED {
+                // Enough work for one request: the client goes on from here.
+                more = true;
+                break;
+            }
+            let Some(record) = get_json::<T>(&records, "record", &id)? else {
+                continue;
+            };
+            if filtered {
+                let words = (kind.words)(&record);
+                if !(kind.matches_status)(&record) || !wanted.iter().all(|w| words.contains(w)) {
+                    last = Some((t, id));
+                    continue;
+                }
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push((kind.view)(&record));
+            last = Some((t, id));
+        }
+        let next_cursor = if more {
+            last.and_then(|(t, id)| {
+                Utc.timestamp_micros(t)
+                    .single()
+                    .map(|time| Cursor { time, id }.encode())
+            })
+        } else {
+            None
+        };
+        Ok(json!({ "items": items, "next_cursor": next_cursor }))
+    }
+
+    pub fn list_orders(&self, query: &ListQuery) -> Result<Value, StoreError> {
         let status = query.status.as_deref().and_then(OrderStatus::parse);
-        let text = query.text.as_ref().map(|t| t.to_lowercase());
-        page(
-            &self.orders_by_time,
-            query,
-            |id| self.orders.get(id),
-            |o: &OrderRecord| {
-                status.is_none_or(|s| o.status == Some(s))
-                    && text.as_deref().is_none_or(|t| {
-                        o.details.as_ref().is_some_and(|d| {
-                            contains(&d.customer_name, t)
-                                || contains(&d.customer_email, t)
-                                || contains(&d.product, t)
-                        }) || o.order_id.contains(t)
-                    })
+        self.list(
+            ListKind::<OrderRecord> {
+                kind: Kind::Orders,
+                records: tables::ORDERS,
+                by_time: tables::ORDERS_BY_TIME,
+                by_status: tables::ORDERS_BY_STATUS,
+                status_code: status.map(tables::order_status_code),
+                matches_status: Box::new(move |o| status.is_none_or(|s| o.status == Some(s))),
+                words: OrderRecord::search_words,
+                view: order_summary,
             },
-            order_summary,
+            query,
         )
     }
 
-    pub fn list_payments(&self, query: &ListQuery) -> Value {
-        let status = query.status.as_deref().map(str::to_uppercase);
-        let text = query.text.as_ref().map(|t| t.to_lowercase());
-        page(
-            &self.payments_by_time,
-            query,
-            |id| self.payments.get(id),
-            |p: &PaymentRecord| {
-                status.as_deref().is_none_or(|s| p.status.as_str() == s)
-                    && text.as_deref().is_none_or(|t| {
-                        p.order_id.contains(t) || p.payment_id.contains(t) || contains(&p.method, t)
-                    })
+    pub fn list_payments(&self, query: &ListQuery) -> Result<Value, StoreError> {
+        let status = query.status.as_deref().and_then(payment_status);
+        self.list(
+            ListKind::<PaymentRecord> {
+                kind: Kind::Payments,
+                records: tables::PAYMENTS,
+                by_time: tables::PAYMENTS_BY_TIME,
+                by_status: tables::PAYMENTS_BY_STATUS,
+                status_code: status.map(tables::payment_status_code),
+                matches_status: Box::new(move |p| status.is_none_or(|s| p.status == s)),
+                words: PaymentRecord::search_words,
+                view: payment_view,
             },
-            payment_view,
+            query,
         )
     }
 
-    pub fn list_deliveries(&self, query: &ListQuery) -> Value {
+    pub fn list_deliveries(&self, query: &ListQuery) -> Result<Value, StoreError> {
         let status = query.status.as_deref().and_then(DeliveryStatus::parse);
-        let text = query.text.as_ref().map(|t| t.to_lowercase());
-        page(
-            &self.deliveries_by_time,
-            query,
-            |id| self.deliveries.get(id),
-            |d: &DeliveryRecord| {
-                status.is_none_or(|s| d.status == s)
-                    && text.as_deref().is_none_or(|t| {
-                        d.order_id.contains(t)
-                            || d.delivery_id.contains(t)
-                            || contains(&d.address, t)
-                            || d.carrier.as_deref().is_some_and(|c| contains(c, t))
-                    })
+        self.list(
+            ListKind::<DeliveryRecord> {
+                kind: Kind::Deliveries,
+                records: tables::DELIVERIES,
+                by_time: tables::DELIVERIES_BY_TIME,
+                by_status: tables::DELIVERIES_BY_STATUS,
+                status_code: status.map(tables::delivery_status_code),
+                matches_status: Box::new(move |d| status.is_none_or(|s| d.status == s)),
+                words: DeliveryRecord::search_words,
+                view: delivery_view,
             },
-            delivery_view,
+            query,
         )
     }
 
     /// An order, its payments, its delivery and its timeline across the three topics.
-    pub fn order_detail(&self, order_id: &str) -> Option<Value> {
-        let order = self.orders.get(order_id)?;
-        let mut view = order_summary(order);
+    pub fn order_detail(&self, order_id: &str) -> Result<Option<Value>, StoreError> {
+        let Some(order) = self.stored_order(order_id)? else {
+            return Ok(None);
+        };
+        let mut view = order_summary(&order.record);
         view["timeline"] = order
             .timeline
             .iter()
@@ -165,30 +336,36 @@ impl ReadModel {
                     "partition": e.position.partition,
                     "offset": e.position.offset,
                     "time": format_time(e.time),
-                    "data": e.data,
+                    "data": serde_json::from_str::<Value>(&e.data)
+                        .unwrap_or_else(|_| Value::String(e.data.clone())),
                     "anomaly": e.anomaly,
                 })
             })
             .collect();
-        view["payments"] = order
-            .payment_ids
-            .iter()
-            .filter_map(|id| self.payments.get(id))
-            .map(payment_view)
-            .collect();
-        view["deliveries"] = order
-            .delivery_ids
-            .iter()
-            .filter_map(|id| self.deliveries.get(id))
-            .map(delivery_view)
-            .collect();
-        Some(view)
+        let payments = self.table(tables::PAYMENTS)?;
+        let mut shown = Vec::new();
+        for id in &order.record.payment_ids {
+            if let Some(p) = get_json::<PaymentRecord>(&payments, "payment", id)? {
+                shown.push(payment_view(&p));
+            }
+        }
+        view["payments"] = Value::Array(shown);
+        let deliveries = self.table(tables::DELIVERIES)?;
+        let mut shown = Vec::new();
+        for id in &order.record.delivery_ids {
+            if let Some(d) = get_json::<DeliveryRecord>(&deliveries, "delivery", id)? {
+                shown.push(delivery_view(&d));
+            }
+        }
+        view["deliveries"] = Value::Array(shown);
+        Ok(Some(view))
     }
 
     /// Counts per status, revenue of paid orders, payment success ratio, and orders and
     /// revenue per minute over the hour before `now`.
-    pub fn stats(&self, now: DateTime<Utc>) -> Value {
-        let c = &self.counters;
+    pub fn stats(&self, now: DateTime<Utc>) -> Result<Value, StoreError> {
+        let c = self.counters()?;
+        let minutes = self.table(tables::MINUTES)?;
         let by_status: serde_json::Map<String, Value> = OrderStatus::ALL
             .iter()
             .map(|s| {
@@ -200,23 +377,26 @@ impl ReadModel {
             .collect();
         let attempts = c.payments_succeeded + c.payments_failed;
         let this_minute = unix_minute(now);
-        let per_minute: Vec<Value> = (this_minute - 59..=this_minute)
-            .map(|m| {
-                json!({
-                    "minute": format_time(Utc.timestamp_opt(m * 60, 0).single().unwrap_or(now)),
-                    "orders": c.orders_per_minute.get(&m).copied().unwrap_or(0),
-                    "revenue": Money::from_minor(c.revenue_per_minute.get(&m).copied().unwrap_or(0)),
-                })
-            })
-            .collect();
+        let mut per_minute = Vec::with_capacity(60);
+        for m in this_minute - 59..=this_minute {
+            let stats: MinuteStats = match minutes.get(m)? {
+                Some(v) => tables::decode("minute", v.value())?,
+                None => MinuteStats::default(),
+            };
+            per_minute.push(json!({
+                "minute": format_time(Utc.timestamp_opt(m * 60, 0).single().unwrap_or(now)),
+                "orders": stats.orders,
+                "revenue": Money::from_minor(stats.revenue),
+            }));
+        }
         let in_delivery: u64 = OrderStatus::ALL
             .iter()
             .filter(|s| s.is_in_delivery())
             .map(|s| c.by_status.get(s).copied().unwrap_or(0))
             .sum();
-        json!({
+        Ok(json!({
             "orders": {
-                "total": self.orders_by_time.len(),
+                "total": c.orders,
                 "by_status": by_status,
                 "in_delivery": in_delivery,
             },
@@ -226,11 +406,11 @@ impl ReadModel {
                 "failed": c.payments_failed,
                 "success_ratio": if attempts == 0 { Value::Null } else { json!(c.payments_succeeded as f64 / attempts as f64) },
             },
-            "deliveries": { "total": self.deliveries.len() },
+            "deliveries": { "total": c.deliveries },
             "anomalies": c.anomalies,
             "orders_per_minute": per_minute,
-            "events": self.seen_events.len(),
-        })
+            "events": c.events,
+        }))
     }
 }
 
@@ -283,9 +463,13 @@ pub fn delivery_view(d: &DeliveryRecord) -> Value {
     })
 }
 
+fn payment_status(s: &str) -> Option<PaymentStatus> {
+    [PaymentStatus::Success, PaymentStatus::Failed]
+        .into_iter()
+        .find(|p| p.as_str().eq_ignore_ascii_case(s))
+}
+
 /// Whether `s` names a payment status (`SUCCESS`, `failed`, ...).
 pub fn is_payment_status(s: &str) -> bool {
-    [PaymentStatus::Success, PaymentStatus::Failed]
-        .iter()
-        .any(|p| p.as_str().eq_ignore_ascii_case(s))
+    payment_status(s).is_some()
 }

@@ -1,24 +1,132 @@
-//! The shared read model: one lock around [`ReadModel`], a version counter that waiters watch,
-//! and the live hub, published to under the same lock so that a client which subscribes and
-//! reads the positions in one step sees every later event exactly once.
+//! The read model on disk: one redb file in the data dir, written by one applier thread.
 //!
-//! Written only by the partition consumers ([`Store::apply_fetched`]); read by the HTTP
-//! handlers, the WebSocket sessions and the snapshot writer.
+//! The partition consumers hand their fetched batches to the applier ([`Store::apply_fetched`]);
+//! it takes every batch that is waiting, applies them in one write transaction together with
+//! the next offsets of their partitions and the counters, and commits (group commit). State
+//! and offsets therefore never disagree: a restart resumes from the last commit with nothing
+//! to load. Commits do not wait for fsync; one commit a second is made durable (with redb's
+//! quick repair, so a crash costs no long recovery). After a crash the store falls back to its
+//! last durable commit, never to a torn one, and the consumers replay the log from there.
+//!
+//! Readers (HTTP handlers, commands) open read transactions, which never block the writer,
+//! and run on tokio's blocking threads ([`Store::query`]). Live frames are built after the
+//! commit, outside any lock, and published together with the new offsets under one short
+//! mutex, so that a client which subscribes and reads the offsets in one step
+//! ([`Store::subscribe`]) sees every later event exactly once.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use serde_json::Value;
-use tokio::sync::{broadcast, watch};
+use chrono::{DateTime, TimeDelta, Utc};
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase};
+use tokio::sync::{broadcast, oneshot, watch};
 
-use super::{Applied, ReadModel};
+use super::tables::{self, WriteTables};
+use super::{Applied, Changes, Counters, PartitionProgress};
 use crate::domain::event::{Event, Position, TopicRole, UndecodableRecord};
+use crate::kafka::TopicLayout;
 use crate::live::hub::{Hub, LiveFrame};
 
 /// A partition and the next offset the consumers will read from it.
 pub type ConsumedPosition = (TopicRole, i32, i64);
+
+/// The file the store lives in, inside the data dir.
+pub const FILE_NAME: &str = "shopstream.redb";
+/// The JSON snapshot older versions wrote; noticed and removed (the store is rebuilt).
+const OLD_SNAPSHOT: &str = "snapshot.json";
+/// Bumped whenever the saved shape changes incompatibly: an older store is rebuilt from the
+/// log, never misread.
+const FORMAT_VERSION: u32 = 2;
+/// How often a commit is made durable (fsync).
+const DURABLE_EVERY: Duration = Duration::from_secs(1);
+/// Most records in one group commit.
+const GROUP_RECORDS: usize = 8_000;
+
+/// Why the store could not be read or written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the store cannot be written: {0}")]
+    Io(String),
+    #[error("the store is closed")]
+    Closed,
+    /// The batch was fetched from an offset the store no longer holds (it went back to its
+    /// last durable commit): fetch again from the store's offset.
+    #[error("the batch does not start at the stored offset")]
+    Stale,
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                classify(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::DatabaseError
+);
+
+fn classify(e: redb::Error) -> StoreError {
+    match e {
+        redb::Error::Corrupted(_) | redb::Error::UpgradeRequired(_) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        redb::Error::DatabaseClosed => StoreError::Closed,
+        other => StoreError::Io(other.to_string()),
+    }
+}
+
+/// Where the store lives and how much memory it may use.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub dir: PathBuf,
+    /// redb's page cache: the ceiling of the store's memory.
+    pub cache_bytes: usize,
+    /// How long de-duplication ids and idempotency keys are remembered, measured in Kafka
+    /// record time.
+    pub retention: Duration,
+    /// Throw the store away at start and replay the log.
+    pub rebuild: bool,
+}
+
+impl StoreSettings {
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(FILE_NAME)
+    }
+}
+
+/// Why opening failed; the message names the way out.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the data dir {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the store {path} is already open in another shopstream process: give each instance \
+         its own --data-dir"
+    )]
+    InUse { path: PathBuf },
+    #[error(
+        "the store {path} cannot be opened ({reason}); it only holds state rebuilt from Kafka: \
+         start with --rebuild-store (SHOPSTREAM_REBUILD_STORE=true) to discard it and replay \
+         the log"
+    )]
+    Unreadable { path: PathBuf, reason: String },
+}
 
 /// One record fetched from Kafka, decoded (or not).
 #[derive(Debug)]
@@ -26,7 +134,8 @@ pub struct FetchedRecord {
     pub offset: i64,
     pub key: Option<String>,
     pub record_time: DateTime<Utc>,
-    pub decoded: Result<(Event, Value), UndecodableRecord>,
+    /// The event and the record value as JSON text.
+    pub decoded: Result<(Event, String), UndecodableRecord>,
     /// `Idempotency-Key` and request fingerprint, from the record's headers.
     pub idempotency: Option<(String, String)>,
 }
@@ -40,114 +149,361 @@ pub struct BatchOutcome {
     pub skipped: Vec<(i64, String)>,
 }
 
+/// What the store held for the topics at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resumed {
+    /// Nothing yet: the log is replayed from the earliest offsets.
+    Empty,
+    /// Offsets and state of an earlier run: consumption resumes from them.
+    FromStore { events: u64, orders: u64 },
+    /// State for other topics (another prefix or partition count): discarded, with the reason.
+    Discarded(String),
+}
+
+/// The offsets of the last commit, as every waiter sees them.
+#[derive(Debug, Clone, Default)]
+pub struct Committed {
+    /// Sorted by (topic, partition).
+    pub partitions: Vec<PartitionProgress>,
+}
+
+impl Committed {
+    pub fn progress(&self, topic: TopicRole, partition: i32) -> Option<&PartitionProgress> {
+        self.partitions
+            .binary_search_by(|p| (p.topic, p.partition).cmp(&(topic, partition)))
+            .ok()
+            .map(|at| &self.partitions[at])
+    }
+
+    /// Whether the record at `offset` of the partition has been applied.
+    pub fn has_applied(&self, topic: TopicRole, partition: i32, offset: i64) -> bool {
+        self.progress(topic, partition)
+            .is_some_and(|p| p.next_offset > offset)
+    }
+}
+
+enum Work {
+    Batch {
+        topic: TopicRole,
+        partition: i32,
+        /// The stored next offset the fetch started from (`Some(None)`: never consumed);
+        /// `None` applies without checking (tests and benchmarks).
+        expected: Option<Option<i64>>,
+        records: Vec<FetchedRecord>,
+        next_offset: i64,
+        reply: oneshot::Sender<Result<BatchOutcome, StoreError>>,
+    },
+    Reset {
+        topic: TopicRole,
+        partition: i32,
+        to: i64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Layout {
+        layout: TopicLayout,
+        reply: oneshot::Sender<Result<Resumed, StoreError>>,
+    },
+}
+
+/// What the applier and the readers share.
+#[derive(Debug)]
+struct Shared {
+    /// `None` only while the applier reopens the file after an I/O error.
+    db: RwLock<Option<Arc<Database>>>,
+    path: PathBuf,
+    settings: StoreSettings,
+    /// Written by the applier after each commit; read by waiters, consumers and views.
+    committed: watch::Sender<Arc<Committed>>,
+    hub: Hub,
+    /// Held while frames and the offsets they reach are published, and while a client
+    /// subscribes, so that the two always agree.
+    publish: Mutex<()>,
+    /// Why the store cannot be written right now (a full disk, say); `None` when healthy.
+    fault: watch::Sender<Option<String>>,
+    /// Set by [`Store::close`]: the applier stops retrying and exits.
+    closing: std::sync::atomic::AtomicBool,
+}
+
 #[derive(Debug)]
 pub struct Store {
-    model: RwLock<ReadModel>,
-    version: watch::Sender<u64>,
-    hub: Hub,
-    /// Set on every change, cleared by the snapshot writer.
-    dirty: AtomicBool,
+    shared: Arc<Shared>,
+    work: Mutex<Option<std_mpsc::Sender<Work>>>,
+    applier: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Store {
-    pub fn new(model: ReadModel) -> Self {
-        Self {
-            model: RwLock::new(model),
-            version: watch::channel(0).0,
-            hub: Hub::new(),
-            dirty: AtomicBool::new(false),
+    /// Opens (or creates) the store in the data dir and starts its applier thread.
+    pub fn open(settings: StoreSettings) -> Result<Self, OpenError> {
+        std::fs::create_dir_all(&settings.dir).map_err(|source| OpenError::Dir {
+            path: settings.dir.clone(),
+            source,
+        })?;
+        let path = settings.path();
+        let old_snapshot = settings.dir.join(OLD_SNAPSHOT);
+        if old_snapshot.exists() {
+            tracing::warn!(
+                path = %old_snapshot.display(),
+                "found the JSON snapshot of an older shopstream; it is no longer used: removing \
+                 it, the store is rebuilt from the log"
+            );
+            let _ = std::fs::remove_file(&old_snapshot);
+            let _ = std::fs::remove_file(&path);
         }
+        if settings.rebuild && path.exists() {
+            tracing::warn!(path = %path.display(), "--rebuild-store: discarding the store, the log is replayed");
+            std::fs::remove_file(&path).map_err(|e| OpenError::Unreadable {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        let db = open_database(&path, settings.cache_bytes)?;
+        let (counters, progress) = load_state(&db).map_err(|e| OpenError::Unreadable {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let committed = Committed {
+            partitions: progress.values().cloned().collect(),
+        };
+        let shared = Arc::new(Shared {
+            db: RwLock::new(Some(Arc::new(db))),
+            path,
+            settings: settings.clone(),
+            committed: watch::channel(Arc::new(committed)).0,
+            hub: Hub::new(),
+            publish: Mutex::new(()),
+            fault: watch::channel(None).0,
+            closing: std::sync::atomic::AtomicBool::new(false),
+        });
+        let (sender, receiver) = std_mpsc::channel();
+        let applier = Applier {
+            shared: Arc::clone(&shared),
+            counters,
+            progress,
+            retention: TimeDelta::from_std(settings.retention).unwrap_or(TimeDelta::MAX),
+            last_durable: Instant::now(),
+            durable_pending: false,
+        };
+        let handle = std::thread::Builder::new()
+            .name("shopstream-applier".into())
+            .spawn(move || applier.run(receiver))
+            .expect("the applier thread starts");
+        Ok(Self {
+            shared,
+            work: Mutex::new(Some(sender)),
+            applier: Mutex::new(Some(handle)),
+        })
     }
 
-    /// Runs `f` with the model read-locked. Keep `f` short: consumers wait for the lock.
-    pub fn read<R>(&self, f: impl FnOnce(&ReadModel) -> R) -> R {
-        f(&self.model.read().unwrap_or_else(|p| p.into_inner()))
+    /// A store in a fresh temporary directory (tests and benchmarks).
+    pub fn temporary(cache_bytes: usize) -> (Self, TempDir) {
+        let dir = TempDir::new();
+        let store = Self::open(StoreSettings {
+            dir: dir.0.clone(),
+            cache_bytes,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            rebuild: false,
+        })
+        .expect("a temporary store opens");
+        (store, dir)
     }
 
-    /// Replaces the whole model (a loaded snapshot), before consumption starts.
-    pub fn replace(&self, model: ReadModel) {
-        *self.model.write().unwrap_or_else(|p| p.into_inner()) = model;
-        self.bump();
+    fn send(&self, work: Work) -> Result<(), StoreError> {
+        let sender = self.work.lock().unwrap_or_else(|p| p.into_inner());
+        sender
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(work)
+            .map_err(|_| StoreError::Closed)
     }
 
-    /// Applies records fetched from one partition, then moves its next offset to `next_offset`
+    /// Checks that the saved state was built for these topics; discards it otherwise.
+    pub async fn check_layout(&self, layout: &TopicLayout) -> Result<Resumed, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Work::Layout {
+            layout: layout.clone(),
+            reply,
+        })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Applies records fetched from one partition and moves its next offset to `next_offset`
     /// (past the batch, even where it held no record, e.g. after compaction or transaction
-    /// markers).
-    pub fn apply_fetched(
+    /// markers), in one transaction with the next group commit. Answers once committed.
+    pub async fn apply_fetched(
         &self,
         topic: TopicRole,
         partition: i32,
         records: Vec<FetchedRecord>,
         next_offset: i64,
-    ) -> BatchOutcome {
-        let mut outcome = BatchOutcome::default();
-        {
-            let mut model = self.model.write().unwrap_or_else(|p| p.into_inner());
-            let from = model.progress_mut(topic, partition).next_offset;
-            for record in records {
-                if record.offset < from {
-                    continue;
-                }
-                let position = Position {
-                    topic,
-                    partition,
-                    offset: record.offset,
-                };
-                match record.decoded {
-                    Ok((event, data)) => {
-                        match model.apply(&event, position, &data, record.idempotency) {
-                            Applied::New => outcome.applied += 1,
-                            Applied::Duplicate => outcome.duplicates += 1,
-                        }
-                        // Every decodable record is a frame, duplicates too: a client that
-                        // replays from Kafka sees the same frames, offset for offset.
-                        self.hub.publish(LiveFrame::new(
-                            position,
-                            &event.event_id,
-                            event.event_type,
-                            record.key.as_deref(),
-                            event.time,
-                            &data,
-                        ));
-                    }
-                    Err(reason) => {
-                        model.progress_mut(topic, partition).skipped += 1;
-                        outcome.skipped.push((record.offset, reason.0));
-                    }
-                }
-                let progress = model.progress_mut(topic, partition);
-                progress.last_record_time = Some(record.record_time);
-            }
-            let progress = model.progress_mut(topic, partition);
-            progress.next_offset = progress.next_offset.max(next_offset);
-        }
-        self.bump();
-        outcome
+    ) -> Result<BatchOutcome, StoreError> {
+        self.apply(topic, partition, None, records, next_offset)
+            .await
+    }
+
+    /// [`Self::apply_fetched`] for a batch fetched from `expected`, the stored next offset the
+    /// consumer read (`None`: never consumed). When the store no longer holds that offset
+    /// (it went back to its last durable commit after an I/O error) the batch is refused with
+    /// [`StoreError::Stale`] and nothing is applied: applying it would skip records.
+    pub async fn apply_fetched_from(
+        &self,
+        topic: TopicRole,
+        partition: i32,
+        expected: Option<i64>,
+        records: Vec<FetchedRecord>,
+        next_offset: i64,
+    ) -> Result<BatchOutcome, StoreError> {
+        self.apply(topic, partition, Some(expected), records, next_offset)
+            .await
+    }
+
+    async fn apply(
+        &self,
+        topic: TopicRole,
+        partition: i32,
+        expected: Option<Option<i64>>,
+        records: Vec<FetchedRecord>,
+        next_offset: i64,
+    ) -> Result<BatchOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Work::Batch {
+            topic,
+            partition,
+            expected,
+            records,
+            next_offset,
+            reply,
+        })?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Moves a partition's next offset after it fell out of retention (counted as a reset).
-    pub fn reset_offset(&self, topic: TopicRole, partition: i32, to: i64) {
-        {
-            let mut model = self.model.write().unwrap_or_else(|p| p.into_inner());
-            let progress = model.progress_mut(topic, partition);
-            progress.next_offset = to;
-            progress.resets += 1;
+    pub async fn reset_offset(
+        &self,
+        topic: TopicRole,
+        partition: i32,
+        to: i64,
+    ) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Work::Reset {
+            topic,
+            partition,
+            to,
+            reply,
+        })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stops the applier after the work already handed to it, with a last durable commit.
+    /// Blocking: call it from a blocking thread.
+    pub fn close(&self) {
+        self.shared
+            .closing
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.work.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let handle = self
+            .applier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
         }
-        self.bump();
+        // Readers are done with it once their query ends; the file lock goes with it.
+        self.shared
+            .db
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
-    /// The next offset to consume for a partition (0 when never consumed).
+    /// The offsets of the last commit.
+    pub fn committed(&self) -> Arc<Committed> {
+        Arc::clone(&self.shared.committed.borrow())
+    }
+
+    /// The next offset to consume for a partition (`None` when never consumed).
     pub fn next_offset(&self, topic: TopicRole, partition: i32) -> Option<i64> {
-        self.read(|m| m.progress(topic, partition).map(|p| p.next_offset))
+        self.committed()
+            .progress(topic, partition)
+            .map(|p| p.next_offset)
     }
 
-    /// Subscribes to live frames and reads the consumed positions in one step: every frame
+    /// Why the store cannot be written right now, if it cannot.
+    pub fn fault(&self) -> Option<String> {
+        self.shared.fault.borrow().clone()
+    }
+
+    /// Size of the store file in bytes.
+    pub fn file_bytes(&self) -> u64 {
+        std::fs::metadata(&self.shared.path).map_or(0, |m| m.len())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Runs `f` on a read transaction, on a blocking thread.
+    pub async fn query<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ReadView) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let db = self.database()?;
+        tokio::task::spawn_blocking(move || {
+            let view = ReadView {
+                txn: db.begin_read()?,
+            };
+            f(&view)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a read transaction on this thread (tests, benchmarks, blocking callers).
+    pub fn query_blocking<R>(
+        &self,
+        f: impl FnOnce(&ReadView) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let db = self.database()?;
+        let view = ReadView {
+            txn: db.begin_read()?,
+        };
+        f(&view)
+    }
+
+    fn database(&self) -> Result<Arc<Database>, StoreError> {
+        self.shared
+            .db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                let closed = self
+                    .work
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_none();
+                if closed {
+                    StoreError::Closed
+                } else {
+                    StoreError::Io("the store is being reopened".into())
+                }
+            })
+    }
+
+    /// Subscribes to live frames and reads the committed positions in one step: every frame
     /// received afterwards has an offset at or past the returned positions.
     pub fn subscribe(&self) -> (broadcast::Receiver<Arc<LiveFrame>>, Vec<ConsumedPosition>) {
-        let model = self.model.read().unwrap_or_else(|p| p.into_inner());
-        let receiver = self.hub.subscribe();
-        let positions = model
-            .partitions()
+        let _publishing = self
+            .shared
+            .publish
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let receiver = self.shared.hub.subscribe();
+        let positions = self
+            .shared
+            .committed
+            .borrow()
+            .partitions
             .iter()
             .map(|p| (p.topic, p.partition, p.next_offset))
             .collect();
@@ -155,31 +511,538 @@ impl Store {
     }
 
     pub fn hub(&self) -> &Hub {
-        &self.hub
+        &self.shared.hub
     }
 
-    /// Waits until `ready` holds for the model, at most `within`. Returns whether it held.
-    pub async fn wait_for(&self, within: Duration, ready: impl Fn(&ReadModel) -> bool) -> bool {
-        let mut changes = self.version.subscribe();
+    /// Waits until `ready` holds for the committed offsets, at most `within`. Returns whether
+    /// it held.
+    pub async fn wait_for(&self, within: Duration, ready: impl Fn(&Committed) -> bool) -> bool {
+        let mut changes = self.shared.committed.subscribe();
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if self.read(&ready) {
+            if ready(&changes.borrow_and_update()) {
                 return true;
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => {}
-                _ => return self.read(&ready),
+                _ => return ready(&changes.borrow()),
+            }
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.work.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+/// A consistent view of the last commit: never blocks the applier.
+pub struct ReadView {
+    pub(super) txn: ReadTransaction,
+}
+
+/// A directory removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("shopstream-store-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temporary dir");
+        Self(dir)
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, OpenError> {
+    let mut builder = Database::builder();
+    builder.set_cache_size(cache_bytes);
+    // redb "repairs" a new file too; only a file with content was not closed cleanly.
+    let existed = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+    let logged = std::sync::atomic::AtomicBool::new(!existed);
+    builder.set_repair_callback(move |_| {
+        if !logged.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!("the store was not closed cleanly: repairing it");
+        }
+    });
+    match builder.create(path) {
+        Ok(db) => {
+            let txn = db.begin_write().map_err(|e| unreadable(path, e))?;
+            tables::create_all(&txn).map_err(|e| unreadable(path, e))?;
+            txn.commit().map_err(|e| unreadable(path, e))?;
+            Ok(db)
+        }
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(OpenError::InUse {
+            path: path.to_path_buf(),
+        }),
+        Err(e) => Err(unreadable(path, e)),
+    }
+}
+
+fn unreadable(path: &Path, e: impl std::fmt::Display) -> OpenError {
+    OpenError::Unreadable {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+type ProgressMap = BTreeMap<(TopicRole, i32), PartitionProgress>;
+
+fn load_state(db: &Database) -> Result<(Counters, ProgressMap), StoreError> {
+    let txn = db.begin_read()?;
+    let counters = tables::read_counters(&txn.open_table(tables::META)?)?;
+    let progress = tables::read_progress(&txn.open_table(tables::PROGRESS)?)?
+        .into_iter()
+        .map(|p| ((p.topic, p.partition), p))
+        .collect();
+    Ok((counters, progress))
+}
+
+/// The frame of one applied (or duplicate) record, built after the commit.
+struct PendingFrame {
+    position: Position,
+    event_id: String,
+    event_type: crate::domain::event::EventType,
+    key: Option<String>,
+    time: DateTime<Utc>,
+    data: String,
+}
+
+enum Reply {
+    Batch(
+        oneshot::Sender<Result<BatchOutcome, StoreError>>,
+        BatchOutcome,
+    ),
+    Reset(oneshot::Sender<Result<(), StoreError>>),
+}
+
+impl Reply {
+    fn fail(self, error: &StoreError) {
+        match self {
+            Reply::Batch(reply, _) => {
+                let _ = reply.send(Err(error.clone()));
+            }
+            Reply::Reset(reply) => {
+                let _ = reply.send(Err(error.clone()));
             }
         }
     }
 
-    /// Whether the model changed since the last call (for the snapshot writer).
-    pub fn take_dirty(&self) -> bool {
-        self.dirty.swap(false, Ordering::AcqRel)
+    fn succeed(self) {
+        match self {
+            Reply::Batch(reply, outcome) => {
+                let _ = reply.send(Ok(outcome));
+            }
+            Reply::Reset(reply) => {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+}
+
+/// The one writer.
+struct Applier {
+    shared: Arc<Shared>,
+    /// Counters and offsets as last committed.
+    counters: Counters,
+    progress: ProgressMap,
+    retention: TimeDelta,
+    last_durable: Instant,
+    /// Whether a commit since the last durable one is not durable yet.
+    durable_pending: bool,
+}
+
+impl Applier {
+    fn run(mut self, receiver: std_mpsc::Receiver<Work>) {
+        loop {
+            let first = match receiver.recv_timeout(DURABLE_EVERY) {
+                Ok(work) => work,
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                    if self.durable_pending {
+                        self.make_durable();
+                    }
+                    continue;
+                }
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut group = Vec::new();
+            let mut records = 0;
+            let mut next = Some(first);
+            while let Some(work) = next.take() {
+                match work {
+                    Work::Layout { layout, reply } => {
+                        // Alone, after what came before it.
+                        self.commit_group(std::mem::take(&mut group));
+                        records = 0;
+                        let _ = reply.send(self.check_layout(&layout));
+                    }
+                    other => {
+                        if let Work::Batch { records: r, .. } = &other {
+                            records += r.len();
+                        }
+                        group.push(other);
+                    }
+                }
+                if records < GROUP_RECORDS {
+                    next = receiver.try_recv().ok();
+                }
+            }
+            self.commit_group(group);
+        }
+        if self.durable_pending {
+            self.make_durable();
+        }
+        tracing::debug!("store applier stopped");
     }
 
-    fn bump(&self) {
-        self.dirty.store(true, Ordering::Release);
-        self.version.send_modify(|v| *v += 1);
+    fn database(&self) -> Option<Arc<Database>> {
+        self.shared
+            .db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
+
+    /// Applies a group of batches in one transaction, commits, then publishes and answers.
+    fn commit_group(&mut self, group: Vec<Work>) {
+        if group.is_empty() {
+            return;
+        }
+        let mut changes = Changes::new(self.counters.clone(), self.progress.clone());
+        let mut frames = Vec::new();
+        let mut replies = Vec::with_capacity(group.len());
+        let result = self.try_commit(group, &mut changes, &mut frames, &mut replies);
+        match result {
+            Ok(()) => {
+                self.counters = changes.counters;
+                self.progress = changes.progress;
+                if self.shared.fault.borrow().is_some() {
+                    tracing::info!("the store is writable again");
+                    self.shared.fault.send_replace(None);
+                }
+                self.publish(frames);
+                for reply in replies {
+                    reply.succeed();
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "a group commit failed; its batches are fetched again");
+                self.shared.fault.send_replace(Some(error.to_string()));
+                for reply in replies {
+                    reply.fail(&error);
+                }
+                if matches!(error, StoreError::Io(_)) {
+                    self.reopen();
+                }
+            }
+        }
+    }
+
+    fn try_commit(
+        &mut self,
+        group: Vec<Work>,
+        changes: &mut Changes,
+        frames: &mut Vec<PendingFrame>,
+        replies: &mut Vec<Reply>,
+    ) -> Result<(), StoreError> {
+        let db = self.database().ok_or(StoreError::Closed)?;
+        let mut txn = db.begin_write()?;
+        let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
+        if durable {
+            txn.set_quick_repair(true);
+        } else {
+            txn.set_durability(Durability::None)
+                .map_err(|e| StoreError::Io(e.to_string()))?;
+        }
+        {
+            let mut tables = WriteTables::open(&txn)?;
+            for work in group {
+                match work {
+                    Work::Batch {
+                        topic,
+                        partition,
+                        expected,
+                        records,
+                        next_offset,
+                        reply,
+                    } => {
+                        let stored = changes.progress(topic, partition).map(|p| p.next_offset);
+                        if expected.is_some_and(|expected| expected != stored) {
+                            let _ = reply.send(Err(StoreError::Stale));
+                            continue;
+                        }
+                        let outcome = apply_batch(
+                            &tables,
+                            changes,
+                            frames,
+                            topic,
+                            partition,
+                            records,
+                            next_offset,
+                        );
+                        match outcome {
+                            Ok(outcome) => replies.push(Reply::Batch(reply, outcome)),
+                            Err(error) => {
+                                let _ = reply.send(Err(error.clone()));
+                                return Err(error);
+                            }
+                        }
+                    }
+                    Work::Reset {
+                        topic,
+                        partition,
+                        to,
+                        reply,
+                    } => {
+                        let progress = changes.progress_mut(topic, partition);
+                        progress.next_offset = to;
+                        progress.resets += 1;
+                        replies.push(Reply::Reset(reply));
+                    }
+                    Work::Layout { .. } => unreachable!("layout checks run alone"),
+                }
+            }
+            tables.write(changes, self.retention)?;
+        }
+        txn.commit()?;
+        if durable {
+            self.last_durable = Instant::now();
+            self.durable_pending = false;
+        } else {
+            self.durable_pending = true;
+        }
+        Ok(())
+    }
+
+    /// An empty durable commit, so that the commits before it survive a crash.
+    fn make_durable(&mut self) {
+        let Some(db) = self.database() else { return };
+        let result = (|| -> Result<(), StoreError> {
+            let mut txn = db.begin_write()?;
+            txn.set_quick_repair(true);
+            txn.commit()?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                self.last_durable = Instant::now();
+                self.durable_pending = false;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot make the store durable");
+                self.shared.fault.send_replace(Some(error.to_string()));
+                if matches!(error, StoreError::Io(_)) {
+                    self.reopen();
+                }
+            }
+        }
+    }
+
+    /// Frames, then the offsets they reach, under the publish lock.
+    fn publish(&self, frames: Vec<PendingFrame>) {
+        let built: Vec<LiveFrame> = frames
+            .into_iter()
+            .map(|f| {
+                LiveFrame::new(
+                    f.position,
+                    &f.event_id,
+                    f.event_type,
+                    f.key.as_deref(),
+                    f.time,
+                    &f.data,
+                )
+            })
+            .collect();
+        let committed = Arc::new(Committed {
+            partitions: self.progress.values().cloned().collect(),
+        });
+        let _publishing = self
+            .shared
+            .publish
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for frame in built {
+            self.shared.hub.publish(frame);
+        }
+        self.shared.committed.send_replace(committed);
+    }
+
+    /// After an I/O error redb refuses further writes until the file is opened again. The
+    /// file then holds the last durable commit: the offsets go back to it and the consumers
+    /// read the log again from there.
+    fn reopen(&mut self) {
+        let old = self
+            .shared
+            .db
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(old) = old {
+            // Readers hold the handle only for one query.
+            let waited = Instant::now();
+            while Arc::strong_count(&old) > 1 && waited.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            drop(old);
+        }
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match open_database(&self.shared.path, self.shared.settings.cache_bytes)
+                .map_err(|e| StoreError::Io(e.to_string()))
+                .and_then(|db| load_state(&db).map(|state| (db, state)))
+            {
+                Ok((db, (counters, progress))) => {
+                    self.counters = counters;
+                    self.progress = progress;
+                    *self.shared.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
+                    self.last_durable = Instant::now();
+                    self.durable_pending = false;
+                    self.publish(Vec::new());
+                    tracing::info!("the store was reopened at its last durable commit");
+                    return;
+                }
+                Err(error) => {
+                    if self
+                        .shared
+                        .closing
+                        .load(std::sync::atomic::Ordering::Acquire)
+                    {
+                        tracing::warn!(%error, "stopping with the store not reopened; the log is replayed from its last durable commit at the next start");
+                        return;
+                    }
+                    tracing::warn!(%error, "cannot reopen the store yet");
+                    self.shared.fault.send_replace(Some(error.to_string()));
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    fn check_layout(&mut self, layout: &TopicLayout) -> Result<Resumed, StoreError> {
+        let db = self.database().ok_or(StoreError::Closed)?;
+        let txn = db.begin_write()?;
+        let saved = {
+            let meta = txn.open_table(tables::META)?;
+            let format: Option<u32> = tables::read_json(&meta, "format", tables::META_FORMAT)?;
+            let topics: Option<TopicLayout> =
+                tables::read_json(&meta, "topics", tables::META_TOPICS)?;
+            (format, topics)
+        };
+        let resumed = match saved {
+            (None, None) if self.progress.is_empty() => Resumed::Empty,
+            (Some(FORMAT_VERSION), Some(topics)) if &topics == layout => Resumed::FromStore {
+                events: self.counters.events,
+                orders: self.counters.orders,
+            },
+            (Some(FORMAT_VERSION), Some(topics)) => Resumed::Discarded(format!(
+                "built for topics {:?}, now {:?}",
+                topics.topics, layout.topics
+            )),
+            (format, _) => Resumed::Discarded(format!(
+                "format {} (this version writes {FORMAT_VERSION})",
+                format.map_or("unknown".to_string(), |f| f.to_string())
+            )),
+        };
+        if let Resumed::Discarded(_) = resumed {
+            clear_all(&txn)?;
+            self.counters = Counters::default();
+            self.progress.clear();
+        }
+        {
+            let mut meta = txn.open_table(tables::META)?;
+            meta.insert(
+                tables::META_FORMAT,
+                tables::encode(&FORMAT_VERSION).as_slice(),
+            )?;
+            meta.insert(tables::META_TOPICS, tables::encode(layout).as_slice())?;
+        }
+        txn.commit()?;
+        self.last_durable = Instant::now();
+        self.durable_pending = false;
+        self.publish(Vec::new());
+        Ok(resumed)
+    }
+}
+
+/// Empties every table (the state was built for other topics).
+fn clear_all(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let names: Vec<String> = txn
+        .list_tables()?
+        .map(|t| redb::TableHandle::name(&t).to_string())
+        .collect();
+    for name in names {
+        let definition: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new(&name);
+        let _ = txn.delete_table(definition);
+    }
+    tables::create_all(txn)
+}
+
+/// Applies one partition's batch into the group's changes; returns what it did.
+fn apply_batch(
+    tables: &WriteTables<'_>,
+    changes: &mut Changes,
+    frames: &mut Vec<PendingFrame>,
+    topic: TopicRole,
+    partition: i32,
+    records: Vec<FetchedRecord>,
+    next_offset: i64,
+) -> Result<BatchOutcome, StoreError> {
+    let mut outcome = BatchOutcome::default();
+    let from = changes.progress_mut(topic, partition).next_offset;
+    for record in records {
+        if record.offset < from {
+            continue;
+        }
+        let position = Position {
+            topic,
+            partition,
+            offset: record.offset,
+        };
+        match record.decoded {
+            Ok((event, data)) => {
+                match changes.apply(
+                    tables,
+                    &event,
+                    position,
+                    &data,
+                    record.record_time,
+                    record.idempotency,
+                )? {
+                    Applied::New => outcome.applied += 1,
+                    Applied::Duplicate => outcome.duplicates += 1,
+                }
+                // Every decodable record is a frame, duplicates too: a client that replays
+                // from Kafka sees the same frames, offset for offset.
+                frames.push(PendingFrame {
+                    position,
+                    event_id: event.event_id,
+                    event_type: event.event_type,
+                    key: record.key,
+                    time: event.time,
+                    data,
+                });
+            }
+            Err(reason) => {
+                changes.progress_mut(topic, partition).skipped += 1;
+                outcome.skipped.push((record.offset, reason.0));
+            }
+        }
+        changes.progress_mut(topic, partition).last_record_time = Some(record.record_time);
+    }
+    let progress = changes.progress_mut(topic, partition);
+    progress.next_offset = progress.next_offset.max(next_offset);
+    Ok(outcome)
 }

@@ -1,8 +1,13 @@
+//! The apply rules and the queries, against a real store in a temporary directory.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
 use chrono::{TimeZone, Utc};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::query::{Cursor, ListQuery};
-use super::snapshot;
+use super::store::{FetchedRecord, Resumed, Store, StoreSettings, TempDir};
 use super::*;
 use crate::kafka::{TopicInfo, TopicLayout};
 
@@ -10,29 +15,101 @@ fn t(sec: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_767_225_600 + sec, 0).unwrap()
 }
 
-struct Log {
-    offsets: HashMap<TopicRole, i64>,
+fn settings(dir: &TempDir) -> StoreSettings {
+    StoreSettings {
+        dir: dir.0.clone(),
+        cache_bytes: 4 << 20,
+        retention: Duration::from_secs(7 * 24 * 3600),
+        rebuild: false,
+    }
 }
 
-impl Log {
-    fn new() -> Self {
-        Log {
+fn layout(partitions: i32) -> TopicLayout {
+    TopicLayout {
+        topics: TopicRole::ALL
+            .iter()
+            .map(|&role| TopicInfo {
+                role,
+                name: role.as_str().into(),
+                partitions,
+            })
+            .collect(),
+    }
+}
+
+/// A store and the next offset of partition 0 of each topic.
+struct Model {
+    store: Store,
+    offsets: HashMap<TopicRole, i64>,
+    _dir: Option<TempDir>,
+}
+
+impl Model {
+    async fn new() -> Self {
+        let (store, dir) = Store::temporary(4 << 20);
+        store.check_layout(&layout(1)).await.unwrap();
+        Model {
+            store,
             offsets: HashMap::new(),
+            _dir: Some(dir),
         }
     }
 
-    /// Applies `event` at the next offset of its topic's partition 0.
-    fn put(&mut self, model: &mut ReadModel, event: &Event) -> Applied {
+    /// Applies `event` at the next offset of its topic's partition 0, in a batch of its own.
+    async fn put(&mut self, event: &Event) -> Applied {
         let topic = event.event_type.topic();
         let offset = self.offsets.entry(topic).or_default();
-        let position = Position {
-            topic,
-            partition: 0,
-            offset: *offset,
-        };
+        let at = *offset;
         *offset += 1;
-        model.apply(event, position, &event.to_value(), None)
+        let record = FetchedRecord {
+            offset: at,
+            key: Some(event.order_id.clone()),
+            record_time: event.time,
+            decoded: Ok((event.clone(), event.to_value().to_string())),
+            idempotency: None,
+        };
+        let outcome = self
+            .store
+            .apply_fetched(topic, 0, vec![record], at + 1)
+            .await
+            .unwrap();
+        if outcome.applied == 1 {
+            Applied::New
+        } else {
+            assert_eq!(outcome.duplicates, 1);
+            Applied::Duplicate
+        }
     }
+
+    fn order(&self, id: &str) -> StoredOrder {
+        self.store
+            .query_blocking(|v| v.stored_order(id))
+            .unwrap()
+            .unwrap_or_else(|| panic!("no order {id}"))
+    }
+
+    fn counters(&self) -> Counters {
+        self.store.query_blocking(|v| v.counters()).unwrap()
+    }
+
+    fn count(&self, status: OrderStatus) -> u64 {
+        self.counters().by_status.get(&status).copied().unwrap_or(0)
+    }
+
+    fn list_orders(&self, query: ListQuery) -> Value {
+        self.store
+            .query_blocking(|v| v.list_orders(&query))
+            .unwrap()
+    }
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["order_id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn created(order: &str, at: i64, name: &str, cents: i64) -> Event {
@@ -104,105 +181,132 @@ fn cancelled(order: &str, at: i64) -> Event {
     }
 }
 
-fn count(model: &ReadModel, status: OrderStatus) -> u64 {
-    model
-        .counters()
-        .by_status
-        .get(&status)
-        .copied()
-        .unwrap_or(0)
-}
-
-#[test]
-fn a_whole_lifecycle_moves_the_counters() {
-    let mut m = ReadModel::new();
-    let mut log = Log::new();
-    log.put(&mut m, &created("o1", 0, "Ann", 1000));
-    assert_eq!(m.order("o1").unwrap().status, Some(OrderStatus::Pending));
-    assert_eq!(count(&m, OrderStatus::Pending), 1);
-    log.put(&mut m, &paid("o1", 1, false, 1));
-    log.put(&mut m, &paid("o1", 2, true, 2));
-    assert_eq!(count(&m, OrderStatus::Pending), 0);
-    assert_eq!(count(&m, OrderStatus::Paid), 1);
+#[tokio::test]
+async fn a_whole_lifecycle_moves_the_counters() {
+    let mut m = Model::new().await;
+    m.put(&created("o1", 0, "Ann", 1000)).await;
+    assert_eq!(m.order("o1").record.status, Some(OrderStatus::Pending));
+    assert_eq!(m.count(OrderStatus::Pending), 1);
+    m.put(&paid("o1", 1, false, 1)).await;
+    m.put(&paid("o1", 2, true, 2)).await;
+    assert_eq!(m.count(OrderStatus::Pending), 0);
+    assert_eq!(m.count(OrderStatus::Paid), 1);
     assert_eq!(m.counters().revenue["EUR"], Money::from_minor(1000));
     for (i, s) in DeliveryStatus::ALL.into_iter().enumerate() {
-        log.put(&mut m, &delivery("o1", 3 + i as i64, s));
+        m.put(&delivery("o1", 3 + i as i64, s)).await;
     }
-    let o = m.order("o1").unwrap();
-    assert_eq!(o.status, Some(OrderStatus::Delivered));
+    let o = m.order("o1");
+    assert_eq!(o.record.status, Some(OrderStatus::Delivered));
     assert_eq!(o.timeline.len(), 7);
-    assert_eq!(o.anomalies, 0);
-    assert_eq!(count(&m, OrderStatus::Delivered), 1);
-    assert_eq!(count(&m, OrderStatus::Paid), 0);
+    assert_eq!(o.record.anomalies, 0);
+    assert_eq!(m.count(OrderStatus::Delivered), 1);
+    assert_eq!(m.count(OrderStatus::Paid), 0);
     // Delivered orders are still revenue.
-    assert_eq!(m.counters().revenue["EUR"], Money::from_minor(1000));
-    assert_eq!(
-        (
-            m.counters().payments_succeeded,
-            m.counters().payments_failed
-        ),
-        (1, 1)
-    );
-    let d = m.delivery("o1-d").unwrap();
+    let c = m.counters();
+    assert_eq!(c.revenue["EUR"], Money::from_minor(1000));
+    assert_eq!((c.payments_succeeded, c.payments_failed), (1, 1));
+    assert_eq!((c.orders, c.deliveries, c.events), (1, 1, 7));
+    let d = m
+        .store
+        .query_blocking(|v| v.delivery("o1-d"))
+        .unwrap()
+        .unwrap();
     assert_eq!(d.status, DeliveryStatus::Delivered);
 }
 
-#[test]
-fn replays_and_retries_never_double_count() {
-    let mut m = ReadModel::new();
-    let mut log = Log::new();
+#[tokio::test]
+async fn replays_and_retries_never_double_count() {
+    let mut m = Model::new().await;
     let order = created("o1", 0, "Ann", 1000);
-    assert_eq!(log.put(&mut m, &order), Applied::New);
+    assert_eq!(m.put(&order).await, Applied::New);
     // The same event again, even at another offset (a producer retry), changes nothing.
-    assert_eq!(log.put(&mut m, &order), Applied::Duplicate);
-    log.put(&mut m, &paid("o1", 1, true, 1));
-    assert_eq!(log.put(&mut m, &paid("o1", 1, true, 1)), Applied::Duplicate);
-    assert_eq!(m.order_count(), 1);
-    assert_eq!(m.order("o1").unwrap().timeline.len(), 2);
-    assert_eq!(m.counters().payments_succeeded, 1);
-    assert_eq!(m.counters().revenue["EUR"], Money::from_minor(1000));
-    assert_eq!(m.counters().orders_per_minute.values().sum::<u64>(), 1);
+    assert_eq!(m.put(&order).await, Applied::Duplicate);
+    m.put(&paid("o1", 1, true, 1)).await;
+    assert_eq!(m.put(&paid("o1", 1, true, 1)).await, Applied::Duplicate);
+    let c = m.counters();
+    assert_eq!(c.orders, 1);
+    assert_eq!(m.order("o1").timeline.len(), 2);
+    assert_eq!(c.payments_succeeded, 1);
+    assert_eq!(c.revenue["EUR"], Money::from_minor(1000));
+    let stats = m.store.query_blocking(|v| v.stats(t(0))).unwrap();
+    let per_minute: u64 = stats["orders_per_minute"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["orders"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_minute, 1);
 }
 
-#[test]
-fn a_payment_read_before_its_order_gives_the_same_state() {
-    let mut in_order = ReadModel::new();
-    let mut reversed = ReadModel::new();
+#[tokio::test]
+async fn duplicates_within_one_group_commit_count_once() {
+    let m = Model::new().await;
+    let order = created("o1", 0, "Ann", 1000);
+    let record = |offset| FetchedRecord {
+        offset,
+        key: Some("o1".into()),
+        record_time: t(0),
+        decoded: Ok((order.clone(), order.to_value().to_string())),
+        idempotency: Some(("key-1".into(), "fp".into())),
+    };
+    let outcome = m
+        .store
+        .apply_fetched(TopicRole::Orders, 0, vec![record(0), record(1)], 2)
+        .await
+        .unwrap();
+    assert_eq!((outcome.applied, outcome.duplicates), (1, 1));
+    let write = m
+        .store
+        .query_blocking(|v| v.idempotent_write("key-1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(write.position.offset, 0);
+    assert_eq!(m.counters().orders, 1);
+    assert_eq!(m.store.next_offset(TopicRole::Orders, 0), Some(2));
+}
+
+#[tokio::test]
+async fn a_payment_read_before_its_order_gives_the_same_state() {
     let events = [
         created("o1", 0, "Ann", 1000),
         paid("o1", 5, true, 1),
         delivery("o1", 9, DeliveryStatus::Shipped),
     ];
-    let mut log = Log::new();
+    let mut in_order = Model::new().await;
     for e in &events {
-        log.put(&mut in_order, e);
+        in_order.put(e).await;
     }
-    let mut log = Log::new();
+    let mut reversed = Model::new().await;
     for e in events.iter().rev() {
-        log.put(&mut reversed, e);
+        reversed.put(e).await;
     }
     for m in [&in_order, &reversed] {
-        let o = m.order("o1").unwrap();
-        assert_eq!(o.status, Some(OrderStatus::Shipped));
-        assert_eq!(o.anomalies, 0, "{:?}", o.timeline);
-        assert_eq!(count(m, OrderStatus::Shipped), 1);
-        assert_eq!(count(m, OrderStatus::Pending), 0);
+        let o = m.order("o1");
+        assert_eq!(o.record.status, Some(OrderStatus::Shipped));
+        assert_eq!(o.record.anomalies, 0, "{:?}", o.timeline);
+        assert_eq!(m.count(OrderStatus::Shipped), 1);
+        assert_eq!(m.count(OrderStatus::Pending), 0);
         assert_eq!(m.counters().anomalies, 0);
         assert_eq!(m.counters().revenue["EUR"], Money::from_minor(1000));
+        let shipped = m.list_orders(ListQuery {
+            limit: 10,
+            status: Some("Shipped".into()),
+            ..Default::default()
+        });
+        assert_eq!(ids(&shipped), ["o1"]);
     }
 }
 
-#[test]
-fn an_event_that_breaks_the_lifecycle_is_kept_and_flagged() {
-    let mut m = ReadModel::new();
-    let mut log = Log::new();
-    log.put(&mut m, &created("o1", 0, "Ann", 1000));
-    log.put(&mut m, &cancelled("o1", 1));
-    log.put(&mut m, &paid("o1", 2, true, 1));
-    let o = m.order("o1").unwrap();
-    assert_eq!(o.status, Some(OrderStatus::Cancelled));
+#[tokio::test]
+async fn an_event_that_breaks_the_lifecycle_is_kept_and_flagged() {
+    let mut m = Model::new().await;
+    m.put(&created("o1", 0, "Ann", 1000)).await;
+    m.put(&cancelled("o1", 1)).await;
+    m.put(&paid("o1", 2, true, 1)).await;
+    let o = m.order("o1");
+    assert_eq!(o.record.status, Some(OrderStatus::Cancelled));
     assert_eq!(o.timeline.len(), 3);
-    assert_eq!(o.anomalies, 1);
+    assert_eq!(o.record.anomalies, 1);
     assert!(
         o.timeline[2]
             .anomaly
@@ -219,93 +323,120 @@ fn an_event_that_breaks_the_lifecycle_is_kept_and_flagged() {
     );
 
     // A payment for an order never seen is kept too, and not listed as an order.
-    log.put(&mut m, &paid("ghost", 3, true, 1));
-    assert_eq!(m.order("ghost").unwrap().anomalies, 1);
-    assert_eq!(m.order_count(), 1);
+    m.put(&paid("ghost", 3, true, 1)).await;
+    assert_eq!(m.order("ghost").record.anomalies, 1);
+    assert_eq!(m.counters().orders, 1);
+    let all = m.list_orders(ListQuery {
+        limit: 100,
+        ..Default::default()
+    });
+    assert_eq!(ids(&all), ["o1"]);
 }
 
-#[test]
-fn listing_is_newest_first_with_filters_and_cursor_paging() {
-    let mut m = ReadModel::new();
-    let mut log = Log::new();
+#[tokio::test]
+async fn listing_is_newest_first_with_filters_and_cursor_paging() {
+    let mut m = Model::new().await;
     for i in 0..25 {
-        log.put(
-            &mut m,
-            &created(
-                &format!("o{i:02}"),
-                i,
-                if i % 2 == 0 { "Ann" } else { "Bob" },
-                1000,
-            ),
-        );
+        let name = if i % 2 == 0 { "Ann Lee" } else { "Bob Stone" };
+        m.put(&created(&format!("o{i:02}"), i, name, 1000)).await;
     }
-    log.put(&mut m, &paid("o03", 100, true, 1));
+    m.put(&paid("o03", 100, true, 1)).await;
 
-    let first = m.list_orders(&ListQuery {
+    let first = m.list_orders(ListQuery {
         limit: 10,
         ..Default::default()
     });
-    let ids: Vec<&str> = first["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["order_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids[0], "o24");
-    assert_eq!(ids.len(), 10);
-    let mut seen: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    assert_eq!(ids(&first)[0], "o24");
+    assert_eq!(ids(&first).len(), 10);
+    let mut seen = ids(&first);
     let mut cursor = first["next_cursor"].as_str().map(str::to_string);
     while let Some(c) = cursor {
-        let page = m.list_orders(&ListQuery {
+        let page = m.list_orders(ListQuery {
             limit: 10,
             before: Cursor::decode(&c),
             ..Default::default()
         });
-        seen.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|o| o["order_id"].as_str().unwrap().to_string()),
-        );
+        seen.extend(ids(&page));
         cursor = page["next_cursor"].as_str().map(str::to_string);
     }
     let expected: Vec<String> = (0..25).rev().map(|i| format!("o{i:02}")).collect();
     assert_eq!(seen, expected);
 
-    let bobs = m.list_orders(&ListQuery {
+    // Whole words, any case, every word of the query.
+    let bobs = m.list_orders(ListQuery {
         limit: 100,
         text: Some("BOB".into()),
         ..Default::default()
     });
-    assert_eq!(bobs["items"].as_array().unwrap().len(), 12);
+    assert_eq!(ids(&bobs).len(), 12);
     assert_eq!(bobs["next_cursor"], Value::Null);
-    let paid_orders = m.list_orders(&ListQuery {
+    let bob_stone = m.list_orders(ListQuery {
+        limit: 5,
+        text: Some("stone bob".into()),
+        ..Default::default()
+    });
+    assert_eq!(ids(&bob_stone), ["o23", "o21", "o19", "o17", "o15"]);
+    let rest = m.list_orders(ListQuery {
+        limit: 100,
+        text: Some("stone bob".into()),
+        before: Cursor::decode(bob_stone["next_cursor"].as_str().unwrap()),
+        ..Default::default()
+    });
+    assert_eq!(ids(&rest).len(), 7);
+    let nobody = m.list_orders(ListQuery {
+        limit: 100,
+        text: Some("ann stone".into()),
+        ..Default::default()
+    });
+    assert!(ids(&nobody).is_empty());
+    let by_email = m.list_orders(ListQuery {
+        limit: 100,
+        text: Some("bob stone@example.com".into()),
+        ..Default::default()
+    });
+    assert_eq!(ids(&by_email).len(), 12);
+
+    let paid_orders = m.list_orders(ListQuery {
         limit: 100,
         status: Some("paid".into()),
         ..Default::default()
     });
-    assert_eq!(paid_orders["items"].as_array().unwrap().len(), 1);
-    assert_eq!(paid_orders["items"][0]["order_id"], "o03");
-    assert_eq!(
-        m.list_payments(&ListQuery {
-            limit: 5,
-            ..Default::default()
-        })["items"][0]["order_id"],
-        "o03"
-    );
+    assert_eq!(ids(&paid_orders), ["o03"]);
+    // The status index follows the order: no longer pending.
+    let pending = m.list_orders(ListQuery {
+        limit: 100,
+        status: Some("Pending".into()),
+        ..Default::default()
+    });
+    assert_eq!(ids(&pending).len(), 24);
+    let paid_ann = m.list_orders(ListQuery {
+        limit: 100,
+        status: Some("Paid".into()),
+        text: Some("bob".into()),
+        ..Default::default()
+    });
+    assert_eq!(ids(&paid_ann), ["o03"]);
+    let payments = m
+        .store
+        .query_blocking(|v| {
+            v.list_payments(&ListQuery {
+                limit: 5,
+                ..Default::default()
+            })
+        })
+        .unwrap();
+    assert_eq!(payments["items"][0]["order_id"], "o03");
 }
 
-#[test]
-fn stats_count_the_last_hour_per_minute() {
-    let mut m = ReadModel::new();
-    let mut log = Log::new();
-    log.put(&mut m, &created("a", 0, "Ann", 1000));
-    log.put(&mut m, &created("b", 30, "Bob", 250));
-    log.put(&mut m, &created("c", 120, "Cy", 100));
-    log.put(&mut m, &paid("a", 200, true, 1));
-    log.put(&mut m, &paid("b", 200, false, 1));
-    let stats = m.stats(t(150));
+#[tokio::test]
+async fn stats_count_the_last_hour_per_minute() {
+    let mut m = Model::new().await;
+    m.put(&created("a", 0, "Ann", 1000)).await;
+    m.put(&created("b", 30, "Bob", 250)).await;
+    m.put(&created("c", 120, "Cy", 100)).await;
+    m.put(&paid("a", 200, true, 1)).await;
+    m.put(&paid("b", 200, false, 1)).await;
+    let stats = m.store.query_blocking(|v| v.stats(t(150))).unwrap();
     let per_minute = stats["orders_per_minute"].as_array().unwrap();
     assert_eq!(per_minute.len(), 60);
     assert_eq!(per_minute[59]["orders"], 1);
@@ -318,60 +449,159 @@ fn stats_count_the_last_hour_per_minute() {
     assert_eq!(stats["revenue"][0]["amount"].to_string(), "10.00");
 }
 
-#[test]
-fn a_snapshot_restores_the_same_model_and_offsets() {
-    let mut m = ReadModel::new();
-    let mut log = Log::new();
-    for i in 0..5 {
-        log.put(&mut m, &created(&format!("o{i}"), i, "Ann", 1000 + i));
-        log.put(&mut m, &paid(&format!("o{i}"), 10 + i, i % 2 == 0, 1));
-    }
-    m.progress_mut(TopicRole::Orders, 0).next_offset = 5;
-    m.progress_mut(TopicRole::Payments, 0).skipped = 2;
-    let layout = TopicLayout {
-        topics: TopicRole::ALL
-            .iter()
-            .map(|&role| TopicInfo {
-                role,
-                name: role.as_str().into(),
-                partitions: 1,
-            })
-            .collect(),
-    };
-    let dir =
-        std::env::temp_dir().join(format!("shopstream-snapshot-test-{}", uuid::Uuid::new_v4()));
-    snapshot::write(&dir, &snapshot::encode(&m, &layout)).unwrap();
-    let snapshot::Loaded::Model(restored) = snapshot::load(&dir, &layout).unwrap() else {
-        panic!("not loaded")
-    };
+#[tokio::test]
+async fn a_reopened_store_resumes_with_the_same_state_and_offsets() {
+    let dir = TempDir::new();
     let all = ListQuery {
         limit: 100,
         ..Default::default()
     };
-    assert_eq!(restored.list_orders(&all), m.list_orders(&all));
-    assert_eq!(restored.list_payments(&all), m.list_payments(&all));
-    assert_eq!(restored.stats(t(0)), m.stats(t(0)));
+    let (orders, payments, stats, offsets) = {
+        let store = Store::open(settings(&dir)).unwrap();
+        assert_eq!(
+            store.check_layout(&layout(1)).await.unwrap(),
+            Resumed::Empty
+        );
+        let mut m = Model {
+            store,
+            offsets: HashMap::new(),
+            _dir: None,
+        };
+        for i in 0..5 {
+            m.put(&created(&format!("o{i}"), i, "Ann", 1000 + i)).await;
+            m.put(&paid(&format!("o{i}"), 10 + i, i % 2 == 0, 1)).await;
+        }
+        let snapshot = m
+            .store
+            .query_blocking(|v| Ok((v.list_orders(&all)?, v.list_payments(&all)?, v.stats(t(0))?)))
+            .unwrap();
+        let offsets = m.store.committed().partitions.clone();
+        m.store.close();
+        (snapshot.0, snapshot.1, snapshot.2, offsets)
+    };
+
+    let store = Store::open(settings(&dir)).unwrap();
     assert_eq!(
-        restored.progress(TopicRole::Orders, 0).unwrap().next_offset,
-        5
+        store.check_layout(&layout(1)).await.unwrap(),
+        Resumed::FromStore {
+            events: 10,
+            orders: 5
+        }
     );
+    assert_eq!(store.committed().partitions, offsets);
+    assert_eq!(store.next_offset(TopicRole::Orders, 0), Some(5));
+    let again = store
+        .query_blocking(|v| Ok((v.list_orders(&all)?, v.list_payments(&all)?, v.stats(t(0))?)))
+        .unwrap();
+    assert_eq!(again, (orders, payments, stats));
+
+    // Replaying an event already in the store is still recognised.
+    let mut m = Model {
+        store,
+        offsets: HashMap::from([(TopicRole::Orders, 5)]),
+        _dir: None,
+    };
     assert_eq!(
-        restored.progress(TopicRole::Payments, 0).unwrap().skipped,
-        2
-    );
-    // Replaying an event already in the snapshot is still recognised.
-    let mut restored = *restored;
-    assert_eq!(
-        log.put(&mut restored, &created("o1", 1, "Ann", 1001)),
+        m.put(&created("o1", 1, "Ann", 1001)).await,
         Applied::Duplicate
     );
+    m.store.close();
 
-    // Another layout: ignored, not misapplied.
-    let mut other = layout.clone();
-    other.topics[0].partitions = 6;
+    // Another layout: discarded, not misapplied.
+    let store = Store::open(settings(&dir)).unwrap();
     assert!(matches!(
-        snapshot::load(&dir, &other).unwrap(),
-        snapshot::Loaded::Ignored(_)
+        store.check_layout(&layout(6)).await.unwrap(),
+        Resumed::Discarded(_)
     ));
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(store.query_blocking(|v| v.counters()).unwrap().orders, 0);
+    assert!(store.committed().partitions.is_empty());
+    store.close();
+}
+
+#[tokio::test]
+async fn an_old_snapshot_is_noticed_and_the_store_rebuilt() {
+    let dir = TempDir::new();
+    {
+        let store = Store::open(settings(&dir)).unwrap();
+        store.check_layout(&layout(1)).await.unwrap();
+        let mut m = Model {
+            store,
+            offsets: HashMap::new(),
+            _dir: None,
+        };
+        m.put(&created("o1", 0, "Ann", 1000)).await;
+        m.store.close();
+    }
+    std::fs::write(dir.0.join("snapshot.json"), b"{}").unwrap();
+    let store = Store::open(settings(&dir)).unwrap();
+    assert!(!dir.0.join("snapshot.json").exists());
+    assert_eq!(
+        store.check_layout(&layout(1)).await.unwrap(),
+        Resumed::Empty
+    );
+    store.close();
+}
+
+#[tokio::test]
+async fn a_corrupt_store_is_a_clear_error_that_names_the_way_out() {
+    let dir = TempDir::new();
+    std::fs::write(dir.0.join(store::FILE_NAME), vec![0x5a; 64 * 1024]).unwrap();
+    let error = Store::open(settings(&dir)).unwrap_err().to_string();
+    assert!(error.contains("--rebuild-store"), "{error}");
+    let mut rebuild = settings(&dir);
+    rebuild.rebuild = true;
+    let store = Store::open(rebuild).unwrap();
+    assert_eq!(
+        store.check_layout(&layout(1)).await.unwrap(),
+        Resumed::Empty
+    );
+    store.close();
+}
+
+#[tokio::test]
+async fn event_ids_older_than_the_retention_are_forgotten() {
+    let dir = TempDir::new();
+    let mut short = settings(&dir);
+    short.retention = Duration::from_secs(3600);
+    let store = Store::open(short).unwrap();
+    store.check_layout(&layout(1)).await.unwrap();
+    let mut m = Model {
+        store,
+        offsets: HashMap::new(),
+        _dir: None,
+    };
+    m.put(&created("old", 0, "Ann", 1000)).await;
+    m.put(&created("new", 7200, "Bob", 1000)).await;
+    let (old, new, remembered) = m
+        .store
+        .query_blocking(|v| {
+            Ok((
+                v.event_seen("old-created")?,
+                v.event_seen("new-created")?,
+                v.remembered_events()?,
+            ))
+        })
+        .unwrap();
+    assert!(!old && new, "old {old}, new {new}");
+    assert_eq!(remembered, 1);
+    // The order itself stays; only its de-duplication id is gone.
+    assert_eq!(m.counters().orders, 2);
+    assert_eq!(m.counters().events, 2);
+    m.store.close();
+}
+
+#[tokio::test]
+async fn frames_are_published_after_the_commit_with_their_offsets() {
+    let mut m = Model::new().await;
+    let (mut live, positions) = m.store.subscribe();
+    assert!(positions.is_empty());
+    m.put(&created("o1", 0, "Ann", 1000)).await;
+    let frame = live.recv().await.unwrap();
+    assert_eq!(frame.position.offset, 0);
+    assert!(m.store.committed().has_applied(TopicRole::Orders, 0, 0));
+    let json: Value = serde_json::from_str(&frame.json).unwrap();
+    assert_eq!(json["data"]["order_id"], "o1");
+    assert_eq!(json["event_type"], "order.created");
+    let (_, positions) = m.store.subscribe();
+    assert_eq!(positions, vec![(TopicRole::Orders, 0, 1)]);
 }
