@@ -207,6 +207,10 @@ impl ReadView {
             .as_deref()
             .map(|t| search_words([t]).into_iter().collect())
             .unwrap_or_default();
+        if query.text.is_some() && wanted.is_empty() {
+            // Nothing to look for (only punctuation): nothing matches.
+            return Ok(json!({ "items": [], "next_cursor": null }));
+        }
         let rarest = if wanted.is_empty() {
             None
         } else {

@@ -389,6 +389,12 @@ async fn listing_is_newest_first_with_filters_and_cursor_paging() {
         ..Default::default()
     });
     assert!(ids(&nobody).is_empty());
+    let punctuation = m.list_orders(ListQuery {
+        limit: 100,
+        text: Some("@@ -".into()),
+        ..Default::default()
+    });
+    assert!(ids(&punctuation).is_empty());
     let by_email = m.list_orders(ListQuery {
         limit: 100,
         text: Some("bob stone@example.com".into()),
