@@ -32,7 +32,7 @@ enum StepError {
 }
 
 /// Most bytes asked for in one fetch.
-const FETCH_MAX_BYTES: i32 = 4 * 1024 * 1024;
+const FETCH_MAX_BYTES: i32 = 1024 * 1024;
 /// How long the broker may hold a fetch open waiting for new records.
 const FETCH_MAX_WAIT_MS: i32 = 500;
 /// Pause after a failed fetch, growing to the maximum.

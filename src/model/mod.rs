@@ -7,7 +7,9 @@
 //! saved state through the small [`Lookup`] trait and written back by the store in one
 //! transaction, together with the offsets of the records that produced them.
 //!
-//! Applying is idempotent by `event_id`, so replays and producer retries never double count.
+//! Applying is idempotent by `event_id`, so replays and producer retries never double count:
+//! every event belongs to one order, and an event whose id is already in that order's
+//! timeline is a duplicate. The timeline is the de-duplication set, kept as long as the order.
 //! An order's status is the fold of its timeline sorted by event time, recomputed whenever an
 //! event joins it. The three topics are consumed independently, so a payment may be read
 //! before the order it pays; folding by time gives the same state whatever the arrival order,
@@ -151,7 +153,7 @@ pub struct Counters {
     /// Orders whose creation was read.
     pub orders: u64,
     pub deliveries: u64,
-    /// Distinct events applied (de-duplication ids are pruned, this count is not).
+    /// Distinct events applied.
     pub events: u64,
     /// The newest Kafka record time applied: the clock that retention is measured by, so that
     /// every instance and every replay prunes alike.
@@ -180,7 +182,6 @@ pub trait Lookup {
     fn order(&self, order_id: &str) -> Result<Option<StoredOrder>, StoreError>;
     fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError>;
     fn delivery(&self, delivery_id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
-    fn event_seen(&self, event_id: &str) -> Result<bool, StoreError>;
     fn idempotency_known(&self, key: &str) -> Result<bool, StoreError>;
     fn minute(&self, minute: i64) -> Result<Option<MinuteStats>, StoreError>;
 }
@@ -190,6 +191,8 @@ pub trait Lookup {
 pub struct Touched<T> {
     pub before: Option<T>,
     pub after: Option<T>,
+    /// Whether `after` differs from `before` (only changed records are written).
+    pub changed: bool,
 }
 
 /// The changes of one group commit: every record touched, with its saved version for the
@@ -199,8 +202,6 @@ pub struct Changes {
     pub orders: HashMap<String, Touched<StoredOrder>>,
     pub payments: HashMap<String, Touched<PaymentRecord>>,
     pub deliveries: HashMap<String, Touched<DeliveryRecord>>,
-    /// New de-duplication ids and the Kafka time of their record.
-    pub events: HashMap<String, DateTime<Utc>>,
     pub idempotency: HashMap<String, IdempotentWrite>,
     pub counters: Counters,
     pub minutes: BTreeMap<i64, MinuteStats>,
@@ -226,7 +227,6 @@ impl Changes {
         self.orders.is_empty()
             && self.payments.is_empty()
             && self.deliveries.is_empty()
-            && self.events.is_empty()
             && self.changed_progress.is_empty()
     }
 
@@ -253,10 +253,14 @@ impl Changes {
         record_time: DateTime<Utc>,
         idempotency: Option<(String, String)>,
     ) -> Result<Applied, StoreError> {
-        if self.events.contains_key(&event.event_id) || saved.event_seen(&event.event_id)? {
+        let order = touch(&mut self.orders, &event.order_id, |id| saved.order(id))?;
+        if order.after.as_ref().is_some_and(|o| {
+            o.timeline
+                .iter()
+                .any(|entry| entry.event_id == event.event_id)
+        }) {
             return Ok(Applied::Duplicate);
         }
-        self.events.insert(event.event_id.clone(), record_time);
         self.counters.events += 1;
         self.counters.newest_record_time = self.counters.newest_record_time.max(Some(record_time));
         if let Some((key, fingerprint)) = idempotency
@@ -296,6 +300,7 @@ impl Changes {
             PaymentStatus::Failed => self.counters.payments_failed += 1,
         }
         let touched = touch(&mut self.payments, &p.payment_id, |id| saved.payment(id))?;
+        touched.changed = true;
         touched.after = Some(PaymentRecord {
             payment_id: p.payment_id.clone(),
             order_id: event.order_id.clone(),
@@ -320,6 +325,7 @@ impl Changes {
         let touched = touch(&mut self.deliveries, &d.delivery_id, |id| {
             saved.delivery(id)
         })?;
+        touched.changed = true;
         match &mut touched.after {
             // Updates may be read out of order: the newest by event time wins.
             Some(existing) => {
@@ -364,6 +370,7 @@ impl Changes {
         data: &str,
     ) -> Result<(), StoreError> {
         let touched = touch(&mut self.orders, &event.order_id, |id| saved.order(id))?;
+        touched.changed = true;
         let order = touched.after.get_or_insert_with(|| StoredOrder {
             record: OrderRecord {
                 order_id: event.order_id.clone(),
@@ -457,6 +464,7 @@ fn touch<'a, T: Clone>(
             Touched {
                 after: before.clone(),
                 before,
+                changed: false,
             },
         );
     }
@@ -528,28 +536,58 @@ pub(crate) fn unix_minute(t: DateTime<Utc>) -> i64 {
 }
 
 /// The words an order, payment or delivery is found by with `q`: the lower-case runs of
-/// letters and digits of the given fields. Bounded, so that a hostile record cannot make a huge
-/// index entry.
-pub fn search_words<'a>(fields: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+/// letters and digits of the given text fields, and each id whole (an id is one word, so a
+/// UUID costs one index entry, not five). Bounded, so that a hostile record cannot make a
+/// huge index entry.
+pub fn search_words<'a>(
+    ids: impl IntoIterator<Item = &'a str>,
+    fields: impl IntoIterator<Item = &'a str>,
+) -> BTreeSet<String> {
     const MAX_WORDS: usize = 32;
     const MAX_WORD_CHARS: usize = 64;
     let mut words = BTreeSet::new();
+    for id in ids {
+        let id = id.trim();
+        if !id.is_empty() && id.chars().count() <= MAX_WORD_CHARS {
+            words.insert(id.to_lowercase());
+        }
+    }
     for field in fields {
-        for word in field.split(|c: char| !c.is_alphanumeric()) {
+        for word in query_words(field) {
             if words.len() == MAX_WORDS {
                 return words;
             }
-            if !word.is_empty() && word.chars().count() <= MAX_WORD_CHARS {
-                words.insert(word.to_lowercase());
+            if word.chars().count() <= MAX_WORD_CHARS {
+                words.insert(word);
             }
         }
     }
     words
 }
 
+/// The words of a `q` text: its lower-case runs of letters and digits.
+pub fn query_words(text: &str) -> Vec<String> {
+    let mut words: Vec<String> = text
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect();
+    words.sort();
+    words.dedup();
+    words
+}
+
+/// The whole `q` text when it may be an id (letters, digits and dashes, at least one dash),
+/// so that `q=<order id>` finds the order.
+pub fn query_id(text: &str) -> Option<String> {
+    let lower = text.trim().to_lowercase();
+    (lower.contains('-') && lower.chars().all(|c| c.is_alphanumeric() || c == '-')).then_some(lower)
+}
+
 impl OrderRecord {
     pub fn search_words(&self) -> BTreeSet<String> {
-        let mut fields = vec![self.order_id.as_str()];
+        let mut fields = Vec::new();
         if let Some(d) = &self.details {
             fields.extend([
                 d.customer_name.as_str(),
@@ -557,31 +595,26 @@ impl OrderRecord {
                 d.product.as_str(),
             ]);
         }
-        search_words(fields)
+        search_words([self.order_id.as_str()], fields)
     }
 }
 
 impl PaymentRecord {
     pub fn search_words(&self) -> BTreeSet<String> {
-        search_words([
-            self.order_id.as_str(),
-            self.payment_id.as_str(),
-            self.method.as_str(),
-        ])
+        search_words(
+            [self.order_id.as_str(), self.payment_id.as_str()],
+            [self.method.as_str()],
+        )
     }
 }
 
 impl DeliveryRecord {
     pub fn search_words(&self) -> BTreeSet<String> {
-        let mut fields = vec![
-            self.order_id.as_str(),
-            self.delivery_id.as_str(),
-            self.address.as_str(),
-        ];
+        let mut fields = vec![self.address.as_str()];
         if let Some(c) = &self.carrier {
             fields.push(c);
         }
-        search_words(fields)
+        search_words([self.order_id.as_str(), self.delivery_id.as_str()], fields)
     }
 }
 

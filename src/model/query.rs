@@ -3,9 +3,9 @@
 //!
 //! Every list walks an index backwards from the cursor: the time index when unfiltered, the
 //! status index for `status`, the word index for `q`. A `q` search matches whole words
-//! (case-insensitive runs of letters and digits) of the customer's name, email and product and
-//! of the order id (payments: order id, payment id, method; deliveries: order id, delivery id,
-//! address, carrier). Every word of `q` must be found; the index walk follows the rarest one,
+//! (case-insensitive runs of letters and digits) of the customer's name, email and product, or
+//! the whole order id (payments: order id, payment id, method; deliveries: order id, delivery
+//! id, address, carrier). Every word of `q` must be found; the index walk follows the rarest one,
 //! and stops after [`MAX_SCANNED`] candidates with a cursor to go on from.
 
 use std::ops::Bound;
@@ -19,7 +19,7 @@ use super::store::ReadView;
 use super::tables::{self, Kind, micros};
 use super::{
     Counters, DeliveryRecord, IdempotentWrite, MinuteStats, OrderRecord, PaymentRecord, StoreError,
-    StoredOrder, search_words, unix_minute,
+    StoredOrder, query_id, query_words, unix_minute,
 };
 use crate::domain::event::{DeliveryStatus, PaymentStatus, format_time};
 use crate::domain::lifecycle::OrderStatus;
@@ -174,20 +174,8 @@ impl ReadView {
         get_json(&self.table(tables::IDEMPOTENCY)?, "idempotency", key)
     }
 
-    /// Whether an event id is still remembered for de-duplication.
-    pub fn event_seen(&self, event_id: &str) -> Result<bool, StoreError> {
-        Ok(self.table(tables::EVENTS)?.get(event_id)?.is_some())
-    }
-
     pub fn counters(&self) -> Result<Counters, StoreError> {
         tables::read_counters(&self.table(tables::META)?)
-    }
-
-    /// How many de-duplication ids are remembered now.
-    pub fn remembered_events(&self) -> Result<u64, StoreError> {
-        Ok(redb::ReadableTableMetadata::len(
-            &self.table(tables::EVENTS)?,
-        )?)
     }
 
     fn list<T: DeserializeOwned>(
@@ -202,29 +190,30 @@ impl ReadView {
         let counts = self.table(tables::WORD_COUNTS)?;
         let before = query.before.as_ref();
 
-        let wanted: Vec<String> = query
-            .text
-            .as_deref()
-            .map(|t| search_words([t]).into_iter().collect())
-            .unwrap_or_default();
+        let mut wanted: Vec<String> = query.text.as_deref().map(query_words).unwrap_or_default();
         if query.text.is_some() && wanted.is_empty() {
             // Nothing to look for (only punctuation): nothing matches.
             return Ok(json!({ "items": [], "next_cursor": null }));
         }
-        let rarest = if wanted.is_empty() {
-            None
-        } else {
-            let mut best: Option<(u64, &str)> = None;
-            for word in &wanted {
-                let count = counts
-                    .get((kind.kind as u8, word.as_str()))?
-                    .map_or(0, |v| v.value());
-                if best.is_none_or(|(n, _)| count < n) {
-                    best = Some((count, word.as_str()));
-                }
-            }
-            best.map(|(_, w)| w)
+        let count = |word: &str| -> Result<u64, StoreError> {
+            Ok(counts
+                .get((kind.kind as u8, word))?
+                .map_or(0, |v| v.value()))
         };
+        // An id is one word of its own: `q=<id>` looks it up whole.
+        if let Some(id) = query.text.as_deref().and_then(query_id)
+            && count(&id)? > 0
+        {
+            wanted = vec![id];
+        }
+        let mut rarest: Option<(u64, &str)> = None;
+        for word in &wanted {
+            let n = count(word)?;
+            if rarest.is_none_or(|(best, _)| n < best) {
+                rarest = Some((n, word.as_str()));
+            }
+        }
+        let rarest = rarest.map(|(_, w)| w);
 
         let keys = match (rarest, kind.status_code) {
             (Some(word), _) => word_keys(&search, kind.kind, word, before)?,

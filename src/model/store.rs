@@ -39,7 +39,7 @@ pub const FILE_NAME: &str = "shopstream.redb";
 const OLD_SNAPSHOT: &str = "snapshot.json";
 /// Bumped whenever the saved shape changes incompatibly: an older store is rebuilt from the
 /// log, never misread.
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
 /// How often a commit is made durable (fsync).
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
 /// Most records in one group commit.

@@ -14,8 +14,8 @@
 //! | `*_by_status` | (status, time, id) | () |
 //! | `search` | (kind, word, time, id) | () |
 //! | `word_counts` | (kind, word) | records holding the word |
-//! | `events`, `idempotency` | event id, key | record time, [`IdempotentWrite`] |
-//! | `events_by_time`, `idempotency_by_time` | (record time, id) | (), for pruning |
+//! | `idempotency` | key | [`IdempotentWrite`] |
+//! | `idempotency_by_time` | (record time, key) | (), for pruning |
 //! | `minutes` | unix minute | [`MinuteStats`] |
 
 use std::collections::BTreeSet;
@@ -52,8 +52,6 @@ pub const DELIVERIES_BY_STATUS: TableDefinition<(u8, i64, &str), ()> =
 pub const SEARCH: TableDefinition<(u8, &str, i64, &str), ()> = TableDefinition::new("search");
 /// How many records hold each word, so that a search walks its rarest word.
 pub const WORD_COUNTS: TableDefinition<(u8, &str), u64> = TableDefinition::new("word_counts");
-pub const EVENTS: TableDefinition<&str, i64> = TableDefinition::new("events");
-pub const EVENTS_BY_TIME: TableDefinition<(i64, &str), ()> = TableDefinition::new("events_by_time");
 pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 pub const IDEMPOTENCY_BY_TIME: TableDefinition<(i64, &str), ()> =
     TableDefinition::new("idempotency_by_time");
@@ -128,8 +126,6 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(DELIVERIES_BY_STATUS)?;
     txn.open_table(SEARCH)?;
     txn.open_table(WORD_COUNTS)?;
-    txn.open_table(EVENTS)?;
-    txn.open_table(EVENTS_BY_TIME)?;
     txn.open_table(IDEMPOTENCY)?;
     txn.open_table(IDEMPOTENCY_BY_TIME)?;
     txn.open_table(MINUTES)?;
@@ -152,11 +148,11 @@ pub struct WriteTables<'txn> {
     deliveries_by_status: Table<'txn, (u8, i64, &'static str), ()>,
     search: Table<'txn, (u8, &'static str, i64, &'static str), ()>,
     word_counts: Table<'txn, (u8, &'static str), u64>,
-    events: Table<'txn, &'static str, i64>,
-    events_by_time: Table<'txn, (i64, &'static str), ()>,
     idempotency: Table<'txn, &'static str, &'static [u8]>,
     idempotency_by_time: Table<'txn, (i64, &'static str), ()>,
     minutes: Table<'txn, i64, &'static [u8]>,
+    /// Per-word count changes of this commit, written once per word at the end.
+    word_deltas: std::collections::HashMap<(u8, String), i64>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -176,11 +172,10 @@ impl<'txn> WriteTables<'txn> {
             deliveries_by_status: txn.open_table(DELIVERIES_BY_STATUS)?,
             search: txn.open_table(SEARCH)?,
             word_counts: txn.open_table(WORD_COUNTS)?,
-            events: txn.open_table(EVENTS)?,
-            events_by_time: txn.open_table(EVENTS_BY_TIME)?,
             idempotency: txn.open_table(IDEMPOTENCY)?,
             idempotency_by_time: txn.open_table(IDEMPOTENCY_BY_TIME)?,
             minutes: txn.open_table(MINUTES)?,
+            word_deltas: std::collections::HashMap::new(),
         })
     }
 
@@ -188,13 +183,13 @@ impl<'txn> WriteTables<'txn> {
     /// retention. The caller commits.
     pub fn write(&mut self, changes: &Changes, retention: TimeDelta) -> Result<(), StoreError> {
         for (id, touched) in &changes.orders {
-            let Some(after) = &touched.after else {
+            let (Some(after), true) = (&touched.after, touched.changed) else {
                 continue;
             };
             self.write_order(id, touched.before.as_ref(), after)?;
         }
         for (id, touched) in &changes.payments {
-            let Some(after) = &touched.after else {
+            let (Some(after), true) = (&touched.after, touched.changed) else {
                 continue;
             };
             let before = touched.before.as_ref();
@@ -224,7 +219,7 @@ impl<'txn> WriteTables<'txn> {
                 .insert(id.as_str(), encode(after).as_slice())?;
         }
         for (id, touched) in &changes.deliveries {
-            let Some(after) = &touched.after else {
+            let (Some(after), true) = (&touched.after, touched.changed) else {
                 continue;
             };
             let before = touched.before.as_ref();
@@ -253,11 +248,6 @@ impl<'txn> WriteTables<'txn> {
             self.deliveries
                 .insert(id.as_str(), encode(after).as_slice())?;
         }
-        for (id, time) in &changes.events {
-            let t = micros(*time);
-            self.events.insert(id.as_str(), t)?;
-            self.events_by_time.insert((t, id.as_str()), ())?;
-        }
         for (key, write) in &changes.idempotency {
             let t = micros(write.record_time);
             self.idempotency
@@ -279,6 +269,7 @@ impl<'txn> WriteTables<'txn> {
                 self.minutes.remove(minute)?;
             }
         }
+        self.write_word_counts()?;
         self.meta
             .insert(META_COUNTERS, encode(&changes.counters).as_slice())?;
         for key in &changes.changed_progress {
@@ -359,30 +350,33 @@ impl<'txn> WriteTables<'txn> {
     }
 
     fn count_word(&mut self, kind: Kind, word: &str, delta: i64) -> Result<(), StoreError> {
-        let key = (kind as u8, word);
-        let now = self.word_counts.get(key)?.map_or(0, |v| v.value());
-        let next = now.saturating_add_signed(delta);
-        if next == 0 {
-            self.word_counts.remove(key)?;
-        } else {
-            self.word_counts.insert(key, next)?;
+        *self
+            .word_deltas
+            .entry((kind as u8, word.to_string()))
+            .or_default() += delta;
+        Ok(())
+    }
+
+    fn write_word_counts(&mut self) -> Result<(), StoreError> {
+        for ((kind, word), delta) in std::mem::take(&mut self.word_deltas) {
+            if delta == 0 {
+                continue;
+            }
+            let key = (kind, word.as_str());
+            let now = self.word_counts.get(key)?.map_or(0, |v| v.value());
+            let next = now.saturating_add_signed(delta);
+            if next == 0 {
+                self.word_counts.remove(key)?;
+            } else {
+                self.word_counts.insert(key, next)?;
+            }
         }
         Ok(())
     }
 
-    /// Forgets de-duplication ids and idempotency keys whose record is older than `cutoff`
-    /// (microseconds), a bounded number per commit.
+    /// Forgets idempotency keys whose record is older than `cutoff` (microseconds), a bounded
+    /// number per commit.
     fn prune(&mut self, cutoff: i64) -> Result<(), StoreError> {
-        let old: Vec<(i64, String)> = self
-            .events_by_time
-            .range(..(cutoff, ""))?
-            .take(PRUNE_PER_COMMIT)
-            .map(|r| r.map(|(k, _)| (k.value().0, k.value().1.to_string())))
-            .collect::<Result<_, _>>()?;
-        for (t, id) in old {
-            self.events_by_time.remove((t, id.as_str()))?;
-            self.events.remove(id.as_str())?;
-        }
         let old: Vec<(i64, String)> = self
             .idempotency_by_time
             .range(..(cutoff, ""))?
@@ -408,10 +402,6 @@ impl Lookup for WriteTables<'_> {
 
     fn delivery(&self, delivery_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
         read_json(&self.deliveries, "delivery", delivery_id)
-    }
-
-    fn event_seen(&self, event_id: &str) -> Result<bool, StoreError> {
-        Ok(self.events.get(event_id)?.is_some())
     }
 
     fn idempotency_known(&self, key: &str) -> Result<bool, StoreError> {

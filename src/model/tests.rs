@@ -389,6 +389,21 @@ async fn listing_is_newest_first_with_filters_and_cursor_paging() {
         ..Default::default()
     });
     assert!(ids(&nobody).is_empty());
+    m.put(&created("ord-7f3a", 200, "Jean-Pierre Roux", 500))
+        .await;
+    for (q, found) in [
+        ("ORD-7F3A", vec!["ord-7f3a"]),
+        ("jean-pierre", vec!["ord-7f3a"]),
+        ("roux jean", vec!["ord-7f3a"]),
+        ("ord", vec![]),
+    ] {
+        let page = m.list_orders(ListQuery {
+            limit: 10,
+            text: Some(q.into()),
+            ..Default::default()
+        });
+        assert_eq!(ids(&page), found, "q={q}");
+    }
     let punctuation = m.list_orders(ListQuery {
         limit: 100,
         text: Some("@@ -".into()),
@@ -414,7 +429,7 @@ async fn listing_is_newest_first_with_filters_and_cursor_paging() {
         status: Some("Pending".into()),
         ..Default::default()
     });
-    assert_eq!(ids(&pending).len(), 24);
+    assert_eq!(ids(&pending).len(), 25);
     let paid_ann = m.list_orders(ListQuery {
         limit: 100,
         status: Some("Paid".into()),
@@ -565,34 +580,46 @@ async fn a_corrupt_store_is_a_clear_error_that_names_the_way_out() {
 }
 
 #[tokio::test]
-async fn event_ids_older_than_the_retention_are_forgotten() {
+async fn idempotency_keys_older_than_the_retention_are_forgotten() {
     let dir = TempDir::new();
     let mut short = settings(&dir);
     short.retention = Duration::from_secs(3600);
     let store = Store::open(short).unwrap();
     store.check_layout(&layout(1)).await.unwrap();
-    let mut m = Model {
-        store,
-        offsets: HashMap::new(),
-        _dir: None,
+    let keyed = |event: Event, offset: i64, key: &str| FetchedRecord {
+        offset,
+        key: Some(event.order_id.clone()),
+        record_time: event.time,
+        decoded: Ok((event.clone(), event.to_value().to_string())),
+        idempotency: Some((key.into(), "fp".into())),
     };
-    m.put(&created("old", 0, "Ann", 1000)).await;
-    m.put(&created("new", 7200, "Bob", 1000)).await;
-    let (old, new, remembered) = m
-        .store
+    let old = keyed(created("old", 0, "Ann", 1000), 0, "key-old");
+    let new = keyed(created("new", 7200, "Bob", 1000), 1, "key-new");
+    store
+        .apply_fetched(TopicRole::Orders, 0, vec![old, new], 2)
+        .await
+        .unwrap();
+    let (old, new) = store
         .query_blocking(|v| {
             Ok((
-                v.event_seen("old-created")?,
-                v.event_seen("new-created")?,
-                v.remembered_events()?,
+                v.idempotent_write("key-old")?,
+                v.idempotent_write("key-new")?,
             ))
         })
         .unwrap();
-    assert!(!old && new, "old {old}, new {new}");
-    assert_eq!(remembered, 1);
-    // The order itself stays; only its de-duplication id is gone.
-    assert_eq!(m.counters().orders, 2);
-    assert_eq!(m.counters().events, 2);
+    assert!(old.is_none() && new.is_some(), "old {old:?}, new {new:?}");
+    // The orders stay, with their timelines: replaying their events still counts once.
+    let counters = store.query_blocking(|v| v.counters()).unwrap();
+    assert_eq!((counters.orders, counters.events), (2, 2));
+    let mut m = Model {
+        store,
+        offsets: HashMap::from([(TopicRole::Orders, 2)]),
+        _dir: None,
+    };
+    assert_eq!(
+        m.put(&created("old", 0, "Ann", 1000)).await,
+        Applied::Duplicate
+    );
     m.store.close();
 }
 
