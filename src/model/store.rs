@@ -43,7 +43,7 @@ const FORMAT_VERSION: u32 = 3;
 /// How often a commit is made durable (fsync).
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
 /// Most records in one group commit.
-const GROUP_RECORDS: usize = 8_000;
+const GROUP_RECORDS: usize = 16_000;
 
 /// Why the store could not be read or written.
 #[derive(Debug, Clone, thiserror::Error)]
