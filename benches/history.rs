@@ -33,6 +33,7 @@
 //! list of N, comma separated), `SHOPSTREAM_BENCH_HISTORY_SECONDS` (10: how long the write
 //! load runs), `SHOPSTREAM_BENCH_KEEP_BROKER=1` (never stop the local broker).
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -55,12 +56,13 @@ use rand::Rng;
 use rskafka::client::Client;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use common::{PARTITIONS, create_topic, delete_topics, kafka_call, order_bodies};
 use shopstream::domain::demo;
 use shopstream::domain::event::{
     DeliveryDetails, DeliveryStatus, Event, EventBody, EventType, PaymentDetails, PaymentStatus,
@@ -68,8 +70,6 @@ use shopstream::domain::event::{
 };
 use shopstream::domain::partitioner::partition_for_key;
 
-/// Partitions of every topic this run creates (shopstream's default).
-const PARTITIONS: i32 = 3;
 /// Keep-alive connections of the write load.
 const WRITE_CONNECTIONS: usize = 32;
 /// Connections reading the detail of every 10th order.
@@ -99,8 +99,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(3600);
 const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest the detail reads of every 10th order may take altogether.
 const DETAIL_TIMEOUT: Duration = Duration::from_secs(900);
-/// Deadline of every single Kafka call this process makes.
-const KAFKA_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Records per produce request when filling the log.
 const FILL_BATCH_RECORDS: usize = 1_000;
 /// Value bytes per produce request when filling the log (below the broker's 1 MiB default).
@@ -152,53 +150,6 @@ impl Settings {
     }
 }
 
-/// The broker this run uses; stops the local one at the end if this run started it.
-struct Broker {
-    bootstrap: String,
-    started_here: bool,
-    keep: bool,
-}
-
-impl Broker {
-    fn acquire(keep: bool) -> Result<Self, String> {
-        let external = std::env::var("KAFKA_BOOTSTRAP").is_ok_and(|b| !b.trim().is_empty());
-        let was_running = external
-            || Command::new(support::repo_root().join("compose/kafka-local"))
-                .arg("status")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-        let broker = Self {
-            bootstrap: support::bootstrap(),
-            started_here: !was_running,
-            keep,
-        };
-        for address in broker.bootstrap.split(',') {
-            let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
-            if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
-                return Err(format!(
-                    "this benchmark only talks to 127.0.0.1; the broker is at {}",
-                    broker.bootstrap
-                ));
-            }
-        }
-        Ok(broker)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if self.started_here && !self.keep {
-            eprintln!("stopping the local broker this run started");
-            let _ = Command::new(support::repo_root().join("compose/kafka-local"))
-                .arg("stop")
-                .stdout(Stdio::null())
-                .status();
-        }
-    }
-}
-
 fn main() {
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
@@ -221,34 +172,13 @@ fn main() {
             .join(", "),
         settings.load_duration,
     );
-    let broker = match Broker::acquire(settings.keep_broker) {
-        Ok(broker) => broker,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    };
-    println!("broker: {}", broker.bootstrap);
-    // One thread for the client: it leaves the other core(s) to the server and the broker.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("cannot build a tokio runtime");
-    let outcome = runtime.block_on(run(&settings, &broker.bootstrap));
-    drop(runtime);
-    drop(broker);
-    if let Err(error) = outcome {
-        eprintln!("benchmark failed: {error}");
-        std::process::exit(1);
-    }
+    common::run_with_broker(settings.keep_broker, |bootstrap| async move {
+        run(&settings, &bootstrap).await
+    });
 }
 
 async fn run(settings: &Settings, bootstrap: &str) -> Result<(), String> {
-    let client = kafka_call("connect", async {
-        let brokers = bootstrap.split(',').map(str::to_string).collect();
-        rskafka::client::ClientBuilder::new(brokers).build().await
-    })
-    .await?;
+    let client = common::connect(bootstrap).await?;
     let mut results = Vec::new();
     let mut failed = Vec::new();
     for &n in &settings.orders {
@@ -269,50 +199,6 @@ async fn run(settings: &Settings, bootstrap: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(failed.join("; "))
-    }
-}
-
-/// Runs one Kafka call with this run's deadline.
-async fn kafka_call<T, E: std::fmt::Display>(
-    what: &str,
-    call: impl Future<Output = Result<T, E>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(KAFKA_CALL_TIMEOUT, call).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer within {KAFKA_CALL_TIMEOUT:?}")),
-    }
-}
-
-async fn create_topic(
-    client: &Client,
-    name: &str,
-    created: &mut Vec<String>,
-) -> Result<(), String> {
-    let controller = client.controller_client().map_err(|e| e.to_string())?;
-    kafka_call(
-        &format!("create topic {name}"),
-        controller.create_topic(name, PARTITIONS, 1, 30_000),
-    )
-    .await?;
-    created.push(name.to_string());
-    Ok(())
-}
-
-async fn delete_topics(client: &Client, names: &[String]) {
-    let Ok(controller) = client.controller_client() else {
-        eprintln!("cannot reach the controller to delete the benchmark topics {names:?}");
-        return;
-    };
-    for name in names {
-        if let Err(e) = kafka_call(
-            "delete topic",
-            controller.delete_topic(name.as_str(), 30_000),
-        )
-        .await
-        {
-            eprintln!("could not delete topic {name}: {e}");
-        }
     }
 }
 
@@ -828,6 +714,27 @@ impl Timings {
         *self.failures.entry(why.into()).or_default() += 1;
     }
 
+    /// One timed GET: a 200 counts with its latency, anything else as a failure with its
+    /// reason. Returns whether it was a 200.
+    async fn get(&mut self, conn: &mut Conn, path: &str) -> bool {
+        let started = Instant::now();
+        match conn.send(None, path).await {
+            Ok((200, _)) => {
+                self.ok += 1;
+                self.latencies.push(started.elapsed().as_micros() as u64);
+                true
+            }
+            Ok((status, _)) => {
+                self.fail(format!("HTTP {status}"));
+                false
+            }
+            Err(e) => {
+                self.fail(e);
+                false
+            }
+        }
+    }
+
     fn merge(&mut self, other: Timings) {
         self.ok += other.ok;
         self.latencies.extend(other.latencies);
@@ -849,25 +756,6 @@ impl Timings {
         let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
         Some(self.latencies[rank.clamp(1, self.latencies.len()) - 1] as f64 / 1000.0)
     }
-}
-
-/// `POST /api/orders` bodies: varied demo orders, all valid.
-fn order_bodies(count: usize) -> Vec<Value> {
-    let mut rng = rand::rng();
-    (0..count)
-        .map(|_| {
-            let o = demo::demo_order(&mut rng);
-            json!({
-                "customer_name": o.customer_name,
-                "customer_email": o.customer_email,
-                "product": o.product,
-                "quantity": o.quantity,
-                "amount": o.amount,
-                "currency": o.currency,
-                "address": o.address,
-            })
-        })
-        .collect()
 }
 
 /// One connection posting orders until `deadline` (or until `tickets` are used up), keeping
@@ -990,21 +878,10 @@ async fn probe_loop(
                 format!("/api/orders/{id}")
             }
         };
-        let started = Instant::now();
-        match conn.send(None, &path).await {
-            Ok((200, _)) => {
-                timings.ok += 1;
-                timings.latencies.push(started.elapsed().as_micros() as u64);
-                failures_in_a_row = 0;
-            }
-            Ok((status, _)) => {
-                timings.fail(format!("HTTP {status}"));
-                failures_in_a_row += 1;
-            }
-            Err(e) => {
-                timings.fail(e);
-                failures_in_a_row += 1;
-            }
+        if timings.get(&mut conn, &path).await {
+            failures_in_a_row = 0;
+        } else {
+            failures_in_a_row += 1;
         }
     }
     timings
@@ -1019,21 +896,10 @@ async fn detail_loop(addr: SocketAddr, ids: Arc<Vec<String>>, next: Arc<AtomicUs
     while failures_in_a_row < MAX_CONSECUTIVE_FAILURES && Instant::now() < deadline {
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some(id) = ids.get(i) else { break };
-        let started = Instant::now();
-        match conn.send(None, &format!("/api/orders/{id}")).await {
-            Ok((200, _)) => {
-                timings.ok += 1;
-                timings.latencies.push(started.elapsed().as_micros() as u64);
-                failures_in_a_row = 0;
-            }
-            Ok((status, _)) => {
-                timings.fail(format!("HTTP {status}"));
-                failures_in_a_row += 1;
-            }
-            Err(e) => {
-                timings.fail(e);
-                failures_in_a_row += 1;
-            }
+        if timings.get(&mut conn, &format!("/api/orders/{id}")).await {
+            failures_in_a_row = 0;
+        } else {
+            failures_in_a_row += 1;
         }
     }
     timings

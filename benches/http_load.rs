@@ -25,13 +25,14 @@
 //! `SHOPSTREAM_BENCH_STARTUP_ORDERS` (100000), `SHOPSTREAM_BENCH_KEEP_BROKER=1` (never stop
 //! the local broker).
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -45,11 +46,12 @@ use hyper_util::rt::TokioIo;
 use rskafka::client::Client;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use common::{PARTITIONS, create_topic, delete_topics, kafka_call, order_bodies};
 use shopstream::domain::demo;
 use shopstream::domain::event::{Event, EventBody, EventType, Position, TopicRole, headers};
 use shopstream::domain::partitioner::partition_for_key;
@@ -58,8 +60,6 @@ use shopstream::kafka::{TopicInfo, TopicLayout};
 use shopstream::model::store::{FetchedRecord, Store};
 use support::{Server, http};
 
-/// Partitions of every topic this run creates (shopstream's default).
-const PARTITIONS: i32 = 3;
 /// Longest one HTTP request may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a connection attempt may take.
@@ -72,8 +72,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(300);
 const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest ProducerPerformance may run.
 const REFERENCE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Deadline of every single Kafka call this process makes.
-const KAFKA_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Records per produce request when filling the log.
 const FILL_BATCH_RECORDS: usize = 1_000;
 /// Value bytes per produce request when filling the log (below the broker's 1 MiB default).
@@ -115,79 +113,19 @@ impl Settings {
     }
 }
 
-/// The broker this run uses; stops the local one at the end if this run started it.
-struct Broker {
-    bootstrap: String,
-    started_here: bool,
-    keep: bool,
-}
-
-impl Broker {
-    fn acquire(keep: bool) -> Self {
-        let external = std::env::var("KAFKA_BOOTSTRAP").is_ok_and(|b| !b.trim().is_empty());
-        let was_running = external
-            || Command::new(support::repo_root().join("compose/kafka-local"))
-                .arg("status")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-        let bootstrap = support::bootstrap();
-        for address in bootstrap.split(',') {
-            let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
-            assert!(
-                matches!(host, "127.0.0.1" | "localhost" | "[::1]"),
-                "this benchmark only talks to 127.0.0.1; the broker is at {bootstrap}"
-            );
-        }
-        Self {
-            bootstrap,
-            started_here: !was_running,
-            keep,
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if self.started_here && !self.keep {
-            eprintln!("stopping the local broker this run started");
-            let _ = Command::new(support::repo_root().join("compose/kafka-local"))
-                .arg("stop")
-                .stdout(Stdio::null())
-                .status();
-        }
-    }
-}
-
 fn main() {
     let settings = Settings::from_env();
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     eprintln!(
         "shopstream HTTP load benchmark ({cores} cores; client, server and broker share them)"
     );
-    let broker = Broker::acquire(settings.keep_broker);
-    eprintln!("broker: {}", broker.bootstrap);
-    // One thread for the load generator: it leaves the other core(s) to the server and broker.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("cannot build a tokio runtime");
-    let outcome = runtime.block_on(run(&settings, &broker.bootstrap));
-    drop(runtime);
-    drop(broker);
-    if let Err(error) = outcome {
-        eprintln!("benchmark failed: {error}");
-        std::process::exit(1);
-    }
+    common::run_with_broker(settings.keep_broker, |bootstrap| async move {
+        run(&settings, &bootstrap).await
+    });
 }
 
 async fn run(settings: &Settings, bootstrap: &str) -> Result<(), String> {
-    let client = kafka_call("connect", async {
-        let brokers = bootstrap.split(',').map(str::to_string).collect();
-        rskafka::client::ClientBuilder::new(brokers).build().await
-    })
-    .await?;
+    let client = common::connect(bootstrap).await?;
     let mut created_topics = Vec::new();
     let load = if settings.run_load {
         Some(load_phase(settings, bootstrap, &client, &mut created_topics).await)
@@ -223,55 +161,11 @@ async fn run(settings: &Settings, bootstrap: &str) -> Result<(), String> {
     }
 }
 
-/// Runs one Kafka call with this run's deadline.
-async fn kafka_call<T, E: std::fmt::Display>(
-    what: &str,
-    call: impl Future<Output = Result<T, E>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(KAFKA_CALL_TIMEOUT, call).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer within {KAFKA_CALL_TIMEOUT:?}")),
-    }
-}
-
 fn unique_prefix(what: &str) -> String {
     format!(
         "bench-{what}-{}.",
         &Uuid::new_v4().simple().to_string()[..8]
     )
-}
-
-async fn create_topic(
-    client: &Client,
-    name: &str,
-    created: &mut Vec<String>,
-) -> Result<(), String> {
-    let controller = client.controller_client().map_err(|e| e.to_string())?;
-    kafka_call(
-        &format!("create topic {name}"),
-        controller.create_topic(name, PARTITIONS, 1, 30_000),
-    )
-    .await?;
-    created.push(name.to_string());
-    Ok(())
-}
-
-async fn delete_topics(client: &Client, names: &[String]) {
-    let Ok(controller) = client.controller_client() else {
-        eprintln!("cannot reach the controller to delete the benchmark topics {names:?}");
-        return;
-    };
-    for name in names {
-        if let Err(e) = kafka_call(
-            "delete topic",
-            controller.delete_topic(name.as_str(), 30_000),
-        )
-        .await
-        {
-            eprintln!("could not delete topic {name}: {e}");
-        }
-    }
 }
 
 /// Waits (bounded) until `/readyz` answers 200 with `"caught_up": true`.
@@ -565,25 +459,6 @@ async fn producer_performance(
             String::from_utf8_lossy(&output.stderr)
         )
     })
-}
-
-/// `POST /api/orders` bodies: varied demo orders, all valid.
-fn order_bodies(count: usize) -> Vec<Value> {
-    let mut rng = rand::rng();
-    (0..count)
-        .map(|_| {
-            let o = demo::demo_order(&mut rng);
-            json!({
-                "customer_name": o.customer_name,
-                "customer_email": o.customer_email,
-                "product": o.product,
-                "quantity": o.quantity,
-                "amount": o.amount,
-                "currency": o.currency,
-                "address": o.address,
-            })
-        })
-        .collect()
 }
 
 /// The size of the record value shopstream writes for each body, on average.

@@ -104,12 +104,12 @@ pub struct Config {
     #[arg(long, env = "SHOPSTREAM_DATA_DIR", default_value = "shopstream-data")]
     pub data_dir: PathBuf,
 
-    /// Memory the store may use as its page cache (e.g. `64MiB`, `512KiB`, `1GiB`): the
-    /// ceiling of the read model's memory, whatever the shop's history.
+    /// Memory the store may use as its page cache (e.g. `64MiB`, `512KiB`, `1GiB`); it does
+    /// not grow with the shop's history (batches being applied come on top).
     #[arg(long, env = "SHOPSTREAM_CACHE_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
     pub cache_size: usize,
 
-    /// How long event ids (de-duplication) and idempotency keys are remembered, in Kafka
+    /// How long idempotency keys are remembered, in Kafka
     /// record time (e.g. `7d`, `48h`). Match the topics' `retention.ms`.
     #[arg(long, env = "SHOPSTREAM_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub retention: Duration,

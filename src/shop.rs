@@ -32,8 +32,8 @@ use crate::domain::lifecycle::transition;
 use crate::domain::validation::{DeliveryRequest, Invalid, PaymentRequest};
 use crate::kafka::KafkaError;
 use crate::kafka::producer::{OutgoingRecord, Producer};
-use crate::model::StoreError;
 use crate::model::store::{ReadView, Store};
+use crate::model::{IdempotentWrite, StoreError};
 
 /// Lock shards for per-order and per-key serialisation.
 const LOCK_SHARDS: usize = 256;
@@ -269,32 +269,23 @@ impl Shop {
         let _guards = self.lock(order_id, key).await;
         self.catch_up_with_own_writes(order_id).await?;
 
-        if let Some(idempotency) = &options.idempotency {
-            let key = idempotency.key.clone();
-            let earlier = self
-                .store
-                .query(move |view| view.idempotent_write(&key))
-                .await?;
-            if let Some(earlier) = earlier {
-                if earlier.fingerprint != idempotency.fingerprint {
-                    return Err(ShopError::IdempotencyMismatch);
+        // One read transaction: the earlier write under this key, else the decision.
+        let key = options.idempotency.as_ref().map(|i| i.key.clone());
+        let looked_up = self
+            .store
+            .query(move |view| {
+                if let Some(key) = key
+                    && let Some(earlier) = view.idempotent_write(&key)?
+                {
+                    return Ok(Err(earlier));
                 }
-                let data: Value =
-                    serde_json::from_str(&earlier.data).unwrap_or(Value::String(earlier.data));
-                let event_type = data
-                    .get("event_type")
-                    .and_then(|t| serde_json::from_value(t.clone()).ok())
-                    .unwrap_or(EventType::OrderCreated);
-                return Ok(Written {
-                    event_type,
-                    data,
-                    position: earlier.position,
-                    replayed: true,
-                });
-            }
-        }
-
-        let (event_type, body) = self.store.query(move |view| Ok(decide(view))).await??;
+                Ok(Ok(decide(view)))
+            })
+            .await?;
+        let (event_type, body) = match looked_up {
+            Ok(decided) => decided?,
+            Err(earlier) => return replay(earlier, options.idempotency.as_ref()),
+        };
         let event = Event {
             event_id: new_id("event", options.idempotency.as_ref()),
             event_type,
@@ -400,6 +391,24 @@ impl Shop {
             Err(ShopError::CatchingUp)
         }
     }
+}
+
+/// The answer to a repeated `Idempotency-Key`: the earlier write, if the request is the same.
+fn replay(earlier: IdempotentWrite, asked: Option<&Idempotency>) -> Result<Written, ShopError> {
+    if asked.is_none_or(|i| i.fingerprint != earlier.fingerprint) {
+        return Err(ShopError::IdempotencyMismatch);
+    }
+    let data: Value = serde_json::from_str(&earlier.data).unwrap_or(Value::String(earlier.data));
+    let event_type = data
+        .get("event_type")
+        .and_then(|t| serde_json::from_value(t.clone()).ok())
+        .unwrap_or(EventType::OrderCreated);
+    Ok(Written {
+        event_type,
+        data,
+        position: earlier.position,
+        replayed: true,
+    })
 }
 
 /// The order's details and status, or 404.

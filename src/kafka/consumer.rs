@@ -57,15 +57,6 @@ impl CatchUp {
         }
     }
 
-    /// Records replayed so far by the partitions that caught up.
-    pub fn replayed(&self) -> u64 {
-        self.replayed.load(Ordering::Acquire)
-    }
-
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     /// Whether every partition reached the end of the log seen at start.
     pub fn done(&self) -> bool {
         self.remaining.load(Ordering::Acquire) == 0

@@ -223,13 +223,6 @@ impl Changes {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.orders.is_empty()
-            && self.payments.is_empty()
-            && self.deliveries.is_empty()
-            && self.changed_progress.is_empty()
-    }
-
     /// Progress of one partition (created at offset 0 when first asked for), marked changed.
     pub fn progress_mut(&mut self, topic: TopicRole, partition: i32) -> &mut PartitionProgress {
         self.changed_progress.insert((topic, partition));

@@ -5,7 +5,7 @@
 //! the next offsets of their partitions and the counters, and commits (group commit). State
 //! and offsets therefore never disagree: a restart resumes from the last commit with nothing
 //! to load. Commits do not wait for fsync; one commit a second is made durable (with redb's
-//! quick repair, so a crash costs no long recovery). After a crash the store falls back to its
+//! quick repair: reopening after a crash need not walk the whole file). After a crash the store falls back to its
 //! last durable commit, never to a torn one, and the consumers replay the log from there.
 //!
 //! Readers (HTTP handlers, commands) open read transactions, which never block the writer,
@@ -91,10 +91,9 @@ fn classify(e: redb::Error) -> StoreError {
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
     pub dir: PathBuf,
-    /// redb's page cache: the ceiling of the store's memory.
+    /// redb's page cache (reads and dirty pages); the work in flight comes on top.
     pub cache_bytes: usize,
-    /// How long de-duplication ids and idempotency keys are remembered, measured in Kafka
-    /// record time.
+    /// How long idempotency keys are remembered, measured in Kafka record time.
     pub retention: Duration,
     /// Throw the store away at start and replay the log.
     pub rebuild: bool,
@@ -307,6 +306,16 @@ impl Store {
         (store, dir)
     }
 
+    /// Hands work with a reply channel to the applier and waits for its answer.
+    async fn ask<T>(
+        &self,
+        work: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Work,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(work(reply))?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
     fn send(&self, work: Work) -> Result<(), StoreError> {
         let sender = self.work.lock().unwrap_or_else(|p| p.into_inner());
         sender
@@ -318,12 +327,11 @@ impl Store {
 
     /// Checks that the saved state was built for these topics; discards it otherwise.
     pub async fn check_layout(&self, layout: &TopicLayout) -> Result<Resumed, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Work::Layout {
+        self.ask(|reply| Work::Layout {
             layout: layout.clone(),
             reply,
-        })?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        })
+        .await
     }
 
     /// Applies records fetched from one partition and moves its next offset to `next_offset`
@@ -364,16 +372,15 @@ impl Store {
         records: Vec<FetchedRecord>,
         next_offset: i64,
     ) -> Result<BatchOutcome, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Work::Batch {
+        self.ask(|reply| Work::Batch {
             topic,
             partition,
             expected,
             records,
             next_offset,
             reply,
-        })?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        })
+        .await
     }
 
     /// Moves a partition's next offset after it fell out of retention (counted as a reset).
@@ -383,14 +390,13 @@ impl Store {
         partition: i32,
         to: i64,
     ) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Work::Reset {
+        self.ask(|reply| Work::Reset {
             topic,
             partition,
             to,
             reply,
-        })?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        })
+        .await
     }
 
     /// Stops the applier after the work already handed to it, with a last durable commit.

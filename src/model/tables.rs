@@ -193,22 +193,14 @@ impl<'txn> WriteTables<'txn> {
                 continue;
             };
             let before = touched.before.as_ref();
-            let key = |p: &PaymentRecord| (micros(p.time), payment_status_code(p.status));
-            if before.map(key) != Some(key(after)) {
-                if let Some(b) = before {
-                    let t = micros(b.time);
-                    self.payments_by_time.remove((t, id.as_str()))?;
-                    self.payments_by_status.remove((
-                        payment_status_code(b.status),
-                        t,
-                        id.as_str(),
-                    ))?;
-                }
-                let t = micros(after.time);
-                self.payments_by_time.insert((t, id.as_str()), ())?;
-                self.payments_by_status
-                    .insert((payment_status_code(after.status), t, id.as_str()), ())?;
-            }
+            let listed = |p: &PaymentRecord| (micros(p.time), Some(payment_status_code(p.status)));
+            move_listing(
+                &mut self.payments_by_time,
+                &mut self.payments_by_status,
+                id,
+                before.map(listed),
+                Some(listed(after)),
+            )?;
             self.reindex_words(
                 Kind::Payments,
                 id,
@@ -223,22 +215,15 @@ impl<'txn> WriteTables<'txn> {
                 continue;
             };
             let before = touched.before.as_ref();
-            let key = |d: &DeliveryRecord| (micros(d.created_at), delivery_status_code(d.status));
-            if before.map(key) != Some(key(after)) {
-                if let Some(b) = before {
-                    let t = micros(b.created_at);
-                    self.deliveries_by_time.remove((t, id.as_str()))?;
-                    self.deliveries_by_status.remove((
-                        delivery_status_code(b.status),
-                        t,
-                        id.as_str(),
-                    ))?;
-                }
-                let t = micros(after.created_at);
-                self.deliveries_by_time.insert((t, id.as_str()), ())?;
-                self.deliveries_by_status
-                    .insert((delivery_status_code(after.status), t, id.as_str()), ())?;
-            }
+            let listed =
+                |d: &DeliveryRecord| (micros(d.created_at), Some(delivery_status_code(d.status)));
+            move_listing(
+                &mut self.deliveries_by_time,
+                &mut self.deliveries_by_status,
+                id,
+                before.map(listed),
+                Some(listed(after)),
+            )?;
             self.reindex_words(
                 Kind::Deliveries,
                 id,
@@ -295,21 +280,13 @@ impl<'txn> WriteTables<'txn> {
                 .created_at
                 .map(|t| (micros(t), o.record.status.map(order_status_code)))
         };
-        let (old, new) = (before.and_then(listed), listed(after));
-        if old != new {
-            if let Some((t, status)) = old {
-                self.orders_by_time.remove((t, id))?;
-                if let Some(s) = status {
-                    self.orders_by_status.remove((s, t, id))?;
-                }
-            }
-            if let Some((t, status)) = new {
-                self.orders_by_time.insert((t, id), ())?;
-                if let Some(s) = status {
-                    self.orders_by_status.insert((s, t, id), ())?;
-                }
-            }
-        }
+        move_listing(
+            &mut self.orders_by_time,
+            &mut self.orders_by_status,
+            id,
+            before.and_then(listed),
+            listed(after),
+        )?;
         let words = |o: &StoredOrder| {
             o.record
                 .created_at
@@ -389,6 +366,33 @@ impl<'txn> WriteTables<'txn> {
         }
         Ok(())
     }
+}
+
+/// Moves a record's entries in a time index and a status index from where its old (time,
+/// status) put them to where its new one does; `None`: not listed.
+fn move_listing(
+    by_time: &mut Table<'_, (i64, &'static str), ()>,
+    by_status: &mut Table<'_, (u8, i64, &'static str), ()>,
+    id: &str,
+    old: Option<(i64, Option<u8>)>,
+    new: Option<(i64, Option<u8>)>,
+) -> Result<(), StoreError> {
+    if old == new {
+        return Ok(());
+    }
+    if let Some((t, status)) = old {
+        by_time.remove((t, id))?;
+        if let Some(s) = status {
+            by_status.remove((s, t, id))?;
+        }
+    }
+    if let Some((t, status)) = new {
+        by_time.insert((t, id), ())?;
+        if let Some(s) = status {
+            by_status.insert((s, t, id), ())?;
+        }
+    }
+    Ok(())
 }
 
 impl Lookup for WriteTables<'_> {
