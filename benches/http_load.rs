@@ -854,9 +854,11 @@ async fn startup_phase(
         return Err(format!("shopstream exited with {status} after SIGTERM"));
     }
     let data_dir = server.into_data_dir();
-    let store_bytes = std::fs::metadata(data_dir.join(shopstream::model::store::FILE_NAME))
-        .map_err(|e| format!("no store after SIGTERM: {e}"))?
-        .len();
+    let store_bytes =
+        shopstream::model::store::disk_bytes(&data_dir.join(shopstream::model::store::DIR_NAME));
+    if store_bytes == 0 {
+        return Err("no store after SIGTERM".into());
+    }
 
     eprintln!("startup: shopstream again, on the same data dir (with its store)");
     let (mut server, warm) = timed_start(bootstrap, &prefix, data_dir).await?;

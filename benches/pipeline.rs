@@ -1,5 +1,5 @@
 //! Benchmarks of the pure logic and the store: the partitioner, the event codec, and applying
-//! events into the read model's store (a temporary redb file). No Kafka, no HTTP.
+//! events into the read model's store (a temporary fjall database). No Kafka, no HTTP.
 //!
 //! `cargo bench --bench pipeline [-- FILTER]`
 //!

@@ -153,7 +153,7 @@ impl Progress {
             events / total,
             step_events / step,
             done - self.last.0,
-            disk_bytes(path) >> 20
+            shopstream::model::store::disk_bytes(path) >> 20
         );
         self.last = (done, Instant::now());
     }
@@ -242,18 +242,6 @@ fn run_fjall(all: &[Lifecycle], group: usize, dir: &Path) {
             progress.report(done, &path);
         }
     }
-}
-
-fn disk_bytes(path: &Path) -> u64 {
-    if path.is_file() {
-        return std::fs::metadata(path).map_or(0, |m| m.len());
-    }
-    std::fs::read_dir(path).map_or(0, |entries| {
-        entries
-            .filter_map(Result::ok)
-            .map(|e| disk_bytes(&e.path()))
-            .sum()
-    })
 }
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {

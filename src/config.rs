@@ -99,13 +99,14 @@ pub struct Config {
     #[arg(long, env = "SHOPSTREAM_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
-    /// Directory of the read model's store (one redb file, `shopstream.redb`, holding the
-    /// state and the offsets it reflects).
+    /// Directory of the read model's store (a fjall database in `store/`, holding the state
+    /// and the offsets it reflects).
     #[arg(long, env = "SHOPSTREAM_DATA_DIR", default_value = "shopstream-data")]
     pub data_dir: PathBuf,
 
-    /// Memory the store may use as its page cache (e.g. `64MiB`, `512KiB`, `1GiB`); it does
-    /// not grow with the shop's history (batches being applied come on top).
+    /// Memory the store may use as its block cache (e.g. `64MiB`, `512KiB`, `1GiB`); its
+    /// write buffers take up to half as much again. It does not grow with the shop's history
+    /// (batches being applied come on top).
     #[arg(long, env = "SHOPSTREAM_CACHE_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
     pub cache_size: usize,
 

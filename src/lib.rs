@@ -11,7 +11,7 @@
 //! - [`telemetry`]: logging (text or JSON).
 //! - [`domain`]: pure shop logic: money, partitioner, event records, lifecycle, validation.
 //! - [`model`]: the read model built from consumed events, its queries, and the
-//!   [`model::store::Store`] on disk (redb) that holds it with its offsets.
+//!   [`model::store::Store`] on disk (fjall) that holds it with its offsets.
 //! - [`kafka`]: rskafka with deadlines: connection and health, topics, producer lanes,
 //!   partition consumers.
 //! - [`shop`]: the commands (place, pay, cancel, ship, advance): validate against the read

@@ -111,10 +111,7 @@ async fn a_clean_restart_resumes_from_the_saved_offsets() {
     assert_eq!(replayed(&first), Some(0));
     assert!(first.terminate(Duration::from_secs(20)).success());
     let data_dir = first.into_data_dir();
-    assert!(
-        data_dir.join("shopstream.redb").exists(),
-        "no store in the data dir"
-    );
+    assert!(data_dir.join("store").is_dir(), "no store in the data dir");
 
     // While it is down, another instance writes 7 more orders.
     let other = Server::start(&bootstrap, &["--topic-prefix", &prefix]);
@@ -183,6 +180,19 @@ async fn an_old_snapshot_is_noticed_and_the_log_replayed() {
     assert_eq!(status, 201);
 }
 
+/// Overwrites every file of the store (but its lock) with garbage.
+fn overwrite_files(path: &std::path::Path) {
+    for entry in std::fs::read_dir(path).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            overwrite_files(&path);
+        } else if path.file_name().is_some_and(|n| n != "lock") {
+            let len = std::fs::metadata(&path).unwrap().len().max(64) as usize;
+            std::fs::write(&path, vec![0x5a_u8; len]).unwrap();
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_corrupt_store_stops_the_start_with_the_way_out_and_rebuild_replays() {
     let bootstrap = support::bootstrap();
@@ -197,7 +207,7 @@ async fn a_corrupt_store_stops_the_start_with_the_way_out_and_rebuild_replays() 
         assert_eq!(status, 201);
     }
     let data_dir = first.into_data_dir();
-    std::fs::write(data_dir.join("shopstream.redb"), vec![0x5a_u8; 64 * 1024]).unwrap();
+    overwrite_files(&data_dir.join("store"));
 
     // The start stops with the way out named, instead of serving a broken read model.
     let mut refused = std::process::Command::new(env!("CARGO_BIN_EXE_shopstream"))

@@ -43,9 +43,6 @@ pub struct TimelineEntry {
     pub event_type: EventType,
     pub position: Position,
     pub time: DateTime<Utc>,
-    /// The record value as it was read, as JSON text: kept as text so that a deeply nested
-    /// record never makes the saved state unreadable.
-    pub data: String,
     /// Why this event breaks the lifecycle, if it does.
     pub anomaly: Option<String>,
     /// The decoded event, for refolding.
@@ -203,6 +200,8 @@ pub struct Changes {
     pub payments: HashMap<String, Touched<PaymentRecord>>,
     pub deliveries: HashMap<String, Touched<DeliveryRecord>>,
     pub idempotency: HashMap<String, IdempotentWrite>,
+    /// The record value (JSON text) of every new event, by where it was read.
+    pub event_data: Vec<(Position, String)>,
     pub counters: Counters,
     pub minutes: BTreeMap<i64, MinuteStats>,
     /// Every partition's progress as it will be committed (only the changed ones are written).
@@ -404,10 +403,12 @@ impl Changes {
             event_type: event.event_type,
             position,
             time: event.time,
-            data: data.to_string(),
             anomaly: None,
             body: event.body.clone(),
         };
+        // The record value is written once, apart from the timeline that is rewritten as
+        // the order changes.
+        self.event_data.push((position, data.to_string()));
         let at = order
             .timeline
             .partition_point(|e| timeline_key(e) <= timeline_key(&entry));
@@ -529,22 +530,13 @@ pub(crate) fn unix_minute(t: DateTime<Utc>) -> i64 {
 }
 
 /// The words an order, payment or delivery is found by with `q`: the lower-case runs of
-/// letters and digits of the given text fields, and each id whole (an id is one word, so a
-/// UUID costs one index entry, not five). Bounded, so that a hostile record cannot make a
-/// huge index entry.
-pub fn search_words<'a>(
-    ids: impl IntoIterator<Item = &'a str>,
-    fields: impl IntoIterator<Item = &'a str>,
-) -> BTreeSet<String> {
+/// letters and digits of the given text fields. Ids are not words: `q=<id>` looks the record
+/// up by its key instead, which costs no index entry. Bounded, so that a hostile record cannot
+/// make a huge index entry.
+pub fn search_words<'a>(fields: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
     const MAX_WORDS: usize = 32;
     const MAX_WORD_CHARS: usize = 64;
     let mut words = BTreeSet::new();
-    for id in ids {
-        let id = id.trim();
-        if !id.is_empty() && id.chars().count() <= MAX_WORD_CHARS {
-            words.insert(id.to_lowercase());
-        }
-    }
     for field in fields {
         for word in query_words(field) {
             if words.len() == MAX_WORDS {
@@ -572,10 +564,10 @@ pub fn query_words(text: &str) -> Vec<String> {
 }
 
 /// The whole `q` text when it may be an id (letters, digits and dashes, at least one dash),
-/// so that `q=<order id>` finds the order.
-pub fn query_id(text: &str) -> Option<String> {
-    let lower = text.trim().to_lowercase();
-    (lower.contains('-') && lower.chars().all(|c| c.is_alphanumeric() || c == '-')).then_some(lower)
+/// so that `q=<order id>` finds the order by its key.
+pub fn query_id(text: &str) -> Option<&str> {
+    let id = text.trim();
+    (id.contains('-') && id.chars().all(|c| c.is_alphanumeric() || c == '-')).then_some(id)
 }
 
 impl OrderRecord {
@@ -588,16 +580,13 @@ impl OrderRecord {
                 d.product.as_str(),
             ]);
         }
-        search_words([self.order_id.as_str()], fields)
+        search_words(fields)
     }
 }
 
 impl PaymentRecord {
     pub fn search_words(&self) -> BTreeSet<String> {
-        search_words(
-            [self.order_id.as_str(), self.payment_id.as_str()],
-            [self.method.as_str()],
-        )
+        search_words([self.method.as_str()])
     }
 }
 
@@ -607,7 +596,7 @@ impl DeliveryRecord {
         if let Some(c) = &self.carrier {
             fields.push(c);
         }
-        search_words([self.order_id.as_str(), self.delivery_id.as_str()], fields)
+        search_words(fields)
     }
 }
 

@@ -3,23 +3,21 @@
 //!
 //! Every list walks an index backwards from the cursor: the time index when unfiltered, the
 //! status index for `status`, the word index for `q`. A `q` search matches whole words
-//! (case-insensitive runs of letters and digits) of the customer's name, email and product, or
-//! the whole order id (payments: order id, payment id, method; deliveries: order id, delivery
-//! id, address, carrier). Every word of `q` must be found; the index walk follows the rarest one,
-//! and stops after [`MAX_SCANNED`] candidates with a cursor to go on from.
-
-use std::ops::Bound;
+//! (case-insensitive runs of letters and digits) of the customer's name, email and product
+//! (payments: method; deliveries: address, carrier), or a whole id: `q=<order id>` finds the
+//! order, its payments and its deliveries, `q=<payment or delivery id>` that record, by key.
+//! Every word of `q` must be found; the index walk follows the rarest one, and stops after
+//! [`MAX_SCANNED`] candidates with a cursor to go on from.
 
 use chrono::{DateTime, TimeZone, Utc};
-use redb::ReadOnlyTable;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::store::ReadView;
-use super::tables::{self, Kind, micros};
+pub use super::tables::ReadView;
+use super::tables::{self, Key, Kind, Table, micros, time_and_id};
 use super::{
-    Counters, DeliveryRecord, IdempotentWrite, MinuteStats, OrderRecord, PaymentRecord, StoreError,
-    StoredOrder, query_id, query_words, unix_minute,
+    Counters, DeliveryRecord, IdempotentWrite, Lookup, MinuteStats, OrderRecord, PaymentRecord,
+    StoreError, StoredOrder, query_id, query_words, unix_minute,
 };
 use crate::domain::event::{DeliveryStatus, PaymentStatus, format_time};
 use crate::domain::lifecycle::OrderStatus;
@@ -67,115 +65,61 @@ pub struct ListQuery {
 /// What one list kind needs: its tables, how to read its status, how to show a row.
 struct ListKind<T> {
     kind: Kind,
-    records: redb::TableDefinition<'static, &'static str, &'static [u8]>,
-    by_time: redb::TableDefinition<'static, (i64, &'static str), ()>,
-    by_status: redb::TableDefinition<'static, (u8, i64, &'static str), ()>,
+    records: Table,
     status_code: Option<u8>,
     matches_status: Box<dyn Fn(&T) -> bool>,
     words: fn(&T) -> std::collections::BTreeSet<String>,
+    /// The time a row is listed at.
+    time: fn(&T) -> DateTime<Utc>,
+    /// The ids of the records an id names: the record itself, or those of an order.
+    by_id: fn(&ReadView, &str) -> Result<Vec<String>, StoreError>,
     view: fn(&T) -> Value,
 }
 
 /// The (time, id) keys of one index, newest first, from just before the cursor.
 type Keys<'a> = Box<dyn Iterator<Item = Result<(i64, String), StoreError>> + 'a>;
 
-fn time_keys<'a>(
-    table: &'a ReadOnlyTable<(i64, &'static str), ()>,
-    before: Option<&Cursor>,
-) -> Result<Keys<'a>, StoreError> {
+/// The entries of the index range that starts with `prefix`, newest first, below the cursor.
+fn index_keys<'a>(view: &'a ReadView, prefix: Key, before: Option<&Cursor>) -> Keys<'a> {
+    let skip = prefix.0.len();
     let upper = match before {
-        Some(c) => Bound::Excluded((micros(c.time), c.id.as_str())),
-        None => Bound::Unbounded,
+        Some(c) => prefix.clone().int(micros(c.time)).last(&c.id),
+        None => prefix.clone().byte(0xff),
     };
-    let range = table.range::<(i64, &str)>((Bound::Unbounded, upper))?;
-    Ok(Box::new(range.rev().map(|row| {
-        let (key, _) = row?;
-        let (t, id) = key.value();
-        Ok((t, id.to_string()))
-    })))
-}
-
-fn status_keys<'a>(
-    table: &'a ReadOnlyTable<(u8, i64, &'static str), ()>,
-    status: u8,
-    before: Option<&Cursor>,
-) -> Result<Keys<'a>, StoreError> {
-    let upper = match before {
-        Some(c) => Bound::Excluded((status, micros(c.time), c.id.as_str())),
-        None => Bound::Excluded((status, i64::MAX, "")),
-    };
-    let lower = Bound::Included((status, i64::MIN, ""));
-    let range = table.range::<(u8, i64, &str)>((lower, upper))?;
-    Ok(Box::new(range.rev().map(|row| {
-        let (key, _) = row?;
-        let (_, t, id) = key.value();
-        Ok((t, id.to_string()))
-    })))
-}
-
-fn word_keys<'a>(
-    table: &'a ReadOnlyTable<(u8, &'static str, i64, &'static str), ()>,
-    kind: Kind,
-    word: &'a str,
-    before: Option<&'a Cursor>,
-) -> Result<Keys<'a>, StoreError> {
-    let k = kind as u8;
-    let upper = match before {
-        Some(c) => Bound::Excluded((k, word, micros(c.time), c.id.as_str())),
-        None => Bound::Excluded((k, word, i64::MAX, "")),
-    };
-    let lower = Bound::Included((k, word, i64::MIN, ""));
-    let range = table.range::<(u8, &str, i64, &str)>((lower, upper))?;
-    Ok(Box::new(range.rev().map(|row| {
-        let (key, _) = row?;
-        let (_, _, t, id) = key.value();
-        Ok((t, id.to_string()))
-    })))
-}
-
-fn get_json<T: DeserializeOwned>(
-    table: &ReadOnlyTable<&'static str, &'static [u8]>,
-    what: &str,
-    id: &str,
-) -> Result<Option<T>, StoreError> {
-    tables::read_json(table, what, id)
+    Box::new(
+        view.keys_back(prefix, upper)
+            .map(move |key| time_and_id(&key?, skip)),
+    )
 }
 
 impl ReadView {
-    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
-        &self,
-        definition: redb::TableDefinition<K, V>,
-    ) -> Result<ReadOnlyTable<K, V>, StoreError> {
-        Ok(self.txn.open_table(definition)?)
-    }
-
     /// An order without its timeline.
     pub fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
-        get_json(&self.table(tables::ORDERS)?, "order", order_id)
+        self.json("order", &Key::new(Table::Orders).last(order_id))
     }
 
     pub fn stored_order(&self, order_id: &str) -> Result<Option<StoredOrder>, StoreError> {
-        tables::read_order(
-            &self.table(tables::ORDERS)?,
-            &self.table(tables::TIMELINES)?,
-            order_id,
-        )
+        self.read_order(order_id)
     }
 
     pub fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
-        get_json(&self.table(tables::PAYMENTS)?, "payment", payment_id)
+        Lookup::payment(self, payment_id)
     }
 
     pub fn delivery(&self, delivery_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
-        get_json(&self.table(tables::DELIVERIES)?, "delivery", delivery_id)
+        Lookup::delivery(self, delivery_id)
     }
 
     pub fn idempotent_write(&self, key: &str) -> Result<Option<IdempotentWrite>, StoreError> {
-        get_json(&self.table(tables::IDEMPOTENCY)?, "idempotency", key)
+        self.json("idempotency", &Key::new(Table::Idempotency).last(key))
     }
 
     pub fn counters(&self) -> Result<Counters, StoreError> {
-        tables::read_counters(&self.table(tables::META)?)
+        self.read_counters()
+    }
+
+    fn record<T: DeserializeOwned>(&self, table: Table, id: &str) -> Result<Option<T>, StoreError> {
+        self.json("record", &Key::new(table).last(id))
     }
 
     fn list<T: DeserializeOwned>(
@@ -183,45 +127,36 @@ impl ReadView {
         kind: ListKind<T>,
         query: &ListQuery,
     ) -> Result<Value, StoreError> {
-        let records = self.table(kind.records)?;
-        let by_time = self.table(kind.by_time)?;
-        let by_status = self.table(kind.by_status)?;
-        let search = self.table(tables::SEARCH)?;
-        let counts = self.table(tables::WORD_COUNTS)?;
         let before = query.before.as_ref();
-
-        let mut wanted: Vec<String> = query.text.as_deref().map(query_words).unwrap_or_default();
+        let limit = query.limit.clamp(1, MAX_LIMIT);
+        if let Some(id) = query.text.as_deref().and_then(query_id) {
+            let found = self.list_by_id(&kind, id, before, limit)?;
+            if !found.is_empty() {
+                return Ok(json!({ "items": found, "next_cursor": null }));
+            }
+        }
+        let wanted: Vec<String> = query.text.as_deref().map(query_words).unwrap_or_default();
         if query.text.is_some() && wanted.is_empty() {
             // Nothing to look for (only punctuation): nothing matches.
             return Ok(json!({ "items": [], "next_cursor": null }));
         }
-        let count = |word: &str| -> Result<u64, StoreError> {
-            Ok(counts
-                .get((kind.kind as u8, word))?
-                .map_or(0, |v| v.value()))
-        };
-        // An id is one word of its own: `q=<id>` looks it up whole.
-        if let Some(id) = query.text.as_deref().and_then(query_id)
-            && count(&id)? > 0
-        {
-            wanted = vec![id];
-        }
         let mut rarest: Option<(u64, &str)> = None;
         for word in &wanted {
-            let n = count(word)?;
+            let n = self.word_count(kind.kind, word)?;
             if rarest.is_none_or(|(best, _)| n < best) {
                 rarest = Some((n, word.as_str()));
             }
         }
         let rarest = rarest.map(|(_, w)| w);
 
-        let keys = match (rarest, kind.status_code) {
-            (Some(word), _) => word_keys(&search, kind.kind, word, before)?,
-            (None, Some(status)) => status_keys(&by_status, status, before)?,
-            (None, None) => time_keys(&by_time, before)?,
+        let (by_time, by_status) = kind.kind.tables();
+        let prefix = match (rarest, kind.status_code) {
+            (Some(word), _) => Key::new(Table::Search).byte(kind.kind as u8).word(word),
+            (None, Some(status)) => Key::new(by_status).byte(status),
+            (None, None) => Key::new(by_time),
         };
+        let keys = index_keys(self, prefix, before);
         let filtered = rarest.is_some();
-        let limit = query.limit.clamp(1, MAX_LIMIT);
         let mut items = Vec::with_capacity(limit.min(64));
         let mut last: Option<(i64, String)> = None;
         let mut more = false;
@@ -232,7 +167,7 @@ impl ReadView {
                 more = true;
                 break;
             }
-            let Some(record) = get_json::<T>(&records, "record", &id)? else {
+            let Some(record) = self.record::<T>(kind.records, &id)? else {
                 continue;
             };
             if filtered {
@@ -261,17 +196,51 @@ impl ReadView {
         Ok(json!({ "items": items, "next_cursor": next_cursor }))
     }
 
+    /// The rows an id names (as written, or lower-case), newest first, below the cursor.
+    fn list_by_id<T: DeserializeOwned>(
+        &self,
+        kind: &ListKind<T>,
+        id: &str,
+        before: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError> {
+        let mut ids = (kind.by_id)(self, id)?;
+        let lower = id.to_lowercase();
+        if lower != id {
+            ids.extend((kind.by_id)(self, &lower)?);
+        }
+        ids.sort();
+        ids.dedup();
+        let mut rows = Vec::new();
+        for id in ids {
+            let Some(record) = self.record::<T>(kind.records, &id)? else {
+                continue;
+            };
+            let at = (micros((kind.time)(&record)), id);
+            let below = before.is_none_or(|c| at < (micros(c.time), c.id.clone()));
+            if below && (kind.matches_status)(&record) {
+                rows.push((at, record));
+            }
+        }
+        rows.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(rows
+            .iter()
+            .take(limit)
+            .map(|(_, r)| (kind.view)(r))
+            .collect())
+    }
+
     pub fn list_orders(&self, query: &ListQuery) -> Result<Value, StoreError> {
         let status = query.status.as_deref().and_then(OrderStatus::parse);
         self.list(
             ListKind::<OrderRecord> {
                 kind: Kind::Orders,
-                records: tables::ORDERS,
-                by_time: tables::ORDERS_BY_TIME,
-                by_status: tables::ORDERS_BY_STATUS,
+                records: Table::Orders,
                 status_code: status.map(tables::order_status_code),
                 matches_status: Box::new(move |o| status.is_none_or(|s| o.status == Some(s))),
                 words: OrderRecord::search_words,
+                time: |o| o.created_at.unwrap_or(o.updated_at),
+                by_id: |view, id| Ok(view.order(id)?.map(|o| o.order_id).into_iter().collect()),
                 view: order_summary,
             },
             query,
@@ -283,12 +252,17 @@ impl ReadView {
         self.list(
             ListKind::<PaymentRecord> {
                 kind: Kind::Payments,
-                records: tables::PAYMENTS,
-                by_time: tables::PAYMENTS_BY_TIME,
-                by_status: tables::PAYMENTS_BY_STATUS,
+                records: Table::Payments,
                 status_code: status.map(tables::payment_status_code),
                 matches_status: Box::new(move |p| status.is_none_or(|s| p.status == s)),
                 words: PaymentRecord::search_words,
+                time: |p| p.time,
+                by_id: |view, id| {
+                    let mut ids: Vec<String> =
+                        view.order(id)?.map(|o| o.payment_ids).unwrap_or_default();
+                    ids.extend(view.payment(id)?.map(|p| p.payment_id));
+                    Ok(ids)
+                },
                 view: payment_view,
             },
             query,
@@ -300,12 +274,17 @@ impl ReadView {
         self.list(
             ListKind::<DeliveryRecord> {
                 kind: Kind::Deliveries,
-                records: tables::DELIVERIES,
-                by_time: tables::DELIVERIES_BY_TIME,
-                by_status: tables::DELIVERIES_BY_STATUS,
+                records: Table::Deliveries,
                 status_code: status.map(tables::delivery_status_code),
                 matches_status: Box::new(move |d| status.is_none_or(|s| d.status == s)),
                 words: DeliveryRecord::search_words,
+                time: |d| d.created_at,
+                by_id: |view, id| {
+                    let mut ids: Vec<String> =
+                        view.order(id)?.map(|o| o.delivery_ids).unwrap_or_default();
+                    ids.extend(view.delivery(id)?.map(|d| d.delivery_id));
+                    Ok(ids)
+                },
                 view: delivery_view,
             },
             query,
@@ -318,35 +297,33 @@ impl ReadView {
             return Ok(None);
         };
         let mut view = order_summary(&order.record);
-        view["timeline"] = order
-            .timeline
-            .iter()
-            .map(|e| {
-                json!({
-                    "event_id": e.event_id,
-                    "event_type": e.event_type,
-                    "topic": e.position.topic,
-                    "partition": e.position.partition,
-                    "offset": e.position.offset,
-                    "time": format_time(e.time),
-                    "data": serde_json::from_str::<Value>(&e.data)
-                        .unwrap_or_else(|_| Value::String(e.data.clone())),
-                    "anomaly": e.anomaly,
-                })
-            })
-            .collect();
-        let payments = self.table(tables::PAYMENTS)?;
+        let mut timeline = Vec::with_capacity(order.timeline.len());
+        for e in &order.timeline {
+            let data = self
+                .event_data(e.position)?
+                .map(|d| serde_json::from_str::<Value>(&d).unwrap_or(Value::String(d)));
+            timeline.push(json!({
+                "event_id": e.event_id,
+                "event_type": e.event_type,
+                "topic": e.position.topic,
+                "partition": e.position.partition,
+                "offset": e.position.offset,
+                "time": format_time(e.time),
+                "data": data,
+                "anomaly": e.anomaly,
+            }));
+        }
+        view["timeline"] = Value::Array(timeline);
         let mut shown = Vec::new();
         for id in &order.record.payment_ids {
-            if let Some(p) = get_json::<PaymentRecord>(&payments, "payment", id)? {
+            if let Some(p) = self.payment(id)? {
                 shown.push(payment_view(&p));
             }
         }
         view["payments"] = Value::Array(shown);
-        let deliveries = self.table(tables::DELIVERIES)?;
         let mut shown = Vec::new();
         for id in &order.record.delivery_ids {
-            if let Some(d) = get_json::<DeliveryRecord>(&deliveries, "delivery", id)? {
+            if let Some(d) = self.delivery(id)? {
                 shown.push(delivery_view(&d));
             }
         }
@@ -358,7 +335,6 @@ impl ReadView {
     /// revenue per minute over the hour before `now`.
     pub fn stats(&self, now: DateTime<Utc>) -> Result<Value, StoreError> {
         let c = self.counters()?;
-        let minutes = self.table(tables::MINUTES)?;
         let by_status: serde_json::Map<String, Value> = OrderStatus::ALL
             .iter()
             .map(|s| {
@@ -372,10 +348,7 @@ impl ReadView {
         let this_minute = unix_minute(now);
         let mut per_minute = Vec::with_capacity(60);
         for m in this_minute - 59..=this_minute {
-            let stats: MinuteStats = match minutes.get(m)? {
-                Some(v) => tables::decode("minute", v.value())?,
-                None => MinuteStats::default(),
-            };
+            let stats: MinuteStats = self.minute(m)?.unwrap_or_default();
             per_minute.push(json!({
                 "minute": format_time(Utc.timestamp_opt(m * 60, 0).single().unwrap_or(now)),
                 "orders": stats.orders,

@@ -1,15 +1,17 @@
-//! The read model on disk: one redb file in the data dir, written by one applier thread.
+//! The read model on disk: one fjall database (an LSM tree) in the data dir, written by one
+//! applier thread.
 //!
 //! The partition consumers hand their fetched batches to the applier ([`Store::apply_fetched`]);
 //! it takes every batch that is waiting, applies them in one write transaction together with
 //! the next offsets of their partitions and the counters, and commits (group commit). State
 //! and offsets therefore never disagree: a restart resumes from the last commit with nothing
-//! to load. Commits do not wait for fsync; one commit a second is made durable (with redb's
-//! quick repair: reopening after a crash need not walk the whole file). After a crash the store falls back to its
-//! last durable commit, never to a torn one, and the consumers replay the log from there.
+//! to load. A group commit is one atomic write batch: it reaches the journal (the operating
+//! system's cache) before the batches are answered, and once a second the journal is synced.
+//! After a crash the store falls back to the last batch the journal holds whole, never to a
+//! torn one, and the consumers replay the log from there.
 //!
-//! Readers (HTTP handlers, commands) open read transactions, which never block the writer,
-//! and run on tokio's blocking threads ([`Store::query`]). Live frames are built after the
+//! Readers (HTTP handlers, commands) read a snapshot, which never blocks the writer, on
+//! tokio's blocking threads ([`Store::query`]). Live frames are built after the
 //! commit, outside any lock, and published together with the new offsets under one short
 //! mutex, so that a client which subscribes and reads the offsets in one step
 //! ([`Store::subscribe`]) sees every later event exactly once.
@@ -21,10 +23,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use redb::{Database, Durability, ReadTransaction, ReadableDatabase};
 use tokio::sync::{broadcast, oneshot, watch};
 
-use super::tables::{self, WriteTables};
+pub use super::tables::ReadView;
+use super::tables::{self, Key, Table, WriteTables};
 use super::{Applied, Changes, Counters, PartitionProgress};
 use crate::domain::event::{Event, Position, TopicRole, UndecodableRecord};
 use crate::kafka::TopicLayout;
@@ -33,17 +35,25 @@ use crate::live::hub::{Hub, LiveFrame};
 /// A partition and the next offset the consumers will read from it.
 pub type ConsumedPosition = (TopicRole, i32, i64);
 
-/// The file the store lives in, inside the data dir.
-pub const FILE_NAME: &str = "shopstream.redb";
-/// The JSON snapshot older versions wrote; noticed and removed (the store is rebuilt).
-const OLD_SNAPSHOT: &str = "snapshot.json";
+/// The directory the store lives in, inside the data dir.
+pub const DIR_NAME: &str = "store";
+/// What older versions kept in the data dir (a JSON snapshot, a redb file): noticed and
+/// removed, and the store is rebuilt from the log.
+const OLD_STATE: [&str; 2] = ["snapshot.json", "shopstream.redb"];
+/// The one keyspace every table lives in.
+const KEYSPACE: &str = "shop";
+/// A keyspace of one key, written only to learn whether fjall still accepts writes.
+const PROBE_KEYSPACE: &str = "probe";
+/// How long the applier waits for the disk to take the write buffers before it says so.
+const SLOW_DISK: Duration = Duration::from_secs(30);
 /// Bumped whenever the saved shape changes incompatibly: an older store is rebuilt from the
 /// log, never misread.
-const FORMAT_VERSION: u32 = 3;
+const FORMAT_VERSION: u32 = 4;
 /// How often a commit is made durable (fsync).
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
-/// Most records in one group commit.
-const GROUP_RECORDS: usize = 16_000;
+/// Most records in one group commit: enough to share a commit's fixed costs (counters,
+/// word counts, the journal write), few enough that the work in flight stays small.
+const GROUP_RECORDS: usize = 4_000;
 
 /// Why the store could not be read or written.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -60,30 +70,15 @@ pub enum StoreError {
     Stale,
 }
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                classify(e.into())
-            }
+impl From<fjall::Error> for StoreError {
+    fn from(e: fjall::Error) -> Self {
+        use fjall::Error as E;
+        match e {
+            E::Io(_) | E::Poisoned | E::Locked => StoreError::Io(e.to_string()),
+            E::Storage(fjall::LsmError::Io(_)) => StoreError::Io(e.to_string()),
+            E::KeyspaceDeleted => StoreError::Closed,
+            other => StoreError::Corrupt(other.to_string()),
         }
-    )*};
-}
-from_redb!(
-    redb::StorageError,
-    redb::TableError,
-    redb::TransactionError,
-    redb::CommitError,
-    redb::DatabaseError
-);
-
-fn classify(e: redb::Error) -> StoreError {
-    match e {
-        redb::Error::Corrupted(_) | redb::Error::UpgradeRequired(_) => {
-            StoreError::Corrupt(e.to_string())
-        }
-        redb::Error::DatabaseClosed => StoreError::Closed,
-        other => StoreError::Io(other.to_string()),
     }
 }
 
@@ -91,7 +86,8 @@ fn classify(e: redb::Error) -> StoreError {
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
     pub dir: PathBuf,
-    /// redb's page cache (reads and dirty pages); the work in flight comes on top.
+    /// fjall's block cache; its write buffers take up to half as much again, and the work
+    /// in flight comes on top.
     pub cache_bytes: usize,
     /// How long idempotency keys are remembered, measured in Kafka record time.
     pub retention: Duration,
@@ -101,7 +97,7 @@ pub struct StoreSettings {
 
 impl StoreSettings {
     pub fn path(&self) -> PathBuf {
-        self.dir.join(FILE_NAME)
+        self.dir.join(DIR_NAME)
     }
 }
 
@@ -207,8 +203,8 @@ enum Work {
 /// What the applier and the readers share.
 #[derive(Debug)]
 struct Shared {
-    /// `None` only while the applier reopens the file after an I/O error.
-    db: RwLock<Option<Arc<Database>>>,
+    /// `None` only while the applier reopens the store after an I/O error.
+    db: RwLock<Option<Arc<Engine>>>,
     path: PathBuf,
     settings: StoreSettings,
     /// Written by the applier after each commit; read by waiters, consumers and views.
@@ -238,24 +234,25 @@ impl Store {
             source,
         })?;
         let path = settings.path();
-        let old_snapshot = settings.dir.join(OLD_SNAPSHOT);
-        if old_snapshot.exists() {
-            tracing::warn!(
-                path = %old_snapshot.display(),
-                "found the JSON snapshot of an older shopstream; it is no longer used: removing \
-                 it, the store is rebuilt from the log"
-            );
-            let _ = std::fs::remove_file(&old_snapshot);
-            let _ = std::fs::remove_file(&path);
+        for old in OLD_STATE.map(|name| settings.dir.join(name)) {
+            if old.exists() {
+                tracing::warn!(
+                    path = %old.display(),
+                    "found the state of an older shopstream; it is no longer used: removing \
+                     it, the store is rebuilt from the log"
+                );
+                let _ = std::fs::remove_file(&old);
+                let _ = std::fs::remove_dir_all(&path);
+            }
         }
         if settings.rebuild && path.exists() {
             tracing::warn!(path = %path.display(), "--rebuild-store: discarding the store, the log is replayed");
-            std::fs::remove_file(&path).map_err(|e| OpenError::Unreadable {
+            std::fs::remove_dir_all(&path).map_err(|e| OpenError::Unreadable {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
         }
-        let db = open_database(&path, settings.cache_bytes)?;
+        let db = Engine::open(&path, settings.cache_bytes)?;
         let (counters, progress) = load_state(&db).map_err(|e| OpenError::Unreadable {
             path: path.clone(),
             reason: e.to_string(),
@@ -414,7 +411,7 @@ impl Store {
         if let Some(handle) = handle {
             let _ = handle.join();
         }
-        // Readers are done with it once their query ends; the file lock goes with it.
+        // Readers are done with it once their query ends; the lock goes with it.
         self.shared
             .db
             .write()
@@ -439,44 +436,35 @@ impl Store {
         self.shared.fault.borrow().clone()
     }
 
-    /// Size of the store file in bytes.
+    /// Size of the store on disk in bytes.
     pub fn file_bytes(&self) -> u64 {
-        std::fs::metadata(&self.shared.path).map_or(0, |m| m.len())
+        disk_bytes(&self.shared.path)
     }
 
     pub fn path(&self) -> &Path {
         &self.shared.path
     }
 
-    /// Runs `f` on a read transaction, on a blocking thread.
+    /// Runs `f` on a snapshot of the last commit, on a blocking thread.
     pub async fn query<R: Send + 'static>(
         &self,
         f: impl FnOnce(&ReadView) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         let db = self.database()?;
-        tokio::task::spawn_blocking(move || {
-            let view = ReadView {
-                txn: db.begin_read()?,
-            };
-            f(&view)
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
+        tokio::task::spawn_blocking(move || f(&db.view()))
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 
-    /// Runs `f` on a read transaction on this thread (tests, benchmarks, blocking callers).
+    /// Runs `f` on a snapshot on this thread (tests, benchmarks, blocking callers).
     pub fn query_blocking<R>(
         &self,
         f: impl FnOnce(&ReadView) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let db = self.database()?;
-        let view = ReadView {
-            txn: db.begin_read()?,
-        };
-        f(&view)
+        f(&self.database()?.view())
     }
 
-    fn database(&self) -> Result<Arc<Database>, StoreError> {
+    fn database(&self) -> Result<Arc<Engine>, StoreError> {
         self.shared
             .db
             .read()
@@ -543,11 +531,6 @@ impl Drop for Store {
     }
 }
 
-/// A consistent view of the last commit: never blocks the applier.
-pub struct ReadView {
-    pub(super) txn: ReadTransaction,
-}
-
 /// A directory removed when dropped.
 #[derive(Debug)]
 pub struct TempDir(pub PathBuf);
@@ -572,28 +555,79 @@ impl Drop for TempDir {
     }
 }
 
-fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, OpenError> {
-    let mut builder = Database::builder();
-    builder.set_cache_size(cache_bytes);
-    // redb "repairs" a new file too; only a file with content was not closed cleanly.
-    let existed = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
-    let logged = std::sync::atomic::AtomicBool::new(!existed);
-    builder.set_repair_callback(move |_| {
-        if !logged.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            tracing::warn!("the store was not closed cleanly: repairing it");
+/// The open database and its keyspace.
+struct Engine {
+    db: fjall::Database,
+    shop: fjall::Keyspace,
+    probe: fjall::Keyspace,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Engine")
+    }
+}
+
+impl Engine {
+    fn open(path: &Path, cache_bytes: usize) -> Result<Self, OpenError> {
+        let cache = cache_bytes.max(1 << 20) as u64;
+        // A memtable is flushed to disk at a sixteenth of the cache; fjall holds writes back
+        // while four wait to be flushed, so write buffers stay well within the cache's size.
+        let memtable = (cache / 16).max(1 << 20);
+        let db = fjall::Database::builder(path)
+            .cache_size(cache)
+            // One background worker for flushes and compactions: on a small machine the
+            // request handlers and the applier keep the other cores.
+            .worker_threads(1)
+            .open()
+            .map_err(|e| match e {
+                fjall::Error::Locked => OpenError::InUse {
+                    path: path.to_path_buf(),
+                },
+                other => unreadable(path, other),
+            })?;
+        let shop = db
+            .keyspace(KEYSPACE, || {
+                fjall::KeyspaceCreateOptions::default().max_memtable_size(memtable)
+            })
+            .map_err(|e| unreadable(path, e))?;
+        let probe = db
+            .keyspace(PROBE_KEYSPACE, fjall::KeyspaceCreateOptions::default)
+            .map_err(|e| unreadable(path, e))?;
+        Ok(Self { db, shop, probe })
+    }
+
+    /// Fails when fjall refuses writes (after a failed flush or journal write).
+    fn probe(&self) -> Result<(), StoreError> {
+        let mut batch = self.db.batch();
+        batch.insert(&self.probe, [0u8], [0u8]);
+        Ok(batch.commit()?)
+    }
+
+    fn view(&self) -> ReadView {
+        ReadView {
+            snapshot: self.db.snapshot(),
+            shop: self.shop.clone(),
         }
-    });
-    match builder.create(path) {
-        Ok(db) => {
-            let txn = db.begin_write().map_err(|e| unreadable(path, e))?;
-            tables::create_all(&txn).map_err(|e| unreadable(path, e))?;
-            txn.commit().map_err(|e| unreadable(path, e))?;
-            Ok(db)
-        }
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(OpenError::InUse {
-            path: path.to_path_buf(),
+    }
+
+    /// Syncs the journal: every commit before it survives a crash of the machine.
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(self.db.persist(fjall::PersistMode::SyncAll)?)
+    }
+}
+
+/// Bytes of the files under `path` (or of the file itself).
+pub fn disk_bytes(path: &Path) -> u64 {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(path).map_or(0, |entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| disk_bytes(&e.path()))
+                .sum()
         }),
-        Err(e) => Err(unreadable(path, e)),
+        Ok(m) => m.len(),
+        Err(_) => 0,
     }
 }
 
@@ -606,10 +640,11 @@ fn unreadable(path: &Path, e: impl std::fmt::Display) -> OpenError {
 
 type ProgressMap = BTreeMap<(TopicRole, i32), PartitionProgress>;
 
-fn load_state(db: &Database) -> Result<(Counters, ProgressMap), StoreError> {
-    let txn = db.begin_read()?;
-    let counters = tables::read_counters(&txn.open_table(tables::META)?)?;
-    let progress = tables::read_progress(&txn.open_table(tables::PROGRESS)?)?
+fn load_state(db: &Engine) -> Result<(Counters, ProgressMap), StoreError> {
+    let view = db.view();
+    let counters = view.read_counters()?;
+    let progress = view
+        .read_progress()?
         .into_iter()
         .map(|p| ((p.topic, p.partition), p))
         .collect();
@@ -713,7 +748,7 @@ impl Applier {
         tracing::debug!("store applier stopped");
     }
 
-    fn database(&self) -> Option<Arc<Database>> {
+    fn database(&self) -> Option<Arc<Engine>> {
         self.shared
             .db
             .read()
@@ -764,16 +799,11 @@ impl Applier {
         replies: &mut Vec<Reply>,
     ) -> Result<(), StoreError> {
         let db = self.database().ok_or(StoreError::Closed)?;
-        let mut txn = db.begin_write()?;
+        self.wait_for_flushes(&db)?;
+        let saved = db.view();
         let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
-        if durable {
-            txn.set_quick_repair(true);
-        } else {
-            txn.set_durability(Durability::None)
-                .map_err(|e| StoreError::Io(e.to_string()))?;
-        }
         {
-            let mut tables = WriteTables::open(&txn)?;
+            let mut tables = WriteTables::new(&db.db, &saved);
             for work in group {
                 match work {
                     Work::Batch {
@@ -790,7 +820,7 @@ impl Applier {
                             continue;
                         }
                         let outcome = apply_batch(
-                            &tables,
+                            &saved,
                             changes,
                             frames,
                             topic,
@@ -821,9 +851,10 @@ impl Applier {
                 }
             }
             tables.write(changes, self.retention)?;
+            tables.commit()?;
         }
-        txn.commit()?;
         if durable {
+            db.sync()?;
             self.last_durable = Instant::now();
             self.durable_pending = false;
         } else {
@@ -832,16 +863,29 @@ impl Applier {
         Ok(())
     }
 
-    /// An empty durable commit, so that the commits before it survive a crash.
+    /// Waits while fjall's write buffers or its first level are full, before a commit would
+    /// wait inside fjall, which never gives up: when the disk is full its flushes fail, and
+    /// a commit would wait for them for ever. Here a failed flush (fjall then refuses every
+    /// write) is an I/O error, and a long wait is reported as a fault.
+    fn wait_for_flushes(&self, db: &Engine) -> Result<(), StoreError> {
+        let started = Instant::now();
+        while db.shop.sealed_memtable_count() >= 3 || db.shop.l0_table_count() >= 20 {
+            db.probe()?;
+            if started.elapsed() >= SLOW_DISK && self.shared.fault.borrow().is_none() {
+                tracing::warn!("the store has waited 30 s for its disk to take its write buffers");
+                self.shared.fault.send_replace(Some(
+                    "the store is waiting for its disk to take its write buffers".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Syncs the journal, so that the commits before it survive a crash of the machine.
     fn make_durable(&mut self) {
         let Some(db) = self.database() else { return };
-        let result = (|| -> Result<(), StoreError> {
-            let mut txn = db.begin_write()?;
-            txn.set_quick_repair(true);
-            txn.commit()?;
-            Ok(())
-        })();
-        match result {
+        match db.sync() {
             Ok(()) => {
                 self.last_durable = Instant::now();
                 self.durable_pending = false;
@@ -885,9 +929,9 @@ impl Applier {
         self.shared.committed.send_replace(committed);
     }
 
-    /// After an I/O error redb refuses further writes until the file is opened again. The
-    /// file then holds the last durable commit: the offsets go back to it and the consumers
-    /// read the log again from there.
+    /// After an I/O error fjall refuses further writes until the database is opened again.
+    /// It then holds the last commit its journal holds whole: the offsets go back to it and
+    /// the consumers read the log again from there.
     fn reopen(&mut self) {
         let old = self
             .shared
@@ -905,7 +949,7 @@ impl Applier {
         }
         let mut pause = Duration::from_millis(100);
         loop {
-            match open_database(&self.shared.path, self.shared.settings.cache_bytes)
+            match Engine::open(&self.shared.path, self.shared.settings.cache_bytes)
                 .map_err(|e| StoreError::Io(e.to_string()))
                 .and_then(|db| load_state(&db).map(|state| (db, state)))
             {
@@ -916,7 +960,7 @@ impl Applier {
                     self.last_durable = Instant::now();
                     self.durable_pending = false;
                     self.publish(Vec::new());
-                    tracing::info!("the store was reopened at its last durable commit");
+                    tracing::info!("the store was reopened at the last commit its journal holds");
                     return;
                 }
                 Err(error) => {
@@ -925,7 +969,7 @@ impl Applier {
                         .closing
                         .load(std::sync::atomic::Ordering::Acquire)
                     {
-                        tracing::warn!(%error, "stopping with the store not reopened; the log is replayed from its last durable commit at the next start");
+                        tracing::warn!(%error, "stopping with the store not reopened; the log is replayed from the last commit the store holds at the next start");
                         return;
                     }
                     tracing::warn!(%error, "cannot reopen the store yet");
@@ -939,15 +983,12 @@ impl Applier {
 
     fn check_layout(&mut self, layout: &TopicLayout) -> Result<Resumed, StoreError> {
         let db = self.database().ok_or(StoreError::Closed)?;
-        let txn = db.begin_write()?;
-        let saved = {
-            let meta = txn.open_table(tables::META)?;
-            let format: Option<u32> = tables::read_json(&meta, "format", tables::META_FORMAT)?;
-            let topics: Option<TopicLayout> =
-                tables::read_json(&meta, "topics", tables::META_TOPICS)?;
-            (format, topics)
-        };
-        let resumed = match saved {
+        let view = db.view();
+        let format: Option<u32> =
+            view.json("format", &Key::new(Table::Meta).last(tables::META_FORMAT))?;
+        let topics: Option<TopicLayout> =
+            view.json("topics", &Key::new(Table::Meta).last(tables::META_TOPICS))?;
+        let resumed = match (format, topics) {
             (None, None) if self.progress.is_empty() => Resumed::Empty,
             (Some(FORMAT_VERSION), Some(topics)) if &topics == layout => Resumed::FromStore {
                 events: self.counters.events,
@@ -962,20 +1003,20 @@ impl Applier {
                 format.map_or("unknown".to_string(), |f| f.to_string())
             )),
         };
+        drop(view);
         if let Resumed::Discarded(_) = resumed {
-            clear_all(&txn)?;
+            // The layout is written after the clear: a crash in between finds no layout and
+            // clears again.
+            db.shop.clear()?;
             self.counters = Counters::default();
             self.progress.clear();
         }
-        {
-            let mut meta = txn.open_table(tables::META)?;
-            meta.insert(
-                tables::META_FORMAT,
-                tables::encode(&FORMAT_VERSION).as_slice(),
-            )?;
-            meta.insert(tables::META_TOPICS, tables::encode(layout).as_slice())?;
-        }
-        txn.commit()?;
+        let view = db.view();
+        let mut tables = WriteTables::new(&db.db, &view);
+        tables.put_meta(tables::META_FORMAT, tables::encode(&FORMAT_VERSION));
+        tables.put_meta(tables::META_TOPICS, tables::encode(layout));
+        tables.commit()?;
+        db.sync()?;
         self.last_durable = Instant::now();
         self.durable_pending = false;
         self.publish(Vec::new());
@@ -983,22 +1024,9 @@ impl Applier {
     }
 }
 
-/// Empties every table (the state was built for other topics).
-fn clear_all(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    let names: Vec<String> = txn
-        .list_tables()?
-        .map(|t| redb::TableHandle::name(&t).to_string())
-        .collect();
-    for name in names {
-        let definition: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new(&name);
-        let _ = txn.delete_table(definition);
-    }
-    tables::create_all(txn)
-}
-
 /// Applies one partition's batch into the group's changes; returns what it did.
 fn apply_batch(
-    tables: &WriteTables<'_>,
+    saved: &ReadView,
     changes: &mut Changes,
     frames: &mut Vec<PendingFrame>,
     topic: TopicRole,
@@ -1020,7 +1048,7 @@ fn apply_batch(
         match record.decoded {
             Ok((event, data)) => {
                 match changes.apply(
-                    tables,
+                    saved,
                     &event,
                     position,
                     &data,

@@ -1,27 +1,31 @@
-//! The store's tables in redb and how records are laid out in them.
+//! How the store lays records out in fjall: one keyspace, every key opened by the byte of its
+//! table, so that one group commit is one atomic write batch and one memtable.
 //!
-//! Values are JSON (small, self-describing, readable with any redb tool); keys are redb
-//! tuples, so that every list is a range over an index in the order it is shown (newest
-//! first: ranges are walked backwards). Times in keys are microseconds since the epoch.
+//! Keys sort as the lists are shown: times are big-endian with the sign bit flipped, strings
+//! inside a key end with a 0 byte (words never hold one) or come last, and every list is a
+//! range walked backwards (newest first). Times in keys are microseconds since the epoch.
+//! Values are JSON, except an event's record value, stored once as the bytes that were read.
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | name | format version, topic layout, counters |
-//! | `progress` | (topic, partition) | [`PartitionProgress`] |
-//! | `orders`, `timelines` | order id | [`OrderRecord`], its timeline |
-//! | `payments`, `deliveries` | id | the record |
-//! | `*_by_time` | (time, id) | () |
-//! | `*_by_status` | (status, time, id) | () |
-//! | `search` | (kind, word, time, id) | () |
-//! | `word_counts` | (kind, word) | records holding the word |
-//! | `idempotency` | key | [`IdempotentWrite`] |
-//! | `idempotency_by_time` | (record time, key) | (), for pruning |
-//! | `minutes` | unix minute | [`MinuteStats`] |
+//! | `Meta` | name | format version, topic layout, counters |
+//! | `Progress` | topic, partition | [`PartitionProgress`] |
+//! | `Orders`, `Timelines` | order id | [`OrderRecord`], its timeline (without record values) |
+//! | `Events` | topic, partition, offset | the record value |
+//! | `Payments`, `Deliveries` | id | the record |
+//! | `*ByTime` | time, id | empty |
+//! | `*ByStatus` | status, time, id | empty |
+//! | `Search` | kind, word 0, time, id | empty |
+//! | `WordCounts` | kind, word | records holding the word (u64) |
+//! | `Idempotency` | key | [`IdempotentWrite`] |
+//! | `IdempotencyByTime` | record time, key | empty, for pruning |
+//! | `Minutes` | unix minute | [`MinuteStats`] |
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use fjall::Readable;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -29,48 +33,114 @@ use super::{
     Changes, Counters, DeliveryRecord, Lookup, MINUTES_KEPT, MinuteStats, OrderRecord,
     PartitionProgress, PaymentRecord, StoreError, StoredOrder, TimelineEntry,
 };
-use crate::domain::event::{DeliveryStatus, PaymentStatus, TopicRole};
+use crate::domain::event::{DeliveryStatus, PaymentStatus, Position, TopicRole};
 use crate::domain::lifecycle::OrderStatus;
 
-pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-pub const PROGRESS: TableDefinition<(u8, i32), &[u8]> = TableDefinition::new("progress");
-pub const ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("orders");
-pub const TIMELINES: TableDefinition<&str, &[u8]> = TableDefinition::new("timelines");
-pub const PAYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("payments");
-pub const DELIVERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("deliveries");
-pub const ORDERS_BY_TIME: TableDefinition<(i64, &str), ()> = TableDefinition::new("orders_by_time");
-pub const ORDERS_BY_STATUS: TableDefinition<(u8, i64, &str), ()> =
-    TableDefinition::new("orders_by_status");
-pub const PAYMENTS_BY_TIME: TableDefinition<(i64, &str), ()> =
-    TableDefinition::new("payments_by_time");
-pub const PAYMENTS_BY_STATUS: TableDefinition<(u8, i64, &str), ()> =
-    TableDefinition::new("payments_by_status");
-pub const DELIVERIES_BY_TIME: TableDefinition<(i64, &str), ()> =
-    TableDefinition::new("deliveries_by_time");
-pub const DELIVERIES_BY_STATUS: TableDefinition<(u8, i64, &str), ()> =
-    TableDefinition::new("deliveries_by_status");
-pub const SEARCH: TableDefinition<(u8, &str, i64, &str), ()> = TableDefinition::new("search");
-/// How many records hold each word, so that a search walks its rarest word.
-pub const WORD_COUNTS: TableDefinition<(u8, &str), u64> = TableDefinition::new("word_counts");
-pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
-pub const IDEMPOTENCY_BY_TIME: TableDefinition<(i64, &str), ()> =
-    TableDefinition::new("idempotency_by_time");
-pub const MINUTES: TableDefinition<i64, &[u8]> = TableDefinition::new("minutes");
+/// The first byte of every key: which table it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Table {
+    Meta = 1,
+    Progress,
+    Orders,
+    Timelines,
+    Events,
+    Payments,
+    Deliveries,
+    OrdersByTime,
+    OrdersByStatus,
+    PaymentsByTime,
+    PaymentsByStatus,
+    DeliveriesByTime,
+    DeliveriesByStatus,
+    Search,
+    WordCounts,
+    Idempotency,
+    IdempotencyByTime,
+    Minutes,
+}
 
 pub const META_FORMAT: &str = "format";
 pub const META_TOPICS: &str = "topics";
 pub const META_COUNTERS: &str = "counters";
 
-/// Which list a `search` entry belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which list a `Search` entry belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Orders = 0,
     Payments = 1,
     Deliveries = 2,
 }
 
+impl Kind {
+    pub fn tables(self) -> (Table, Table) {
+        match self {
+            Kind::Orders => (Table::OrdersByTime, Table::OrdersByStatus),
+            Kind::Payments => (Table::PaymentsByTime, Table::PaymentsByStatus),
+            Kind::Deliveries => (Table::DeliveriesByTime, Table::DeliveriesByStatus),
+        }
+    }
+}
+
 /// Most pruned entries per commit, so that pruning never makes one commit long.
 const PRUNE_PER_COMMIT: usize = 2_000;
+
+/// A key under construction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key(pub Vec<u8>);
+
+impl Key {
+    pub fn new(table: Table) -> Self {
+        let mut bytes = Vec::with_capacity(48);
+        bytes.push(table as u8);
+        Self(bytes)
+    }
+
+    pub fn byte(mut self, b: u8) -> Self {
+        self.0.push(b);
+        self
+    }
+
+    /// A signed number that sorts as numbers do.
+    pub fn int(mut self, n: i64) -> Self {
+        self.0
+            .extend_from_slice(&((n as u64) ^ (1 << 63)).to_be_bytes());
+        self
+    }
+
+    /// A string in the middle of a key (a search word: never holds a 0 byte).
+    pub fn word(mut self, s: &str) -> Self {
+        self.0.extend_from_slice(s.as_bytes());
+        self.0.push(0);
+        self
+    }
+
+    /// A string that ends the key.
+    pub fn last(mut self, s: &str) -> Self {
+        self.0.extend_from_slice(s.as_bytes());
+        self
+    }
+
+    pub fn position(self, p: Position) -> Self {
+        self.byte(topic_code(p.topic))
+            .int(i64::from(p.partition))
+            .int(p.offset)
+    }
+}
+
+/// Reads the (time, id) that end an index key after `prefix` bytes.
+pub fn time_and_id(key: &[u8], prefix: usize) -> Result<(i64, String), StoreError> {
+    let rest = key
+        .get(prefix..)
+        .filter(|r| r.len() >= 8)
+        .ok_or_else(|| StoreError::Corrupt("index key too short".into()))?;
+    let (time, id) = rest.split_at(8);
+    let time = (u64::from_be_bytes(time.try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
+    let id = std::str::from_utf8(id)
+        .map_err(|_| StoreError::Corrupt("index key is not UTF-8".into()))?
+        .to_string();
+    Ok((time, id))
+}
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("stored records always serialise")
@@ -110,83 +180,161 @@ pub fn delivery_status_code(s: DeliveryStatus) -> u8 {
         .unwrap_or(0) as u8
 }
 
-/// Creates every table, so that readers never meet a missing one.
-pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(META)?;
-    txn.open_table(PROGRESS)?;
-    txn.open_table(ORDERS)?;
-    txn.open_table(TIMELINES)?;
-    txn.open_table(PAYMENTS)?;
-    txn.open_table(DELIVERIES)?;
-    txn.open_table(ORDERS_BY_TIME)?;
-    txn.open_table(ORDERS_BY_STATUS)?;
-    txn.open_table(PAYMENTS_BY_TIME)?;
-    txn.open_table(PAYMENTS_BY_STATUS)?;
-    txn.open_table(DELIVERIES_BY_TIME)?;
-    txn.open_table(DELIVERIES_BY_STATUS)?;
-    txn.open_table(SEARCH)?;
-    txn.open_table(WORD_COUNTS)?;
-    txn.open_table(IDEMPOTENCY)?;
-    txn.open_table(IDEMPOTENCY_BY_TIME)?;
-    txn.open_table(MINUTES)?;
-    Ok(())
+/// A consistent view of the last commit: reads never block the applier, and the applier
+/// reads its saved state through one too.
+pub struct ReadView {
+    pub(super) snapshot: fjall::Snapshot,
+    pub(super) shop: fjall::Keyspace,
 }
 
-/// Every table of one write transaction, opened once for the whole group commit.
-pub struct WriteTables<'txn> {
-    meta: Table<'txn, &'static str, &'static [u8]>,
-    progress: Table<'txn, (u8, i32), &'static [u8]>,
-    orders: Table<'txn, &'static str, &'static [u8]>,
-    timelines: Table<'txn, &'static str, &'static [u8]>,
-    payments: Table<'txn, &'static str, &'static [u8]>,
-    deliveries: Table<'txn, &'static str, &'static [u8]>,
-    orders_by_time: Table<'txn, (i64, &'static str), ()>,
-    orders_by_status: Table<'txn, (u8, i64, &'static str), ()>,
-    payments_by_time: Table<'txn, (i64, &'static str), ()>,
-    payments_by_status: Table<'txn, (u8, i64, &'static str), ()>,
-    deliveries_by_time: Table<'txn, (i64, &'static str), ()>,
-    deliveries_by_status: Table<'txn, (u8, i64, &'static str), ()>,
-    search: Table<'txn, (u8, &'static str, i64, &'static str), ()>,
-    word_counts: Table<'txn, (u8, &'static str), u64>,
-    idempotency: Table<'txn, &'static str, &'static [u8]>,
-    idempotency_by_time: Table<'txn, (i64, &'static str), ()>,
-    minutes: Table<'txn, i64, &'static [u8]>,
-    /// Per-word count changes of this commit, written once per word at the end.
-    word_deltas: std::collections::HashMap<(u8, String), i64>,
-}
-
-impl<'txn> WriteTables<'txn> {
-    pub fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
-        Ok(Self {
-            meta: txn.open_table(META)?,
-            progress: txn.open_table(PROGRESS)?,
-            orders: txn.open_table(ORDERS)?,
-            timelines: txn.open_table(TIMELINES)?,
-            payments: txn.open_table(PAYMENTS)?,
-            deliveries: txn.open_table(DELIVERIES)?,
-            orders_by_time: txn.open_table(ORDERS_BY_TIME)?,
-            orders_by_status: txn.open_table(ORDERS_BY_STATUS)?,
-            payments_by_time: txn.open_table(PAYMENTS_BY_TIME)?,
-            payments_by_status: txn.open_table(PAYMENTS_BY_STATUS)?,
-            deliveries_by_time: txn.open_table(DELIVERIES_BY_TIME)?,
-            deliveries_by_status: txn.open_table(DELIVERIES_BY_STATUS)?,
-            search: txn.open_table(SEARCH)?,
-            word_counts: txn.open_table(WORD_COUNTS)?,
-            idempotency: txn.open_table(IDEMPOTENCY)?,
-            idempotency_by_time: txn.open_table(IDEMPOTENCY_BY_TIME)?,
-            minutes: txn.open_table(MINUTES)?,
-            word_deltas: std::collections::HashMap::new(),
-        })
+impl ReadView {
+    pub(super) fn get(&self, key: &Key) -> Result<Option<fjall::Slice>, StoreError> {
+        Ok(self.snapshot.get(&self.shop, &key.0)?)
     }
 
-    /// Writes one batch's changes, its counters and its offsets, and prunes what fell out of
-    /// retention. The caller commits.
+    pub(super) fn json<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        key: &Key,
+    ) -> Result<Option<T>, StoreError> {
+        match self.get(key)? {
+            Some(v) => Ok(Some(decode(what, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The keys from `lower` (included) to `upper` (excluded), last first.
+    pub(super) fn keys_back(
+        &self,
+        lower: Key,
+        upper: Key,
+    ) -> impl Iterator<Item = Result<fjall::Slice, StoreError>> + '_ {
+        self.snapshot
+            .range(
+                &self.shop,
+                (Bound::Included(lower.0), Bound::Excluded(upper.0)),
+            )
+            .rev()
+            .map(|guard| guard.into_inner().map(|(k, _)| k).map_err(StoreError::from))
+    }
+
+    pub(super) fn read_order(&self, order_id: &str) -> Result<Option<StoredOrder>, StoreError> {
+        let Some(record) =
+            self.json::<OrderRecord>("order", &Key::new(Table::Orders).last(order_id))?
+        else {
+            return Ok(None);
+        };
+        let timeline: Vec<TimelineEntry> = self
+            .json("timeline", &Key::new(Table::Timelines).last(order_id))?
+            .unwrap_or_default();
+        Ok(Some(StoredOrder { record, timeline }))
+    }
+
+    /// The record value of the event read at `position`.
+    pub(super) fn event_data(&self, position: Position) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get(&Key::new(Table::Events).position(position))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub(super) fn word_count(&self, kind: Kind, word: &str) -> Result<u64, StoreError> {
+        let key = Key::new(Table::WordCounts).byte(kind as u8).last(word);
+        Ok(self.get(&key)?.map_or(0, |v| {
+            v.as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or_default()
+        }))
+    }
+
+    /// Every partition's saved progress.
+    pub(super) fn read_progress(&self) -> Result<Vec<PartitionProgress>, StoreError> {
+        let lower = Key::new(Table::Progress);
+        let upper = Key(vec![Table::Progress as u8 + 1]);
+        let mut all = Vec::new();
+        for row in self.snapshot.range(&self.shop, lower.0..upper.0) {
+            let (_, value) = row.into_inner()?;
+            all.push(decode("progress", &value)?);
+        }
+        Ok(all)
+    }
+
+    pub(super) fn read_counters(&self) -> Result<Counters, StoreError> {
+        Ok(self
+            .json("counters", &Key::new(Table::Meta).last(META_COUNTERS))?
+            .unwrap_or_default())
+    }
+}
+
+impl Lookup for ReadView {
+    fn order(&self, order_id: &str) -> Result<Option<StoredOrder>, StoreError> {
+        self.read_order(order_id)
+    }
+
+    fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
+        self.json("payment", &Key::new(Table::Payments).last(payment_id))
+    }
+
+    fn delivery(&self, delivery_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+        self.json("delivery", &Key::new(Table::Deliveries).last(delivery_id))
+    }
+
+    fn idempotency_known(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .snapshot
+            .contains_key(&self.shop, Key::new(Table::Idempotency).last(key).0)?)
+    }
+
+    fn minute(&self, minute: i64) -> Result<Option<MinuteStats>, StoreError> {
+        self.json("minute", &Key::new(Table::Minutes).int(minute))
+    }
+}
+
+/// One group commit's writes, read against the view of the commit before it.
+pub struct WriteTables<'a> {
+    saved: &'a ReadView,
+    batch: fjall::OwnedWriteBatch,
+    /// Per-word count changes of this commit, written once per word at the end.
+    word_deltas: HashMap<(Kind, String), i64>,
+}
+
+impl<'a> WriteTables<'a> {
+    pub fn new(db: &fjall::Database, saved: &'a ReadView) -> Self {
+        Self {
+            saved,
+            batch: db.batch(),
+            word_deltas: HashMap::new(),
+        }
+    }
+
+    fn put(&mut self, key: Key, value: impl Into<fjall::Slice>) {
+        self.batch.insert(&self.saved.shop, key.0, value.into());
+    }
+
+    fn delete(&mut self, key: Key) {
+        self.batch.remove(&self.saved.shop, key.0);
+    }
+
+    pub fn put_meta(&mut self, name: &str, value: Vec<u8>) {
+        self.put(Key::new(Table::Meta).last(name), value);
+    }
+
+    /// Commits the batch (written to the journal, not synced).
+    pub fn commit(self) -> Result<(), StoreError> {
+        Ok(self.batch.commit()?)
+    }
+
+    /// Adds one batch's changes, its counters and its offsets, and prunes what fell out of
+    /// retention.
     pub fn write(&mut self, changes: &Changes, retention: TimeDelta) -> Result<(), StoreError> {
         for (id, touched) in &changes.orders {
             let (Some(after), true) = (&touched.after, touched.changed) else {
                 continue;
             };
-            self.write_order(id, touched.before.as_ref(), after)?;
+            self.write_order(id, touched.before.as_ref(), after);
+        }
+        for (position, data) in &changes.event_data {
+            self.put(Key::new(Table::Events).position(*position), data.as_bytes());
         }
         for (id, touched) in &changes.payments {
             let (Some(after), true) = (&touched.after, touched.changed) else {
@@ -194,21 +342,14 @@ impl<'txn> WriteTables<'txn> {
             };
             let before = touched.before.as_ref();
             let listed = |p: &PaymentRecord| (micros(p.time), Some(payment_status_code(p.status)));
-            move_listing(
-                &mut self.payments_by_time,
-                &mut self.payments_by_status,
-                id,
-                before.map(listed),
-                Some(listed(after)),
-            )?;
+            self.move_listing(Kind::Payments, id, before.map(listed), Some(listed(after)));
             self.reindex_words(
                 Kind::Payments,
                 id,
                 before.map(|b| (micros(b.time), b.search_words())),
                 Some((micros(after.time), after.search_words())),
-            )?;
-            self.payments
-                .insert(id.as_str(), encode(after).as_slice())?;
+            );
+            self.put(Key::new(Table::Payments).last(id), encode(after));
         }
         for (id, touched) in &changes.deliveries {
             let (Some(after), true) = (&touched.after, touched.changed) else {
@@ -217,86 +358,116 @@ impl<'txn> WriteTables<'txn> {
             let before = touched.before.as_ref();
             let listed =
                 |d: &DeliveryRecord| (micros(d.created_at), Some(delivery_status_code(d.status)));
-            move_listing(
-                &mut self.deliveries_by_time,
-                &mut self.deliveries_by_status,
+            self.move_listing(
+                Kind::Deliveries,
                 id,
                 before.map(listed),
                 Some(listed(after)),
-            )?;
+            );
             self.reindex_words(
                 Kind::Deliveries,
                 id,
                 before.map(|b| (micros(b.created_at), b.search_words())),
                 Some((micros(after.created_at), after.search_words())),
-            )?;
-            self.deliveries
-                .insert(id.as_str(), encode(after).as_slice())?;
+            );
+            self.put(Key::new(Table::Deliveries).last(id), encode(after));
         }
+        let cutoff = changes
+            .counters
+            .newest_record_time
+            .map(|newest| micros(newest - retention));
         for (key, write) in &changes.idempotency {
             let t = micros(write.record_time);
-            self.idempotency
-                .insert(key.as_str(), encode(write).as_slice())?;
-            self.idempotency_by_time.insert((t, key.as_str()), ())?;
+            if cutoff.is_some_and(|cutoff| t < cutoff) {
+                // Already out of retention.
+                continue;
+            }
+            self.put(Key::new(Table::Idempotency).last(key), encode(write));
+            self.put(
+                Key::new(Table::IdempotencyByTime).int(t).last(key),
+                fjall::Slice::empty(),
+            );
         }
         for (minute, stats) in &changes.minutes {
-            self.minutes.insert(*minute, encode(stats).as_slice())?;
+            self.put(Key::new(Table::Minutes).int(*minute), encode(stats));
         }
         if let Some(&newest) = changes.minutes.keys().next_back() {
-            let oldest_kept = newest - MINUTES_KEPT;
-            let old: Vec<i64> = self
-                .minutes
-                .range(..oldest_kept)?
+            let lower = Key::new(Table::Minutes);
+            let upper = Key::new(Table::Minutes).int(newest - MINUTES_KEPT);
+            let old: Vec<fjall::Slice> = self
+                .saved
+                .keys_back(lower, upper)
                 .take(PRUNE_PER_COMMIT)
-                .map(|r| r.map(|(k, _)| k.value()))
                 .collect::<Result<_, _>>()?;
-            for minute in old {
-                self.minutes.remove(minute)?;
+            for key in old {
+                self.delete(Key(key.to_vec()));
             }
         }
         self.write_word_counts()?;
-        self.meta
-            .insert(META_COUNTERS, encode(&changes.counters).as_slice())?;
+        self.put_meta(META_COUNTERS, encode(&changes.counters));
         for key in &changes.changed_progress {
             if let Some(p) = changes.progress.get(key) {
-                self.progress
-                    .insert((topic_code(key.0), key.1), encode(p).as_slice())?;
+                let k = Key::new(Table::Progress)
+                    .byte(topic_code(key.0))
+                    .int(i64::from(key.1));
+                self.put(k, encode(p));
             }
         }
-        if let Some(newest) = changes.counters.newest_record_time {
-            self.prune(micros(newest - retention))?;
+        if let Some(cutoff) = cutoff {
+            self.prune(cutoff)?;
         }
         Ok(())
     }
 
-    fn write_order(
-        &mut self,
-        id: &str,
-        before: Option<&StoredOrder>,
-        after: &StoredOrder,
-    ) -> Result<(), StoreError> {
+    fn write_order(&mut self, id: &str, before: Option<&StoredOrder>, after: &StoredOrder) {
         let listed = |o: &StoredOrder| {
             o.record
                 .created_at
                 .map(|t| (micros(t), o.record.status.map(order_status_code)))
         };
-        move_listing(
-            &mut self.orders_by_time,
-            &mut self.orders_by_status,
-            id,
-            before.and_then(listed),
-            listed(after),
-        )?;
+        self.move_listing(Kind::Orders, id, before.and_then(listed), listed(after));
         let words = |o: &StoredOrder| {
             o.record
                 .created_at
                 .map(|t| (micros(t), o.record.search_words()))
         };
-        self.reindex_words(Kind::Orders, id, before.and_then(words), words(after))?;
-        self.orders.insert(id, encode(&after.record).as_slice())?;
-        self.timelines
-            .insert(id, encode(&after.timeline).as_slice())?;
-        Ok(())
+        self.reindex_words(Kind::Orders, id, before.and_then(words), words(after));
+        self.put(Key::new(Table::Orders).last(id), encode(&after.record));
+        self.put(Key::new(Table::Timelines).last(id), encode(&after.timeline));
+    }
+
+    /// Moves a record's entries in its time and status indexes from where its old (time,
+    /// status) put them to where its new one does; `None`: not listed.
+    fn move_listing(
+        &mut self,
+        kind: Kind,
+        id: &str,
+        old: Option<(i64, Option<u8>)>,
+        new: Option<(i64, Option<u8>)>,
+    ) {
+        if old == new {
+            return;
+        }
+        let (by_time, by_status) = kind.tables();
+        if let Some((t, status)) = old {
+            if new.is_none_or(|(nt, _)| nt != t) {
+                self.delete(Key::new(by_time).int(t).last(id));
+            }
+            if let Some(s) = status {
+                self.delete(Key::new(by_status).byte(s).int(t).last(id));
+            }
+        }
+        if let Some((t, status)) = new {
+            if old.is_none_or(|(ot, _)| ot != t) {
+                self.put(Key::new(by_time).int(t).last(id), fjall::Slice::empty());
+            }
+            if let Some(s) = status {
+                self.put(
+                    Key::new(by_status).byte(s).int(t).last(id),
+                    fjall::Slice::empty(),
+                );
+            }
+        }
     }
 
     /// Moves a record's search entries from its old words to its new ones.
@@ -306,32 +477,29 @@ impl<'txn> WriteTables<'txn> {
         id: &str,
         before: Option<(i64, BTreeSet<String>)>,
         after: Option<(i64, BTreeSet<String>)>,
-    ) -> Result<(), StoreError> {
+    ) {
         if before == after {
-            return Ok(());
+            return;
         }
+        let entry = |word: &str, t: i64| {
+            Key::new(Table::Search)
+                .byte(kind as u8)
+                .word(word)
+                .int(t)
+                .last(id)
+        };
         if let Some((t, words)) = &before {
             for word in words {
-                self.search.remove((kind as u8, word.as_str(), *t, id))?;
-                self.count_word(kind, word, -1)?;
+                self.delete(entry(word, *t));
+                *self.word_deltas.entry((kind, word.clone())).or_default() -= 1;
             }
         }
         if let Some((t, words)) = &after {
             for word in words {
-                self.search
-                    .insert((kind as u8, word.as_str(), *t, id), ())?;
-                self.count_word(kind, word, 1)?;
+                self.put(entry(word, *t), fjall::Slice::empty());
+                *self.word_deltas.entry((kind, word.clone())).or_default() += 1;
             }
         }
-        Ok(())
-    }
-
-    fn count_word(&mut self, kind: Kind, word: &str, delta: i64) -> Result<(), StoreError> {
-        *self
-            .word_deltas
-            .entry((kind as u8, word.to_string()))
-            .or_default() += delta;
-        Ok(())
     }
 
     fn write_word_counts(&mut self) -> Result<(), StoreError> {
@@ -339,13 +507,15 @@ impl<'txn> WriteTables<'txn> {
             if delta == 0 {
                 continue;
             }
-            let key = (kind, word.as_str());
-            let now = self.word_counts.get(key)?.map_or(0, |v| v.value());
-            let next = now.saturating_add_signed(delta);
+            let next = self
+                .saved
+                .word_count(kind, &word)?
+                .saturating_add_signed(delta);
+            let key = Key::new(Table::WordCounts).byte(kind as u8).last(&word);
             if next == 0 {
-                self.word_counts.remove(key)?;
+                self.delete(key);
             } else {
-                self.word_counts.insert(key, next)?;
+                self.put(key, next.to_be_bytes().to_vec());
             }
         }
         Ok(())
@@ -354,111 +524,18 @@ impl<'txn> WriteTables<'txn> {
     /// Forgets idempotency keys whose record is older than `cutoff` (microseconds), a bounded
     /// number per commit.
     fn prune(&mut self, cutoff: i64) -> Result<(), StoreError> {
-        let old: Vec<(i64, String)> = self
-            .idempotency_by_time
-            .range(..(cutoff, ""))?
+        let lower = Key::new(Table::IdempotencyByTime);
+        let upper = Key::new(Table::IdempotencyByTime).int(cutoff);
+        let old: Vec<fjall::Slice> = self
+            .saved
+            .keys_back(lower, upper)
             .take(PRUNE_PER_COMMIT)
-            .map(|r| r.map(|(k, _)| (k.value().0, k.value().1.to_string())))
             .collect::<Result<_, _>>()?;
-        for (t, key) in old {
-            self.idempotency_by_time.remove((t, key.as_str()))?;
-            self.idempotency.remove(key.as_str())?;
+        for key in old {
+            let (_, idempotency_key) = time_and_id(&key, 1)?;
+            self.delete(Key(key.to_vec()));
+            self.delete(Key::new(Table::Idempotency).last(&idempotency_key));
         }
         Ok(())
     }
-}
-
-/// Moves a record's entries in a time index and a status index from where its old (time,
-/// status) put them to where its new one does; `None`: not listed.
-fn move_listing(
-    by_time: &mut Table<'_, (i64, &'static str), ()>,
-    by_status: &mut Table<'_, (u8, i64, &'static str), ()>,
-    id: &str,
-    old: Option<(i64, Option<u8>)>,
-    new: Option<(i64, Option<u8>)>,
-) -> Result<(), StoreError> {
-    if old == new {
-        return Ok(());
-    }
-    if let Some((t, status)) = old {
-        by_time.remove((t, id))?;
-        if let Some(s) = status {
-            by_status.remove((s, t, id))?;
-        }
-    }
-    if let Some((t, status)) = new {
-        by_time.insert((t, id), ())?;
-        if let Some(s) = status {
-            by_status.insert((s, t, id), ())?;
-        }
-    }
-    Ok(())
-}
-
-impl Lookup for WriteTables<'_> {
-    fn order(&self, order_id: &str) -> Result<Option<StoredOrder>, StoreError> {
-        read_order(&self.orders, &self.timelines, order_id)
-    }
-
-    fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
-        read_json(&self.payments, "payment", payment_id)
-    }
-
-    fn delivery(&self, delivery_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
-        read_json(&self.deliveries, "delivery", delivery_id)
-    }
-
-    fn idempotency_known(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(self.idempotency.get(key)?.is_some())
-    }
-
-    fn minute(&self, minute: i64) -> Result<Option<MinuteStats>, StoreError> {
-        match self.minutes.get(minute)? {
-            Some(v) => Ok(Some(decode("minute", v.value())?)),
-            None => Ok(None),
-        }
-    }
-}
-
-/// One JSON value by its string key.
-pub fn read_json<T: DeserializeOwned>(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    what: &str,
-    key: &str,
-) -> Result<Option<T>, StoreError> {
-    match table.get(key)? {
-        Some(v) => Ok(Some(decode(what, v.value())?)),
-        None => Ok(None),
-    }
-}
-
-pub fn read_order(
-    orders: &impl ReadableTable<&'static str, &'static [u8]>,
-    timelines: &impl ReadableTable<&'static str, &'static [u8]>,
-    order_id: &str,
-) -> Result<Option<StoredOrder>, StoreError> {
-    let Some(record) = read_json::<OrderRecord>(orders, "order", order_id)? else {
-        return Ok(None);
-    };
-    let timeline: Vec<TimelineEntry> =
-        read_json(timelines, "timeline", order_id)?.unwrap_or_default();
-    Ok(Some(StoredOrder { record, timeline }))
-}
-
-/// Every partition's saved progress.
-pub fn read_progress(
-    table: &impl ReadableTable<(u8, i32), &'static [u8]>,
-) -> Result<Vec<PartitionProgress>, StoreError> {
-    let mut all = Vec::new();
-    for row in table.iter()? {
-        let (_, value) = row?;
-        all.push(decode("progress", value.value())?);
-    }
-    Ok(all)
-}
-
-pub fn read_counters(
-    meta: &impl ReadableTable<&'static str, &'static [u8]>,
-) -> Result<Counters, StoreError> {
-    Ok(read_json(meta, "counters", META_COUNTERS)?.unwrap_or_default())
 }

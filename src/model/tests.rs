@@ -563,10 +563,34 @@ async fn an_old_snapshot_is_noticed_and_the_store_rebuilt() {
     store.close();
 }
 
+/// Overwrites every file of the store (but its lock) with garbage.
+fn overwrite_files(path: &std::path::Path) {
+    for entry in std::fs::read_dir(path).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            overwrite_files(&path);
+        } else if path.file_name().is_some_and(|n| n != "lock") {
+            let len = std::fs::metadata(&path).unwrap().len().max(64) as usize;
+            std::fs::write(&path, vec![0x5a; len]).unwrap();
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_corrupt_store_is_a_clear_error_that_names_the_way_out() {
     let dir = TempDir::new();
-    std::fs::write(dir.0.join(store::FILE_NAME), vec![0x5a; 64 * 1024]).unwrap();
+    {
+        let store = Store::open(settings(&dir)).unwrap();
+        store.check_layout(&layout(1)).await.unwrap();
+        let mut m = Model {
+            store,
+            offsets: HashMap::new(),
+            _dir: None,
+        };
+        m.put(&created("o1", 0, "Ann", 1000)).await;
+        m.store.close();
+    }
+    overwrite_files(&dir.0.join(store::DIR_NAME));
     let error = Store::open(settings(&dir)).unwrap_err().to_string();
     assert!(error.contains("--rebuild-store"), "{error}");
     let mut rebuild = settings(&dir);
