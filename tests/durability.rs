@@ -93,6 +93,67 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_order_and_duplicates_none()
 }
 
 #[tokio::test]
+async fn a_backup_taken_while_running_starts_another_instance_from_its_offsets() {
+    let bootstrap = support::bootstrap();
+    let prefix = format!("{}.", support::unique_name("backup"));
+    let server = Server::start(&bootstrap, &["--topic-prefix", &prefix]);
+    server.wait_ready(READY).await;
+    wait_caught_up(&server).await;
+    let place = |n: usize| async move {
+        for _ in 0..n {
+            let (status, _) = http::post(server.addr, "/api/orders/create?wait=true", &json!({}))
+                .await
+                .unwrap();
+            assert_eq!(status, 201);
+        }
+    };
+    place(5).await;
+    let (status, report) = http::post(server.addr, "/api/store/backup", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{report}");
+    assert!(report["keys"].as_u64().unwrap() > 0, "{report}");
+    let copied: u64 = report["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["next_offset"].as_u64().unwrap())
+        .sum();
+    assert_eq!(copied, 5, "the copy holds the 5 orders' offsets: {report}");
+    let backup_dir = std::path::PathBuf::from(report["data_dir"].as_str().unwrap());
+    assert!(backup_dir.join("store").is_dir(), "{report}");
+    // Writes go on after the backup; a second backup while the server runs is fine too.
+    place(2).await;
+    let (status, second) = http::post(server.addr, "/api/store/backup", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{second}");
+    let (status, refused) = http::get(server.addr, "/api/store/backup").await.unwrap();
+    assert_eq!(status, 405, "{refused}");
+
+    // Another instance on a copy of the first backup reads only what came after it.
+    let copy = std::env::temp_dir().join(support::unique_name("restored"));
+    copy_dir(&backup_dir, &copy);
+    let restored = Server::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], copy);
+    wait_caught_up(&restored).await;
+    assert_eq!(replayed(&restored), Some(2), "{}", restored.logs());
+    assert_eq!(support::all_order_ids(restored.addr, 500).await.len(), 7);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_clean_restart_resumes_from_the_saved_offsets() {
     let bootstrap = support::bootstrap();
     let prefix = format!("{}.", support::unique_name("resume"));

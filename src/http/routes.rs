@@ -15,6 +15,7 @@ use crate::domain::event::{DeliveryStatus, format_time};
 use crate::domain::lifecycle::OrderStatus;
 use crate::domain::validation;
 use crate::model::query::is_payment_status;
+use crate::model::store::BackupError;
 use crate::shop::Written;
 
 type Answer = Result<Response, ApiError>;
@@ -58,6 +59,7 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
             Ok(json_response(StatusCode::OK, &state.simulator.view()))
         }
         (Method::POST, ["api", "simulator"]) => simulator_settings(&state, request).await,
+        (Method::POST, ["api", "store", "backup"]) => backup(&state).await,
 
         (_, ["healthz" | "readyz" | "ws" | "metrics"])
         | (
@@ -67,7 +69,7 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
                 "orders" | "payments" | "deliveries" | "stats" | "kafka",
             ],
         )
-        | (_, ["api", "orders", _] | ["api", "deliveries", _])
+        | (_, ["api", "orders", _] | ["api", "deliveries", _] | ["api", "store", "backup"])
         | (_, ["api", "orders", _, "payments" | "cancel" | "deliveries"]) => {
             Err(ApiError::method_not_allowed(&method, &path))
         }
@@ -253,6 +255,20 @@ async fn delivery_detail(state: &AppState, delivery_id: &str) -> Answer {
         .await?
         .map(|delivery| json_response(StatusCode::OK, &json!({ "delivery": delivery })))
         .ok_or_else(|| ApiError::not_found(format!("delivery {delivery_id} not found")))
+}
+
+/// Writes a consistent copy of the store into the data dir's `backups/`, while consumption
+/// goes on; the answer names the copy's data dir and the offsets it resumes from.
+async fn backup(state: &AppState) -> Answer {
+    match state.store.backup().await {
+        Ok(report) => Ok(json_response(StatusCode::CREATED, &report)),
+        Err(error @ BackupError::Running) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "backup_running",
+            error.to_string(),
+        )),
+        Err(BackupError::Store(error)) => Err(error.into()),
+    }
 }
 
 async fn stats(state: &AppState) -> Answer {

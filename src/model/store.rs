@@ -46,6 +46,12 @@ const KEYSPACE: &str = "shop";
 const PROBE_KEYSPACE: &str = "probe";
 /// How long the applier waits for the disk to take the write buffers before it says so.
 const SLOW_DISK: Duration = Duration::from_secs(30);
+/// Where backups go, inside the data dir.
+pub const BACKUPS_DIR: &str = "backups";
+/// How many backups are kept: a new one removes the oldest beyond this.
+pub const BACKUPS_KEPT: usize = 3;
+/// Keys per write batch of a backup.
+const BACKUP_BATCH_KEYS: usize = 10_000;
 /// Bumped whenever the saved shape changes incompatibly: an older store is rebuilt from the
 /// log, never misread.
 const FORMAT_VERSION: u32 = 4;
@@ -217,6 +223,8 @@ struct Shared {
     fault: watch::Sender<Option<String>>,
     /// Set by [`Store::close`]: the applier stops retrying and exits.
     closing: std::sync::atomic::AtomicBool,
+    /// Set while a backup is being written (one at a time).
+    backing_up: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -269,6 +277,7 @@ impl Store {
             publish: Mutex::new(()),
             fault: watch::channel(None).0,
             closing: std::sync::atomic::AtomicBool::new(false),
+            backing_up: std::sync::atomic::AtomicBool::new(false),
         });
         let (sender, receiver) = std_mpsc::channel();
         let applier = Applier {
@@ -484,6 +493,37 @@ impl Store {
             })
     }
 
+    /// Copies the last commit into `<data-dir>/backups/<UTC time>/`, a data dir of its own:
+    /// shopstream started with `--data-dir` on it resumes from the copy's offsets. Made while
+    /// the applier goes on, from one snapshot, so the copy is one consistent commit. The
+    /// newest [`BACKUPS_KEPT`] backups are kept; one is written at a time.
+    pub async fn backup(&self) -> Result<BackupReport, BackupError> {
+        let db = self.database()?;
+        let shared = Arc::clone(&self.shared);
+        if shared
+            .backing_up
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return Err(BackupError::Running);
+        }
+        let written = tokio::task::spawn_blocking(move || {
+            // Cleared however the copy ends, a panic included.
+            struct Done(Arc<Shared>);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    self.0
+                        .backing_up
+                        .store(false, std::sync::atomic::Ordering::Release);
+                }
+            }
+            let done = Done(shared);
+            write_backup(&db, &done.0.settings.dir.join(BACKUPS_DIR))
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?;
+        Ok(written?)
+    }
+
     /// Subscribes to live frames and reads the committed positions in one step: every frame
     /// received afterwards has an offset at or past the returned positions.
     pub fn subscribe(&self) -> (broadcast::Receiver<Arc<LiveFrame>>, Vec<ConsumedPosition>) {
@@ -529,6 +569,84 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.work.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
+}
+
+/// What one backup wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackupReport {
+    /// The data dir to start shopstream on to run from the copy.
+    pub data_dir: PathBuf,
+    pub keys: u64,
+    pub bytes: u64,
+    pub took_ms: u64,
+    /// The offsets the copy resumes from.
+    pub partitions: Vec<PartitionProgress>,
+}
+
+/// Why a backup was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("a backup is already being written; try again when it is done")]
+    Running,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Writes every key of one snapshot into a new database under `backups`, then keeps the
+/// newest [`BACKUPS_KEPT`]. The copy is written under a `.partial` name and renamed when
+/// whole and synced, so a backup dir without that suffix is always complete.
+fn write_backup(db: &Engine, backups: &Path) -> Result<BackupReport, StoreError> {
+    let started = Instant::now();
+    let io = |e: std::io::Error| StoreError::Io(format!("backup: {e}"));
+    let view = db.view();
+    let name = Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let partial = backups.join(format!("{name}.partial"));
+    let target = backups.join(&name);
+    std::fs::create_dir_all(&partial).map_err(io)?;
+    let copied = (|| {
+        let copy = Engine::open(&partial.join(DIR_NAME), 8 << 20)
+            .map_err(|e| StoreError::Io(format!("backup: {e}")))?;
+        let mut keys = 0u64;
+        let mut batch = copy.db.batch();
+        for row in fjall::Readable::iter(&view.snapshot, &view.shop) {
+            let (key, value) = row.into_inner()?;
+            batch.insert(&copy.shop, key, value);
+            keys += 1;
+            if keys.is_multiple_of(BACKUP_BATCH_KEYS as u64) {
+                copy.wait_for_flushes(|| {})?;
+                std::mem::replace(&mut batch, copy.db.batch()).commit()?;
+            }
+        }
+        batch.commit()?;
+        copy.sync()?;
+        Ok::<_, StoreError>(keys)
+    })();
+    let keys = match copied {
+        Ok(keys) => keys,
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(error);
+        }
+    };
+    std::fs::rename(&partial, &target).map_err(io)?;
+    let mut complete: Vec<PathBuf> = std::fs::read_dir(backups)
+        .map_err(io)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_none_or(|x| x != "partial"))
+        .collect();
+    complete.sort();
+    let old = complete.len().saturating_sub(BACKUPS_KEPT);
+    for path in &complete[..old] {
+        let _ = std::fs::remove_dir_all(path);
+    }
+    Ok(BackupReport {
+        bytes: disk_bytes(&target),
+        data_dir: target,
+        keys,
+        took_ms: started.elapsed().as_millis() as u64,
+        partitions: view.read_progress()?,
+    })
 }
 
 /// A directory removed when dropped.
@@ -595,6 +713,24 @@ impl Engine {
             .keyspace(PROBE_KEYSPACE, fjall::KeyspaceCreateOptions::default)
             .map_err(|e| unreadable(path, e))?;
         Ok(Self { db, shop, probe })
+    }
+
+    /// Waits while the write buffers or the first level are full, before a commit would wait
+    /// inside fjall, which never gives up: when the disk is full its flushes fail, and a
+    /// commit would wait for them for ever. Here a failed flush (fjall then refuses every
+    /// write) is an I/O error; `slow` is called once the wait passes [`SLOW_DISK`].
+    fn wait_for_flushes(&self, slow: impl Fn()) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let mut said = false;
+        while self.shop.sealed_memtable_count() >= 3 || self.shop.l0_table_count() >= 20 {
+            self.probe()?;
+            if !said && started.elapsed() >= SLOW_DISK {
+                slow();
+                said = true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// Fails when fjall refuses writes (after a failed flush or journal write).
@@ -799,7 +935,12 @@ impl Applier {
         replies: &mut Vec<Reply>,
     ) -> Result<(), StoreError> {
         let db = self.database().ok_or(StoreError::Closed)?;
-        self.wait_for_flushes(&db)?;
+        db.wait_for_flushes(|| {
+            tracing::warn!("the store has waited 30 s for its disk to take its write buffers");
+            self.shared.fault.send_replace(Some(
+                "the store is waiting for its disk to take its write buffers".into(),
+            ));
+        })?;
         let saved = db.view();
         let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
         {
@@ -859,25 +1000,6 @@ impl Applier {
             self.durable_pending = false;
         } else {
             self.durable_pending = true;
-        }
-        Ok(())
-    }
-
-    /// Waits while fjall's write buffers or its first level are full, before a commit would
-    /// wait inside fjall, which never gives up: when the disk is full its flushes fail, and
-    /// a commit would wait for them for ever. Here a failed flush (fjall then refuses every
-    /// write) is an I/O error, and a long wait is reported as a fault.
-    fn wait_for_flushes(&self, db: &Engine) -> Result<(), StoreError> {
-        let started = Instant::now();
-        while db.shop.sealed_memtable_count() >= 3 || db.shop.l0_table_count() >= 20 {
-            db.probe()?;
-            if started.elapsed() >= SLOW_DISK && self.shared.fault.borrow().is_none() {
-                tracing::warn!("the store has waited 30 s for its disk to take its write buffers");
-                self.shared.fault.send_replace(Some(
-                    "the store is waiting for its disk to take its write buffers".into(),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
     }

@@ -662,3 +662,47 @@ async fn frames_are_published_after_the_commit_with_their_offsets() {
     let (_, positions) = m.store.subscribe();
     assert_eq!(positions, vec![(TopicRole::Orders, 0, 1)]);
 }
+
+#[tokio::test]
+async fn a_backup_is_a_store_of_its_own_and_only_the_newest_are_kept() {
+    let mut m = Model::new().await;
+    m.put(&created("o1", 0, "Ann", 1000)).await;
+    m.put(&paid("o1", 1, true, 1)).await;
+    let mut reports = Vec::new();
+    for _ in 0..store::BACKUPS_KEPT + 1 {
+        reports.push(m.store.backup().await.unwrap());
+        // Backups are named by the millisecond.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first = &reports[0];
+    assert!(first.keys > 0 && first.bytes > 0, "{first:?}");
+    assert!(!first.data_dir.exists(), "the oldest backup is removed");
+    let backups = first.data_dir.parent().unwrap();
+    assert_eq!(
+        std::fs::read_dir(backups).unwrap().count(),
+        store::BACKUPS_KEPT
+    );
+
+    // The newest opens as a store with the same state and offsets.
+    let newest = reports.last().unwrap();
+    let copy = Store::open(StoreSettings {
+        dir: newest.data_dir.clone(),
+        ..settings(&TempDir::new())
+    })
+    .unwrap();
+    assert_eq!(
+        copy.check_layout(&layout(1)).await.unwrap(),
+        Resumed::FromStore {
+            events: 2,
+            orders: 1
+        }
+    );
+    let order = copy
+        .query_blocking(|v| v.stored_order("o1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(order.record.status, Some(OrderStatus::Paid));
+    assert_eq!(copy.next_offset(TopicRole::Payments, 0), Some(1));
+    copy.close();
+    m.store.close();
+}
