@@ -706,3 +706,50 @@ async fn a_backup_is_a_store_of_its_own_and_only_the_newest_are_kept() {
     copy.close();
     m.store.close();
 }
+
+#[tokio::test]
+async fn an_id_in_q_finds_the_records_by_key() {
+    let mut m = Model::new().await;
+    m.put(&created("ord-1", 0, "Ann", 1000)).await;
+    m.put(&paid("ord-1", 1, false, 1)).await;
+    m.put(&paid("ord-1", 2, true, 2)).await;
+    m.put(&delivery("ord-1", 3, DeliveryStatus::Shipped)).await;
+    m.put(&created("ord-2", 4, "Bob", 1000)).await;
+    m.put(&paid("ord-2", 5, true, 1)).await;
+    let list = |kind: &'static str, q: &str, status: Option<&str>| {
+        let query = ListQuery {
+            limit: 10,
+            text: Some(q.into()),
+            status: status.map(str::to_string),
+            ..Default::default()
+        };
+        let page = m
+            .store
+            .query_blocking(move |v| match kind {
+                "payments" => v.list_payments(&query),
+                "deliveries" => v.list_deliveries(&query),
+                _ => v.list_orders(&query),
+            })
+            .unwrap();
+        let key = match kind {
+            "payments" => "payment_id",
+            "deliveries" => "delivery_id",
+            _ => "order_id",
+        };
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i[key].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(list("orders", "ORD-1", None), ["ord-1"]);
+    // An order's payments, newest first, and the status filter still holds.
+    assert_eq!(list("payments", "ord-1", None), ["ord-1-p2", "ord-1-p1"]);
+    assert_eq!(list("payments", "ord-1", Some("FAILED")), ["ord-1-p1"]);
+    assert_eq!(list("payments", "ord-2-p1", None), ["ord-2-p1"]);
+    assert_eq!(list("deliveries", "ord-1", None), ["ord-1-d"]);
+    assert_eq!(list("deliveries", "ord-1-d", None), ["ord-1-d"]);
+    assert!(list("deliveries", "ord-2", None).is_empty());
+    m.store.close();
+}
