@@ -31,7 +31,9 @@
 //!
 //! Environment (all optional): `SHOPSTREAM_BENCH_HISTORY_ORDERS` (`0,100000,1000000`: the
 //! list of N, comma separated), `SHOPSTREAM_BENCH_HISTORY_SECONDS` (10: how long the write
-//! load runs), `SHOPSTREAM_BENCH_KEEP_BROKER=1` (never stop the local broker).
+//! load runs), `SHOPSTREAM_BENCH_KEEP_BROKER=1` (never stop the local broker),
+//! `SHOPSTREAM_BENCH_BINARY` (the shopstream binary to measure, e.g. the static musl build
+//! that `compose/static-builds` makes; default: this build's).
 
 mod common;
 #[path = "../tests/support/mod.rs"]
@@ -419,7 +421,7 @@ impl Shopstream {
         let mut last_error = String::new();
         for _ in 0..3 {
             let addr = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
-            let mut child = Command::new(env!("CARGO_BIN_EXE_shopstream"))
+            let mut child = Command::new(shopstream_binary())
                 .arg("--kafka")
                 .arg(bootstrap)
                 .arg("--listen")
@@ -1449,4 +1451,11 @@ fn print_report(settings: &Settings, results: &[Measured]) {
             println!("  warning: {warning}");
         }
     }
+}
+
+/// The binary under test: `SHOPSTREAM_BENCH_BINARY`, or the one cargo built with this bench.
+fn shopstream_binary() -> std::path::PathBuf {
+    std::env::var_os("SHOPSTREAM_BENCH_BINARY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_shopstream").into())
 }

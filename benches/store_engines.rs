@@ -1,6 +1,7 @@
 //! The choice of the read model's store engine, measured: the write shape of one order's
-//! lifecycle (created, paid, shipped) as shopstream's store writes it, group-committed, in
-//! redb (the engine shopstream uses) and fjall (the other pure-Rust candidate, an LSM tree).
+//! lifecycle (created, paid, shipped) as the first layout of shopstream's store wrote it,
+//! group-committed, in fjall (the LSM tree shopstream uses) and redb (the other pure-Rust
+//! candidate, copy-on-write B-trees, which shopstream used first).
 //!
 //! `cargo bench --bench store_engines`
 //!

@@ -19,6 +19,9 @@ fn serve(config: shopstream::Config) -> ExitCode {
     shopstream::telemetry::init(config.log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        // Store reads run on blocking threads and are short; a few threads serve them, and
+        // every extra thread would keep an allocator arena of its own.
+        .max_blocking_threads(8)
         .enable_all()
         .build()
     {

@@ -59,7 +59,7 @@ const FORMAT_VERSION: u32 = 4;
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
 /// Most records in one group commit: enough to share a commit's fixed costs (counters,
 /// word counts, the journal write), few enough that the work in flight stays small.
-const GROUP_RECORDS: usize = 4_000;
+const GROUP_RECORDS: usize = 1_000;
 
 /// Why the store could not be read or written.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -678,6 +678,8 @@ struct Engine {
     db: fjall::Database,
     shop: fjall::Keyspace,
     probe: fjall::Keyspace,
+    /// The memtable size at which it is sealed and flushed.
+    memtable_bytes: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -694,9 +696,8 @@ impl Engine {
         let memtable = (cache / 16).max(1 << 20);
         let db = fjall::Database::builder(path)
             .cache_size(cache)
-            // One background worker for flushes and compactions: on a small machine the
-            // request handlers and the applier keep the other cores.
-            .worker_threads(1)
+            // Two background workers, so that a flush never waits behind a long compaction.
+            .worker_threads(2)
             .open()
             .map_err(|e| match e {
                 fjall::Error::Locked => OpenError::InUse {
@@ -706,13 +707,24 @@ impl Engine {
             })?;
         let shop = db
             .keyspace(KEYSPACE, || {
-                fjall::KeyspaceCreateOptions::default().max_memtable_size(memtable)
+                // Tables of 16 MiB: a compaction's buffers (its bloom filter's key hashes,
+                // say) grow with the tables it writes.
+                fjall::KeyspaceCreateOptions::default()
+                    .max_memtable_size(memtable)
+                    .compaction_strategy(std::sync::Arc::new(
+                        fjall::compaction::Leveled::default().with_table_target_size(16 << 20),
+                    ))
             })
             .map_err(|e| unreadable(path, e))?;
         let probe = db
             .keyspace(PROBE_KEYSPACE, fjall::KeyspaceCreateOptions::default)
             .map_err(|e| unreadable(path, e))?;
-        Ok(Self { db, shop, probe })
+        Ok(Self {
+            db,
+            shop,
+            probe,
+            memtable_bytes: memtable,
+        })
     }
 
     /// Waits while the write buffers or the first level are full, before a commit would wait
@@ -720,6 +732,12 @@ impl Engine {
     /// commit would wait for them for ever. Here a failed flush (fjall then refuses every
     /// write) is an I/O error; `slow` is called once the wait passes [`SLOW_DISK`].
     fn wait_for_flushes(&self, slow: impl Fn()) -> Result<(), StoreError> {
+        // fjall seals a full memtable only when a worker is free to take the request; behind
+        // a long compaction the memtable would keep growing, and memory with it.
+        let active = fjall::AbstractTree::active_memtable(&self.shop.tree).size();
+        if active > self.memtable_bytes {
+            self.shop.rotate_memtable()?;
+        }
         let started = Instant::now();
         let mut said = false;
         while self.shop.sealed_memtable_count() >= 3 || self.shop.l0_table_count() >= 20 {
