@@ -698,6 +698,10 @@ impl Engine {
             .cache_size(cache)
             // Two background workers, so that a flush never waits behind a long compaction.
             .worker_threads(2)
+            // The journal is what a restart replays: once it holds 64 MiB, the memtables it
+            // backs are flushed (the probe keyspace's too, which fills too slowly to be
+            // flushed otherwise), so that a restart stays short.
+            .max_journaling_size(64 << 20)
             .open()
             .map_err(|e| match e {
                 fjall::Error::Locked => OpenError::InUse {
