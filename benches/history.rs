@@ -64,7 +64,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use common::{PARTITIONS, create_topic, delete_topics, kafka_call, order_bodies};
+use common::{
+    CONNECT_TIMEOUT, MAX_CONSECUTIVE_FAILURES, PARTITIONS, REQUEST_TIMEOUT, STOP_TIMEOUT,
+    create_topic, delete_topics, kafka_call, order_bodies,
+};
 use shopstream::domain::demo;
 use shopstream::domain::event::{
     DeliveryDetails, DeliveryStatus, Event, EventBody, EventType, PaymentDetails, PaymentStatus,
@@ -86,19 +89,11 @@ const PAGE: usize = 50;
 /// `POST /api/orders?wait=true` before the measured load (warms up, and gives orders to look
 /// at when N = 0).
 const WARM_UP_REQUESTS: usize = 320;
-/// Longest one HTTP request may take before it counts as failed.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest a connection attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A connection gives up after this many failures in a row.
-const MAX_CONSECUTIVE_FAILURES: u32 = 5;
 /// Longest shopstream may take to listen.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest shopstream may take to catch up with the log (a replay of 3 million events, whose
-/// rate falls as the store grows: about 3 400 events/s at N = 100 000 on 2 cores).
+/// rate falls as the store grows: about 9,000 events/s at N = 1 000 000 on 2 cores).
 const READY_TIMEOUT: Duration = Duration::from_secs(3600);
-/// Longest SIGTERM may take to stop shopstream.
-const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest the detail reads of every 10th order may take altogether.
 const DETAIL_TIMEOUT: Duration = Duration::from_secs(900);
 /// Records per produce request when filling the log.

@@ -51,7 +51,10 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use common::{PARTITIONS, create_topic, delete_topics, kafka_call, order_bodies};
+use common::{
+    CONNECT_TIMEOUT, MAX_CONSECUTIVE_FAILURES, PARTITIONS, REQUEST_TIMEOUT, STOP_TIMEOUT,
+    create_topic, delete_topics, kafka_call, order_bodies,
+};
 use shopstream::domain::demo;
 use shopstream::domain::event::{Event, EventBody, EventType, Position, TopicRole, headers};
 use shopstream::domain::partitioner::partition_for_key;
@@ -60,16 +63,8 @@ use shopstream::kafka::{TopicInfo, TopicLayout};
 use shopstream::model::store::{FetchedRecord, Store};
 use support::{Server, http};
 
-/// Longest one HTTP request may take before it counts as failed.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest a connection attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A connection gives up after this many failures in a row.
-const MAX_CONSECUTIVE_FAILURES: u32 = 5;
 /// Longest shopstream may take to become ready / catch up.
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
-/// Longest SIGTERM may take to stop shopstream.
-const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest ProducerPerformance may run.
 const REFERENCE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Records per produce request when filling the log.

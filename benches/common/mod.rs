@@ -11,6 +11,14 @@ use shopstream::domain::demo;
 
 /// Partitions of every benchmark topic, as shopstream creates them by default.
 pub const PARTITIONS: i32 = 3;
+/// Longest one HTTP request may take before it counts as failed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a connection attempt may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection gives up after this many failures in a row.
+pub const MAX_CONSECUTIVE_FAILURES: u32 = 5;
+/// Longest SIGTERM may take to stop shopstream.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest a single Kafka call of the benchmark itself may take.
 const KAFKA_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -180,6 +180,61 @@ pub fn delivery_status_code(s: DeliveryStatus) -> u8 {
         .unwrap_or(0) as u8
 }
 
+/// A record as its lists show it.
+trait Listed {
+    /// The time (microseconds) and status code it is listed under; `None`: not listed.
+    fn listing(&self) -> Option<(i64, Option<u8>)>;
+    /// The words `q` finds it by.
+    fn words(&self) -> BTreeSet<String>;
+}
+
+impl Listed for StoredOrder {
+    fn listing(&self) -> Option<(i64, Option<u8>)> {
+        let r = &self.record;
+        r.created_at
+            .map(|t| (micros(t), r.status.map(order_status_code)))
+    }
+
+    fn words(&self) -> BTreeSet<String> {
+        self.record.search_words()
+    }
+}
+
+impl Listed for PaymentRecord {
+    fn listing(&self) -> Option<(i64, Option<u8>)> {
+        Some((micros(self.time), Some(payment_status_code(self.status))))
+    }
+
+    fn words(&self) -> BTreeSet<String> {
+        self.search_words()
+    }
+}
+
+impl Listed for DeliveryRecord {
+    fn listing(&self) -> Option<(i64, Option<u8>)> {
+        Some((
+            micros(self.created_at),
+            Some(delivery_status_code(self.status)),
+        ))
+    }
+
+    fn words(&self) -> BTreeSet<String> {
+        self.search_words()
+    }
+}
+
+/// The records a commit changed: id, saved version, new version.
+fn changed<T>(
+    touched: &HashMap<String, super::Touched<T>>,
+) -> impl Iterator<Item = (&str, Option<&T>, &T)> {
+    touched
+        .iter()
+        .filter_map(|(id, t)| match (&t.after, t.changed) {
+            (Some(after), true) => Some((id.as_str(), t.before.as_ref(), after)),
+            _ => None,
+        })
+}
+
 /// A consistent view of the last commit: reads never block the applier, and the applier
 /// reads its saved state through one too.
 pub struct ReadView {
@@ -327,49 +382,20 @@ impl<'a> WriteTables<'a> {
     /// Adds one batch's changes, its counters and its offsets, and prunes what fell out of
     /// retention.
     pub fn write(&mut self, changes: &Changes, retention: TimeDelta) -> Result<(), StoreError> {
-        for (id, touched) in &changes.orders {
-            let (Some(after), true) = (&touched.after, touched.changed) else {
-                continue;
-            };
-            self.write_order(id, touched.before.as_ref(), after);
+        for (id, before, after) in changed(&changes.orders) {
+            self.reindex(Kind::Orders, id, before, after);
+            self.put(Key::new(Table::Orders).last(id), encode(&after.record));
+            self.put(Key::new(Table::Timelines).last(id), encode(&after.timeline));
         }
         for (position, data) in &changes.event_data {
             self.put(Key::new(Table::Events).position(*position), data.as_bytes());
         }
-        for (id, touched) in &changes.payments {
-            let (Some(after), true) = (&touched.after, touched.changed) else {
-                continue;
-            };
-            let before = touched.before.as_ref();
-            let listed = |p: &PaymentRecord| (micros(p.time), Some(payment_status_code(p.status)));
-            self.move_listing(Kind::Payments, id, before.map(listed), Some(listed(after)));
-            self.reindex_words(
-                Kind::Payments,
-                id,
-                before.map(|b| (micros(b.time), b.search_words())),
-                Some((micros(after.time), after.search_words())),
-            );
+        for (id, before, after) in changed(&changes.payments) {
+            self.reindex(Kind::Payments, id, before, after);
             self.put(Key::new(Table::Payments).last(id), encode(after));
         }
-        for (id, touched) in &changes.deliveries {
-            let (Some(after), true) = (&touched.after, touched.changed) else {
-                continue;
-            };
-            let before = touched.before.as_ref();
-            let listed =
-                |d: &DeliveryRecord| (micros(d.created_at), Some(delivery_status_code(d.status)));
-            self.move_listing(
-                Kind::Deliveries,
-                id,
-                before.map(listed),
-                Some(listed(after)),
-            );
-            self.reindex_words(
-                Kind::Deliveries,
-                id,
-                before.map(|b| (micros(b.created_at), b.search_words())),
-                Some((micros(after.created_at), after.search_words())),
-            );
+        for (id, before, after) in changed(&changes.deliveries) {
+            self.reindex(Kind::Deliveries, id, before, after);
             self.put(Key::new(Table::Deliveries).last(id), encode(after));
         }
         let cutoff = changes
@@ -419,21 +445,12 @@ impl<'a> WriteTables<'a> {
         Ok(())
     }
 
-    fn write_order(&mut self, id: &str, before: Option<&StoredOrder>, after: &StoredOrder) {
-        let listed = |o: &StoredOrder| {
-            o.record
-                .created_at
-                .map(|t| (micros(t), o.record.status.map(order_status_code)))
-        };
-        self.move_listing(Kind::Orders, id, before.and_then(listed), listed(after));
-        let words = |o: &StoredOrder| {
-            o.record
-                .created_at
-                .map(|t| (micros(t), o.record.search_words()))
-        };
-        self.reindex_words(Kind::Orders, id, before.and_then(words), words(after));
-        self.put(Key::new(Table::Orders).last(id), encode(&after.record));
-        self.put(Key::new(Table::Timelines).last(id), encode(&after.timeline));
+    /// Moves a record's index entries (time, status, words) from where its saved version
+    /// put them to where its new one does.
+    fn reindex<T: Listed>(&mut self, kind: Kind, id: &str, before: Option<&T>, after: &T) {
+        self.move_listing(kind, id, before.and_then(Listed::listing), after.listing());
+        let words = |r: &T| r.listing().map(|(t, _)| (t, r.words()));
+        self.reindex_words(kind, id, before.and_then(words), words(after));
     }
 
     /// Moves a record's entries in its time and status indexes from where its old (time,

@@ -16,8 +16,12 @@ fn t(sec: i64) -> DateTime<Utc> {
 }
 
 fn settings(dir: &TempDir) -> StoreSettings {
+    settings_at(&dir.0)
+}
+
+fn settings_at(dir: &std::path::Path) -> StoreSettings {
     StoreSettings {
-        dir: dir.0.clone(),
+        dir: dir.to_path_buf(),
         cache_bytes: 4 << 20,
         retention: Duration::from_secs(7 * 24 * 3600),
         rebuild: false,
@@ -539,20 +543,23 @@ async fn a_reopened_store_resumes_with_the_same_state_and_offsets() {
     store.close();
 }
 
+/// Leaves a closed store in `dir` that holds one order.
+async fn store_with_one_order(dir: &TempDir) {
+    let store = Store::open(settings(dir)).unwrap();
+    store.check_layout(&layout(1)).await.unwrap();
+    let mut m = Model {
+        store,
+        offsets: HashMap::new(),
+        _dir: None,
+    };
+    m.put(&created("o1", 0, "Ann", 1000)).await;
+    m.store.close();
+}
+
 #[tokio::test]
 async fn an_old_snapshot_is_noticed_and_the_store_rebuilt() {
     let dir = TempDir::new();
-    {
-        let store = Store::open(settings(&dir)).unwrap();
-        store.check_layout(&layout(1)).await.unwrap();
-        let mut m = Model {
-            store,
-            offsets: HashMap::new(),
-            _dir: None,
-        };
-        m.put(&created("o1", 0, "Ann", 1000)).await;
-        m.store.close();
-    }
+    store_with_one_order(&dir).await;
     std::fs::write(dir.0.join("snapshot.json"), b"{}").unwrap();
     let store = Store::open(settings(&dir)).unwrap();
     assert!(!dir.0.join("snapshot.json").exists());
@@ -579,17 +586,7 @@ fn overwrite_files(path: &std::path::Path) {
 #[tokio::test]
 async fn a_corrupt_store_is_a_clear_error_that_names_the_way_out() {
     let dir = TempDir::new();
-    {
-        let store = Store::open(settings(&dir)).unwrap();
-        store.check_layout(&layout(1)).await.unwrap();
-        let mut m = Model {
-            store,
-            offsets: HashMap::new(),
-            _dir: None,
-        };
-        m.put(&created("o1", 0, "Ann", 1000)).await;
-        m.store.close();
-    }
+    store_with_one_order(&dir).await;
     overwrite_files(&dir.0.join(store::DIR_NAME));
     let error = Store::open(settings(&dir)).unwrap_err().to_string();
     assert!(error.contains("--rebuild-store"), "{error}");
@@ -685,11 +682,7 @@ async fn a_backup_is_a_store_of_its_own_and_only_the_newest_are_kept() {
 
     // The newest opens as a store with the same state and offsets.
     let newest = reports.last().unwrap();
-    let copy = Store::open(StoreSettings {
-        dir: newest.data_dir.clone(),
-        ..settings(&TempDir::new())
-    })
-    .unwrap();
+    let copy = Store::open(settings_at(&newest.data_dir)).unwrap();
     assert_eq!(
         copy.check_layout(&layout(1)).await.unwrap(),
         Resumed::FromStore {
