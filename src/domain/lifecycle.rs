@@ -112,34 +112,60 @@ impl fmt::Display for OrderStatus {
 #[error("{0}")]
 pub struct Violation(pub String);
 
+/// What an event does to an order's lifecycle: all that [`next_status`] needs of it, small
+/// enough for the read model to keep one per timeline entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Step {
+    Create,
+    Cancel,
+    Pay(PaymentStatus),
+    Deliver(DeliveryStatus),
+}
+
+impl Step {
+    pub fn of(event: &EventBody) -> Self {
+        match event {
+            EventBody::OrderCreated(_) => Step::Create,
+            EventBody::OrderCancelled { .. } => Step::Cancel,
+            EventBody::PaymentProcessed(p) => Step::Pay(p.status),
+            EventBody::Delivery(d) => Step::Deliver(d.status),
+        }
+    }
+}
+
 /// The status after `event`, for an order currently in `current` (`None`: not created yet).
 pub fn transition(
     current: Option<OrderStatus>,
     event: &EventBody,
 ) -> Result<OrderStatus, Violation> {
+    next_status(current, Step::of(event))
+}
+
+/// The status after `step`, for an order currently in `current` (`None`: not created yet).
+pub fn next_status(current: Option<OrderStatus>, step: Step) -> Result<OrderStatus, Violation> {
     use OrderStatus::*;
     let Some(current) = current else {
-        return match event {
-            EventBody::OrderCreated(_) => Ok(Pending),
+        return match step {
+            Step::Create => Ok(Pending),
             _ => Err(Violation("the order does not exist (yet)".into())),
         };
     };
     let refuse = |what: &str| Err(Violation(format!("cannot {what}: the order is {current}")));
-    match event {
-        EventBody::OrderCreated(_) => Err(Violation("the order was already created".into())),
-        EventBody::OrderCancelled { .. } => match current {
+    match step {
+        Step::Create => Err(Violation("the order was already created".into())),
+        Step::Cancel => match current {
             Pending | PaymentFailed => Ok(Cancelled),
             _ => refuse("cancel"),
         },
-        EventBody::PaymentProcessed(p) => match current {
-            Pending | PaymentFailed => Ok(match p.status {
+        Step::Pay(status) => match current {
+            Pending | PaymentFailed => Ok(match status {
                 PaymentStatus::Success => Paid,
                 PaymentStatus::Failed => PaymentFailed,
             }),
             _ => refuse("take a payment"),
         },
-        EventBody::Delivery(d) => {
-            let next = OrderStatus::from_delivery(d.status);
+        Step::Deliver(status) => {
+            let next = OrderStatus::from_delivery(status);
             match current {
                 Paid => Ok(next),
                 Shipped | InTransit | OutForDelivery if next > current => Ok(next),

@@ -28,7 +28,7 @@ use crate::domain::event::{
     DeliveryDetails, DeliveryStatus, Event, EventBody, EventType, OrderDetails, PaymentDetails,
     PaymentStatus, Position, TopicRole,
 };
-use crate::domain::lifecycle::{OrderStatus, transition};
+use crate::domain::lifecycle::{OrderStatus, Step, next_status};
 use crate::domain::money::Money;
 
 pub use store::StoreError;
@@ -36,17 +36,29 @@ pub use store::StoreError;
 /// How many minutes of per-minute order counts are kept.
 pub const MINUTES_KEPT: i64 = 24 * 60;
 
-/// One event in an order's history.
+/// One event in an order's history. It is rewritten with the timeline each time the order
+/// changes, so it keeps only what refolding and the order's detail need, under short names:
+/// the record value is stored once, apart ([`Changes::event_data`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelineEntry {
+    #[serde(rename = "id")]
     pub event_id: String,
+    #[serde(rename = "ty")]
     pub event_type: EventType,
+    #[serde(rename = "at")]
     pub position: Position,
+    #[serde(rename = "t")]
     pub time: DateTime<Utc>,
     /// Why this event breaks the lifecycle, if it does.
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
     pub anomaly: Option<String>,
-    /// The decoded event, for refolding.
-    pub(crate) body: EventBody,
+    /// What the event does to the lifecycle, for refolding.
+    #[serde(rename = "s")]
+    pub(crate) step: Step,
+    /// Where its record value is stored: the count of events applied when it was, a key that
+    /// only grows, so that the stored values are never rewritten by compactions.
+    #[serde(rename = "k")]
+    pub(crate) data_key: u64,
 }
 
 /// An order as the log tells it, without its timeline (list rows read only this).
@@ -183,10 +195,11 @@ pub trait Lookup {
     fn minute(&self, minute: i64) -> Result<Option<MinuteStats>, StoreError>;
 }
 
-/// A record as it was before this batch (`None`: new) and as it is now.
+/// A record as it was before this batch (`None`: new), or as much of it as its indexes need
+/// (`B`: an order's timeline is not copied), and as it is now.
 #[derive(Debug, Clone)]
-pub struct Touched<T> {
-    pub before: Option<T>,
+pub struct Touched<T, B = T> {
+    pub before: Option<B>,
     pub after: Option<T>,
     /// Whether `after` differs from `before` (only changed records are written).
     pub changed: bool,
@@ -196,12 +209,12 @@ pub struct Touched<T> {
 /// store to update the indexes, and the counters and offsets as they will be committed.
 #[derive(Debug, Clone, Default)]
 pub struct Changes {
-    pub orders: HashMap<String, Touched<StoredOrder>>,
+    pub orders: HashMap<String, Touched<StoredOrder, OrderRecord>>,
     pub payments: HashMap<String, Touched<PaymentRecord>>,
     pub deliveries: HashMap<String, Touched<DeliveryRecord>>,
     pub idempotency: HashMap<String, IdempotentWrite>,
-    /// The record value (JSON text) of every new event, by where it was read.
-    pub event_data: Vec<(Position, String)>,
+    /// The record value (JSON text) of every new event, by its [`TimelineEntry::data_key`].
+    pub event_data: Vec<(u64, String)>,
     pub counters: Counters,
     pub minutes: BTreeMap<i64, MinuteStats>,
     /// Every partition's progress as it will be committed (only the changed ones are written).
@@ -245,7 +258,12 @@ impl Changes {
         record_time: DateTime<Utc>,
         idempotency: Option<(String, String)>,
     ) -> Result<Applied, StoreError> {
-        let order = touch(&mut self.orders, &event.order_id, |id| saved.order(id))?;
+        let order = touch(
+            &mut self.orders,
+            &event.order_id,
+            |id| saved.order(id),
+            keep_record,
+        )?;
         if order.after.as_ref().is_some_and(|o| {
             o.timeline
                 .iter()
@@ -291,7 +309,12 @@ impl Changes {
             PaymentStatus::Success => self.counters.payments_succeeded += 1,
             PaymentStatus::Failed => self.counters.payments_failed += 1,
         }
-        let touched = touch(&mut self.payments, &p.payment_id, |id| saved.payment(id))?;
+        let touched = touch(
+            &mut self.payments,
+            &p.payment_id,
+            |id| saved.payment(id),
+            Clone::clone,
+        )?;
         touched.changed = true;
         touched.after = Some(PaymentRecord {
             payment_id: p.payment_id.clone(),
@@ -314,9 +337,12 @@ impl Changes {
         d: &DeliveryDetails,
         position: Position,
     ) -> Result<(), StoreError> {
-        let touched = touch(&mut self.deliveries, &d.delivery_id, |id| {
-            saved.delivery(id)
-        })?;
+        let touched = touch(
+            &mut self.deliveries,
+            &d.delivery_id,
+            |id| saved.delivery(id),
+            Clone::clone,
+        )?;
         touched.changed = true;
         match &mut touched.after {
             // Updates may be read out of order: the newest by event time wins.
@@ -361,7 +387,12 @@ impl Changes {
         position: Position,
         data: &str,
     ) -> Result<(), StoreError> {
-        let touched = touch(&mut self.orders, &event.order_id, |id| saved.order(id))?;
+        let touched = touch(
+            &mut self.orders,
+            &event.order_id,
+            |id| saved.order(id),
+            keep_record,
+        )?;
         touched.changed = true;
         let order = touched.after.get_or_insert_with(|| StoredOrder {
             record: OrderRecord {
@@ -404,11 +435,12 @@ impl Changes {
             position,
             time: event.time,
             anomaly: None,
-            body: event.body.clone(),
+            step: Step::of(&event.body),
+            data_key: self.counters.events,
         };
         // The record value is written once, apart from the timeline that is rewritten as
         // the order changes.
-        self.event_data.push((position, data.to_string()));
+        self.event_data.push((entry.data_key, data.to_string()));
         let at = order
             .timeline
             .partition_point(|e| timeline_key(e) <= timeline_key(&entry));
@@ -445,24 +477,31 @@ impl Changes {
     }
 }
 
-/// The batch's working copy of a record, read from the saved state the first time.
-fn touch<'a, T: Clone>(
-    map: &'a mut HashMap<String, Touched<T>>,
+/// The batch's working copy of a record, read from the saved state the first time; `keep`
+/// takes what the indexes need of the saved version.
+fn touch<'a, T, B>(
+    map: &'a mut HashMap<String, Touched<T, B>>,
     id: &str,
     load: impl FnOnce(&str) -> Result<Option<T>, StoreError>,
-) -> Result<&'a mut Touched<T>, StoreError> {
+    keep: impl FnOnce(&T) -> B,
+) -> Result<&'a mut Touched<T, B>, StoreError> {
     if !map.contains_key(id) {
-        let before = load(id)?;
+        let after = load(id)?;
         map.insert(
             id.to_string(),
             Touched {
-                after: before.clone(),
-                before,
+                before: after.as_ref().map(keep),
+                after,
                 changed: false,
             },
         );
     }
     Ok(map.get_mut(id).expect("inserted above"))
+}
+
+/// What an order's indexes need of its saved version: its record, not its timeline.
+fn keep_record(order: &StoredOrder) -> OrderRecord {
+    order.record.clone()
 }
 
 /// Timeline order: event time, then lifecycle rank (an order is created before it is paid,
@@ -483,7 +522,7 @@ fn refold(order: &mut StoredOrder) {
     let mut status = None;
     let mut anomalies = 0;
     for entry in &mut order.timeline {
-        match transition(status, &entry.body) {
+        match next_status(status, entry.step) {
             Ok(next) => {
                 status = Some(next);
                 entry.anomaly = None;
@@ -571,32 +610,44 @@ pub fn query_id(text: &str) -> Option<&str> {
 }
 
 impl OrderRecord {
-    pub fn search_words(&self) -> BTreeSet<String> {
-        let mut fields = Vec::new();
-        if let Some(d) = &self.details {
-            fields.extend([
+    /// The text fields its search words come from.
+    pub fn word_fields(&self) -> Vec<&str> {
+        match &self.details {
+            Some(d) => vec![
                 d.customer_name.as_str(),
                 d.customer_email.as_str(),
                 d.product.as_str(),
-            ]);
+            ],
+            None => Vec::new(),
         }
-        search_words(fields)
+    }
+
+    pub fn search_words(&self) -> BTreeSet<String> {
+        search_words(self.word_fields())
     }
 }
 
 impl PaymentRecord {
+    pub fn word_fields(&self) -> Vec<&str> {
+        vec![self.method.as_str()]
+    }
+
     pub fn search_words(&self) -> BTreeSet<String> {
-        search_words([self.method.as_str()])
+        search_words(self.word_fields())
     }
 }
 
 impl DeliveryRecord {
-    pub fn search_words(&self) -> BTreeSet<String> {
+    pub fn word_fields(&self) -> Vec<&str> {
         let mut fields = vec![self.address.as_str()];
         if let Some(c) = &self.carrier {
             fields.push(c);
         }
-        search_words(fields)
+        fields
+    }
+
+    pub fn search_words(&self) -> BTreeSet<String> {
+        search_words(self.word_fields())
     }
 }
 

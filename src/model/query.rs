@@ -300,7 +300,7 @@ impl ReadView {
         let mut timeline = Vec::with_capacity(order.timeline.len());
         for e in &order.timeline {
             let data = self
-                .event_data(e.position)?
+                .event_data(e.data_key)?
                 .map(|d| serde_json::from_str::<Value>(&d).unwrap_or(Value::String(d)));
             timeline.push(json!({
                 "event_id": e.event_id,

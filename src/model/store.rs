@@ -42,6 +42,8 @@ pub const DIR_NAME: &str = "store";
 const OLD_STATE: [&str; 2] = ["snapshot.json", "shopstream.redb"];
 /// The one keyspace every table lives in.
 const KEYSPACE: &str = "shop";
+/// The keyspace of the record values.
+const EVENTS_KEYSPACE: &str = "events";
 /// A keyspace of one key, written only to learn whether fjall still accepts writes.
 const PROBE_KEYSPACE: &str = "probe";
 /// How long the applier waits for the disk to take the write buffers before it says so.
@@ -54,7 +56,7 @@ pub const BACKUPS_KEPT: usize = 3;
 const BACKUP_BATCH_KEYS: usize = 10_000;
 /// Bumped whenever the saved shape changes incompatibly: an older store is rebuilt from the
 /// log, never misread.
-const FORMAT_VERSION: u32 = 4;
+const FORMAT_VERSION: u32 = 5;
 /// How often a commit is made durable (fsync).
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
 /// Most records in one group commit: enough to share a commit's fixed costs (counters,
@@ -608,13 +610,15 @@ fn write_backup(db: &Engine, backups: &Path) -> Result<BackupReport, StoreError>
             .map_err(|e| StoreError::Io(format!("backup: {e}")))?;
         let mut keys = 0u64;
         let mut batch = copy.db.batch();
-        for row in fjall::Readable::iter(&view.snapshot, &view.shop) {
-            let (key, value) = row.into_inner()?;
-            batch.insert(&copy.shop, key, value);
-            keys += 1;
-            if keys.is_multiple_of(BACKUP_BATCH_KEYS as u64) {
-                copy.wait_for_flushes(|| {})?;
-                std::mem::replace(&mut batch, copy.db.batch()).commit()?;
+        for (from, to) in [(&view.shop, &copy.shop), (&view.events, &copy.events)] {
+            for row in fjall::Readable::iter(&view.snapshot, from) {
+                let (key, value) = row.into_inner()?;
+                batch.insert(to, key, value);
+                keys += 1;
+                if keys.is_multiple_of(BACKUP_BATCH_KEYS as u64) {
+                    copy.wait_for_flushes(|| {})?;
+                    std::mem::replace(&mut batch, copy.db.batch()).commit()?;
+                }
             }
         }
         batch.commit()?;
@@ -673,12 +677,13 @@ impl Drop for TempDir {
     }
 }
 
-/// The open database and its keyspace.
+/// The open database and its keyspaces (see [`tables`]).
 struct Engine {
     db: fjall::Database,
     shop: fjall::Keyspace,
+    events: fjall::Keyspace,
     probe: fjall::Keyspace,
-    /// The memtable size at which it is sealed and flushed.
+    /// The memtable size at which `shop`'s is sealed and flushed (`events`' at half of it).
     memtable_bytes: u64,
 }
 
@@ -720,12 +725,24 @@ impl Engine {
                     ))
             })
             .map_err(|e| unreadable(path, e))?;
+        // Its keys only grow: a flushed table never overlaps the next, and compactions move
+        // tables rather than rewrite them. It takes about a quarter of the bytes written.
+        let events = db
+            .keyspace(EVENTS_KEYSPACE, || {
+                fjall::KeyspaceCreateOptions::default()
+                    .max_memtable_size(memtable / 2)
+                    .compaction_strategy(std::sync::Arc::new(
+                        fjall::compaction::Leveled::default().with_table_target_size(16 << 20),
+                    ))
+            })
+            .map_err(|e| unreadable(path, e))?;
         let probe = db
             .keyspace(PROBE_KEYSPACE, fjall::KeyspaceCreateOptions::default)
             .map_err(|e| unreadable(path, e))?;
         Ok(Self {
             db,
             shop,
+            events,
             probe,
             memtable_bytes: memtable,
         })
@@ -738,13 +755,18 @@ impl Engine {
     fn wait_for_flushes(&self, slow: impl Fn()) -> Result<(), StoreError> {
         // fjall seals a full memtable only when a worker is free to take the request; behind
         // a long compaction the memtable would keep growing, and memory with it.
-        let active = fjall::AbstractTree::active_memtable(&self.shop.tree).size();
-        if active > self.memtable_bytes {
-            self.shop.rotate_memtable()?;
+        for (keyspace, max) in [
+            (&self.shop, self.memtable_bytes),
+            (&self.events, self.memtable_bytes / 2),
+        ] {
+            if fjall::AbstractTree::active_memtable(&keyspace.tree).size() > max {
+                keyspace.rotate_memtable()?;
+            }
         }
         let started = Instant::now();
         let mut said = false;
-        while self.shop.sealed_memtable_count() >= 3 || self.shop.l0_table_count() >= 20 {
+        let full = |k: &fjall::Keyspace| k.sealed_memtable_count() >= 3 || k.l0_table_count() >= 20;
+        while full(&self.shop) || full(&self.events) {
             self.probe()?;
             if !said && started.elapsed() >= SLOW_DISK {
                 slow();
@@ -766,6 +788,7 @@ impl Engine {
         ReadView {
             snapshot: self.db.snapshot(),
             shop: self.shop.clone(),
+            events: self.events.clone(),
         }
     }
 
@@ -1044,21 +1067,30 @@ impl Applier {
         }
     }
 
-    /// Frames, then the offsets they reach, under the publish lock.
+    /// Frames, then the offsets they reach, under the publish lock. Frames are built only for
+    /// clients: a replay with nobody watching skips them. A client that subscribes meanwhile
+    /// does so under the same lock, so the frames are then built there, rather than lost.
     fn publish(&self, frames: Vec<PendingFrame>) {
-        let built: Vec<LiveFrame> = frames
-            .into_iter()
-            .map(|f| {
-                LiveFrame::new(
-                    f.position,
-                    &f.event_id,
-                    f.event_type,
-                    f.key.as_deref(),
-                    f.time,
-                    &f.data,
-                )
-            })
-            .collect();
+        let build = |frames: Vec<PendingFrame>| -> Vec<LiveFrame> {
+            frames
+                .into_iter()
+                .map(|f| {
+                    LiveFrame::new(
+                        f.position,
+                        &f.event_id,
+                        f.event_type,
+                        f.key.as_deref(),
+                        f.time,
+                        &f.data,
+                    )
+                })
+                .collect()
+        };
+        let (mut built, mut pending) = if self.shared.hub.client_count() > 0 {
+            (build(frames), Vec::new())
+        } else {
+            (Vec::new(), frames)
+        };
         let committed = Arc::new(Committed {
             partitions: self.progress.values().cloned().collect(),
         });
@@ -1067,6 +1099,9 @@ impl Applier {
             .publish
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        if !pending.is_empty() && self.shared.hub.client_count() > 0 {
+            built = build(std::mem::take(&mut pending));
+        }
         for frame in built {
             self.shared.hub.publish(frame);
         }
@@ -1152,6 +1187,7 @@ impl Applier {
             // The layout is written after the clear: a crash in between finds no layout and
             // clears again.
             db.shop.clear()?;
+            db.events.clear()?;
             self.counters = Counters::default();
             self.progress.clear();
         }

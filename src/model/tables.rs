@@ -1,5 +1,7 @@
-//! How the store lays records out in fjall: one keyspace, every key opened by the byte of its
-//! table, so that one group commit is one atomic write batch and one memtable.
+//! How the store lays records out in fjall: every key opened by the byte of its table, in two
+//! keyspaces written by one atomic batch per group commit. `shop` holds the records and their
+//! indexes, which change; `events` holds the record values, written once under keys that only
+//! grow, so that compactions move its tables without rewriting them.
 //!
 //! Keys sort as the lists are shown: times are big-endian with the sign bit flipped, strings
 //! inside a key end with a 0 byte (words never hold one) or come last, and every list is a
@@ -11,7 +13,7 @@
 //! | `Meta` | name | format version, topic layout, counters |
 //! | `Progress` | topic, partition | [`PartitionProgress`] |
 //! | `Orders`, `Timelines` | order id | [`OrderRecord`], its timeline (without record values) |
-//! | `Events` | topic, partition, offset | the record value |
+//! | `Events` (keyspace `events`) | [`TimelineEntry::data_key`] | the record value |
 //! | `Payments`, `Deliveries` | id | the record |
 //! | `*ByTime` | time, id | empty |
 //! | `*ByStatus` | status, time, id | empty |
@@ -33,7 +35,7 @@ use super::{
     Changes, Counters, DeliveryRecord, Lookup, MINUTES_KEPT, MinuteStats, OrderRecord,
     PartitionProgress, PaymentRecord, StoreError, StoredOrder, TimelineEntry,
 };
-use crate::domain::event::{DeliveryStatus, PaymentStatus, Position, TopicRole};
+use crate::domain::event::{DeliveryStatus, PaymentStatus, TopicRole};
 use crate::domain::lifecycle::OrderStatus;
 
 /// The first byte of every key: which table it belongs to.
@@ -120,12 +122,11 @@ impl Key {
         self.0.extend_from_slice(s.as_bytes());
         self
     }
+}
 
-    pub fn position(self, p: Position) -> Self {
-        self.byte(topic_code(p.topic))
-            .int(i64::from(p.partition))
-            .int(p.offset)
-    }
+/// The key of a record value in the `events` keyspace.
+pub fn event_key(data_key: u64) -> Key {
+    Key::new(Table::Events).int(data_key as i64)
 }
 
 /// Reads the (time, id) that end an index key after `prefix` bytes.
@@ -184,19 +185,22 @@ pub fn delivery_status_code(s: DeliveryStatus) -> u8 {
 trait Listed {
     /// The time (microseconds) and status code it is listed under; `None`: not listed.
     fn listing(&self) -> Option<(i64, Option<u8>)>;
+    /// The text fields its words come from.
+    fn word_fields(&self) -> Vec<&str>;
     /// The words `q` finds it by.
-    fn words(&self) -> BTreeSet<String>;
+    fn words(&self) -> BTreeSet<String> {
+        super::search_words(self.word_fields())
+    }
 }
 
-impl Listed for StoredOrder {
+impl Listed for OrderRecord {
     fn listing(&self) -> Option<(i64, Option<u8>)> {
-        let r = &self.record;
-        r.created_at
-            .map(|t| (micros(t), r.status.map(order_status_code)))
+        self.created_at
+            .map(|t| (micros(t), self.status.map(order_status_code)))
     }
 
-    fn words(&self) -> BTreeSet<String> {
-        self.record.search_words()
+    fn word_fields(&self) -> Vec<&str> {
+        OrderRecord::word_fields(self)
     }
 }
 
@@ -205,8 +209,8 @@ impl Listed for PaymentRecord {
         Some((micros(self.time), Some(payment_status_code(self.status))))
     }
 
-    fn words(&self) -> BTreeSet<String> {
-        self.search_words()
+    fn word_fields(&self) -> Vec<&str> {
+        PaymentRecord::word_fields(self)
     }
 }
 
@@ -218,15 +222,16 @@ impl Listed for DeliveryRecord {
         ))
     }
 
-    fn words(&self) -> BTreeSet<String> {
-        self.search_words()
+    fn word_fields(&self) -> Vec<&str> {
+        DeliveryRecord::word_fields(self)
     }
 }
 
-/// The records a commit changed: id, saved version, new version.
-fn changed<T>(
-    touched: &HashMap<String, super::Touched<T>>,
-) -> impl Iterator<Item = (&str, Option<&T>, &T)> {
+/// The records a commit changed: id, saved version (or what the indexes need of it), new
+/// version.
+fn changed<T, B>(
+    touched: &HashMap<String, super::Touched<T, B>>,
+) -> impl Iterator<Item = (&str, Option<&B>, &T)> {
     touched
         .iter()
         .filter_map(|(id, t)| match (&t.after, t.changed) {
@@ -240,6 +245,7 @@ fn changed<T>(
 pub struct ReadView {
     pub(super) snapshot: fjall::Snapshot,
     pub(super) shop: fjall::Keyspace,
+    pub(super) events: fjall::Keyspace,
 }
 
 impl ReadView {
@@ -285,10 +291,11 @@ impl ReadView {
         Ok(Some(StoredOrder { record, timeline }))
     }
 
-    /// The record value of the event read at `position`.
-    pub(super) fn event_data(&self, position: Position) -> Result<Option<String>, StoreError> {
+    /// The record value of a timeline entry.
+    pub(super) fn event_data(&self, data_key: u64) -> Result<Option<String>, StoreError> {
         Ok(self
-            .get(&Key::new(Table::Events).position(position))?
+            .snapshot
+            .get(&self.events, event_key(data_key).0)?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
@@ -383,12 +390,13 @@ impl<'a> WriteTables<'a> {
     /// retention.
     pub fn write(&mut self, changes: &Changes, retention: TimeDelta) -> Result<(), StoreError> {
         for (id, before, after) in changed(&changes.orders) {
-            self.reindex(Kind::Orders, id, before, after);
+            self.reindex(Kind::Orders, id, before, &after.record);
             self.put(Key::new(Table::Orders).last(id), encode(&after.record));
             self.put(Key::new(Table::Timelines).last(id), encode(&after.timeline));
         }
-        for (position, data) in &changes.event_data {
-            self.put(Key::new(Table::Events).position(*position), data.as_bytes());
+        for (data_key, data) in &changes.event_data {
+            self.batch
+                .insert(&self.saved.events, event_key(*data_key).0, data.as_bytes());
         }
         for (id, before, after) in changed(&changes.payments) {
             self.reindex(Kind::Payments, id, before, after);
@@ -448,7 +456,17 @@ impl<'a> WriteTables<'a> {
     /// Moves a record's index entries (time, status, words) from where its saved version
     /// put them to where its new one does.
     fn reindex<T: Listed>(&mut self, kind: Kind, id: &str, before: Option<&T>, after: &T) {
-        self.move_listing(kind, id, before.and_then(Listed::listing), after.listing());
+        let listed_before = before.and_then(Listed::listing);
+        let listed_after = after.listing();
+        self.move_listing(kind, id, listed_before, listed_after);
+        // Most changes move a status: the words, and the time they are filed under, stay.
+        let time = |listed: Option<(i64, Option<u8>)>| listed.map(|(t, _)| t);
+        if let Some(before) = before
+            && time(listed_before) == time(listed_after)
+            && before.word_fields() == after.word_fields()
+        {
+            return;
+        }
         let words = |r: &T| r.listing().map(|(t, _)| (t, r.words()));
         self.reindex_words(kind, id, before.and_then(words), words(after));
     }
