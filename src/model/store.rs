@@ -726,11 +726,17 @@ impl Engine {
             })
             .map_err(|e| unreadable(path, e))?;
         // Its keys only grow: a flushed table never overlaps the next, and compactions move
-        // tables rather than rewrite them. It takes about a quarter of the bytes written.
+        // tables rather than rewrite them. It takes about a quarter of the bytes written, so
+        // its tables are compressed from the first level on (they are seldom written again),
+        // and its reads always find their key: the last level needs no bloom filter.
         let events = db
             .keyspace(EVENTS_KEYSPACE, || {
                 fjall::KeyspaceCreateOptions::default()
                     .max_memtable_size(memtable / 2)
+                    .data_block_compression_policy(fjall::config::CompressionPolicy::all(
+                        fjall::CompressionType::Lz4,
+                    ))
+                    .expect_point_read_hits(true)
                     .compaction_strategy(std::sync::Arc::new(
                         fjall::compaction::Leveled::default().with_table_target_size(16 << 20),
                     ))
