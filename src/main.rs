@@ -16,6 +16,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: shopstream::Config) -> ExitCode {
+    limit_allocator_arenas();
     shopstream::telemetry::init(config.log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -42,6 +43,23 @@ fn serve(config: shopstream::Config) -> ExitCode {
             }
         }
     })
+}
+
+/// glibc gives threads that meet in the allocator arenas of their own, up to eight per core,
+/// and memory freed in one arena serves only that arena: on the history benchmark two arenas
+/// held peak RSS at 170 MiB where the default reached 252 MiB (100,000 orders); the replay was
+/// 15-35% slower in those runs, a price worth the memory on the small machines shopstream is
+/// for. An operator's
+/// `MALLOC_ARENA_MAX` is left alone; the static musl build has one allocator of its own.
+fn limit_allocator_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called before any other thread
+        // exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
 }
 
 /// `shopstream healthcheck`: the container health check of a `FROM scratch` image, which has

@@ -31,8 +31,11 @@ enum StepError {
     Store(#[from] StoreError),
 }
 
-/// Most bytes asked for in one fetch.
-const FETCH_MAX_BYTES: i32 = 1024 * 1024;
+/// Most bytes asked for in one fetch. Every partition's consumer may hold one fetched batch
+/// while it waits for the store, decoded: 256 KiB (about 650 orders' records) keeps that
+/// memory small and still fills a group commit. A larger record still comes whole: the broker
+/// always returns at least one batch.
+const FETCH_MAX_BYTES: i32 = 256 * 1024;
 /// How long the broker may hold a fetch open waiting for new records.
 const FETCH_MAX_WAIT_MS: i32 = 500;
 /// Pause after a failed fetch, growing to the maximum.
