@@ -12,12 +12,12 @@
 //! - [`domain`]: pure shop logic: money, partitioner, event records, lifecycle, validation.
 //! - [`model`]: the read model built from consumed events, its queries, and the
 //!   [`model::store::Store`] on disk (fjall) that holds it with its offsets.
-//! - [`kafka`]: rskafka with deadlines: connection and health, topics, producer lanes,
-//!   partition consumers.
+//! - [`kafka`]: rskafka with deadlines: connection and health, topics, the one access layer
+//!   to a partition and the one record decoder, producer lanes, partition consumers.
 //! - [`shop`]: the commands (place, pay, cancel, ship, advance): validate against the read
 //!   model, write the event, answer.
-//! - [`live`]: fan-out of consumed events and the WebSocket sessions.
-//! - [`http`]: the hyper server, routing, handlers, the JSON error type.
+//! - [`live`]: fan-out of consumed events, cursors, and the WebSocket sessions.
+//! - [`http`]: the hyper server, routing, handlers, the WebSocket upgrade, the JSON error type.
 //! - [`shutdown`]: SIGINT/SIGTERM to a cancellation token.
 //!
 //! [`run`] wires them together; `main.rs` only parses the configuration and calls it.
@@ -60,7 +60,7 @@ pub struct AppState {
     pub shop: Arc<Shop>,
     /// The built-in traffic simulator (its task runs beside the pipeline).
     pub simulator: Arc<simulator::Simulator>,
-    /// Partition clients for `/api/kafka`'s offset look-ups.
+    /// `/api/kafka`'s offset look-ups and the event browser.
     pub offsets: kafka::offsets::OffsetsReader,
     /// Set once the consumers started; tells whether the replay at start is over.
     pub catch_up: std::sync::OnceLock<Arc<CatchUp>>,

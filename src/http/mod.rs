@@ -4,12 +4,15 @@
 //!   timeout, back-off on accept errors, graceful shutdown that lets requests in flight finish.
 //! - [`routes`]: one `match` from (method, path) to a handler.
 //! - [`error`]: the one error type every handler returns.
+//! - [`upgrade`]: the WebSocket handshake of `GET /ws`, which hands the socket to a live
+//!   session.
 
 pub mod assets;
 pub mod error;
 pub mod metrics;
 pub mod request;
 pub mod routes;
+pub mod upgrade;
 
 use std::convert::Infallible;
 use std::sync::Arc;

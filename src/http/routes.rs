@@ -31,7 +31,7 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
         (_, ["healthz"]) if get => Ok(healthz(&state)),
         (_, ["readyz"]) if get => Ok(readyz(&state)),
         (_, ["metrics"]) if get => Ok(super::metrics::render(&state).await),
-        (_, ["ws"]) if get => return crate::live::ws::handle(state, request).await,
+        (_, ["ws"]) if get => return super::upgrade::handle(state, request).await,
 
         (Method::POST, ["api", "orders"]) => place_order(&state, request).await,
         (_, ["api", "orders"]) if get => list(&state, &request, Kind::Orders).await,
@@ -331,7 +331,7 @@ async fn kafka_overview(state: &AppState) -> Answer {
 
 /// The raw event browser: records of one partition from an offset or a time, read from Kafka.
 async fn browse_events(state: &AppState, request: &Request) -> Answer {
-    use crate::domain::event::{Event, Position, TopicRole};
+    use crate::domain::event::{Position, TopicRole};
     use crate::kafka::offsets::Seek;
 
     let params = query_params(request);
@@ -399,7 +399,7 @@ async fn browse_events(state: &AppState, request: &Request) -> Answer {
                 offset: r.offset,
             };
             let value = r.record.value.as_deref().unwrap_or_default();
-            let decoded = Event::decode(value, position, topic_name, r.record.timestamp);
+            let decoded = crate::kafka::records::decode(position, topic_name, &r.record).decoded;
             let data = serde_json::from_slice::<Value>(value).unwrap_or(Value::Null);
             let headers: serde_json::Map<String, Value> = r
                 .record

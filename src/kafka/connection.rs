@@ -42,6 +42,8 @@ pub struct KafkaSession {
     pub topics: TopicLayout,
     /// Increases by one with each new connection.
     pub generation: u64,
+    /// The partition clients built through this session.
+    pub(super) partitions: super::partitions::PartitionClients,
 }
 
 /// What the rest of the server knows about Kafka right now.
@@ -70,6 +72,16 @@ impl KafkaConnection {
             ..KafkaStatus::default()
         });
         tokio::spawn(supervise(config, tx, shutdown));
+        Self { status: rx }
+    }
+
+    /// A handle that never connects, for unit tests of what is built on one.
+    #[cfg(test)]
+    pub(crate) fn unconnected() -> Self {
+        let (_, rx) = watch::channel(KafkaStatus {
+            problem: Some("not connected (a unit test)".into()),
+            ..KafkaStatus::default()
+        });
         Self { status: rx }
     }
 
@@ -128,6 +140,7 @@ async fn supervise(
                     client,
                     topics,
                     generation,
+                    partitions: Default::default(),
                 });
                 tx.send_replace(KafkaStatus {
                     session: Some(Arc::clone(&session)),

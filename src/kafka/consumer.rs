@@ -4,21 +4,24 @@
 //!
 //! A record that is not JSON or not a known shape is skipped, counted and logged once per
 //! partition; consumption goes on. An offset that fell out of retention resets to the earliest
-//! one and is counted. Every Kafka call has a deadline; after a failure the partition client is
-//! rebuilt (from the newest session, should the connection have been replaced).
+//! one and is counted. Every Kafka call goes through [`super::partitions`]: it has a deadline,
+//! and after a failure the partition client is rebuilt (from the newest session, should the
+//! connection have been replaced). The fetch-and-apply step reads through [`PartitionLog`], so
+//! unit tests drive it with a fake log.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rskafka::client::error::{Error as ClientError, ProtocolError};
-use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::partition::OffsetAt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::KafkaError;
 use super::connection::{KafkaConnection, KafkaSession};
-use super::{KafkaError, with_deadline};
-use crate::domain::event::{Event, Position, TopicRole, headers};
+use super::partitions::{Partition, PartitionLog, Use};
+use super::records;
+use crate::domain::event::{Position, TopicRole};
 use crate::model::StoreError;
 use crate::model::store::{FetchedRecord, Store};
 
@@ -102,7 +105,6 @@ pub fn spawn_consumers(
                 catch_up: Arc::clone(&catch_up),
                 kafka_timeout,
                 logged_skip: false,
-                client: None,
                 catch_up_target: None,
                 caught_up: false,
                 replayed: 0,
@@ -122,8 +124,6 @@ struct PartitionConsumer {
     catch_up: Arc<CatchUp>,
     kafka_timeout: Duration,
     logged_skip: bool,
-    /// The partition client and the session generation it was built from.
-    client: Option<(u64, PartitionClient)>,
     /// The end of the log when this consumer started: reaching it ends the replay.
     catch_up_target: Option<i64>,
     caught_up: bool,
@@ -143,19 +143,10 @@ impl PartitionConsumer {
             };
             match result {
                 Ok(()) => pause = RETRY_PAUSE.0,
-                Err(StepError::Store(error)) => {
-                    // The partition client is fine: the same range is fetched again once the
-                    // store takes writes.
-                    tracing::debug!(topic = %self.topic_name, partition = self.partition, %error, "store refused the batch");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(pause) => {}
-                    }
-                    pause = (pause * 2).min(RETRY_PAUSE.1);
-                }
-                Err(StepError::Kafka(error)) => {
-                    tracing::debug!(topic = %self.topic_name, partition = self.partition, %error, "fetch failed");
-                    self.client = None;
+                Err(error) => {
+                    // Either way the same range is fetched again after the pause: once the store
+                    // takes writes, or through a rebuilt partition client.
+                    tracing::debug!(topic = %self.topic_name, partition = self.partition, %error, "fetch and apply failed");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(pause) => {}
@@ -166,39 +157,25 @@ impl PartitionConsumer {
         }
     }
 
-    /// One fetch and its application. On error the partition client is dropped (the caller
-    /// pauses, then the next step builds a fresh one).
+    /// One fetch and its application, through the current session.
     async fn step(&mut self) -> Result<(), StepError> {
         let session = self.kafka.ready_session()?;
-        let (generation, client) = match self.client.take() {
-            Some((generation, client)) if generation == session.generation => (generation, client),
-            _ => {
-                let client = with_deadline(
-                    "partition client",
-                    self.kafka_timeout,
-                    session.client.partition_client(
-                        self.topic_name.clone(),
-                        self.partition,
-                        UnknownTopicHandling::Retry,
-                    ),
-                )
-                .await?;
-                (session.generation, client)
-            }
-        };
-        let fetched = self.fetch_once(&client).await;
-        if !matches!(fetched, Err(StepError::Kafka(_))) {
-            self.client = Some((generation, client));
-        }
-        fetched
+        let log = Partition::new(
+            session,
+            Use::Consume,
+            self.role,
+            self.partition,
+            self.kafka_timeout,
+        );
+        self.fetch_once(&log).await
     }
 
-    async fn fetch_once(&mut self, client: &PartitionClient) -> Result<(), StepError> {
+    async fn fetch_once(&mut self, log: &impl PartitionLog) -> Result<(), StepError> {
         let offset = match self.store.next_offset(self.role, self.partition) {
             Some(offset) => offset,
             // Never consumed: start at the earliest record still kept.
             None => {
-                let earliest = self.offset_at(client, OffsetAt::Earliest).await?;
+                let earliest = log.offset(OffsetAt::Earliest).await?;
                 self.store
                     .apply_fetched_from(self.role, self.partition, None, Vec::new(), earliest)
                     .await?;
@@ -206,22 +183,15 @@ impl PartitionConsumer {
             }
         };
         if self.catch_up_target.is_none() {
-            self.catch_up_target = Some(self.offset_at(client, OffsetAt::Latest).await?);
+            self.catch_up_target = Some(log.offset(OffsetAt::Latest).await?);
         }
         self.check_caught_up(offset, 0);
 
-        let fetch = client.fetch_records(offset, 1..FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS);
-        let deadline = self.kafka_timeout + Duration::from_millis(FETCH_MAX_WAIT_MS as u64);
-        let (records, _high_watermark) = match with_deadline("fetch", deadline, fetch).await {
-            Ok(fetched) => fetched,
-            Err(KafkaError::Client {
-                source:
-                    ClientError::ServerError {
-                        protocol_error: ProtocolError::OffsetOutOfRange,
-                        ..
-                    },
-                ..
-            }) => return self.reset_out_of_range(client, offset).await,
+        let records = match log.fetch(offset, FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS).await {
+            Ok(records) => records,
+            Err(KafkaError::OffsetOutOfRange { .. }) => {
+                return self.reset_out_of_range(log, offset).await;
+            }
             Err(error) => return Err(error.into()),
         };
 
@@ -230,7 +200,14 @@ impl PartitionConsumer {
         let fetched: Vec<FetchedRecord> = records
             .into_iter()
             .filter(|r| r.offset >= offset)
-            .map(|r| self.decode(r))
+            .map(|r| {
+                let position = Position {
+                    topic: self.role,
+                    partition: self.partition,
+                    offset: r.offset,
+                };
+                records::decode(position, &self.topic_name, &r.record)
+            })
             .collect();
         let outcome = self
             .store
@@ -279,19 +256,15 @@ impl PartitionConsumer {
         }
     }
 
-    async fn offset_at(&self, client: &PartitionClient, at: OffsetAt) -> Result<i64, KafkaError> {
-        with_deadline("list offsets", self.kafka_timeout, client.get_offset(at)).await
-    }
-
     /// The saved offset is no longer in the log (retention, or the topic was recreated):
     /// resume from the earliest record kept, and count it.
     async fn reset_out_of_range(
         &self,
-        client: &PartitionClient,
+        log: &impl PartitionLog,
         offset: i64,
     ) -> Result<(), StepError> {
-        let earliest = self.offset_at(client, OffsetAt::Earliest).await?;
-        let latest = self.offset_at(client, OffsetAt::Latest).await?;
+        let earliest = log.offset(OffsetAt::Earliest).await?;
+        let latest = log.offset(OffsetAt::Latest).await?;
         let to = if offset > latest {
             earliest
         } else {
@@ -311,42 +284,154 @@ impl PartitionConsumer {
             .await?;
         Ok(())
     }
+}
 
-    fn decode(&self, r: rskafka::record::RecordAndOffset) -> FetchedRecord {
-        let position = Position {
-            topic: self.role,
-            partition: self.partition,
-            offset: r.offset,
-        };
-        let record = r.record;
-        let decoded = match &record.value {
-            Some(value) => Event::decode(value, position, &self.topic_name, record.timestamp).map(
-                |(event, _)| {
-                    // It parsed as JSON, so it is UTF-8.
-                    (event, String::from_utf8_lossy(value).into_owned())
-                },
-            ),
-            None => Err(crate::domain::event::UndecodableRecord(
-                "no value (tombstone)".into(),
-            )),
-        };
-        let header = |name: &str| {
-            record
-                .headers
-                .get(name)
-                .and_then(|v| String::from_utf8(v.clone()).ok())
-        };
-        let idempotency =
-            header(headers::IDEMPOTENCY_KEY).zip(header(headers::REQUEST_FINGERPRINT));
-        FetchedRecord {
-            offset: r.offset,
-            key: record
-                .key
-                .as_ref()
-                .map(|k| String::from_utf8_lossy(k).into_owned()),
-            record_time: record.timestamp,
-            decoded,
-            idempotency,
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use chrono::{TimeZone, Utc};
+    use rskafka::record::{Record, RecordAndOffset};
+
+    use super::*;
+    use crate::kafka::{TopicInfo, TopicLayout};
+    use crate::model::store::TempDir;
+
+    /// A partition's log in memory: its records from `earliest` on, fetched `max` at a time.
+    struct FakeLog {
+        earliest: i64,
+        records: Vec<Option<String>>,
+        max: usize,
+        fetches: Mutex<Vec<i64>>,
+    }
+
+    impl FakeLog {
+        fn latest(&self) -> i64 {
+            self.earliest + self.records.len() as i64
         }
+    }
+
+    impl PartitionLog for FakeLog {
+        async fn offset(&self, at: OffsetAt) -> Result<i64, KafkaError> {
+            Ok(match at {
+                OffsetAt::Earliest => self.earliest,
+                _ => self.latest(),
+            })
+        }
+
+        async fn fetch(
+            &self,
+            offset: i64,
+            _max_bytes: i32,
+            _max_wait_ms: i32,
+        ) -> Result<Vec<RecordAndOffset>, KafkaError> {
+            self.fetches.lock().unwrap().push(offset);
+            if offset < self.earliest || offset > self.latest() {
+                return Err(KafkaError::OffsetOutOfRange { operation: "fetch" });
+            }
+            let from = (offset - self.earliest) as usize;
+            Ok(self.records[from..]
+                .iter()
+                .take(self.max)
+                .enumerate()
+                .map(|(i, value)| RecordAndOffset {
+                    record: Record {
+                        key: None,
+                        value: value.as_ref().map(|v| v.as_bytes().to_vec()),
+                        headers: BTreeMap::new(),
+                        timestamp: Utc.with_ymd_and_hms(2025, 6, 2, 9, 0, 0).unwrap(),
+                    },
+                    offset: offset + i as i64,
+                })
+                .collect())
+        }
+    }
+
+    fn order(id: &str) -> Option<String> {
+        Some(format!(
+            r#"{{"event_type":"order.created","order_id":"{id}","event_id":"e-{id}","customer_name":"Ann Lee","customer_email":"ann@example.com","product":"Lamp","quantity":1,"amount":12.50,"currency":"EUR","address":"1 Rue A, Paris","timestamp":"2025-06-02T09:00:00Z"}}"#
+        ))
+    }
+
+    async fn consumer() -> (PartitionConsumer, TempDir) {
+        let (store, dir) = Store::temporary(4 << 20);
+        let layout = TopicLayout {
+            topics: TopicRole::ALL
+                .iter()
+                .map(|&role| TopicInfo {
+                    role,
+                    name: role.as_str().to_string(),
+                    partitions: 1,
+                })
+                .collect(),
+        };
+        store.check_layout(&layout).await.unwrap();
+        let consumer = PartitionConsumer {
+            role: TopicRole::Orders,
+            topic_name: "orders".into(),
+            partition: 0,
+            kafka: KafkaConnection::unconnected(),
+            store: Arc::new(store),
+            catch_up: Arc::new(CatchUp::new(1, false)),
+            kafka_timeout: Duration::from_secs(1),
+            logged_skip: false,
+            catch_up_target: None,
+            caught_up: false,
+            replayed: 0,
+        };
+        (consumer, dir)
+    }
+
+    #[tokio::test]
+    async fn a_fetch_applies_its_events_counts_what_it_skips_and_catches_up() {
+        let (mut consumer, _dir) = consumer().await;
+        let log = FakeLog {
+            earliest: 0,
+            records: vec![order("o-1"), Some("not json".into()), None, order("o-2")],
+            max: 3,
+            fetches: Mutex::new(Vec::new()),
+        };
+        consumer.fetch_once(&log).await.unwrap();
+        assert_eq!(consumer.store.next_offset(TopicRole::Orders, 0), Some(3));
+        assert!(!consumer.catch_up.done(), "one record is left");
+        consumer.fetch_once(&log).await.unwrap();
+        assert_eq!(consumer.store.next_offset(TopicRole::Orders, 0), Some(4));
+        assert!(consumer.catch_up.done());
+        assert_eq!(*log.fetches.lock().unwrap(), vec![0, 3]);
+        let progress = consumer.store.committed();
+        let progress = progress.progress(TopicRole::Orders, 0).unwrap();
+        assert_eq!(progress.skipped, 2, "the garbage and the tombstone");
+        assert_eq!(progress.resets, 0);
+        let (first, second) = consumer
+            .store
+            .query(|view| Ok((view.order("o-1")?, view.order("o-2")?)))
+            .await
+            .unwrap();
+        assert!(first.is_some() && second.is_some());
+    }
+
+    #[tokio::test]
+    async fn an_offset_gone_from_the_log_resumes_at_the_earliest_and_is_counted() {
+        let (mut consumer, _dir) = consumer().await;
+        // The store had reached offset 2 when retention removed everything before 5.
+        consumer
+            .store
+            .reset_offset(TopicRole::Orders, 0, 2)
+            .await
+            .unwrap();
+        let log = FakeLog {
+            earliest: 5,
+            records: vec![order("o-5"), order("o-6")],
+            max: 10,
+            fetches: Mutex::new(Vec::new()),
+        };
+        consumer.fetch_once(&log).await.unwrap();
+        assert_eq!(consumer.store.next_offset(TopicRole::Orders, 0), Some(5));
+        consumer.fetch_once(&log).await.unwrap();
+        assert_eq!(consumer.store.next_offset(TopicRole::Orders, 0), Some(7));
+        let committed = consumer.store.committed();
+        assert_eq!(committed.progress(TopicRole::Orders, 0).unwrap().resets, 2);
+        assert_eq!(*log.fetches.lock().unwrap(), vec![2, 5]);
     }
 }

@@ -3,6 +3,8 @@
 //! - [`connection`]: builds the rskafka client with a deadline on every call, keeps it healthy
 //!   (probing, reconnecting) and tells the rest of the server whether Kafka answers.
 //! - [`topics`]: creates the three topics when missing and learns their partition counts.
+//! - [`partitions`]: the one road to a partition (clients, offsets, fetches, produce) that
+//!   [`producer`], [`consumer`], [`offsets`] and the WebSocket replay share.
 //!
 //! Every call goes through [`with_deadline`]: rskafka retries forever by default, and a server
 //! that hangs because its broker is away is worse than one that answers 503.
@@ -10,7 +12,9 @@
 pub mod connection;
 pub mod consumer;
 pub mod offsets;
+pub mod partitions;
 pub mod producer;
+pub mod records;
 pub mod topics;
 
 use std::future::Future;
@@ -47,6 +51,10 @@ pub enum KafkaError {
         partition: i32,
         message: String,
     },
+    /// The offset asked for is not in the partition's log (retention removed it, or the topic
+    /// was recreated): the caller moves to an offset the log holds.
+    #[error("Kafka `{operation}`: the offset is out of the range of the log")]
+    OffsetOutOfRange { operation: &'static str },
     /// No connection to Kafka has been established yet (or it was lost).
     #[error("not connected to Kafka: {0}")]
     NotConnected(String),
@@ -61,8 +69,13 @@ pub async fn with_deadline<T, F>(
 where
     F: Future<Output = Result<T, rskafka::client::error::Error>>,
 {
+    use rskafka::client::error::{Error as ClientError, ProtocolError};
     match tokio::time::timeout(after, call).await {
         Ok(Ok(value)) => Ok(value),
+        Ok(Err(ClientError::ServerError {
+            protocol_error: ProtocolError::OffsetOutOfRange,
+            ..
+        })) => Err(KafkaError::OffsetOutOfRange { operation }),
         Ok(Err(source)) => Err(KafkaError::Client { operation, source }),
         Err(_) => Err(KafkaError::Timeout { operation, after }),
     }

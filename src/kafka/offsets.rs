@@ -1,16 +1,16 @@
-//! The broker's side of `/api/kafka`: earliest and latest offset of every partition, asked
-//! with a deadline. Partition clients are kept between calls (a dashboard polls this), and
-//! rebuilt after a reconnect or a failure.
+//! The broker's side of `/api/kafka` and the event browser: earliest and latest offset of every
+//! partition, and records read back, through [`super::partitions`] (clients kept between
+//! calls, as a dashboard polls this, and rebuilt after a reconnect or a failure).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::partition::OffsetAt;
 use tokio::task::JoinSet;
 
+use super::KafkaError;
 use super::connection::KafkaSession;
-use super::{KafkaError, with_deadline};
+use super::partitions::{Partition, Use};
 use crate::domain::event::TopicRole;
 
 /// One partition's offsets on the broker.
@@ -22,12 +22,8 @@ pub struct BrokerOffsets {
     pub latest: i64,
 }
 
-type ClientCache = HashMap<(TopicRole, i32), (u64, Arc<PartitionClient>)>;
-
 #[derive(Debug, Default)]
-pub struct OffsetsReader {
-    clients: Arc<Mutex<ClientCache>>,
-}
+pub struct OffsetsReader;
 
 impl OffsetsReader {
     /// Offsets of every partition, asked concurrently; a partition that fails is left out
@@ -40,40 +36,21 @@ impl OffsetsReader {
         let mut tasks = JoinSet::new();
         for topic in &session.topics.topics {
             for partition in 0..topic.partitions {
-                let session = Arc::clone(session);
-                let clients = Arc::clone(&self.clients);
-                let (role, name) = (topic.role, topic.name.clone());
+                let log = Partition::new(
+                    Arc::clone(session),
+                    Use::Inspect,
+                    topic.role,
+                    partition,
+                    timeout,
+                );
+                let role = topic.role;
                 tasks.spawn(async move {
-                    let client =
-                        client_for(&clients, &session, role, &name, partition, timeout).await?;
-                    let result = async {
-                        let earliest = with_deadline(
-                            "list offsets",
-                            timeout,
-                            client.get_offset(OffsetAt::Earliest),
-                        )
-                        .await?;
-                        let latest = with_deadline(
-                            "list offsets",
-                            timeout,
-                            client.get_offset(OffsetAt::Latest),
-                        )
-                        .await?;
-                        Ok(BrokerOffsets {
-                            topic: role,
-                            partition,
-                            earliest,
-                            latest,
-                        })
-                    }
-                    .await;
-                    if result.is_err() {
-                        clients
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&(role, partition));
-                    }
-                    result
+                    Ok(BrokerOffsets {
+                        topic: role,
+                        partition,
+                        earliest: log.offset(OffsetAt::Earliest).await?,
+                        latest: log.offset(OffsetAt::Latest).await?,
+                    })
                 });
             }
         }
@@ -95,40 +72,10 @@ impl OffsetsReader {
     }
 }
 
-async fn client_for(
-    clients: &Mutex<ClientCache>,
-    session: &KafkaSession,
-    role: TopicRole,
-    name: &str,
-    partition: i32,
-    timeout: Duration,
-) -> Result<Arc<PartitionClient>, KafkaError> {
-    if let Some((generation, client)) = clients
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&(role, partition))
-        && *generation == session.generation
-    {
-        return Ok(Arc::clone(client));
-    }
-    let client = Arc::new(
-        with_deadline(
-            "partition client",
-            timeout,
-            session.client.partition_client(
-                name.to_string(),
-                partition,
-                UnknownTopicHandling::Retry,
-            ),
-        )
-        .await?,
-    );
-    clients
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert((role, partition), (session.generation, Arc::clone(&client)));
-    Ok(client)
-}
+/// Most bytes of one fetch of the event browser (it shows at most 200 records).
+const BROWSE_FETCH_BYTES: i32 = 1024 * 1024;
+/// The browser reads what is there: a short wait.
+const BROWSE_FETCH_WAIT_MS: i32 = 100;
 
 /// One record as the raw event browser shows it.
 #[derive(Debug, Clone)]
@@ -156,43 +103,29 @@ impl OffsetsReader {
         limit: usize,
         timeout: Duration,
     ) -> Result<(Vec<BrowsedRecord>, i64), KafkaError> {
-        let name = session.topics.get(role).name.clone();
-        let client = client_for(&self.clients, session, role, &name, partition, timeout).await?;
-        let earliest = with_deadline(
-            "list offsets",
-            timeout,
-            client.get_offset(OffsetAt::Earliest),
-        )
-        .await?;
-        let latest =
-            with_deadline("list offsets", timeout, client.get_offset(OffsetAt::Latest)).await?;
+        let log = Partition::new(Arc::clone(session), Use::Inspect, role, partition, timeout);
+        let earliest = log.offset(OffsetAt::Earliest).await?;
+        let latest = log.offset(OffsetAt::Latest).await?;
         let start = match seek {
-            Seek::Offset(offset) => offset.clamp(earliest, latest),
+            // Not `clamp`: a topic recreated between the two calls may answer earliest > latest.
+            Seek::Offset(offset) => offset.min(latest).max(earliest),
             Seek::Time(time) => {
                 // Kafka answers the first offset at or after the time, or -1 when every
                 // record is older: then there is nothing to show, so start at the end.
-                let at = with_deadline(
-                    "list offsets",
-                    timeout,
-                    client.get_offset(OffsetAt::Timestamp(time)),
-                )
-                .await?;
+                let at = log.offset(OffsetAt::Timestamp(time)).await?;
                 if at < 0 {
                     latest
                 } else {
-                    at.clamp(earliest, latest)
+                    at.min(latest).max(earliest)
                 }
             }
         };
         let mut records = Vec::new();
         let mut next = start;
         while records.len() < limit && next < latest {
-            let (batch, _) = with_deadline(
-                "fetch",
-                timeout,
-                client.fetch_records(next, 1..1024 * 1024, 100),
-            )
-            .await?;
+            let batch = log
+                .fetch(next, BROWSE_FETCH_BYTES, BROWSE_FETCH_WAIT_MS)
+                .await?;
             if batch.is_empty() {
                 break;
             }

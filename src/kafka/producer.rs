@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::KafkaError;
 use super::connection::KafkaConnection;
-use super::{KafkaError, with_deadline};
+use super::partitions::{Partition, Use};
 use crate::domain::event::{Position, TopicRole};
 use crate::domain::partitioner::partition_for_key;
 
@@ -153,7 +153,6 @@ impl Producer {
                     partition,
                     kafka: self.kafka.clone(),
                     timeout: self.timeout,
-                    client: None,
                 };
                 tokio::spawn(lane.run(receiver, self.shutdown.clone()));
                 sender
@@ -167,7 +166,6 @@ struct Lane {
     partition: i32,
     kafka: KafkaConnection,
     timeout: Duration,
-    client: Option<(u64, Arc<PartitionClient>)>,
 }
 
 impl Lane {
@@ -201,13 +199,16 @@ impl Lane {
         let (records, replies): (Vec<Record>, Vec<_>) =
             batch.into_iter().map(|job| (job.record, job.reply)).unzip();
         let count = records.len();
-        let result = match self.client().await {
-            Ok(client) => {
-                with_deadline(
-                    "produce",
+        let result = match self.kafka.ready_session() {
+            Ok(session) => {
+                Partition::new(
+                    session,
+                    Use::Produce,
+                    self.topic,
+                    self.partition,
                     self.timeout,
-                    client.produce(records, Compression::NoCompression),
                 )
+                .produce(records)
                 .await
             }
             Err(error) => Err(error),
@@ -227,7 +228,6 @@ impl Lane {
             Err(error) => {
                 // A timed-out request may still have been written: the caller's retry with the
                 // same Idempotency-Key carries the same event id, so it cannot count twice.
-                self.client = None;
                 tracing::warn!(topic = %self.topic, partition = self.partition, %error, "produce failed");
                 let message = error.to_string();
                 for reply in replies {
@@ -235,26 +235,5 @@ impl Lane {
                 }
             }
         }
-    }
-
-    async fn client(&mut self) -> Result<Arc<PartitionClient>, KafkaError> {
-        let session = self.kafka.ready_session()?;
-        if let Some((generation, client)) = &self.client
-            && *generation == session.generation
-        {
-            return Ok(Arc::clone(client));
-        }
-        let topic = session.topics.get(self.topic).name.clone();
-        let client = with_deadline(
-            "partition client",
-            self.timeout,
-            session
-                .client
-                .partition_client(topic, self.partition, UnknownTopicHandling::Retry),
-        )
-        .await?;
-        let client = Arc::new(client);
-        self.client = Some((session.generation, Arc::clone(&client)));
-        Ok(client)
     }
 }

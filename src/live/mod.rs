@@ -1,8 +1,11 @@
 //! The live stream: every consumed event goes to every open dashboard.
 //!
 //! - [`hub`]: the fan-out. One bounded broadcast ring; each frame is serialised once and shared.
-//! - [`ws`]: the WebSocket sessions (`GET /ws`): a first frame with the cursor, a replay of
-//!   what a reconnecting client missed (read from Kafka itself), then live frames.
+//! - [`cursor`]: where a client is in the log, and the plan of what its session replays.
+//! - [`session`]: a WebSocket session: a first frame with the cursor, a replay of what a
+//!   reconnecting client missed (read from Kafka itself), then live frames. The HTTP edge does
+//!   the upgrade ([`crate::http::upgrade`]) and hands the socket over with a narrow context.
 
+pub mod cursor;
 pub mod hub;
-pub mod ws;
+pub mod session;

@@ -1,4 +1,5 @@
-//! WebSocket sessions (`GET /ws`).
+//! Live sessions: what a WebSocket client (`GET /ws`, upgraded by [`crate::http::upgrade`])
+//! receives, and in which order.
 //!
 //! A session sends, in order: a `hello` frame with the server's cursor; when the client sent a
 //! cursor, the events it missed, read from Kafka itself (with a `reset` frame for a partition
@@ -13,11 +14,8 @@
 //! closed with its cursor and resumes from it; one whose socket takes nothing for 60 s is
 //! dropped (nothing can reach it). Nothing shared is held while writing to a socket.
 //!
-//! A cursor is `topic:partition:next_offset,...` (`orders:0:12,payments:1:7`): per partition,
-//! the next offset the client needs (its last offset seen + 1), topics by role name. A client
-//! keeps the `start` cursor of the hello frame, moves it to `offset + 1` with every event (and
-//! to `earliest` on a reset) and sends it back when it reconnects. A partition absent from a
-//! client's cursor starts where the server is (live only).
+//! Cursors and the replay plan are in [`super::cursor`]. A session gets a narrow
+//! [`LiveContext`], not the whole application state.
 //!
 //! # No gap, no duplicate
 //! 1. [`Store::subscribe`](crate::model::store::Store::subscribe) hands over a receiver and the
@@ -34,42 +32,36 @@
 //!    longer be filled from memory: the session closes and hands the client `next` as its
 //!    cursor, and the next session replays from there. Publishing never waits for a client.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use http_body_util::Full;
-use hyper::header::{
-    CONNECTION, HeaderMap, HeaderName, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
-    SEC_WEBSOCKET_VERSION, UPGRADE,
-};
 use hyper::upgrade::Upgraded;
-use hyper::{StatusCode, Version};
 use hyper_util::rt::TokioIo;
-use rskafka::client::Client;
-use rskafka::client::error::{Error as ClientError, ProtocolError};
-use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::error::Error as ClientError;
+use rskafka::client::partition::OffsetAt;
 use rskafka::record::RecordAndOffset;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
 
-use crate::AppState;
-use crate::domain::event::{Event, Position, TopicRole};
-use crate::http::{ApiError, Request, Response};
+use super::cursor::{CatchUp, Cursor, PartitionKey, Plan, plan};
+use crate::domain::event::{Position, TopicRole};
 use crate::kafka::connection::KafkaSession;
-use crate::kafka::{KafkaError, TopicLayout, with_deadline};
+use crate::kafka::partitions::{Partition, PartitionLog, Use};
+use crate::kafka::records;
+use crate::kafka::{KafkaConnection, KafkaError};
 use crate::live::hub::{FRAME_BUFFER, LiveFrame};
+use crate::model::store::Store;
 
 /// How often the server pings an open connection.
 const PING_INTERVAL: Duration = Duration::from_secs(20);
@@ -91,10 +83,6 @@ const REPLAY_ATTEMPTS: u32 = 3;
 const REPLAY_EMPTY_FETCHES: u32 = 3;
 /// Most live frames written before one flush.
 const LIVE_BATCH: usize = 256;
-/// Most entries a cursor may name.
-const MAX_CURSOR_ENTRIES: usize = 10_000;
-/// Largest message a client may send (it only ever sends pings and close frames).
-const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
 const TOO_SLOW: &str = "too slow: resume with your cursor";
 const RETENTION_RESET: &str =
@@ -105,310 +93,18 @@ const PAST_END_RESET: &str = "the requested offset is past the end of the log (w
 /// Numbers sessions in the logs.
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
-// ---------------------------------------------------------------------------------------------
-// Cursor
-// ---------------------------------------------------------------------------------------------
-
-/// A topic (by role) and a partition.
-pub type PartitionKey = (TopicRole, i32);
-
-/// Per partition, the next offset a client needs. Formats as `orders:0:12,payments:1:7`, in
-/// topic then partition order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Cursor(BTreeMap<PartitionKey, i64>);
-
-/// Why a cursor is malformed; the message names the offending part.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CursorError(pub String);
-
-impl Cursor {
-    /// The server's consumed positions, as returned by `Store::subscribe`.
-    pub fn from_positions(positions: &[(TopicRole, i32, i64)]) -> Self {
-        Self(positions.iter().map(|&(t, p, o)| ((t, p), o)).collect())
-    }
-
-    /// Parses `topic:partition:next_offset,...`; the empty string is the empty cursor.
-    pub fn parse(text: &str) -> Result<Self, CursorError> {
-        let mut cursor = BTreeMap::new();
-        if text.trim().is_empty() {
-            return Ok(Self(cursor));
-        }
-        for entry in text.split(',') {
-            if cursor.len() == MAX_CURSOR_ENTRIES {
-                return Err(CursorError(format!(
-                    "more than {MAX_CURSOR_ENTRIES} entries"
-                )));
-            }
-            let (key, offset) = parse_entry(entry.trim())?;
-            if cursor.insert(key, offset).is_some() {
-                return Err(CursorError(format!(
-                    "`{}` names {}:{} a second time",
-                    entry.trim(),
-                    key.0,
-                    key.1
-                )));
-            }
-        }
-        Ok(Self(cursor))
-    }
-
-    pub fn get(&self, key: PartitionKey) -> Option<i64> {
-        self.0.get(&key).copied()
-    }
-
-    pub fn set(&mut self, key: PartitionKey, next_offset: i64) {
-        self.0.insert(key, next_offset);
-    }
-
-    /// Moves a partition forward to `next_offset`, never back.
-    pub fn raise(&mut self, key: PartitionKey, next_offset: i64) {
-        let entry = self.0.entry(key).or_insert(next_offset);
-        *entry = (*entry).max(next_offset);
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (PartitionKey, i64)> + '_ {
-        self.0.iter().map(|(&k, &o)| (k, o))
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
+/// What a session needs of the server: the committed positions and the live frames (the
+/// store), the Kafka connection its replay reads through, and the shutdown signal.
+#[derive(Debug, Clone)]
+pub struct LiveContext {
+    pub store: Arc<Store>,
+    pub kafka: KafkaConnection,
+    pub kafka_timeout: Duration,
+    pub shutdown: CancellationToken,
 }
 
-fn parse_entry(entry: &str) -> Result<(PartitionKey, i64), CursorError> {
-    let bad = |why: String| CursorError(format!("`{entry}`: {why}"));
-    let parts: Vec<&str> = entry.split(':').collect();
-    let [topic, partition, offset] = parts[..] else {
-        return Err(bad(
-            "expected topic:partition:next_offset, e.g. orders:0:12".into(),
-        ));
-    };
-    let topic = TopicRole::parse(topic).ok_or_else(|| {
-        bad(format!(
-            "unknown topic `{topic}` (expected orders, payments or deliveries)"
-        ))
-    })?;
-    let partition = partition
-        .parse::<i32>()
-        .ok()
-        .filter(|p| *p >= 0)
-        .ok_or_else(|| {
-            bad(format!(
-                "partition `{partition}` is not a non-negative integer"
-            ))
-        })?;
-    let offset = offset
-        .parse::<i64>()
-        .ok()
-        .filter(|o| *o >= 0)
-        .ok_or_else(|| bad(format!("offset `{offset}` is not a non-negative integer")))?;
-    Ok(((topic, partition), offset))
-}
-
-impl fmt::Display for Cursor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, ((topic, partition), offset)) in self.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{topic}:{partition}:{offset}")?;
-        }
-        Ok(())
-    }
-}
-
-impl FromStr for Cursor {
-    type Err = CursorError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-/// The `cursor` query parameter, when there is one.
-fn requested_cursor(request: &Request) -> Result<Option<Cursor>, CursorError> {
-    let Some(query) = request.uri().query() else {
-        return Ok(None);
-    };
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(name, _)| name == "cursor")
-        .map(|(_, value)| Cursor::parse(&value))
-        .transpose()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Replay plan
-// ---------------------------------------------------------------------------------------------
-
-/// What a session must do for one partition named in the client's cursor before going live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CatchUp {
-    /// The client is behind: replay `[client, server)` from Kafka, from the earliest offset
-    /// kept if `client` fell out of retention.
-    Behind { requested: i64, server: i64 },
-    /// The client is ahead (another instance served it, or the topic was recreated): nothing
-    /// to replay, unless its offset is past the end of the log (then reset to the earliest
-    /// kept and replay up to `server`).
-    Ahead { requested: i64, server: i64 },
-}
-
-/// What one replay fetch brought.
-enum Fetched {
-    Records(Vec<RecordAndOffset>),
-    /// Retention removed the offset asked for: go on from this one.
-    Reset(i64),
-}
-
-/// Where a session starts and what it replays first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Plan {
-    /// The client's cursor where it sent one, the server's positions elsewhere.
-    start: Cursor,
-    catch_up: Vec<(PartitionKey, CatchUp)>,
-}
-
-/// Pure: compares the server's positions with the client's cursor. A partition the server has
-/// not consumed yet needs no replay: its live frames start at the earliest offset kept.
-fn plan(server: &Cursor, client: Option<&Cursor>) -> Plan {
-    let mut start = server.clone();
-    let mut catch_up = Vec::new();
-    for (key, requested) in client.into_iter().flat_map(Cursor::iter) {
-        start.set(key, requested);
-        match server.get(key) {
-            Some(server) if requested < server => {
-                catch_up.push((key, CatchUp::Behind { requested, server }))
-            }
-            Some(server) if requested > server => {
-                catch_up.push((key, CatchUp::Ahead { requested, server }))
-            }
-            _ => {}
-        }
-    }
-    Plan { start, catch_up }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Handshake
-// ---------------------------------------------------------------------------------------------
-
-/// Upgrades `GET /ws` to a live session: checks the cursor, then the WebSocket handshake,
-/// answers 101 and runs the session on its own task.
-pub async fn handle(state: Arc<AppState>, mut request: Request) -> Response {
-    let requested = match requested_cursor(&request) {
-        Ok(cursor) => cursor,
-        Err(error) => {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_cursor",
-                format!("malformed cursor: {error}"),
-            )
-            .into_response();
-        }
-    };
-    let accept = match accept_key(request.version(), request.headers()) {
-        Ok(accept) => accept,
-        Err(refusal) => return refuse(refusal),
-    };
-    let upgrade = hyper::upgrade::on(&mut request);
-    state.sessions.clone().spawn(async move {
-        match upgrade.await {
-            Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(websocket_config()),
-                )
-                .await;
-                Session::run(state, ws, requested).await;
-            }
-            Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
-        }
-    });
-    switching_protocols(&accept)
-}
-
-/// Checks the client's handshake (RFC 6455 section 4.2.1); returns `Sec-WebSocket-Accept`.
-fn accept_key(version: Version, headers: &HeaderMap) -> Result<String, ApiError> {
-    let required =
-        |message: &str| ApiError::new(StatusCode::BAD_REQUEST, "websocket_required", message);
-    if !has_token(headers, &UPGRADE, "websocket") || !has_token(headers, &CONNECTION, "upgrade") {
-        return Err(required(
-            "GET /ws is a WebSocket endpoint: send `Upgrade: websocket` and `Connection: Upgrade`",
-        ));
-    }
-    if version != Version::HTTP_11 {
-        return Err(required("a WebSocket upgrade needs HTTP/1.1"));
-    }
-    if headers
-        .get(SEC_WEBSOCKET_VERSION)
-        .map(HeaderValue::as_bytes)
-        != Some(b"13")
-    {
-        return Err(ApiError::new(
-            StatusCode::UPGRADE_REQUIRED,
-            "websocket_version",
-            "only WebSocket version 13 is supported (`Sec-WebSocket-Version: 13`)",
-        ));
-    }
-    match headers.get(SEC_WEBSOCKET_KEY) {
-        // Base64 of 16 bytes.
-        Some(key) if key.len() == 24 => Ok(derive_accept_key(key.as_bytes())),
-        _ => Err(required(
-            "`Sec-WebSocket-Key` is missing or not 16 bytes in base64",
-        )),
-    }
-}
-
-/// The answer to a refused handshake; a 426 names the version spoken (RFC 6455 4.4).
-fn refuse(error: ApiError) -> Response {
-    let upgrade_required = error.status == StatusCode::UPGRADE_REQUIRED;
-    let mut response = error.into_response();
-    if upgrade_required {
-        response
-            .headers_mut()
-            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-    }
-    response
-}
-
-/// Whether a comma-separated header holds `token` (case-insensitive), in any of its values.
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-fn switching_protocols(accept: &str) -> Response {
-    let mut response = hyper::Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(accept) = HeaderValue::from_str(accept) {
-        headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
-    }
-    response
-}
-
-fn websocket_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(MAX_CLIENT_MESSAGE))
-        .max_frame_size(Some(MAX_CLIENT_MESSAGE))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Session
-// ---------------------------------------------------------------------------------------------
-
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
+/// A WebSocket connection, once upgraded.
+pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Why a session ends.
 #[derive(Debug)]
@@ -453,9 +149,16 @@ impl fmt::Display for End {
     }
 }
 
-struct Session {
+/// What one replay fetch brought.
+enum Fetched {
+    Records(Vec<RecordAndOffset>),
+    /// Retention removed the offset asked for: go on from this one.
+    Reset(i64),
+}
+
+pub(crate) struct Session {
     id: u64,
-    state: Arc<AppState>,
+    ctx: LiveContext,
     ws: Socket,
     live: broadcast::Receiver<Arc<LiveFrame>>,
     /// Per partition, the next offset the client needs: its cursor right now.
@@ -467,16 +170,16 @@ struct Session {
 }
 
 impl Session {
-    async fn run(state: Arc<AppState>, ws: Socket, requested: Option<Cursor>) {
+    pub(crate) async fn run(ctx: LiveContext, ws: Socket, requested: Option<Cursor>) {
         // Subscribe first: every frame published from now on is in the receiver.
-        let (live, positions) = state.store.subscribe();
+        let (live, positions) = ctx.store.subscribe();
         let server = Cursor::from_positions(&positions);
         let plan = plan(&server, requested.as_ref());
         let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut session = Session {
             id: SESSION_IDS.fetch_add(1, Ordering::Relaxed),
-            state,
+            ctx,
             ws,
             live,
             next: plan.start.clone(),
@@ -488,7 +191,7 @@ impl Session {
             session = session.id,
             resume = requested.is_some(),
             partitions_to_replay = plan.catch_up.len(),
-            clients = session.state.store.hub().client_count(),
+            clients = session.ctx.store.hub().client_count(),
             "live session opened"
         );
         let end = session.serve(&server, &positions, plan).await;
@@ -530,12 +233,10 @@ impl Session {
         if catch_up.is_empty() {
             return Ok(0);
         }
-        let session = replay_session(&self.state).map_err(End::Kafka)?;
+        let session = replay_session(&self.ctx).map_err(End::Kafka)?;
         let mut replayed = 0;
         for (key, what) in catch_up {
-            replayed += self
-                .replay_partition(&session.client, &session.topics, key, what)
-                .await?;
+            replayed += self.replay_partition(&session, key, what).await?;
         }
         tracing::debug!(session = self.id, replayed, "replay done");
         Ok(replayed)
@@ -543,24 +244,24 @@ impl Session {
 
     async fn replay_partition(
         &mut self,
-        kafka: &Client,
-        topics: &TopicLayout,
+        session: &Arc<KafkaSession>,
         key: PartitionKey,
         what: CatchUp,
     ) -> Result<u64, End> {
         let (role, partition) = key;
-        let topic = topics.get(role);
+        let topic = session.topics.get(role);
         if partition >= topic.partitions {
             tracing::debug!(session = self.id, %role, partition, "cursor names a partition that does not exist; ignored");
             return Ok(0);
         }
-        let timeout = self.state.config.kafka_timeout;
-        let client = replay_call(&self.state, || {
-            let call = kafka.partition_client(&topic.name, partition, UnknownTopicHandling::Retry);
-            with_deadline("partition client", timeout, call)
-        })
-        .await?;
-        let Some((from, to)) = self.replay_range(&client, key, what).await? else {
+        let log = Partition::new(
+            Arc::clone(session),
+            Use::Replay,
+            role,
+            partition,
+            self.ctx.kafka_timeout,
+        );
+        let Some((from, to)) = self.replay_range(&log, key, what).await? else {
             return Ok(0);
         };
         let mut offset = from;
@@ -568,7 +269,7 @@ impl Session {
         let mut empty_fetches = 0;
         while offset < to {
             self.between_batches().await?;
-            let records = match self.fetch_batch(&client, key, &topic.name, offset).await? {
+            let records = match self.fetch_batch(&log, key, &topic.name, offset).await? {
                 Fetched::Records(records) => records,
                 Fetched::Reset(earliest) => {
                     offset = earliest;
@@ -609,13 +310,13 @@ impl Session {
     /// reset when its offset is no longer in the log.
     async fn replay_range(
         &mut self,
-        client: &PartitionClient,
+        log: &impl PartitionLog,
         key: PartitionKey,
         what: CatchUp,
     ) -> Result<Option<(i64, i64)>, End> {
         match what {
             CatchUp::Behind { requested, server } => {
-                let earliest = offset_at(&self.state, client, OffsetAt::Earliest).await?;
+                let earliest = offset_at(&self.ctx, log, OffsetAt::Earliest).await?;
                 if requested < earliest {
                     self.reset(key, requested, earliest, RETENTION_RESET)
                         .await?;
@@ -623,11 +324,11 @@ impl Session {
                 Ok(Some((requested.max(earliest), server)))
             }
             CatchUp::Ahead { requested, server } => {
-                let latest = offset_at(&self.state, client, OffsetAt::Latest).await?;
+                let latest = offset_at(&self.ctx, log, OffsetAt::Latest).await?;
                 if requested <= latest {
                     return Ok(None);
                 }
-                let earliest = offset_at(&self.state, client, OffsetAt::Earliest).await?;
+                let earliest = offset_at(&self.ctx, log, OffsetAt::Earliest).await?;
                 self.reset(key, requested, earliest, PAST_END_RESET).await?;
                 Ok(Some((earliest, server)))
             }
@@ -638,16 +339,16 @@ impl Session {
     /// client gets a reset.
     async fn fetch_batch(
         &mut self,
-        client: &PartitionClient,
+        log: &impl PartitionLog,
         key: PartitionKey,
         topic_name: &str,
         offset: i64,
     ) -> Result<Fetched, End> {
-        let timeout = self.state.config.kafka_timeout;
-        match replay_call(&self.state, || fetch(client, offset, timeout)).await {
+        let fetch = || log.fetch(offset, REPLAY_FETCH_BYTES, REPLAY_FETCH_WAIT_MS);
+        match replay_call(&self.ctx, fetch).await {
             Ok(records) => Ok(Fetched::Records(records)),
-            Err(End::Kafka(error)) if is_out_of_range(&error) => {
-                let earliest = offset_at(&self.state, client, OffsetAt::Earliest).await?;
+            Err(End::Kafka(KafkaError::OffsetOutOfRange { .. })) => {
+                let earliest = offset_at(&self.ctx, log, OffsetAt::Earliest).await?;
                 if earliest <= offset {
                     return Err(End::Kafka(KafkaError::Topic {
                         topic: topic_name.to_string(),
@@ -685,7 +386,7 @@ impl Session {
     /// Between two replay batches: stop early when shutting down or already too far behind the
     /// live stream, and handle what the client sent meanwhile.
     async fn between_batches(&mut self) -> Result<(), End> {
-        if self.state.shutdown.is_cancelled() {
+        if self.ctx.shutdown.is_cancelled() {
             return Err(End::Shutdown);
         }
         // More unread than the ring holds: `recv` would report `Lagged`.
@@ -709,7 +410,7 @@ impl Session {
     async fn forward_live(&mut self) -> End {
         loop {
             let step = tokio::select! {
-                _ = self.state.shutdown.cancelled() => Err(End::Shutdown),
+                _ = self.ctx.shutdown.cancelled() => Err(End::Shutdown),
                 message = self.ws.next() => match self.on_client(message) {
                     Ok(Some(reply)) => self.send_all(vec![reply]).await,
                     Ok(None) => Ok(()),
@@ -813,7 +514,7 @@ impl Session {
             within_send_timeout(ws.flush()).await
         };
         tokio::select! {
-            _ = self.state.shutdown.cancelled() => Err(End::Shutdown),
+            _ = self.ctx.shutdown.cancelled() => Err(End::Shutdown),
             written = write => written,
         }
     }
@@ -864,8 +565,8 @@ impl Session {
 /// The Kafka session a replay reads with: the current one unless the connection supervisor
 /// saw Kafka fail. (Not `ready_session`, whose freshness check also fails when this process is
 /// merely too busy to probe on time; each call of the replay has its own deadline anyway.)
-fn replay_session(state: &AppState) -> Result<Arc<KafkaSession>, KafkaError> {
-    let status = state.kafka.status();
+fn replay_session(ctx: &LiveContext) -> Result<Arc<KafkaSession>, KafkaError> {
+    let status = ctx.kafka.status();
     match (status.problem, status.session) {
         (Some(problem), _) => Err(KafkaError::NotConnected(problem)),
         (None, Some(session)) => Ok(session),
@@ -876,7 +577,7 @@ fn replay_session(state: &AppState) -> Result<Arc<KafkaSession>, KafkaError> {
 /// A Kafka call of the replay. Gives way to shutdown; a call that timed out or lost its
 /// connection is tried again (up to [`REPLAY_ATTEMPTS`] times) unless the connection
 /// supervisor saw Kafka fail meanwhile: a slow answer under load is not an outage.
-async fn replay_call<T, F, Fut>(state: &AppState, call: F) -> Result<T, End>
+async fn replay_call<T, F, Fut>(ctx: &LiveContext, call: F) -> Result<T, End>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, KafkaError>>,
@@ -884,7 +585,7 @@ where
     let mut attempt = 1;
     loop {
         let result = tokio::select! {
-            _ = state.shutdown.cancelled() => return Err(End::Shutdown),
+            _ = ctx.shutdown.cancelled() => return Err(End::Shutdown),
             result = call() => result,
         };
         match result {
@@ -892,7 +593,7 @@ where
             Err(error)
                 if attempt < REPLAY_ATTEMPTS
                     && is_transient(&error)
-                    && state.kafka.status().problem.is_none() =>
+                    && ctx.kafka.status().problem.is_none() =>
             {
                 tracing::debug!(%error, attempt, "replay call failed; trying again");
                 attempt += 1;
@@ -911,37 +612,8 @@ fn is_transient(error: &KafkaError) -> bool {
     }
 }
 
-fn is_out_of_range(error: &KafkaError) -> bool {
-    matches!(
-        error,
-        KafkaError::Client {
-            source: ClientError::ServerError {
-                protocol_error: ProtocolError::OffsetOutOfRange,
-                ..
-            },
-            ..
-        }
-    )
-}
-
-async fn offset_at(state: &AppState, client: &PartitionClient, at: OffsetAt) -> Result<i64, End> {
-    let timeout = state.config.kafka_timeout;
-    replay_call(state, || {
-        with_deadline("list offsets", timeout, client.get_offset(at))
-    })
-    .await
-}
-
-/// One replay fetch, with a deadline.
-async fn fetch(
-    client: &PartitionClient,
-    offset: i64,
-    timeout: Duration,
-) -> Result<Vec<RecordAndOffset>, KafkaError> {
-    let deadline = timeout + Duration::from_millis(REPLAY_FETCH_WAIT_MS as u64);
-    let fetch = client.fetch_records(offset, 1..REPLAY_FETCH_BYTES, REPLAY_FETCH_WAIT_MS);
-    let (records, _high_watermark) = with_deadline("fetch", deadline, fetch).await?;
-    Ok(records)
+async fn offset_at(ctx: &LiveContext, log: &impl PartitionLog, at: OffsetAt) -> Result<i64, End> {
+    replay_call(ctx, || log.offset(at)).await
 }
 
 /// One write to a client, bounded by [`SEND_TIMEOUT`].
@@ -987,189 +659,14 @@ fn replay_frame(
         partition,
         offset: r.offset,
     };
-    let record = r.record;
-    let value = record.value.as_deref()?;
-    let (event, _) = Event::decode(value, position, topic_name, record.timestamp).ok()?;
-    let data = std::str::from_utf8(value).ok()?;
-    let key = record
-        .key
-        .as_ref()
-        .map(|k| String::from_utf8_lossy(k).into_owned());
+    let fetched = records::decode(position, topic_name, &r.record);
+    let (event, data) = fetched.decoded.ok()?;
     Some(LiveFrame::new(
         position,
         &event.event_id,
         event.event_type,
-        key.as_deref(),
+        fetched.key.as_deref(),
         event.time,
-        data,
+        &data,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cursor(s: &str) -> Cursor {
-        Cursor::parse(s).unwrap()
-    }
-
-    #[test]
-    fn a_cursor_round_trips_in_topic_then_partition_order() {
-        let c = cursor("payments:1:7, orders:1:3,orders:0:12,deliveries:2:0");
-        assert_eq!(
-            c.to_string(),
-            "orders:0:12,orders:1:3,payments:1:7,deliveries:2:0"
-        );
-        assert_eq!(c.get((TopicRole::Orders, 0)), Some(12));
-        assert_eq!(c.get((TopicRole::Payments, 0)), None);
-        assert_eq!(c.len(), 4);
-        assert_eq!(cursor(&c.to_string()), c);
-        assert!(cursor("").is_empty());
-        assert_eq!(cursor("").to_string(), "");
-    }
-
-    #[test]
-    fn a_malformed_cursor_names_the_bad_part() {
-        let cases = [
-            ("orders:x:1", "`orders:x:1`: partition `x`"),
-            ("orders:0:1,orders:-1:1", "`orders:-1:1`: partition `-1`"),
-            ("orders:0:y", "`orders:0:y`: offset `y`"),
-            ("orders:0:-5", "offset `-5`"),
-            ("refunds:0:1", "unknown topic `refunds`"),
-            (
-                "orders:0",
-                "`orders:0`: expected topic:partition:next_offset",
-            ),
-            ("orders:0:1:2", "expected topic:partition:next_offset"),
-            ("orders:0:1,", "``: expected"),
-            ("orders:0:1,orders:0:2", "names orders:0 a second time"),
-            ("orders.0.1", "expected topic:partition:next_offset"),
-        ];
-        for (text, needle) in cases {
-            let error = Cursor::parse(text).unwrap_err();
-            assert!(
-                error.0.contains(needle),
-                "{text:?}: {error} should contain {needle:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_cursor_has_a_size_limit() {
-        let long: Vec<String> = (0..=MAX_CURSOR_ENTRIES)
-            .map(|p| format!("orders:{p}:0"))
-            .collect();
-        assert!(
-            Cursor::parse(&long.join(","))
-                .unwrap_err()
-                .0
-                .contains("more than")
-        );
-    }
-
-    #[test]
-    fn raise_never_moves_back() {
-        let mut c = cursor("orders:0:5");
-        c.raise((TopicRole::Orders, 0), 3);
-        c.raise((TopicRole::Orders, 1), 4);
-        assert_eq!(c.to_string(), "orders:0:5,orders:1:4");
-        c.raise((TopicRole::Orders, 0), 9);
-        assert_eq!(c.get((TopicRole::Orders, 0)), Some(9));
-    }
-
-    #[test]
-    fn without_a_cursor_a_session_starts_at_the_server_and_replays_nothing() {
-        let server = cursor("orders:0:12,orders:1:7");
-        let p = plan(&server, None);
-        assert_eq!(p.start, server);
-        assert!(p.catch_up.is_empty());
-    }
-
-    #[test]
-    fn a_cursor_behind_replays_ahead_is_checked_absent_starts_live() {
-        let server = cursor("orders:0:12,orders:1:7,payments:0:3");
-        let client = cursor("orders:0:10,orders:1:9,payments:0:3,deliveries:0:4");
-        let p = plan(&server, Some(&client));
-        // Client entries win; partitions it did not name start at the server.
-        assert_eq!(
-            p.start.to_string(),
-            "orders:0:10,orders:1:9,payments:0:3,deliveries:0:4"
-        );
-        assert_eq!(
-            p.catch_up,
-            vec![
-                (
-                    (TopicRole::Orders, 0),
-                    CatchUp::Behind {
-                        requested: 10,
-                        server: 12
-                    }
-                ),
-                (
-                    (TopicRole::Orders, 1),
-                    CatchUp::Ahead {
-                        requested: 9,
-                        server: 7
-                    }
-                ),
-            ]
-        );
-        let partial = plan(&server, Some(&cursor("orders:1:2")));
-        assert_eq!(
-            partial.start.to_string(),
-            "orders:0:12,orders:1:2,payments:0:3"
-        );
-    }
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
-
-    const GOOD: [(&str, &str); 4] = [
-        ("upgrade", "websocket"),
-        ("connection", "keep-alive, Upgrade"),
-        ("sec-websocket-version", "13"),
-        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-    ];
-
-    #[test]
-    fn the_handshake_answers_the_rfc_example() {
-        let accept = accept_key(Version::HTTP_11, &headers(&GOOD)).unwrap();
-        // RFC 6455, section 1.3.
-        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        let response = switching_protocols(&accept);
-        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
-        assert_eq!(
-            response.headers()[SEC_WEBSOCKET_ACCEPT],
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
-    }
-
-    #[test]
-    fn a_bad_handshake_is_refused() {
-        let without = |name: &str| -> Vec<(&str, &str)> {
-            GOOD.iter().copied().filter(|(n, _)| *n != name).collect()
-        };
-        for missing in ["upgrade", "connection", "sec-websocket-key"] {
-            let refused = accept_key(Version::HTTP_11, &headers(&without(missing))).unwrap_err();
-            assert_eq!(refused.status, StatusCode::BAD_REQUEST, "without {missing}");
-            assert_eq!(refused.code, "websocket_required");
-        }
-        let refused = accept_key(
-            Version::HTTP_11,
-            &headers(&without("sec-websocket-version")),
-        );
-        let response = refuse(refused.unwrap_err());
-        assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
-        assert_eq!(response.headers()[SEC_WEBSOCKET_VERSION], "13");
-        let refused = accept_key(Version::HTTP_10, &headers(&GOOD)).unwrap_err();
-        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
-    }
 }
