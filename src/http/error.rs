@@ -15,6 +15,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra members of the error object (`fields` of a validation error, say).
     pub details: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The `Allow` header of a 405: the methods the path answers.
+    pub allow: Option<String>,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            allow: None,
         }
     }
 
@@ -43,12 +46,19 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    pub fn method_not_allowed(method: &hyper::Method, path: &str) -> Self {
-        Self::new(
+    /// A 405 that names the methods `path` answers, in the body and in `Allow` (RFC 9110).
+    pub fn method_not_allowed(method: &hyper::Method, path: &str, allowed: &[&str]) -> Self {
+        let mut error = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            format!("{method} is not allowed on {path}"),
+            format!(
+                "{method} is not allowed on {path}; it answers {}",
+                allowed.join(", ")
+            ),
         )
+        .with("allow", serde_json::json!(allowed));
+        error.allow = Some(allowed.join(", "));
+        error
     }
 
     /// The JSON answer for this error.
@@ -56,7 +66,14 @@ impl ApiError {
         let mut error = self.details.unwrap_or_default();
         error.insert("code".into(), self.code.into());
         error.insert("message".into(), self.message.into());
-        json_response(self.status, &serde_json::json!({ "error": error }))
+        let mut response = json_response(self.status, &serde_json::json!({ "error": error }));
+        if let Some(allow) = self
+            .allow
+            .and_then(|a| hyper::header::HeaderValue::from_str(&a).ok())
+        {
+            response.headers_mut().insert(hyper::header::ALLOW, allow);
+        }
+        response
     }
 }
 

@@ -17,13 +17,17 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Longest `Idempotency-Key` accepted.
 const MAX_KEY_LEN: usize = 255;
 
-/// The parsed query string (the last value wins for a repeated name).
-pub fn query_params(request: &Request) -> HashMap<String, String> {
-    request
-        .uri()
-        .query()
+/// The one query-string parser: the parameters of `uri`, percent-decoded (a name given twice
+/// keeps its last value).
+pub fn parse_query(uri: &hyper::Uri) -> HashMap<String, String> {
+    uri.query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default()
+}
+
+/// The query parameters of a request.
+pub fn query_params(request: &Request) -> HashMap<String, String> {
+    parse_query(request.uri())
 }
 
 /// Reads the body as one JSON value: `{}` when empty, 413 past [`MAX_BODY_BYTES`], 400 when it
@@ -112,11 +116,7 @@ impl RequestParts {
     }
 
     fn query(&self) -> HashMap<String, String> {
-        self.parts
-            .uri
-            .query()
-            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-            .unwrap_or_default()
+        parse_query(&self.parts.uri)
     }
 }
 

@@ -1,5 +1,6 @@
-//! Routing: a plain `match` on (method, path segments). Unknown paths get 404 and known paths
-//! with the wrong method 405, both with the JSON error body.
+//! Routing: one table of (method, path, route) yields both the handler and, for a known path
+//! asked with another method, the 405 with its `Allow` header. Unknown paths get 404; both
+//! carry the JSON error body.
 
 use std::sync::Arc;
 
@@ -20,62 +21,161 @@ use crate::shop::Written;
 
 type Answer = Result<Response, ApiError>;
 
+/// What a request asks for, once routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Healthz,
+    Readyz,
+    Metrics,
+    Ws,
+    PlaceOrder,
+    ListOrders,
+    PlaceDemoOrder,
+    OrderDetail,
+    PayOrder,
+    CancelOrder,
+    ShipOrder,
+    Pay,
+    ListPayments,
+    Ship,
+    ListDeliveries,
+    DeliveryDetail,
+    AdvanceDelivery,
+    Stats,
+    Kafka,
+    Events,
+    Simulator,
+    SimulatorSettings,
+    Backup,
+}
+
+/// The one route table: method, path (a `{id}` segment matches any one segment) and route. A
+/// `GET` route answers `HEAD` too. A path that matches with another method is a 405 whose
+/// `Allow` header lists the methods of its routes.
+const ROUTES: &[(&str, &str, Route)] = &[
+    ("GET", "/healthz", Route::Healthz),
+    ("GET", "/readyz", Route::Readyz),
+    ("GET", "/metrics", Route::Metrics),
+    ("GET", "/ws", Route::Ws),
+    ("POST", "/api/orders", Route::PlaceOrder),
+    ("GET", "/api/orders", Route::ListOrders),
+    ("POST", "/api/orders/create", Route::PlaceDemoOrder),
+    ("GET", "/api/orders/{id}", Route::OrderDetail),
+    ("POST", "/api/orders/{id}/payments", Route::PayOrder),
+    ("POST", "/api/orders/{id}/cancel", Route::CancelOrder),
+    ("POST", "/api/orders/{id}/deliveries", Route::ShipOrder),
+    ("POST", "/api/payments", Route::Pay),
+    ("GET", "/api/payments", Route::ListPayments),
+    ("POST", "/api/deliveries", Route::Ship),
+    ("GET", "/api/deliveries", Route::ListDeliveries),
+    ("GET", "/api/deliveries/{id}", Route::DeliveryDetail),
+    ("PATCH", "/api/deliveries/{id}", Route::AdvanceDelivery),
+    ("GET", "/api/stats", Route::Stats),
+    ("GET", "/api/kafka", Route::Kafka),
+    ("GET", "/api/events", Route::Events),
+    ("GET", "/api/simulator", Route::Simulator),
+    ("POST", "/api/simulator", Route::SimulatorSettings),
+    ("POST", "/api/store/backup", Route::Backup),
+];
+
+/// Why a request has no route.
+#[derive(Debug, PartialEq, Eq)]
+enum Unrouted {
+    /// The path has routes, for these methods only.
+    MethodNotAllowed(Vec<&'static str>),
+    NotFound,
+}
+
+/// Finds the route of `method` on the path `segments`, with the path's `{id}` segment.
+fn route<'p>(method: &Method, segments: &[&'p str]) -> Result<(Route, Option<&'p str>), Unrouted> {
+    let asked = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    let mut allowed = Vec::new();
+    for &(route_method, pattern, route) in ROUTES {
+        let Some(id) = matches(pattern, segments) else {
+            continue;
+        };
+        if route_method == asked {
+            return Ok((route, id));
+        }
+        if !allowed.contains(&route_method) {
+            allowed.push(route_method);
+        }
+    }
+    if allowed.is_empty() {
+        return Err(Unrouted::NotFound);
+    }
+    if allowed.contains(&"GET") {
+        allowed.push("HEAD");
+    }
+    Err(Unrouted::MethodNotAllowed(allowed))
+}
+
+/// Whether `segments` fit `pattern`; `Some(id)` with the `{id}` segment, if it has one.
+fn matches<'p>(pattern: &str, segments: &[&'p str]) -> Option<Option<&'p str>> {
+    let parts: Vec<&str> = pattern.trim_matches('/').split('/').collect();
+    if parts.len() != segments.len() {
+        return None;
+    }
+    let mut id = None;
+    for (part, segment) in parts.iter().zip(segments) {
+        match *part {
+            "{id}" => id = Some(*segment),
+            fixed if fixed == *segment => {}
+            _ => return None,
+        }
+    }
+    Some(id)
+}
+
 /// Answers one request.
 pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let get = method == Method::GET || method == Method::HEAD;
-
-    let answer: Answer = match (method.clone(), segments.as_slice()) {
-        (_, ["healthz"]) if get => Ok(healthz(&state)),
-        (_, ["readyz"]) if get => Ok(readyz(&state)),
-        (_, ["metrics"]) if get => Ok(super::metrics::render(&state).await),
-        (_, ["ws"]) if get => return super::upgrade::handle(state, request).await,
-
-        (Method::POST, ["api", "orders"]) => place_order(&state, request).await,
-        (_, ["api", "orders"]) if get => list(&state, &request, Kind::Orders).await,
-        (Method::POST, ["api", "orders", "create"]) => place_demo_order(&state, request).await,
-        (_, ["api", "orders", id]) if get => order_detail(&state, id).await,
-        (Method::POST, ["api", "orders", id, "payments"]) => {
-            pay(&state, request, Some(id.to_string())).await
+    let (route, id) = match route(&method, &segments) {
+        Ok(found) => found,
+        Err(Unrouted::MethodNotAllowed(allowed)) => {
+            return ApiError::method_not_allowed(&method, &path, &allowed).into_response();
         }
-        (Method::POST, ["api", "orders", id, "cancel"]) => cancel(&state, request, id).await,
-        (Method::POST, ["api", "orders", id, "deliveries"]) => {
-            ship(&state, request, Some(id.to_string())).await
+        Err(Unrouted::NotFound) => {
+            let get = method == Method::GET || method == Method::HEAD;
+            let answer = match segments.first() {
+                Some(first) if get && *first != "api" => super::assets::serve(&request, &path)
+                    .ok_or_else(|| ApiError::not_found(format!("no file at {path}"))),
+                _ => Err(ApiError::not_found(format!("no route for {method} {path}"))),
+            };
+            return answer.unwrap_or_else(ApiError::into_response);
         }
-
-        (Method::POST, ["api", "payments"]) => pay(&state, request, None).await,
-        (_, ["api", "payments"]) if get => list(&state, &request, Kind::Payments).await,
-        (Method::POST, ["api", "deliveries"]) => ship(&state, request, None).await,
-        (_, ["api", "deliveries"]) if get => list(&state, &request, Kind::Deliveries).await,
-        (_, ["api", "deliveries", id]) if get => delivery_detail(&state, id).await,
-        (Method::PATCH, ["api", "deliveries", id]) => advance_delivery(&state, request, id).await,
-
-        (_, ["api", "stats"]) if get => stats(&state).await,
-        (_, ["api", "kafka"]) if get => kafka_overview(&state).await,
-        (_, ["api", "events"]) if get => browse_events(&state, &request).await,
-        (_, ["api", "simulator"]) if get => {
-            Ok(json_response(StatusCode::OK, &state.simulator.view()))
-        }
-        (Method::POST, ["api", "simulator"]) => simulator_settings(&state, request).await,
-        (Method::POST, ["api", "store", "backup"]) => backup(&state).await,
-
-        (_, ["healthz" | "readyz" | "ws" | "metrics"])
-        | (
-            _,
-            [
-                "api",
-                "orders" | "payments" | "deliveries" | "stats" | "kafka",
-            ],
-        )
-        | (_, ["api", "orders", _] | ["api", "deliveries", _] | ["api", "store", "backup"])
-        | (_, ["api", "orders", _, "payments" | "cancel" | "deliveries"]) => {
-            Err(ApiError::method_not_allowed(&method, &path))
-        }
-        (_, [first, ..]) if get && *first != "api" => super::assets::serve(&request, &path)
-            .ok_or_else(|| ApiError::not_found(format!("no file at {path}"))),
-        _ => Err(ApiError::not_found(format!("no route for {method} {path}"))),
+    };
+    let id = id.unwrap_or_default();
+    let answer: Answer = match route {
+        Route::Healthz => Ok(healthz(&state)),
+        Route::Readyz => Ok(readyz(&state)),
+        Route::Metrics => Ok(super::metrics::render(&state).await),
+        Route::Ws => return super::upgrade::handle(state, request).await,
+        Route::PlaceOrder => place_order(&state, request).await,
+        Route::ListOrders => list(&state, &request, Kind::Orders).await,
+        Route::PlaceDemoOrder => place_demo_order(&state, request).await,
+        Route::OrderDetail => order_detail(&state, id).await,
+        Route::PayOrder => pay(&state, request, Some(id.to_string())).await,
+        Route::CancelOrder => cancel(&state, request, id).await,
+        Route::ShipOrder => ship(&state, request, Some(id.to_string())).await,
+        Route::Pay => pay(&state, request, None).await,
+        Route::ListPayments => list(&state, &request, Kind::Payments).await,
+        Route::Ship => ship(&state, request, None).await,
+        Route::ListDeliveries => list(&state, &request, Kind::Deliveries).await,
+        Route::DeliveryDetail => delivery_detail(&state, id).await,
+        Route::AdvanceDelivery => advance_delivery(&state, request, id).await,
+        Route::Stats => stats(&state).await,
+        Route::Kafka => kafka_overview(&state).await,
+        Route::Events => browse_events(&state, &request).await,
+        Route::Simulator => Ok(json_response(StatusCode::OK, &state.simulator.view())),
+        Route::SimulatorSettings => simulator_settings(&state, request).await,
+        Route::Backup => backup(&state).await,
     };
     answer.unwrap_or_else(ApiError::into_response)
 }
@@ -479,4 +579,64 @@ async fn simulator_settings(state: &AppState, request: Request) -> Answer {
     }
     state.simulator.update(running, rate, failure);
     Ok(json_response(StatusCode::OK, &state.simulator.view()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segments(path: &str) -> Vec<&str> {
+        path.trim_matches('/').split('/').collect()
+    }
+
+    #[test]
+    fn every_route_of_the_table_is_found_with_its_id() {
+        for &(method, pattern, expected) in ROUTES {
+            let path = pattern.replace("{id}", "o-42");
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let (found, id) = route(&method, &segments(&path)).unwrap();
+            assert_eq!(found, expected, "{method} {path}");
+            assert_eq!(id, pattern.contains("{id}").then_some("o-42"));
+        }
+    }
+
+    #[test]
+    fn head_is_answered_by_the_get_route() {
+        assert_eq!(
+            route(&Method::HEAD, &segments("/api/orders")),
+            Ok((Route::ListOrders, None))
+        );
+    }
+
+    #[test]
+    fn a_known_path_with_another_method_lists_the_methods_it_answers() {
+        assert_eq!(
+            route(&Method::DELETE, &segments("/api/orders")),
+            Err(Unrouted::MethodNotAllowed(vec!["POST", "GET", "HEAD"]))
+        );
+        assert_eq!(
+            route(&Method::GET, &segments("/api/store/backup")),
+            Err(Unrouted::MethodNotAllowed(vec!["POST"]))
+        );
+        assert_eq!(
+            route(&Method::PUT, &segments("/api/deliveries/d-1")),
+            Err(Unrouted::MethodNotAllowed(vec!["GET", "PATCH", "HEAD"]))
+        );
+        let response =
+            ApiError::method_not_allowed(&Method::PUT, "/api/deliveries/d-1", &["GET", "PATCH"])
+                .into_response();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[hyper::header::ALLOW], "GET, PATCH");
+    }
+
+    #[test]
+    fn an_unknown_path_is_not_found() {
+        for path in ["/api/nope", "/api/orders/o-1/refund", "/index.html", "/api"] {
+            assert_eq!(
+                route(&Method::GET, &segments(path)),
+                Err(Unrouted::NotFound),
+                "{path}"
+            );
+        }
+    }
 }

@@ -25,12 +25,9 @@ const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
 /// The `cursor` query parameter, when there is one.
 fn requested_cursor(request: &Request) -> Result<Option<Cursor>, CursorError> {
-    let Some(query) = request.uri().query() else {
-        return Ok(None);
-    };
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(name, _)| name == "cursor")
-        .map(|(_, value)| Cursor::parse(&value))
+    super::request::query_params(request)
+        .get("cursor")
+        .map(|value| Cursor::parse(value))
         .transpose()
 }
 
