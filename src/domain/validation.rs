@@ -10,11 +10,14 @@
 //! characters (newlines and tabs included) are refused everywhere: none of these fields is
 //! multi-line, and they only ever serve to break logs and dashboards.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::ops::RangeInclusive;
 
+use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Map, Value};
 
-use super::event::{DeliveryStatus, OrderDetails};
+use super::event::{DeliveryStatus, OrderDetails, TopicRole, parse_time};
 use super::gateway;
 use super::money::Money;
 
@@ -231,6 +234,29 @@ impl<'a> Fields<'a> {
             Ok(q) if (1..=i64::from(MAX_QUANTITY)).contains(&q) => Ok(u32::try_from(q).ok()),
             // Out of range, or too many digits for an i64.
             _ => Err(self.fail(field, format!("must be between 1 and {MAX_QUANTITY}"))),
+        }
+    }
+
+    /// `true` or `false`.
+    fn boolean(&mut self, field: &str) -> Result<Option<bool>, Reported> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(self.fail(field, "must be true or false")),
+        }
+    }
+
+    /// A number within `range`.
+    fn number(&mut self, field: &str, range: RangeInclusive<f64>) -> Result<Option<f64>, Reported> {
+        let Some(value) = self.get(field) else {
+            return Ok(None);
+        };
+        match value.as_f64().filter(|x| range.contains(x)) {
+            Some(x) => Ok(Some(x)),
+            None => Err(self.fail(
+                field,
+                format!("must be a number from {} to {}", range.start(), range.end()),
+            )),
         }
     }
 
@@ -463,6 +489,134 @@ pub fn cancel_request(body: &Value) -> Result<Option<String>, Invalid> {
         f.text("reason", REASON_MAX)
     };
     f.finish(reason)
+}
+
+/// Changes to the traffic simulator (`POST /api/simulator`); each is optional.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimulatorSettings {
+    pub running: Option<bool>,
+    /// Order lifecycles per second, within the `rate` range given.
+    pub rate: Option<f64>,
+    pub payment_failure_rate: Option<f64>,
+}
+
+/// `running` (true or false), `rate` (within `rate`), `payment_failure_rate` (0 to 1).
+pub fn simulator_settings(
+    body: &Value,
+    rate: RangeInclusive<f64>,
+) -> Result<SimulatorSettings, Invalid> {
+    let mut f = Fields::new(body, &["running", "rate", "payment_failure_rate"])?;
+    let running = f.boolean("running");
+    let rate = f.number("rate", rate);
+    let failure = f.number("payment_failure_rate", 0.0..=1.0);
+    let settings = match (running, rate, failure) {
+        (Ok(running), Ok(rate), Ok(payment_failure_rate)) => Ok(SimulatorSettings {
+            running,
+            rate,
+            payment_failure_rate,
+        }),
+        _ => Err(Reported),
+    };
+    f.finish(settings)
+}
+
+/// A query parameter that cannot be used; the message names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidQuery(pub String);
+
+/// Where the event browser starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrowseStart {
+    Offset(i64),
+    /// The first record at or after this time.
+    Time(DateTime<Utc>),
+}
+
+/// The event browser's parameters (`GET /api/events`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowseQuery {
+    pub topic: TopicRole,
+    pub partition: i32,
+    pub limit: usize,
+    pub start: BrowseStart,
+}
+
+/// Most records the event browser shows at once.
+pub const BROWSE_MAX_LIMIT: usize = 200;
+const BROWSE_DEFAULT_LIMIT: usize = 50;
+
+/// `topic` (required), `partition` (default 0; checked against the topic with
+/// [`BrowseQuery::check_partition`] once its partitions are known), `limit` (1 to 200, default
+/// 50), and `offset` (a whole number, default 0) or `time` (an RFC 3339 time Kafka can hold:
+/// from 1970 on, as its timestamps are milliseconds since then).
+pub fn browse_query(params: &HashMap<String, String>) -> Result<BrowseQuery, InvalidQuery> {
+    let bad = |message: String| Err(InvalidQuery(message));
+    let topic = match params.get("topic").map(String::as_str) {
+        Some(t) => match TopicRole::parse(t) {
+            Some(topic) => topic,
+            None => {
+                return bad(format!(
+                    "topic must be orders, payments or deliveries, not {t:?}"
+                ));
+            }
+        },
+        None => return bad("topic is required: orders, payments or deliveries".into()),
+    };
+    let partition = match params.get("partition") {
+        None => 0,
+        Some(p) => match p.parse::<i32>() {
+            Ok(p) if p >= 0 => p,
+            _ => return bad(format!("partition {p:?} is not a partition number")),
+        },
+    };
+    let limit = match params.get("limit") {
+        None => BROWSE_DEFAULT_LIMIT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(l) if (1..=BROWSE_MAX_LIMIT).contains(&l) => l,
+            _ => return bad(format!("limit must be 1 to {BROWSE_MAX_LIMIT}, not {l:?}")),
+        },
+    };
+    let start = match (params.get("offset"), params.get("time")) {
+        (Some(_), Some(_)) => return bad("give offset or time, not both".into()),
+        (Some(o), None) => match o.parse::<i64>() {
+            Ok(o) if o >= 0 => BrowseStart::Offset(o),
+            _ => return bad(format!("offset {o:?} is not a non-negative whole number")),
+        },
+        (None, Some(t)) => {
+            let Some(time) = parse_time(t) else {
+                return bad(format!("time {t:?} is not an RFC 3339 date-time"));
+            };
+            let earliest = Utc.timestamp_opt(0, 0).single().expect("the epoch");
+            if time < earliest {
+                return bad(format!(
+                    "time {t:?} is before 1970-01-01T00:00:00Z, the earliest time Kafka holds"
+                ));
+            }
+            BrowseStart::Time(time)
+        }
+        (None, None) => BrowseStart::Offset(0),
+    };
+    Ok(BrowseQuery {
+        topic,
+        partition,
+        limit,
+        start,
+    })
+}
+
+impl BrowseQuery {
+    /// The partition exists when the topic has `partitions` of them.
+    pub fn check_partition(&self, partitions: i32) -> Result<(), InvalidQuery> {
+        if self.partition < partitions {
+            return Ok(());
+        }
+        Err(InvalidQuery(format!(
+            "partition must be 0 to {} for {}",
+            partitions - 1,
+            self.topic
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -1018,5 +1172,83 @@ mod tests {
         ]);
         assert_eq!(invalid.to_string(), "a: is required; b: must be a string");
         assert_eq!(Invalid::one("x", "y").to_string(), "x: y");
+    }
+
+    #[test]
+    fn simulator_settings_are_checked_together() {
+        let rate = 0.1..=200.0;
+        assert_eq!(
+            simulator_settings(&json!({"running": true, "rate": 5}), rate.clone()).unwrap(),
+            SimulatorSettings {
+                running: Some(true),
+                rate: Some(5.0),
+                payment_failure_rate: None,
+            }
+        );
+        let invalid = simulator_settings(
+            &json!({"running": "yes", "rate": 500, "payment_failure_rate": -1, "speed": 2}),
+            rate.clone(),
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = invalid.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["running", "rate", "payment_failure_rate", "speed"]);
+        assert_eq!(invalid.0[1].message, "must be a number from 0.1 to 200");
+        assert!(simulator_settings(&json!([1]), rate).is_err());
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_event_browser_takes_a_topic_a_partition_and_an_offset_or_a_time() {
+        let q = browse_query(&params(&[("topic", "payments"), ("partition", "2")])).unwrap();
+        assert_eq!(
+            q,
+            BrowseQuery {
+                topic: TopicRole::Payments,
+                partition: 2,
+                limit: 50,
+                start: BrowseStart::Offset(0),
+            }
+        );
+        assert!(q.check_partition(3).is_ok());
+        assert_eq!(
+            q.check_partition(2).unwrap_err().0,
+            "partition must be 0 to 1 for payments"
+        );
+        let q = browse_query(&params(&[
+            ("topic", "orders"),
+            ("time", "2025-06-02T09:00:00Z"),
+        ]))
+        .unwrap();
+        assert!(matches!(q.start, BrowseStart::Time(_)));
+    }
+
+    #[test]
+    fn a_bad_browser_parameter_is_named() {
+        for (pairs, names) in [
+            (vec![], "topic is required"),
+            (vec![("topic", "refunds")], "topic must be"),
+            (vec![("topic", "orders"), ("partition", "-1")], "partition"),
+            (vec![("topic", "orders"), ("limit", "0")], "limit"),
+            (vec![("topic", "orders"), ("limit", "201")], "limit"),
+            (vec![("topic", "orders"), ("offset", "-3")], "offset"),
+            (
+                vec![("topic", "orders"), ("offset", "1"), ("time", "x")],
+                "not both",
+            ),
+            (vec![("topic", "orders"), ("time", "yesterday")], "RFC 3339"),
+            (
+                vec![("topic", "orders"), ("time", "0001-01-01T00:00:00Z")],
+                "before 1970",
+            ),
+        ] {
+            let error = browse_query(&params(&pairs)).unwrap_err();
+            assert!(error.0.contains(names), "{pairs:?}: {error}");
+        }
     }
 }

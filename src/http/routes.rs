@@ -431,60 +431,22 @@ async fn kafka_overview(state: &AppState) -> Answer {
 
 /// The raw event browser: records of one partition from an offset or a time, read from Kafka.
 async fn browse_events(state: &AppState, request: &Request) -> Answer {
-    use crate::domain::event::{Position, TopicRole};
-    use crate::kafka::offsets::Seek;
+    use crate::domain::event::Position;
 
-    let params = query_params(request);
-    let bad = |message: String| ApiError::bad_request("invalid_query", message);
-    let topic = params
-        .get("topic")
-        .map(String::as_str)
-        .and_then(TopicRole::parse)
-        .ok_or_else(|| bad("topic must be orders, payments or deliveries".into()))?;
+    let bad = |e: validation::InvalidQuery| ApiError::bad_request("invalid_query", e.0);
+    let query = validation::browse_query(&query_params(request)).map_err(bad)?;
     let session = state.kafka.ready_session()?;
-    let partitions = session.topics.get(topic).partitions;
-    let partition = match params.get("partition") {
-        None => 0,
-        Some(p) => p
-            .parse::<i32>()
-            .ok()
-            .filter(|p| (0..partitions).contains(p))
-            .ok_or_else(|| {
-                bad(format!(
-                    "partition must be 0 to {} for {topic}",
-                    partitions - 1
-                ))
-            })?,
-    };
-    let limit = match params.get("limit") {
-        None => 50,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=200).contains(l))
-            .ok_or_else(|| bad("limit must be 1 to 200".into()))?,
-    };
-    let seek = match (params.get("offset"), params.get("time")) {
-        (Some(_), Some(_)) => return Err(bad("give offset or time, not both".into())),
-        (Some(o), None) => Seek::Offset(
-            o.parse::<i64>()
-                .ok()
-                .filter(|o| *o >= 0)
-                .ok_or_else(|| bad(format!("offset {o:?} is not a non-negative whole number")))?,
-        ),
-        (None, Some(t)) => Seek::Time(
-            crate::domain::event::parse_time(t)
-                .ok_or_else(|| bad(format!("time {t:?} is not an RFC 3339 date-time")))?,
-        ),
-        (None, None) => Seek::Offset(0),
-    };
+    query
+        .check_partition(session.topics.get(query.topic).partitions)
+        .map_err(bad)?;
+    let (topic, partition, limit) = (query.topic, query.partition, query.limit);
     let (records, next_offset) = state
         .offsets
         .browse(
             &session,
             topic,
             partition,
-            seek,
+            query.start,
             limit,
             state.config.kafka_timeout,
         )
@@ -533,51 +495,12 @@ async fn browse_events(state: &AppState, request: &Request) -> Answer {
 async fn simulator_settings(state: &AppState, request: Request) -> Answer {
     use crate::simulator::{MAX_RATE, MIN_RATE};
     let (body, _) = json_body(request).await?;
-    let object = body
-        .as_object()
-        .ok_or_else(|| validation::Invalid::one("", "the body must be a JSON object"))?;
-    let mut errors = Vec::new();
-    for name in object.keys() {
-        if !["running", "rate", "payment_failure_rate"].contains(&name.as_str()) {
-            errors.push(validation::FieldError::new(
-                name,
-                "unknown field: the fields are running, rate, payment_failure_rate",
-            ));
-        }
-    }
-    let running = match object.get("running") {
-        None => None,
-        Some(Value::Bool(b)) => Some(*b),
-        Some(_) => {
-            errors.push(validation::FieldError::new(
-                "running",
-                "must be true or false",
-            ));
-            None
-        }
-    };
-    let number =
-        |name: &str, low: f64, high: f64, errors: &mut Vec<validation::FieldError>| match object
-            .get(name)
-        {
-            None => None,
-            Some(v) => match v.as_f64().filter(|x| (low..=high).contains(x)) {
-                Some(x) => Some(x),
-                None => {
-                    errors.push(validation::FieldError::new(
-                        name,
-                        format!("must be a number from {low} to {high}"),
-                    ));
-                    None
-                }
-            },
-        };
-    let rate = number("rate", MIN_RATE, MAX_RATE, &mut errors);
-    let failure = number("payment_failure_rate", 0.0, 1.0, &mut errors);
-    if !errors.is_empty() {
-        return Err(validation::Invalid(errors).into());
-    }
-    state.simulator.update(running, rate, failure);
+    let settings = validation::simulator_settings(&body, MIN_RATE..=MAX_RATE)?;
+    state.simulator.update(
+        settings.running,
+        settings.rate,
+        settings.payment_failure_rate,
+    );
     Ok(json_response(StatusCode::OK, &state.simulator.view()))
 }
 

@@ -12,6 +12,7 @@ use super::KafkaError;
 use super::connection::KafkaSession;
 use super::partitions::{Partition, Use};
 use crate::domain::event::TopicRole;
+use crate::domain::validation::BrowseStart;
 
 /// One partition's offsets on the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,32 +85,25 @@ pub struct BrowsedRecord {
     pub record: rskafka::record::Record,
 }
 
-/// Where a browse starts.
-#[derive(Debug, Clone, Copy)]
-pub enum Seek {
-    Offset(i64),
-    Time(chrono::DateTime<chrono::Utc>),
-}
-
 impl OffsetsReader {
-    /// Up to `limit` records of one partition from `seek` on, read from Kafka itself; also
+    /// Up to `limit` records of one partition from `start` on, read from Kafka itself; also
     /// returns the offset to continue from.
     pub async fn browse(
         &self,
         session: &Arc<KafkaSession>,
         role: TopicRole,
         partition: i32,
-        seek: Seek,
+        start: BrowseStart,
         limit: usize,
         timeout: Duration,
     ) -> Result<(Vec<BrowsedRecord>, i64), KafkaError> {
         let log = Partition::new(Arc::clone(session), Use::Inspect, role, partition, timeout);
         let earliest = log.offset(OffsetAt::Earliest).await?;
         let latest = log.offset(OffsetAt::Latest).await?;
-        let start = match seek {
+        let from = match start {
             // Not `clamp`: a topic recreated between the two calls may answer earliest > latest.
-            Seek::Offset(offset) => offset.min(latest).max(earliest),
-            Seek::Time(time) => {
+            BrowseStart::Offset(offset) => offset.min(latest).max(earliest),
+            BrowseStart::Time(time) => {
                 // Kafka answers the first offset at or after the time, or -1 when every
                 // record is older: then there is nothing to show, so start at the end.
                 let at = log.offset(OffsetAt::Timestamp(time)).await?;
@@ -121,7 +115,7 @@ impl OffsetsReader {
             }
         };
         let mut records = Vec::new();
-        let mut next = start;
+        let mut next = from;
         while records.len() < limit && next < latest {
             let batch = log
                 .fetch(next, BROWSE_FETCH_BYTES, BROWSE_FETCH_WAIT_MS)
