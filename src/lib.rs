@@ -16,7 +16,8 @@
 //!   to a partition and the one record decoder, producer lanes, partition consumers.
 //! - [`shop`]: the commands (place, pay, cancel, ship, advance): validate against the read
 //!   model, write the event, answer.
-//! - [`live`]: fan-out of consumed events, cursors, and the WebSocket sessions.
+//! - [`live`]: cursors and the WebSocket sessions (the fan-out ring is the store's).
+//! - [`messages`]: the JSON shopstream sends, as typed structs (so far the live event frame).
 //! - [`http`]: the hyper server, routing, handlers, the WebSocket upgrade, the JSON error type.
 //! - [`shutdown`]: SIGINT/SIGTERM to a cancellation token.
 //!
@@ -27,6 +28,7 @@ pub mod domain;
 pub mod http;
 pub mod kafka;
 pub mod live;
+pub mod messages;
 pub mod model;
 pub mod shop;
 pub mod shutdown;

@@ -228,6 +228,38 @@ pub enum EventBody {
     Delivery(DeliveryDetails),
 }
 
+/// One topic as the broker knows it (learnt by `kafka::topics`, kept by the store so that a
+/// changed layout is noticed).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TopicInfo {
+    /// Which of the three topics this is.
+    pub role: TopicRole,
+    /// Full name on the broker.
+    pub name: String,
+    pub partitions: i32,
+}
+
+/// The three topics shopstream uses, in the order of [`TopicRole::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TopicLayout {
+    pub topics: Vec<TopicInfo>,
+}
+
+impl TopicLayout {
+    /// The topic playing `role`.
+    pub fn get(&self, role: TopicRole) -> &TopicInfo {
+        self.topics
+            .iter()
+            .find(|t| t.role == role)
+            .expect("a layout always holds the three topics")
+    }
+
+    /// The role of a full topic name, if it is one of ours.
+    pub fn role_of(&self, name: &str) -> Option<TopicRole> {
+        self.topics.iter().find(|t| t.name == name).map(|t| t.role)
+    }
+}
+
 /// One event, decoded from a record or about to be encoded into one.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Event {

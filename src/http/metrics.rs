@@ -33,7 +33,7 @@ pub async fn render(state: &AppState) -> Response {
         "shopstream_live_clients",
         "open WebSocket sessions",
         "gauge",
-        [("", state.store.hub().client_count() as f64)],
+        [("", state.store.live_clients() as f64)],
     );
     family(
         &mut out,

@@ -423,7 +423,7 @@ async fn kafka_overview(state: &AppState) -> Answer {
         &json!({
             "brokers": state.config.kafka_brokers,
             "caught_up": state.catch_up.get().is_some_and(|c| c.done()),
-            "live_clients": state.store.hub().client_count(),
+            "live_clients": state.store.live_clients(),
             "partitions": partitions,
         }),
     ))

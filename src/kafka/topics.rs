@@ -11,36 +11,7 @@ use super::{KafkaError, with_deadline};
 use crate::config::Config;
 use crate::domain::event::TopicRole;
 
-/// One topic as the broker knows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TopicInfo {
-    /// Which of the three topics this is.
-    pub role: TopicRole,
-    /// Full name on the broker.
-    pub name: String,
-    pub partitions: i32,
-}
-
-/// The three topics shopstream uses, in the order of [`TopicRole::ALL`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TopicLayout {
-    pub topics: Vec<TopicInfo>,
-}
-
-impl TopicLayout {
-    /// The topic playing `role`.
-    pub fn get(&self, role: TopicRole) -> &TopicInfo {
-        self.topics
-            .iter()
-            .find(|t| t.role == role)
-            .expect("a layout always holds the three topics")
-    }
-
-    /// The role of a full topic name, if it is one of ours.
-    pub fn role_of(&self, name: &str) -> Option<TopicRole> {
-        self.topics.iter().find(|t| t.name == name).map(|t| t.role)
-    }
-}
+pub use crate::domain::event::{TopicInfo, TopicLayout};
 
 /// Creates whichever of the three topics is missing, then waits (bounded) until the broker's
 /// metadata shows all three, and returns their partition counts.

@@ -1,11 +1,12 @@
 //! The live stream: every consumed event goes to every open dashboard.
 //!
-//! - [`hub`]: the fan-out. One bounded broadcast ring; each frame is serialised once and shared.
+//! The fan-out itself is the store's broadcast ring ([`crate::model::store::Store::subscribe`]):
+//! each committed event's frame ([`crate::messages::LiveFrame`]) is serialised once and shared.
+//!
 //! - [`cursor`]: where a client is in the log, and the plan of what its session replays.
 //! - [`session`]: a WebSocket session: a first frame with the cursor, a replay of what a
 //!   reconnecting client missed (read from Kafka itself), then live frames. The HTTP edge does
 //!   the upgrade ([`crate::http::upgrade`]) and hands the socket over with a narrow context.
 
 pub mod cursor;
-pub mod hub;
 pub mod session;

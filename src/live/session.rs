@@ -9,7 +9,7 @@
 //! 1008 when it fell too far behind, 1011 after an `error` frame when Kafka failed during
 //! the replay.
 //!
-//! Every client has the same bounded queue: the hub's ring of
+//! Every client has the same bounded queue: the store's ring of
 //! [`FRAME_BUFFER`] frames, plus its socket's buffers. A client that falls further behind is
 //! closed with its cursor and resumes from it; one whose socket takes nothing for 60 s is
 //! dropped (nothing can reach it). Nothing shared is held while writing to a socket.
@@ -45,7 +45,7 @@ use hyper_util::rt::TokioIo;
 use rskafka::client::error::Error as ClientError;
 use rskafka::client::partition::OffsetAt;
 use rskafka::record::RecordAndOffset;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
@@ -60,8 +60,8 @@ use crate::kafka::connection::KafkaSession;
 use crate::kafka::partitions::{Partition, PartitionLog, Use};
 use crate::kafka::records;
 use crate::kafka::{KafkaConnection, KafkaError};
-use crate::live::hub::{FRAME_BUFFER, LiveFrame};
-use crate::model::store::Store;
+use crate::messages::{LiveFrame, PartitionPosition, SessionFrame};
+use crate::model::store::{FRAME_BUFFER, Store};
 
 /// How often the server pings an open connection.
 const PING_INTERVAL: Duration = Duration::from_secs(20);
@@ -191,7 +191,7 @@ impl Session {
             session = session.id,
             resume = requested.is_some(),
             partitions_to_replay = plan.catch_up.len(),
-            clients = session.ctx.store.hub().client_count(),
+            clients = session.ctx.store.live_clients(),
             "live session opened"
         );
         let end = session.serve(&server, &positions, plan).await;
@@ -216,9 +216,7 @@ impl Session {
             Err(end) => return end,
         };
         if let Err(end) = self
-            .send_all(vec![text(
-                json!({"type": "caught_up", "replayed": replayed}),
-            )])
+            .send_all(vec![text(SessionFrame::CaughtUp { replayed })])
             .await
         {
             return end;
@@ -372,14 +370,13 @@ impl Session {
     ) -> Result<(), End> {
         tracing::info!(session = self.id, topic = %key.0, partition = key.1, requested, earliest, "cursor reset");
         self.next.set(key, earliest);
-        self.send_all(vec![text(json!({
-            "type": "reset",
-            "topic": key.0,
-            "partition": key.1,
-            "requested": requested,
-            "earliest": earliest,
-            "reason": reason,
-        }))])
+        self.send_all(vec![text(SessionFrame::Reset {
+            topic: key.0,
+            partition: key.1,
+            requested,
+            earliest,
+            reason,
+        })])
         .await
     }
 
@@ -486,7 +483,7 @@ impl Session {
             Message::Text(body) => {
                 let is_ping = serde_json::from_str::<Value>(body.as_str())
                     .is_ok_and(|v| v.get("type").and_then(Value::as_str) == Some("ping"));
-                Ok(is_ping.then(|| text(json!({"type": "pong"}))))
+                Ok(is_ping.then(|| text(SessionFrame::Pong)))
             }
             // Pings are answered by tungstenite; pongs only prove the client is there.
             _ => Ok(None),
@@ -531,15 +528,12 @@ impl Session {
         };
         let mut messages = Vec::new();
         if let End::Kafka(error) = &end {
-            messages.push(text(json!({
-                "type": "error",
-                "code": "kafka_unavailable",
-                "message": error.to_string(),
-            })));
+            messages.push(text(SessionFrame::Error {
+                code: "kafka_unavailable",
+                message: error.to_string(),
+            }));
         }
-        messages.push(text(
-            json!({"type": "closing", "reason": reason, "cursor": cursor}),
-        ));
+        messages.push(text(SessionFrame::Closing { reason, cursor }));
         messages.push(Message::Close(Some(CloseFrame {
             code,
             reason: reason.into(),
@@ -625,25 +619,25 @@ async fn within_send_timeout(write: impl Future<Output = Result<(), WsError>>) -
     }
 }
 
-fn text(value: Value) -> Message {
-    Message::text(value.to_string())
+fn text(frame: SessionFrame<'_>) -> Message {
+    Message::text(frame.to_json())
 }
 
 /// The first frame: the server's cursor, where this session starts, and the server's version.
 fn hello(server: &Cursor, positions: &[(TopicRole, i32, i64)], start: &Cursor) -> Message {
-    let partitions: Vec<Value> = positions
-        .iter()
-        .map(|&(topic, partition, next_offset)| {
-            json!({"topic": topic, "partition": partition, "next_offset": next_offset})
-        })
-        .collect();
-    text(json!({
-        "type": "hello",
-        "server": concat!("shopstream ", env!("CARGO_PKG_VERSION")),
-        "cursor": server.to_string(),
-        "start": start.to_string(),
-        "partitions": partitions,
-    }))
+    text(SessionFrame::Hello {
+        server: concat!("shopstream ", env!("CARGO_PKG_VERSION")),
+        cursor: server.to_string(),
+        start: start.to_string(),
+        partitions: positions
+            .iter()
+            .map(|&(topic, partition, next_offset)| PartitionPosition {
+                topic,
+                partition,
+                next_offset,
+            })
+            .collect(),
+    })
 }
 
 /// A record read back from Kafka as the same frame the live stream published for it (decoded

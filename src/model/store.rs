@@ -28,9 +28,14 @@ use tokio::sync::{broadcast, oneshot, watch};
 pub use super::tables::ReadView;
 use super::tables::{self, Key, Table, WriteTables};
 use super::{Applied, Changes, Counters, PartitionProgress};
-use crate::domain::event::{Event, Position, TopicRole, UndecodableRecord};
-use crate::kafka::TopicLayout;
-use crate::live::hub::{Hub, LiveFrame};
+use crate::domain::event::{Event, Position, TopicLayout, TopicRole, UndecodableRecord};
+use crate::messages::LiveFrame;
+
+/// How many frames a live client may fall behind before it is disconnected: the size of the
+/// broadcast ring every committed event is published to. Publishing never waits for a client;
+/// one that falls more than the ring behind learns it (`Lagged`) and is closed with its cursor,
+/// to resume from it. Memory stays bounded and a slow client never slows the others.
+pub const FRAME_BUFFER: usize = 4096;
 
 /// A partition and the next offset the consumers will read from it.
 pub type ConsumedPosition = (TopicRole, i32, i64);
@@ -217,7 +222,7 @@ struct Shared {
     settings: StoreSettings,
     /// Written by the applier after each commit; read by waiters, consumers and views.
     committed: watch::Sender<Arc<Committed>>,
-    hub: Hub,
+    live: broadcast::Sender<Arc<LiveFrame>>,
     /// Held while frames and the offsets they reach are published, and while a client
     /// subscribes, so that the two always agree.
     publish: Mutex<()>,
@@ -275,7 +280,7 @@ impl Store {
             path,
             settings: settings.clone(),
             committed: watch::channel(Arc::new(committed)).0,
-            hub: Hub::new(),
+            live: broadcast::channel(FRAME_BUFFER).0,
             publish: Mutex::new(()),
             fault: watch::channel(None).0,
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -534,7 +539,7 @@ impl Store {
             .publish
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let receiver = self.shared.hub.subscribe();
+        let receiver = self.shared.live.subscribe();
         let positions = self
             .shared
             .committed
@@ -546,8 +551,9 @@ impl Store {
         (receiver, positions)
     }
 
-    pub fn hub(&self) -> &Hub {
-        &self.shared.hub
+    /// Live clients subscribed right now.
+    pub fn live_clients(&self) -> usize {
+        self.shared.live.receiver_count()
     }
 
     /// Waits until `ready` holds for the committed offsets, at most `within`. Returns whether
@@ -1092,7 +1098,7 @@ impl Applier {
                 })
                 .collect()
         };
-        let (mut built, mut pending) = if self.shared.hub.client_count() > 0 {
+        let (mut built, mut pending) = if self.shared.live.receiver_count() > 0 {
             (build(frames), Vec::new())
         } else {
             (Vec::new(), frames)
@@ -1105,11 +1111,12 @@ impl Applier {
             .publish
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if !pending.is_empty() && self.shared.hub.client_count() > 0 {
+        if !pending.is_empty() && self.shared.live.receiver_count() > 0 {
             built = build(std::mem::take(&mut pending));
         }
         for frame in built {
-            self.shared.hub.publish(frame);
+            // Having no subscriber is fine.
+            let _ = self.shared.live.send(Arc::new(frame));
         }
         self.shared.committed.send_replace(committed);
     }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::query::{Cursor, ListQuery};
 use super::store::{FetchedRecord, Resumed, Store, StoreSettings, TempDir};
 use super::*;
-use crate::kafka::{TopicInfo, TopicLayout};
+use crate::domain::event::{TopicInfo, TopicLayout};
 
 fn t(sec: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_767_225_600 + sec, 0).unwrap()

@@ -1,0 +1,165 @@
+//! The JSON shopstream sends, as typed serde structs, in one place. So far: the event frame of
+//! the live stream, built once per committed event by the store and shared by every client.
+//! (Responses and the other live frames are still built as `serde_json::Value` where they are
+//! sent; they move here one by one.)
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::domain::event::{EventType, Position, format_time};
+
+/// One event as sent to clients, serialised once.
+#[derive(Debug)]
+pub struct LiveFrame {
+    pub position: Position,
+    pub event_id: String,
+    /// The whole frame as JSON text.
+    pub json: Arc<str>,
+}
+
+/// The wire shape of an event frame.
+#[derive(serde::Serialize)]
+struct EventFrame<'a> {
+    r#type: &'static str,
+    topic: crate::domain::event::TopicRole,
+    partition: i32,
+    offset: i64,
+    event_type: &'static str,
+    event: &'static str,
+    event_id: &'a str,
+    key: Option<&'a str>,
+    timestamp: String,
+    data: &'a RawValue,
+}
+
+impl LiveFrame {
+    /// The frame for one consumed record; `data` is the record value as JSON text, sent as
+    /// it was written.
+    pub fn new(
+        position: Position,
+        event_id: &str,
+        event_type: EventType,
+        key: Option<&str>,
+        time: DateTime<Utc>,
+        data: &str,
+    ) -> Self {
+        let fallback;
+        let data: &RawValue = match serde_json::from_str::<&RawValue>(data.trim()) {
+            Ok(raw) => raw,
+            Err(_) => {
+                fallback = RawValue::from_string(Value::String(data.to_string()).to_string())
+                    .expect("a JSON string is JSON");
+                &fallback
+            }
+        };
+        let frame = EventFrame {
+            r#type: "event",
+            topic: position.topic,
+            partition: position.partition,
+            offset: position.offset,
+            event_type: event_type.as_str(),
+            event: position.topic.seed_event_name(),
+            event_id,
+            key,
+            timestamp: format_time(time),
+            data,
+        };
+        Self {
+            position,
+            event_id: event_id.to_string(),
+            json: Arc::from(serde_json::to_string(&frame).expect("frames always serialise")),
+        }
+    }
+}
+
+/// The other frames of a live session, tagged by `type` (see [`crate::live::session`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SessionFrame<'a> {
+    /// The first frame: the server's version and cursor, and where this session starts.
+    Hello {
+        server: &'static str,
+        cursor: String,
+        start: String,
+        partitions: Vec<PartitionPosition>,
+    },
+    /// The replay from Kafka is over; live frames follow.
+    CaughtUp {
+        replayed: u64,
+    },
+    /// The client's offset for a partition is no longer in the log: it goes on from `earliest`.
+    Reset {
+        topic: crate::domain::event::TopicRole,
+        partition: i32,
+        requested: i64,
+        earliest: i64,
+        reason: &'a str,
+    },
+    /// The answer to a client's `{"type": "ping"}`.
+    Pong,
+    Error {
+        code: &'static str,
+        message: String,
+    },
+    /// The last frame before the close frame: why, and the cursor to resume from.
+    Closing {
+        reason: &'a str,
+        cursor: String,
+    },
+}
+
+/// The next offset the server will read from a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionPosition {
+    pub topic: crate::domain::event::TopicRole,
+    pub partition: i32,
+    pub next_offset: i64,
+}
+
+impl SessionFrame<'_> {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("frames always serialise")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::TopicRole;
+
+    #[test]
+    fn session_frames_are_tagged_by_type() {
+        let hello = SessionFrame::Hello {
+            server: "shopstream 0",
+            cursor: "orders:0:3".into(),
+            start: "orders:0:1".into(),
+            partitions: vec![PartitionPosition {
+                topic: TopicRole::Orders,
+                partition: 0,
+                next_offset: 3,
+            }],
+        };
+        let json: Value = serde_json::from_str(&hello.to_json()).unwrap();
+        assert_eq!(json["type"], "hello");
+        assert_eq!(json["partitions"][0]["topic"], "orders");
+        assert_eq!(json["partitions"][0]["next_offset"], 3);
+        assert_eq!(SessionFrame::Pong.to_json(), r#"{"type":"pong"}"#);
+        assert_eq!(
+            SessionFrame::CaughtUp { replayed: 2 }.to_json(),
+            r#"{"type":"caught_up","replayed":2}"#
+        );
+        let closing: Value = serde_json::from_str(
+            &SessionFrame::Closing {
+                reason: "server shutting down",
+                cursor: "orders:0:4".into(),
+            }
+            .to_json(),
+        )
+        .unwrap();
+        assert_eq!(closing["type"], "closing");
+        assert_eq!(closing["cursor"], "orders:0:4");
+    }
+}
