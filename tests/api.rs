@@ -3,10 +3,10 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::http_full::{Reply, send};
+use support::http::{Reply, send};
 use support::{Server, http};
 
 async fn start() -> Server {
@@ -34,20 +34,17 @@ async fn post(server: &Server, path: &str, body: &Value, headers: &[(&str, &str)
     send(server.addr, "POST", path, &all, body.to_string()).await
 }
 
-/// Polls `GET path` until `done` holds (bounded).
+/// Polls `GET path` until it answers 200 with a body `done` accepts (bounded).
 async fn eventually(server: &Server, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let (status, body) = http::get(server.addr, path).await.unwrap();
+    support::eventually(path, Duration::from_secs(15), || async {
+        let (status, body) = http::get(server.addr, path).await?;
         if status == 200 && done(&body) {
-            return body;
+            Ok(body)
+        } else {
+            Err(format!("{status}: {body}"))
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "{path} never satisfied: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]

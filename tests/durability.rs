@@ -15,20 +15,14 @@ const READY: Duration = Duration::from_secs(60);
 
 /// Waits until the server replayed the log (`/readyz` says `caught_up`).
 async fn wait_caught_up(server: &Server) {
-    let started = Instant::now();
-    loop {
-        if let Ok((200, body)) = http::get(server.addr, "/readyz").await
-            && body["caught_up"] == true
-        {
-            return;
+    support::eventually("caught up", READY, || async {
+        match http::get(server.addr, "/readyz").await {
+            Ok((200, body)) if body["caught_up"] == true => Ok(()),
+            Ok((status, body)) => Err(format!("{status} {body}; logs:\n{}", server.logs())),
+            Err(error) => Err(error),
         }
-        assert!(
-            started.elapsed() < READY,
-            "never caught up; logs:\n{}",
-            server.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 /// The `replayed_records` of the "caught up with the log" line.

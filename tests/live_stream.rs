@@ -165,22 +165,22 @@ impl WsClient {
 /// Connects once the server consumes every partition (its hello lists all nine), reads the
 /// `caught_up` frame, and returns the client and its hello.
 async fn connect_live(addr: SocketAddr) -> (WsClient, Value) {
-    let started = Instant::now();
-    loop {
-        let mut client = WsClient::connect(addr, None).await;
-        let hello = client.expect("hello").await;
-        if hello["partitions"].as_array().unwrap().len() == 3 * PARTITIONS as usize {
+    support::eventually(
+        "the consumers start on every partition",
+        Duration::from_secs(30),
+        || async {
+            let mut client = WsClient::connect(addr, None).await;
+            let hello = client.expect("hello").await;
+            if hello["partitions"].as_array().unwrap().len() != 3 * PARTITIONS as usize {
+                client.close().await;
+                return Err(format!("hello lists fewer partitions: {hello}"));
+            }
             let caught_up = client.expect("caught_up").await;
             assert_eq!(caught_up["replayed"], 0);
-            return (client, hello);
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the consumers did not start within 30 s: {hello}"
-        );
-        client.close().await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            Ok((client, hello))
+        },
+    )
+    .await
 }
 
 /// A client's cursor, kept the way the dashboard keeps it.

@@ -280,7 +280,8 @@ pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A minimal HTTP/1.1 client on hyper: one connection per request, every call bounded.
+/// The one HTTP/1.1 client of the tests, on hyper: one connection per request, every call
+/// bounded by [`http::REQUEST_DEADLINE`].
 pub mod http {
     use std::net::SocketAddr;
     use std::time::Duration;
@@ -297,6 +298,76 @@ pub mod http {
     /// Status and parsed JSON body (`Null` when the body is not JSON).
     pub type Answer = (u16, serde_json::Value);
 
+    /// A whole answer: status, headers, the body parsed as JSON (`Null` if it is not) and raw.
+    pub struct Reply {
+        pub status: u16,
+        pub headers: hyper::HeaderMap,
+        pub json: serde_json::Value,
+        pub raw: Bytes,
+    }
+
+    /// One request with the given headers; an error says what failed (no answer in time,
+    /// a refused connection, a broken answer).
+    pub async fn exchange(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, String> {
+        let body = body.into();
+        tokio::time::timeout(REQUEST_DEADLINE, async {
+            let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            let mut request = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", addr.to_string());
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let raw = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            let json = serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null);
+            Ok(Reply {
+                status,
+                headers,
+                json,
+                raw,
+            })
+        })
+        .await
+        .map_err(|_| format!("{method} {path} did not answer within {REQUEST_DEADLINE:?}"))?
+    }
+
+    /// [`exchange`] for tests that expect an answer: panics when there is none.
+    pub async fn send(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        exchange(addr, method, path, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
     pub async fn get(addr: SocketAddr, path: &str) -> Result<Answer, String> {
         request(addr, "GET", path, None).await
     }
@@ -309,42 +380,16 @@ pub mod http {
         request(addr, "POST", path, Some(body.to_string())).await
     }
 
+    /// A JSON request; its status and JSON body.
     pub async fn request(
         addr: SocketAddr,
         method: &str,
         path: &str,
         body: Option<String>,
     ) -> Result<Answer, String> {
-        tokio::time::timeout(REQUEST_DEADLINE, async {
-            let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            tokio::spawn(connection);
-            let request = Request::builder()
-                .method(method)
-                .uri(path)
-                .header("host", addr.to_string())
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(body.unwrap_or_default())))
-                .unwrap();
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = response.status().as_u16();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-            Ok((status, json))
-        })
-        .await
-        .map_err(|_| format!("{method} {path} did not answer within {REQUEST_DEADLINE:?}"))?
+        let headers = [("content-type", "application/json")];
+        let reply = exchange(addr, method, path, &headers, body.unwrap_or_default()).await?;
+        Ok((reply.status, reply.json))
     }
 }
 
@@ -361,66 +406,6 @@ pub async fn kafka_client(bootstrap: &str) -> rskafka::client::Client {
 }
 
 /// A full HTTP exchange for tests that need request headers or response headers.
-pub mod http_full {
-    use std::net::SocketAddr;
-
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Full};
-    use hyper::Request;
-    use hyper_util::rt::TokioIo;
-    use tokio::net::TcpStream;
-
-    use super::http::REQUEST_DEADLINE;
-
-    pub struct Reply {
-        pub status: u16,
-        pub headers: hyper::HeaderMap,
-        pub json: serde_json::Value,
-        pub raw: Bytes,
-    }
-
-    pub async fn send(
-        addr: SocketAddr,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Reply {
-        let body = body.into();
-        tokio::time::timeout(REQUEST_DEADLINE, async {
-            let stream = TcpStream::connect(addr).await.unwrap();
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .unwrap();
-            tokio::spawn(connection);
-            let mut request = Request::builder()
-                .method(method)
-                .uri(path)
-                .header("host", addr.to_string());
-            for (name, value) in headers {
-                request = request.header(*name, *value);
-            }
-            let response = sender
-                .send_request(request.body(Full::new(body)).unwrap())
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            let headers = response.headers().clone();
-            let raw = response.into_body().collect().await.unwrap().to_bytes();
-            let json = serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null);
-            Reply {
-                status,
-                headers,
-                json,
-                raw,
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{method} {path} did not answer within {REQUEST_DEADLINE:?}"))
-    }
-}
-
 /// Runs `command` with `stdin` fed to it and its output captured, killed once `within` has
 /// passed. `Err` says why it did not finish (could not start, or timed out with what it had
 /// printed so far); a non-zero exit is not an error here, look at `status`.
