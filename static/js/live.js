@@ -2,9 +2,10 @@
 // it needs per topic and partition) and resumes from it after any break, so the page gets what
 // it missed exactly once, in order per partition.
 //
-// Frames from the server (src/live/ws.rs): `hello` (the session's starting cursor), `event`
-// (one record), `reset` (a partition's offset fell out of retention), `caught_up` (the replay
-// is over), `closing` (the server is about to close; carries the cursor), `error`, `pong`.
+// Frames from the server (src/live/session.rs; their types are in src/messages.rs): `hello`
+// (the session's starting cursor), `event` (one record), `reset` (a partition's offset fell out
+// of retention), `caught_up` (the replay is over), `closing` (the server is about to close;
+// carries the cursor), `error`, `pong`.
 //
 // The cursor lives in sessionStorage too, so a reload within the tab resumes gap-free as well.
 // After a resume the page counts the events it catches up on: it asks /api/kafka for the end of
