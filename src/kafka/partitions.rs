@@ -107,32 +107,44 @@ impl Partition {
             ),
         ))
         .await?;
-        let client = Arc::new(client);
-        self.session
-            .partitions
-            .lock()
-            .insert(key, Arc::clone(&client));
-        Ok(client)
-    }
-
-    /// After a failure the client is dropped: the next call builds a new one, which finds the
-    /// partition's leader again. A broker's answer that the offset is out of range is no
-    /// failure of the connection.
-    fn after<T>(&self, result: Result<T, KafkaError>) -> Result<T, KafkaError> {
-        if let Err(error) = &result
-            && !matches!(error, KafkaError::OffsetOutOfRange { .. })
-        {
+        // Another call may have built one meanwhile: keep one client per use.
+        let client = Arc::clone(
             self.session
                 .partitions
                 .lock()
-                .remove(&(self.use_, self.topic, self.partition));
+                .entry(key)
+                .or_insert_with(|| Arc::new(client)),
+        );
+        Ok(client)
+    }
+
+    /// After a failure of `client` it is dropped from the cache (unless another call already
+    /// replaced it): the next call builds a new one, which finds the partition's leader again.
+    /// A broker's answer that the offset is out of range is no failure of the connection.
+    fn after<T>(
+        &self,
+        client: &Arc<PartitionClient>,
+        result: Result<T, KafkaError>,
+    ) -> Result<T, KafkaError> {
+        if let Err(error) = &result
+            && !matches!(error, KafkaError::OffsetOutOfRange { .. })
+        {
+            let mut clients = self.session.partitions.lock();
+            let key = (self.use_, self.topic, self.partition);
+            if clients
+                .get(&key)
+                .is_some_and(|cached| Arc::ptr_eq(cached, client))
+            {
+                clients.remove(&key);
+            }
         }
         result
     }
 
     pub async fn offset(&self, at: OffsetAt) -> Result<i64, KafkaError> {
-        let client = self.after(self.client().await)?;
-        self.after(with_deadline("list offsets", self.timeout, client.get_offset(at)).await)
+        let client = self.client().await?;
+        let result = with_deadline("list offsets", self.timeout, client.get_offset(at)).await;
+        self.after(&client, result)
     }
 
     /// Records from `offset` on, up to about `max_bytes`, waiting up to `max_wait_ms` for the
@@ -144,18 +156,19 @@ impl Partition {
         max_wait_ms: i32,
     ) -> Result<Vec<RecordAndOffset>, KafkaError> {
         let deadline = self.timeout + Duration::from_millis(max_wait_ms.max(0) as u64);
-        let client = self.after(self.client().await)?;
+        let client = self.client().await?;
         let fetch = client.fetch_records(offset, 1..max_bytes, max_wait_ms);
-        let (records, _high_watermark) =
-            self.after(with_deadline("fetch", deadline, fetch).await)?;
+        let result = with_deadline("fetch", deadline, fetch).await;
+        let (records, _high_watermark) = self.after(&client, result)?;
         Ok(records)
     }
 
     /// Writes `records` in one produce request; the offsets Kafka gave them.
     pub async fn produce(&self, records: Vec<Record>) -> Result<Vec<i64>, KafkaError> {
-        let client = self.after(self.client().await)?;
+        let client = self.client().await?;
         let produce = client.produce(records, Compression::NoCompression);
-        self.after(with_deadline("produce", self.timeout, produce).await)
+        let result = with_deadline("produce", self.timeout, produce).await;
+        self.after(&client, result)
     }
 }
 

@@ -979,8 +979,24 @@ impl Applier {
                 }
                 if matches!(error, StoreError::Io(_)) {
                     self.reopen();
+                } else {
+                    self.reload_state();
                 }
             }
+        }
+    }
+
+    /// Takes the counters and offsets from the last commit again: a group that failed after
+    /// its batch was committed (while syncing, say) must not have the next group reuse its
+    /// event numbers, which key the record values.
+    fn reload_state(&mut self) {
+        let Some(db) = self.database() else { return };
+        match load_state(&db) {
+            Ok((counters, progress)) => {
+                self.counters = counters;
+                self.progress = progress;
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the store's last commit back"),
         }
     }
 
@@ -1199,8 +1215,10 @@ impl Applier {
         if let Resumed::Discarded(_) = resumed {
             // The layout is written after the clear: a crash in between finds no layout and
             // clears again.
-            db.shop.clear()?;
+            // The record values first: a crash in between leaves records whose layout is
+            // still the old one, and the next start discards again.
             db.events.clear()?;
+            db.shop.clear()?;
             self.counters = Counters::default();
             self.progress.clear();
         }
