@@ -313,6 +313,5 @@ export class Live {
 
 /** Reports a page bug without breaking the stream (shows in the console as a warning). */
 function reportError(error) {
-  // eslint-disable-next-line no-console
   console.warn('shopstream: a live listener failed', error);
 }

@@ -7,7 +7,7 @@
 // top, and the table then stops inserting live rows and offers "Show newest" instead.
 
 import { api, query, isAbort, cursorAfter, micros } from './api.js';
-import { h, replace, notice, count, batchAnnouncer, debounce } from './ui.js';
+import { h, notice, count, batchAnnouncer, debounce } from './ui.js';
 
 export const MAX_ROWS = 200;
 const PAGE = 50;
