@@ -62,8 +62,6 @@ pub struct AppState {
     pub shop: Arc<Shop>,
     /// The built-in traffic simulator (its task runs beside the pipeline).
     pub simulator: Arc<simulator::Simulator>,
-    /// `/api/kafka`'s offset look-ups and the event browser.
-    pub offsets: kafka::offsets::OffsetsReader,
     /// Set once the consumers started; tells whether the replay at start is over.
     pub catch_up: std::sync::OnceLock<Arc<CatchUp>>,
     pub started_at: Instant,
@@ -134,7 +132,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         store: Arc::clone(&store),
         shop,
         simulator,
-        offsets: Default::default(),
         catch_up: std::sync::OnceLock::new(),
         started_at: Instant::now(),
         shutdown: shutdown.clone(),

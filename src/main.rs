@@ -48,8 +48,8 @@ fn serve(config: shopstream::Config) -> ExitCode {
 /// glibc gives threads that meet in the allocator arenas of their own, up to eight per core,
 /// and memory freed in one arena serves only that arena: on the history benchmark two arenas
 /// held peak RSS at 170 MiB where the default reached 252 MiB (100,000 orders); the replay was
-/// 15-35% slower in those runs, a price worth the memory on the small machines shopstream is
-/// for. An operator's
+/// 17% and 39% slower in two such runs against one of the default, a price worth the memory on
+/// the small machines shopstream is for. An operator's
 /// `MALLOC_ARENA_MAX` is left alone; the static musl build has one allocator of its own.
 fn limit_allocator_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -79,13 +79,8 @@ impl Partition {
         }
     }
 
-    /// The session this partition is read through.
-    pub fn session(&self) -> &Arc<KafkaSession> {
-        &self.session
-    }
-
     /// The topic's name in Kafka.
-    pub fn topic_name(&self) -> &str {
+    fn topic_name(&self) -> &str {
         &self.session.topics.get(self.topic).name
     }
 

@@ -258,12 +258,7 @@ impl Changes {
         record_time: DateTime<Utc>,
         idempotency: Option<(String, String)>,
     ) -> Result<Applied, StoreError> {
-        let order = touch(
-            &mut self.orders,
-            &event.order_id,
-            |id| saved.order(id),
-            keep_record,
-        )?;
+        let order = touch_order(&mut self.orders, saved, &event.order_id)?;
         if order.after.as_ref().is_some_and(|o| {
             o.timeline
                 .iter()
@@ -387,12 +382,7 @@ impl Changes {
         position: Position,
         data: &str,
     ) -> Result<(), StoreError> {
-        let touched = touch(
-            &mut self.orders,
-            &event.order_id,
-            |id| saved.order(id),
-            keep_record,
-        )?;
+        let touched = touch_order(&mut self.orders, saved, &event.order_id)?;
         touched.changed = true;
         let order = touched.after.get_or_insert_with(|| StoredOrder {
             record: OrderRecord {
@@ -499,9 +489,14 @@ fn touch<'a, T, B>(
     Ok(map.get_mut(id).expect("inserted above"))
 }
 
-/// What an order's indexes need of its saved version: its record, not its timeline.
-fn keep_record(order: &StoredOrder) -> OrderRecord {
-    order.record.clone()
+/// The batch's working copy of an order; its indexes need only the saved record, not the
+/// timeline.
+fn touch_order<'a>(
+    orders: &'a mut HashMap<String, Touched<StoredOrder, OrderRecord>>,
+    saved: &impl Lookup,
+    order_id: &str,
+) -> Result<&'a mut Touched<StoredOrder, OrderRecord>, StoreError> {
+    touch(orders, order_id, |id| saved.order(id), |o| o.record.clone())
 }
 
 /// Timeline order: event time, then lifecycle rank (an order is created before it is paid,

@@ -45,9 +45,9 @@ pub const DIR_NAME: &str = "store";
 /// What older versions kept in the data dir (a JSON snapshot, a redb file): noticed and
 /// removed, and the store is rebuilt from the log.
 const OLD_STATE: [&str; 2] = ["snapshot.json", "shopstream.redb"];
-/// The one keyspace every table lives in.
+/// The keyspace of the records and their indexes.
 const KEYSPACE: &str = "shop";
-/// The keyspace of the record values.
+/// The keyspace of the record values (see [`tables`]).
 const EVENTS_KEYSPACE: &str = "events";
 /// A keyspace of one key, written only to learn whether fjall still accepts writes.
 const PROBE_KEYSPACE: &str = "probe";
@@ -689,8 +689,9 @@ struct Engine {
     shop: fjall::Keyspace,
     events: fjall::Keyspace,
     probe: fjall::Keyspace,
-    /// The memtable size at which `shop`'s is sealed and flushed (`events`' at half of it).
+    /// The memtable sizes at which `shop`'s and `events`' are sealed and flushed.
     memtable_bytes: u64,
+    events_memtable_bytes: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -705,6 +706,7 @@ impl Engine {
         // A memtable is flushed to disk at a sixteenth of the cache; fjall holds writes back
         // while four wait to be flushed, so write buffers stay well within the cache's size.
         let memtable = (cache / 16).max(1 << 20);
+        let events_memtable = memtable / 2;
         let db = fjall::Database::builder(path)
             .cache_size(cache)
             // Two background workers, so that a flush never waits behind a long compaction.
@@ -738,7 +740,7 @@ impl Engine {
         let events = db
             .keyspace(EVENTS_KEYSPACE, || {
                 fjall::KeyspaceCreateOptions::default()
-                    .max_memtable_size(memtable / 2)
+                    .max_memtable_size(events_memtable)
                     .data_block_compression_policy(fjall::config::CompressionPolicy::all(
                         fjall::CompressionType::Lz4,
                     ))
@@ -757,6 +759,7 @@ impl Engine {
             events,
             probe,
             memtable_bytes: memtable,
+            events_memtable_bytes: events_memtable,
         })
     }
 
@@ -769,7 +772,7 @@ impl Engine {
         // a long compaction the memtable would keep growing, and memory with it.
         for (keyspace, max) in [
             (&self.shop, self.memtable_bytes),
-            (&self.events, self.memtable_bytes / 2),
+            (&self.events, self.events_memtable_bytes),
         ] {
             if fjall::AbstractTree::active_memtable(&keyspace.tree).size() > max {
                 keyspace.rotate_memtable()?;
@@ -1213,10 +1216,8 @@ impl Applier {
         };
         drop(view);
         if let Resumed::Discarded(_) = resumed {
-            // The layout is written after the clear: a crash in between finds no layout and
-            // clears again.
-            // The record values first: a crash in between leaves records whose layout is
-            // still the old one, and the next start discards again.
+            // The record values first, the records then, the layout last: a crash in between
+            // leaves the old layout or none, and the next start clears again.
             db.events.clear()?;
             db.shop.clear()?;
             self.counters = Counters::default();
