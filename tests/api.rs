@@ -171,6 +171,13 @@ async fn an_order_goes_through_its_whole_lifecycle() {
             .sum::<u64>(),
         1
     );
+
+    // The rules the dashboard takes from the server: a delivered order takes no command.
+    let (status, rules) = http::get(server.addr, "/api/rules").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(rules["actions"]["Delivered"], json!([]));
+    assert_eq!(rules["actions"]["Pending"], json!(["pay", "cancel"]));
+    assert_eq!(rules["next_delivery_status"]["Shipped"], "In Transit");
 }
 
 #[tokio::test]

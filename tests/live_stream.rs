@@ -361,6 +361,9 @@ fn assert_frame_for(event: &Value, produced: &Produced) {
     assert_eq!(event["event_id"], produced.event_id.as_str());
     assert_eq!(event["key"], produced.key.as_str());
     assert_eq!(event["data"], produced.value);
+    // What the event did to its order, as the server's read model says.
+    assert_eq!(event["order_status"], "Pending", "{event}");
+    assert!(event["seq"].as_u64().is_some_and(|n| n > 0), "{event}");
 }
 
 /// Event frames by event id; fails on a duplicate.

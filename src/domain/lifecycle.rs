@@ -91,6 +91,13 @@ impl OrderStatus {
         )
     }
 
+    /// The delivery status this order status stands for, while the order is in delivery.
+    pub fn delivery_status(self) -> Option<DeliveryStatus> {
+        DeliveryStatus::ALL
+            .into_iter()
+            .find(|d| OrderStatus::from_delivery(*d) == self)
+    }
+
     fn from_delivery(d: DeliveryStatus) -> Self {
         match d {
             DeliveryStatus::Shipped => OrderStatus::Shipped,
@@ -177,6 +184,48 @@ pub fn next_status(current: Option<OrderStatus>, step: Step) -> Result<OrderStat
             }
         }
     }
+}
+
+/// A command the shop's API takes on an order, each one event of the lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// `POST /api/orders/{id}/payments` (a failed payment may be retried).
+    Pay,
+    /// `POST /api/orders/{id}/cancel`.
+    Cancel,
+    /// `POST /api/orders/{id}/deliveries`: the parcel leaves as `Shipped`.
+    Ship,
+    /// `PATCH /api/deliveries/{id}`: the delivery's next status.
+    Advance,
+}
+
+/// The delivery status after `status`, `None` once delivered.
+pub fn next_delivery_status(status: DeliveryStatus) -> Option<DeliveryStatus> {
+    let at = DeliveryStatus::ALL.iter().position(|s| *s == status)?;
+    DeliveryStatus::ALL.get(at + 1).copied()
+}
+
+/// The commands an order in `status` takes, by [`next_status`]: the dashboard offers exactly
+/// these, so it needs no copy of the rules.
+pub fn actions(status: OrderStatus) -> Vec<Action> {
+    let allowed = |step| next_status(Some(status), step).is_ok();
+    let advance = status
+        .delivery_status()
+        .and_then(next_delivery_status)
+        .is_some_and(|next| allowed(Step::Deliver(next)));
+    [
+        (Action::Pay, allowed(Step::Pay(PaymentStatus::Success))),
+        (Action::Cancel, allowed(Step::Cancel)),
+        (
+            Action::Ship,
+            allowed(Step::Deliver(DeliveryStatus::Shipped)),
+        ),
+        (Action::Advance, advance),
+    ]
+    .into_iter()
+    .filter_map(|(action, ok)| ok.then_some(action))
+    .collect()
 }
 
 #[cfg(test)]
@@ -281,5 +330,24 @@ mod tests {
         assert_eq!(OrderStatus::parse("Out for Delivery"), Some(OutForDelivery));
         assert_eq!(OrderStatus::parse("nope"), None);
         assert!(Delivered.is_paid() && !Cancelled.is_paid() && Shipped.is_in_delivery());
+    }
+
+    #[test]
+    fn each_status_offers_the_commands_its_lifecycle_allows() {
+        use Action::*;
+        use OrderStatus::*;
+        assert_eq!(actions(Pending), vec![Pay, Cancel]);
+        assert_eq!(actions(PaymentFailed), vec![Pay, Cancel]);
+        assert_eq!(actions(Paid), vec![Ship]);
+        assert_eq!(actions(Shipped), vec![Advance]);
+        assert_eq!(actions(InTransit), vec![Advance]);
+        assert_eq!(actions(OutForDelivery), vec![Advance]);
+        assert_eq!(actions(Delivered), vec![]);
+        assert_eq!(actions(Cancelled), vec![]);
+        assert_eq!(
+            next_delivery_status(DeliveryStatus::OutForDelivery),
+            Some(DeliveryStatus::Delivered)
+        );
+        assert_eq!(next_delivery_status(DeliveryStatus::Delivered), None);
     }
 }

@@ -100,7 +100,16 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
 /// A JSON answer with the given status.
 pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+    json_bytes_response(status, Bytes::from(body))
+}
+
+/// A JSON answer already serialised (a document built once).
+pub fn json_text_response(status: StatusCode, json: &'static str) -> Response {
+    json_bytes_response(status, Bytes::from_static(json.as_bytes()))
+}
+
+fn json_bytes_response(status: StatusCode, body: Bytes) -> Response {
+    let mut response = hyper::Response::new(Full::new(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -10,7 +10,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::request::{json_body, list_query, query_params};
-use super::{ApiError, Request, Response, json_response};
+use super::{ApiError, Request, Response, json_response, json_text_response};
 use crate::AppState;
 use crate::domain::event::{DeliveryStatus, format_time};
 use crate::domain::lifecycle::OrderStatus;
@@ -42,6 +42,7 @@ enum Route {
     DeliveryDetail,
     AdvanceDelivery,
     Stats,
+    Rules,
     Kafka,
     Events,
     Simulator,
@@ -71,6 +72,7 @@ const ROUTES: &[(&str, &str, Route)] = &[
     ("GET", "/api/deliveries/{id}", Route::DeliveryDetail),
     ("PATCH", "/api/deliveries/{id}", Route::AdvanceDelivery),
     ("GET", "/api/stats", Route::Stats),
+    ("GET", "/api/rules", Route::Rules),
     ("GET", "/api/kafka", Route::Kafka),
     ("GET", "/api/events", Route::Events),
     ("GET", "/api/simulator", Route::Simulator),
@@ -169,6 +171,10 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
         Route::DeliveryDetail => delivery_detail(&state, id).await,
         Route::AdvanceDelivery => advance_delivery(&state, request, id).await,
         Route::Stats => stats(&state).await,
+        Route::Rules => Ok(json_text_response(
+            StatusCode::OK,
+            crate::messages::api::Rules::json(),
+        )),
         Route::Kafka => kafka_overview(&state).await,
         Route::Events => browse_events(&state, &request).await,
         Route::Simulator => Ok(json_response(StatusCode::OK, &state.simulator.view())),

@@ -55,7 +55,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::cursor::{CatchUp, Cursor, PartitionKey, Plan, plan};
-use crate::domain::event::{Position, TopicRole};
+use crate::domain::event::{Event, Position, TopicRole};
 use crate::kafka::connection::KafkaSession;
 use crate::kafka::partitions::{Partition, PartitionLog, Use};
 use crate::kafka::records;
@@ -121,6 +121,8 @@ enum End {
     Stalled,
     /// Kafka failed during the replay.
     Kafka(KafkaError),
+    /// The store could not be read during the replay.
+    Store(String),
 }
 
 impl End {
@@ -132,6 +134,7 @@ impl End {
             End::TooSlow => Some((CloseCode::Policy, TOO_SLOW)),
             End::Idle => Some((CloseCode::Away, "idle: no pong received")),
             End::Kafka(_) => Some((CloseCode::Error, "Kafka is unavailable: retry later")),
+            End::Store(_) => Some((CloseCode::Error, "the store is unavailable: retry later")),
         }
     }
 }
@@ -145,6 +148,7 @@ impl fmt::Display for End {
             End::Idle => write!(f, "nothing heard from the client for {IDLE_TIMEOUT:?}"),
             End::Stalled => write!(f, "the client took no message for {SEND_TIMEOUT:?}"),
             End::Kafka(error) => write!(f, "Kafka failed during the replay: {error}"),
+            End::Store(error) => write!(f, "the store failed during the replay: {error}"),
         }
     }
 }
@@ -288,12 +292,12 @@ impl Session {
                 continue;
             };
             empty_fetches = 0;
-            let frames: Vec<Message> = records
+            let decoded: Vec<Replayed> = records
                 .into_iter()
                 .filter(|r| (offset..to).contains(&r.offset))
-                .filter_map(|r| replay_frame(role, partition, &topic.name, r))
-                .map(|frame| Message::text(frame.json.as_ref()))
+                .filter_map(|r| decode_replayed(role, partition, &topic.name, r))
                 .collect();
+            let frames = replay_frames(&self.ctx.store, decoded).await?;
             replayed += frames.len() as u64;
             self.sent += frames.len() as u64;
             self.send_all(frames).await?;
@@ -640,14 +644,51 @@ fn hello(server: &Cursor, positions: &[(TopicRole, i32, i64)], start: &Cursor) -
     })
 }
 
-/// A record read back from Kafka as the same frame the live stream published for it (decoded
-/// exactly as the consumers decode); `None` for a record the consumers skip.
-fn replay_frame(
+/// The replayed records as the same frames the live stream published for them: what each
+/// event did to its order is read back from the store, which applied every record the
+/// replay reaches (it stops at the server's cursor).
+async fn replay_frames(store: &Store, replayed: Vec<Replayed>) -> Result<Vec<Message>, End> {
+    let wanted: Vec<(String, String)> = replayed
+        .iter()
+        .map(|r| (r.event.order_id.clone(), r.event.event_id.clone()))
+        .collect();
+    let effects = store
+        .query(move |view| view.effects_of(&wanted))
+        .await
+        .map_err(|error| End::Store(error.to_string()))?;
+    Ok(replayed
+        .into_iter()
+        .zip(effects)
+        .map(|(r, effect)| {
+            let effect = effect.unwrap_or_default();
+            let frame = LiveFrame::new(
+                r.position,
+                &r.event,
+                r.key.as_deref(),
+                &r.data,
+                effect.order_status,
+                effect.seq,
+            );
+            Message::text(frame.json.as_ref())
+        })
+        .collect())
+}
+
+/// A record read back from Kafka, decoded exactly as the consumers decode it.
+struct Replayed {
+    position: Position,
+    event: Event,
+    key: Option<String>,
+    data: String,
+}
+
+/// `None` for a record the consumers skip: it never was a frame.
+fn decode_replayed(
     role: TopicRole,
     partition: i32,
     topic_name: &str,
     r: RecordAndOffset,
-) -> Option<LiveFrame> {
+) -> Option<Replayed> {
     let position = Position {
         topic: role,
         partition,
@@ -655,12 +696,10 @@ fn replay_frame(
     };
     let fetched = records::decode(position, topic_name, &r.record);
     let (event, data) = fetched.decoded.ok()?;
-    Some(LiveFrame::new(
+    Some(Replayed {
         position,
-        &event.event_id,
-        event.event_type,
-        fetched.key.as_deref(),
-        event.time,
-        &data,
-    ))
+        event,
+        key: fetched.key,
+        data,
+    })
 }

@@ -59,6 +59,32 @@ pub struct TimelineEntry {
     /// only grows, so that the stored values are never rewritten by compactions.
     #[serde(rename = "k")]
     pub(crate) data_key: u64,
+    /// The order's status right after this event was first applied: what its live frame said,
+    /// so that a replay from Kafka sends the same frame.
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) status_after: Option<OrderStatus>,
+}
+
+/// What an event did to its order, as its live frame tells it: the order's status right after
+/// the event was first applied, and the event's number in this store (it only grows, so a
+/// client keeps a row's status from the event with the highest number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventEffect {
+    pub order_status: Option<OrderStatus>,
+    pub seq: u64,
+}
+
+impl StoredOrder {
+    /// The effect of the event `event_id` of this order's timeline, if it is there.
+    pub fn effect_of(&self, event_id: &str) -> Option<EventEffect> {
+        self.timeline
+            .iter()
+            .find(|e| e.event_id == event_id)
+            .map(|e| EventEffect {
+                order_status: e.status_after,
+                seq: e.data_key,
+            })
+    }
 }
 
 /// An order as the log tells it, without its timeline (list rows read only this).
@@ -73,6 +99,9 @@ pub struct OrderRecord {
     pub anomalies: usize,
     pub payment_ids: Vec<String>,
     pub delivery_ids: Vec<String>,
+    /// The number ([`EventEffect::seq`]) of the last event applied to this order.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// An order and its timeline, as the apply rules work on it.
@@ -249,6 +278,14 @@ impl Changes {
 
     /// Applies one event read at `position`. `data` is the record value as JSON text;
     /// `idempotency` the key and request fingerprint the producing request carried, if any.
+    /// What the event `event_id` of `order_id` did, once [`Changes::apply`] took it.
+    pub fn effect_of(&self, order_id: &str, event_id: &str) -> Option<EventEffect> {
+        self.orders
+            .get(order_id)
+            .and_then(|t| t.after.as_ref())
+            .and_then(|o| o.effect_of(event_id))
+    }
+
     pub fn apply(
         &mut self,
         saved: &impl Lookup,
@@ -394,6 +431,7 @@ impl Changes {
                 anomalies: 0,
                 payment_ids: Vec::new(),
                 delivery_ids: Vec::new(),
+                seq: 0,
             },
             timeline: Vec::new(),
         });
@@ -427,7 +465,9 @@ impl Changes {
             anomaly: None,
             step: Step::of(&event.body),
             data_key: self.counters.events,
+            status_after: None,
         };
+        let data_key = entry.data_key;
         // The record value is written once, apart from the timeline that is rewritten as
         // the order changes.
         self.event_data.push((entry.data_key, data.to_string()));
@@ -436,7 +476,12 @@ impl Changes {
             .partition_point(|e| timeline_key(e) <= timeline_key(&entry));
         order.timeline.insert(at, entry);
         order.record.updated_at = order.record.updated_at.max(event.time);
+        order.record.seq = data_key;
         refold(order);
+        let status = order.record.status;
+        if let Some(entry) = order.timeline.iter_mut().find(|e| e.data_key == data_key) {
+            entry.status_after = status;
+        }
 
         let record = &order.record;
         let after = (record.status, record.details.clone(), record.anomalies);

@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 pub use super::tables::ReadView;
 use super::tables::{self, Key, Kind, Table, micros, time_and_id};
 use super::{
-    Counters, DeliveryRecord, IdempotentWrite, Lookup, MinuteStats, OrderRecord, PaymentRecord,
-    StoreError, StoredOrder, query_id, query_words, unix_minute,
+    Counters, DeliveryRecord, EventEffect, IdempotentWrite, Lookup, MinuteStats, OrderRecord,
+    PaymentRecord, StoreError, StoredOrder, query_id, query_words, unix_minute,
 };
 use crate::domain::event::{DeliveryStatus, PaymentStatus, format_time};
 use crate::domain::lifecycle::OrderStatus;
@@ -100,6 +100,24 @@ impl ReadView {
 
     pub fn stored_order(&self, order_id: &str) -> Result<Option<StoredOrder>, StoreError> {
         self.read_order(order_id)
+    }
+
+    /// What each `(order_id, event_id)` did to its order (see [`EventEffect`]); an order read
+    /// once for consecutive events of it.
+    pub fn effects_of(
+        &self,
+        events: &[(String, String)],
+    ) -> Result<Vec<Option<EventEffect>>, StoreError> {
+        let mut effects = Vec::with_capacity(events.len());
+        let mut last: Option<(&str, Option<StoredOrder>)> = None;
+        for (order_id, event_id) in events {
+            if last.as_ref().is_none_or(|(id, _)| id != order_id) {
+                last = Some((order_id, self.stored_order(order_id)?));
+            }
+            let order = last.as_ref().and_then(|(_, o)| o.as_ref());
+            effects.push(order.and_then(|o| o.effect_of(event_id)));
+        }
+        Ok(effects)
     }
 
     pub fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
@@ -388,6 +406,7 @@ pub fn order_summary(o: &OrderRecord) -> Value {
         "created_at": o.created_at.map(format_time),
         "updated_at": format_time(o.updated_at),
         "anomalies": o.anomalies,
+        "seq": o.seq,
     });
     if let Some(d) = &o.details {
         v["customer_name"] = json!(d.customer_name);

@@ -27,7 +27,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 
 pub use super::tables::ReadView;
 use super::tables::{self, Key, Table, WriteTables};
-use super::{Applied, Changes, Counters, PartitionProgress};
+use super::{Applied, Changes, Counters, EventEffect, PartitionProgress};
 use crate::domain::event::{Event, Position, TopicLayout, TopicRole, UndecodableRecord};
 use crate::messages::LiveFrame;
 
@@ -61,7 +61,7 @@ pub const BACKUPS_KEPT: usize = 3;
 const BACKUP_BATCH_KEYS: usize = 10_000;
 /// Bumped whenever the saved shape changes incompatibly: an older store is rebuilt from the
 /// log, never misread.
-const FORMAT_VERSION: u32 = 5;
+const FORMAT_VERSION: u32 = 6;
 /// How often a commit is made durable (fsync).
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
 /// Most records in one group commit: enough to share a commit's fixed costs (counters,
@@ -850,11 +850,10 @@ fn load_state(db: &Engine) -> Result<(Counters, ProgressMap), StoreError> {
 /// The frame of one applied (or duplicate) record, built after the commit.
 struct PendingFrame {
     position: Position,
-    event_id: String,
-    event_type: crate::domain::event::EventType,
+    event: Event,
     key: Option<String>,
-    time: DateTime<Utc>,
     data: String,
+    effect: EventEffect,
 }
 
 enum Reply {
@@ -1108,11 +1107,11 @@ impl Applier {
                 .map(|f| {
                     LiveFrame::new(
                         f.position,
-                        &f.event_id,
-                        f.event_type,
+                        &f.event,
                         f.key.as_deref(),
-                        f.time,
                         &f.data,
+                        f.effect.order_status,
+                        f.effect.seq,
                     )
                 })
                 .collect()
@@ -1272,13 +1271,15 @@ fn apply_batch(
                 }
                 // Every decodable record is a frame, duplicates too: a client that replays
                 // from Kafka sees the same frames, offset for offset.
+                let effect = changes
+                    .effect_of(&event.order_id, &event.event_id)
+                    .unwrap_or_default();
                 frames.push(PendingFrame {
                     position,
-                    event_id: event.event_id,
-                    event_type: event.event_type,
+                    event,
                     key: record.key,
-                    time: event.time,
                     data,
+                    effect,
                 });
             }
             Err(reason) => {

@@ -746,3 +746,54 @@ async fn an_id_in_q_finds_the_records_by_key() {
     assert!(list("deliveries", "ord-2", None).is_empty());
     m.store.close();
 }
+
+#[tokio::test]
+async fn every_frame_carries_the_status_its_event_left_and_a_replay_reads_the_same() {
+    let mut m = Model::new().await;
+    let (mut frames, _) = m.store.subscribe();
+    let events = [
+        created("o1", 0, "Ann", 1000),
+        paid("o1", 1, false, 1),
+        paid("o1", 2, true, 2),
+        // A producer retry of the successful payment: a frame, with the original's effect.
+        paid("o1", 2, true, 2),
+        // Cancelling a paid order breaks the lifecycle: the status stays Paid.
+        cancelled("o1", 3),
+        // A payment for an order never created: no status yet.
+        paid("o2", 4, true, 1),
+    ];
+    for event in &events {
+        m.put(event).await;
+    }
+    let mut seen = Vec::new();
+    for _ in &events {
+        let frame = frames.recv().await.unwrap();
+        let json: Value = serde_json::from_str(&frame.json).unwrap();
+        seen.push((json["order_status"].clone(), json["seq"].as_u64().unwrap()));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (json!("Pending"), 1),
+            (json!("Payment Failed"), 2),
+            (json!("Paid"), 3),
+            (json!("Paid"), 3),
+            (json!("Paid"), 4),
+            (Value::Null, 5),
+        ]
+    );
+    let wanted: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e.order_id.clone(), e.event_id.clone()))
+        .collect();
+    let effects = m.store.query_blocking(|v| v.effects_of(&wanted)).unwrap();
+    let replayed: Vec<(Value, u64)> = effects
+        .into_iter()
+        .map(|e| {
+            let e = e.expect("every applied event has an effect");
+            (serde_json::to_value(e.order_status).unwrap(), e.seq)
+        })
+        .collect();
+    assert_eq!(replayed, seen);
+    assert_eq!(m.order("o1").record.seq, 4);
+}

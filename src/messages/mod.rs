@@ -1,15 +1,16 @@
-//! The JSON shopstream sends, as typed serde structs, in one place. So far: the event frame of
-//! the live stream, built once per committed event by the store and shared by every client.
-//! (Responses and the other live frames are still built as `serde_json::Value` where they are
-//! sent; they move here one by one.)
+//! The JSON shopstream sends, as typed serde structs, in one place: the frames of the live
+//! stream here (the event frame is built once per committed event by the store and shared by
+//! every client), the API's answers in [`api`].
+
+pub mod api;
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::domain::event::{EventType, Position, format_time};
+use crate::domain::event::{Event, EventBody, Position, TopicRole, format_time};
+use crate::domain::lifecycle::OrderStatus;
 
 /// One event as sent to clients, serialised once.
 #[derive(Debug)]
@@ -24,7 +25,7 @@ pub struct LiveFrame {
 #[derive(serde::Serialize)]
 struct EventFrame<'a> {
     r#type: &'static str,
-    topic: crate::domain::event::TopicRole,
+    topic: TopicRole,
     partition: i32,
     offset: i64,
     event_type: &'static str,
@@ -32,6 +33,19 @@ struct EventFrame<'a> {
     event_id: &'a str,
     key: Option<&'a str>,
     timestamp: String,
+    /// The order's status right after the event was applied (`null` while the order has no
+    /// status, a payment read before its order, say): clients show it as it is, without
+    /// rules of their own.
+    order_status: Option<OrderStatus>,
+    /// The event's number in this server's store: of two frames about one order, the one with
+    /// the higher number is the newer state.
+    seq: u64,
+    /// A payment's outcome in the API's spelling, whatever the record wrote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payment_status: Option<&'static str>,
+    /// A delivery's status in the API's spelling (`in_transit` becomes `In Transit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery_status: Option<&'static str>,
     data: &'a RawValue,
 }
 
@@ -40,11 +54,11 @@ impl LiveFrame {
     /// it was written.
     pub fn new(
         position: Position,
-        event_id: &str,
-        event_type: EventType,
+        event: &Event,
         key: Option<&str>,
-        time: DateTime<Utc>,
         data: &str,
+        order_status: Option<OrderStatus>,
+        seq: u64,
     ) -> Self {
         let fallback;
         let data: &RawValue = match serde_json::from_str::<&RawValue>(data.trim()) {
@@ -55,21 +69,30 @@ impl LiveFrame {
                 &fallback
             }
         };
+        let (payment_status, delivery_status) = match &event.body {
+            EventBody::PaymentProcessed(p) => (Some(p.status.as_str()), None),
+            EventBody::Delivery(d) => (None, Some(d.status.as_str())),
+            _ => (None, None),
+        };
         let frame = EventFrame {
             r#type: "event",
             topic: position.topic,
             partition: position.partition,
             offset: position.offset,
-            event_type: event_type.as_str(),
+            event_type: event.event_type.as_str(),
             event: position.topic.seed_event_name(),
-            event_id,
+            event_id: &event.event_id,
             key,
-            timestamp: format_time(time),
+            timestamp: format_time(event.time),
+            order_status,
+            seq,
+            payment_status,
+            delivery_status,
             data,
         };
         Self {
             position,
-            event_id: event_id.to_string(),
+            event_id: event.event_id.clone(),
             json: Arc::from(serde_json::to_string(&frame).expect("frames always serialise")),
         }
     }
