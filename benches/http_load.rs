@@ -460,8 +460,9 @@ async fn producer_performance(
 fn record_size(bodies: &[Value]) -> Result<usize, String> {
     let mut total = 0;
     for body in bodies {
+        let raw = serde_json::value::to_raw_value(body).map_err(|e| e.to_string())?;
         let details =
-            validation::new_order(body).map_err(|e| format!("invalid body {body}: {e:?}"))?;
+            validation::new_order(&raw).map_err(|e| format!("invalid body {body}: {e:?}"))?;
         total += order_event(
             Uuid::new_v4().to_string(),
             Utc::now(),
@@ -800,7 +801,7 @@ async fn startup_phase(
     let record_time = Utc::now();
     let mut per_partition: BTreeMap<i32, Vec<FetchedRecord>> = BTreeMap::new();
     for (value, position) in &records {
-        let (event, _) = Event::decode(
+        let event = Event::decode(
             value,
             *position,
             &layout.get(position.topic).name,

@@ -286,7 +286,7 @@ fn order_story(
     rng: &mut StdRng,
     index: usize,
     offsets: &mut HashMap<(TopicRole, i32), i64>,
-) -> Vec<(Event, Position, Value)> {
+) -> Vec<(Event, Position, String)> {
     let order_id = random_uuid(rng);
     let partition = partition_for_key(order_id.as_bytes(), PARTITIONS);
     let created_at = epoch() + TimeDelta::milliseconds(index as i64 * 10);
@@ -333,14 +333,14 @@ fn order_story(
                 offset: *offset,
             };
             *offset += 1;
-            let value = event.to_value();
+            let value = event.to_json();
             (event, position, value)
         })
         .collect()
 }
 
 /// `count` events: whole order stories (created, paid, shipped), cut at `count`.
-fn event_log(rng: &mut StdRng, count: usize) -> Vec<(Event, Position, Value)> {
+fn event_log(rng: &mut StdRng, count: usize) -> Vec<(Event, Position, String)> {
     let mut offsets = HashMap::new();
     let mut events = Vec::with_capacity(count + 2);
     let mut index = 0;
@@ -417,7 +417,7 @@ fn apply_to_store(
 }
 
 fn fetched(bytes: &[u8], position: Position) -> FetchedRecord {
-    let (event, _) = Event::decode(bytes, position, position.topic.as_str(), epoch()).unwrap();
+    let event = Event::decode(bytes, position, position.topic.as_str(), epoch()).unwrap();
     FetchedRecord {
         offset: position.offset,
         key: Some(event.order_id.clone()),
@@ -468,7 +468,7 @@ fn main() {
     let order_id = random_uuid(&mut rng);
     let order = order_created(&mut rng, &order_id, epoch());
     let record = order.to_bytes();
-    let record_value = order.to_value();
+    let record_value: Value = serde_json::from_slice(&record).unwrap();
     let position = Position {
         topic: TopicRole::Orders,
         partition: 1,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::value::RawValue;
 use tokio::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
@@ -27,11 +27,13 @@ use crate::domain::event::{
     Position, TopicRole, headers,
 };
 use crate::domain::gateway;
+use crate::domain::json;
 use crate::domain::lifecycle::OrderStatus;
 use crate::domain::lifecycle::transition;
 use crate::domain::validation::{DeliveryRequest, Invalid, PaymentRequest};
 use crate::kafka::KafkaError;
 use crate::kafka::producer::{OutgoingRecord, Producer};
+use crate::messages::api::WriteAck;
 use crate::model::store::{ReadView, Store};
 use crate::model::{IdempotentWrite, StoreError};
 
@@ -81,10 +83,11 @@ pub struct WriteOptions {
 }
 
 /// A written (or replayed) event: the answer to a write.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Written {
     pub event_type: EventType,
-    pub data: Value,
+    /// The record value.
+    pub data: Box<RawValue>,
     pub position: Position,
     /// True when this answers a repeated `Idempotency-Key` without writing again.
     pub replayed: bool,
@@ -92,20 +95,15 @@ pub struct Written {
 
 impl Written {
     /// The JSON answer: `{"<kind>": data, "kafka": {topic, partition, offset}}`.
-    pub fn body(&self) -> Value {
-        let kind = match self.event_type {
-            EventType::OrderCreated | EventType::OrderCancelled => "order",
-            EventType::PaymentProcessed => "payment",
-            EventType::DeliveryCreated | EventType::DeliveryUpdated => "delivery",
-        };
-        json!({
-            kind: self.data,
-            "kafka": {
-                "topic": self.position.topic,
-                "partition": self.position.partition,
-                "offset": self.position.offset,
-            },
-        })
+    pub fn body(&self) -> WriteAck<'_> {
+        WriteAck::new(self.event_type, &self.data, self.position)
+    }
+
+    /// A string field of the record value (`order_id`, `status`...).
+    pub fn field(&self, name: &str) -> Option<String> {
+        json::object(&self.data)?
+            .get(name)
+            .and_then(|v| json::string(v))
     }
 }
 
@@ -293,7 +291,7 @@ impl Shop {
             time: Utc::now(),
             body,
         };
-        let data = event.to_value();
+        let value = event.to_json();
         let mut record_headers = BTreeMap::from([
             (
                 headers::EVENT_TYPE.to_string(),
@@ -320,7 +318,7 @@ impl Shop {
         }
         let record = OutgoingRecord {
             key: order_id.to_string(),
-            value: serde_json::to_vec(&data).expect("JSON always serialises"),
+            value: value.clone().into_bytes(),
             headers: record_headers,
             time: event.time,
         };
@@ -342,7 +340,7 @@ impl Shop {
         }
         Ok(Written {
             event_type,
-            data,
+            data: RawValue::from_string(value).expect("a record value is JSON"),
             position,
             replayed: false,
         })
@@ -398,11 +396,17 @@ fn replay(earlier: IdempotentWrite, asked: Option<&Idempotency>) -> Result<Writt
     if asked.is_none_or(|i| i.fingerprint != earlier.fingerprint) {
         return Err(ShopError::IdempotencyMismatch);
     }
-    let data: Value = serde_json::from_str(&earlier.data).unwrap_or(Value::String(earlier.data));
-    let event_type = data
-        .get("event_type")
-        .and_then(|t| serde_json::from_value(t.clone()).ok())
+    /// The one field of a record value the answer needs.
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        event_type: Option<EventType>,
+    }
+    let event_type = serde_json::from_str::<Kind>(&earlier.data)
+        .ok()
+        .and_then(|k| k.event_type)
         .unwrap_or(EventType::OrderCreated);
+    // Every value kept was JSON when it was applied.
+    let data = RawValue::from_string(earlier.data).unwrap_or_else(|_| json::null());
     Ok(Written {
         event_type,
         data,
@@ -448,7 +452,8 @@ fn shard_of(s: &str) -> usize {
 }
 
 /// The fingerprint of a request: method, path and body (canonical JSON: keys sorted).
-pub fn fingerprint(method: &str, path: &str, body: &Value) -> String {
+pub fn fingerprint(method: &str, path: &str, body: &RawValue) -> String {
+    let body = json::canonical(body);
     Uuid::new_v5(
         &Uuid::NAMESPACE_OID,
         format!("{method} {path}\n{body}").as_bytes(),

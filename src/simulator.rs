@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::demo;
 use crate::domain::event::DeliveryStatus;
 use crate::domain::validation::{DeliveryRequest, PaymentRequest};
+use crate::messages::api::{SimulatorCounts, SimulatorView};
 use crate::shop::{Shop, WriteOptions};
 
 /// Most lifecycles in flight; past it the simulator skips starts rather than pile up.
@@ -93,22 +94,26 @@ impl Simulator {
     }
 
     /// The state as `/api/simulator` shows it.
-    pub fn view(&self) -> serde_json::Value {
+    pub fn view(&self) -> SimulatorView {
         let s = self.settings();
         let c = &self.counters;
-        serde_json::json!({
-            "running": s.running,
-            "rate": s.rate,
-            "payment_failure_rate": s.payment_failure_rate,
-            "in_flight": c.in_flight.load(Ordering::Relaxed),
-            "started": {
-                "orders": c.orders.load(Ordering::Relaxed),
-                "payments": c.payments.load(Ordering::Relaxed),
-                "deliveries": c.deliveries.load(Ordering::Relaxed),
+        SimulatorView {
+            running: s.running,
+            rate: s.rate,
+            payment_failure_rate: s.payment_failure_rate,
+            in_flight: c.in_flight.load(Ordering::Relaxed) as u64,
+            started: SimulatorCounts {
+                orders: c.orders.load(Ordering::Relaxed),
+                payments: c.payments.load(Ordering::Relaxed),
+                deliveries: c.deliveries.load(Ordering::Relaxed),
             },
-            "errors": c.errors.load(Ordering::Relaxed),
-            "last_error": *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
-        })
+            errors: c.errors.load(Ordering::Relaxed),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
     }
 
     /// Drives lifecycles while running, until shutdown.
@@ -169,10 +174,7 @@ impl Simulator {
             .await
             .map_err(|e| e.to_string())?;
         self.counters.orders.fetch_add(1, Ordering::Relaxed);
-        let order_id = order.data["order_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let order_id = order.field("order_id").unwrap_or_default();
 
         let mut attempts = if payment_fails { 2 } else { 1 };
         loop {
@@ -191,7 +193,7 @@ impl Simulator {
                 .await
                 .map_err(|e| e.to_string())?;
             self.counters.payments.fetch_add(1, Ordering::Relaxed);
-            if payment.data["status"] == "SUCCESS" {
+            if payment.field("status").as_deref() == Some("SUCCESS") {
                 break;
             }
             attempts -= 1;
@@ -224,10 +226,7 @@ impl Simulator {
             .await
             .map_err(|e| e.to_string())?;
         self.counters.deliveries.fetch_add(1, Ordering::Relaxed);
-        let delivery_id = delivery.data["delivery_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let delivery_id = delivery.field("delivery_id").unwrap_or_default();
         for next in [
             DeliveryStatus::InTransit,
             DeliveryStatus::OutForDelivery,

@@ -276,7 +276,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(42);
         for _ in 0..1000 {
             let order = demo_order(&mut rng);
-            let body = serde_json::to_value(&order).unwrap();
+            let body = serde_json::value::to_raw_value(&order).unwrap();
             let validated = validation::new_order(&body)
                 .unwrap_or_else(|e| panic!("{order:?} is refused: {e}"));
             assert_eq!(validated, order);

@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod event;
 pub mod gateway;
+pub mod json;
 pub mod lifecycle;
 pub mod money;
 pub mod partitioner;

@@ -2,9 +2,9 @@
 //!
 //! `0.1 + 0.2 != 0.3` in `f64`, and a shop that adds prices in floats ends up a cent off on
 //! some orders. A [`Money`] is an `i64` count of cents; it is read from and written to JSON
-//! through its exact decimal text. The crate enables `serde_json`'s `arbitrary_precision`
-//! feature, so a JSON number such as `999.99` reaches us as the text `"999.99"`, not as the
-//! nearest `f64`, and we write `12.00` back as a JSON number with exactly two decimals.
+//! through its exact decimal text: a JSON number such as `999.99` is read from its raw text
+//! (see [`super::json`]), not as the nearest `f64`, and we write `12.00` back as a JSON number
+//! with exactly two decimals.
 //!
 //! # Accepted text
 //! [`Money::parse_decimal`] accepts a plain decimal: an optional leading `-`, 1 to 15 digits
@@ -24,6 +24,9 @@
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use super::json::{self, Kind};
 
 /// The most digits accepted before the decimal point: 999 999 999 999 999.99 is
 /// 99 999 999 999 999 999 cents, well inside `i64`.
@@ -183,21 +186,19 @@ impl Money {
     }
 
     /// Reads an amount from JSON: a string or a number holding a plain decimal, with the rules
-    /// of [`Money::parse_decimal`]. A number is read from its exact text (`serde_json`'s
-    /// `arbitrary_precision`), so `999.99` is 99 999 cents, never `999.98999…`. A number in
-    /// exponent form is refused ([`MoneyError::Exponent`]).
+    /// of [`Money::parse_decimal`]. A number is read from its exact text, so `999.99` is
+    /// 99 999 cents, never `999.98999…`. A number in exponent form is refused
+    /// ([`MoneyError::Exponent`]).
     ///
     /// # Errors
     /// A [`MoneyError`]; [`MoneyError::WrongType`] for `null`, booleans, arrays and objects.
-    pub fn from_json(value: &serde_json::Value) -> Result<Money, MoneyError> {
-        use serde_json::Value;
-        match value {
-            Value::String(s) => Money::parse_decimal(s),
-            Value::Number(n) => Money::parse_decimal(n.as_str()),
-            Value::Null => Err(MoneyError::WrongType { found: "null" }),
-            Value::Bool(_) => Err(MoneyError::WrongType { found: "a boolean" }),
-            Value::Array(_) => Err(MoneyError::WrongType { found: "an array" }),
-            Value::Object(_) => Err(MoneyError::WrongType { found: "an object" }),
+    pub fn from_json(value: &RawValue) -> Result<Money, MoneyError> {
+        match Kind::of(value) {
+            Kind::String => Money::parse_decimal(&json::string(value).unwrap_or_default()),
+            Kind::Number => Money::parse_decimal(json::number(value).unwrap_or_default()),
+            other => Err(MoneyError::WrongType {
+                found: other.name(),
+            }),
         }
     }
 }
@@ -214,12 +215,8 @@ impl fmt::Display for Money {
 /// A JSON number with exactly two decimals (`999.99`, `12.00`), written from its exact text.
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // Under `arbitrary_precision` a parsed `Number` keeps its text, and serde_json's
-        // serializers write it out verbatim as a number.
-        let number: serde_json::Number = self
-            .to_string()
-            .parse()
-            .map_err(serde::ser::Error::custom)?;
+        // serde_json's serializers write a raw value out verbatim, here as a number.
+        let number = RawValue::from_string(self.to_string()).map_err(serde::ser::Error::custom)?;
         number.serialize(serializer)
     }
 }
@@ -227,7 +224,7 @@ impl Serialize for Money {
 /// A JSON number or string, under [`Money::from_json`]'s rules.
 impl<'de> Deserialize<'de> for Money {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Money, D::Error> {
-        let value = serde_json::Value::deserialize(deserializer)?;
+        let value = Box::<RawValue>::deserialize(deserializer)?;
         Money::from_json(&value).map_err(serde::de::Error::custom)
     }
 }
@@ -235,7 +232,6 @@ impl<'de> Deserialize<'de> for Money {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn parse(s: &str) -> Result<i64, MoneyError> {
         Money::parse_decimal(s).map(|m| m.minor())
@@ -375,44 +371,45 @@ mod tests {
         }
     }
 
+    fn raw(text: &str) -> Box<RawValue> {
+        serde_json::from_str(text).unwrap()
+    }
+
     #[test]
     fn from_json_takes_strings_and_exact_numbers() {
         assert_eq!(
-            Money::from_json(&json!("999.99")),
+            Money::from_json(&raw(r#""999.99""#)),
             Ok(Money::from_minor(99_999))
         );
-        // Parsed from text, so the number keeps its exact decimal digits.
-        let value: serde_json::Value = serde_json::from_str("999.99").unwrap();
-        assert_eq!(Money::from_json(&value), Ok(Money::from_minor(99_999)));
-        let value: serde_json::Value = serde_json::from_str("0.10").unwrap();
-        assert_eq!(Money::from_json(&value), Ok(Money::from_minor(10)));
-        let value: serde_json::Value = serde_json::from_str("-3").unwrap();
-        assert_eq!(Money::from_json(&value), Ok(Money::from_minor(-300)));
-        assert_eq!(Money::from_json(&json!(12)), Ok(Money::from_minor(1200)));
+        // Read from its text, so the number keeps its exact decimal digits.
+        assert_eq!(
+            Money::from_json(&raw("999.99")),
+            Ok(Money::from_minor(99_999))
+        );
+        assert_eq!(Money::from_json(&raw("0.10")), Ok(Money::from_minor(10)));
+        assert_eq!(Money::from_json(&raw("-3")), Ok(Money::from_minor(-300)));
+        assert_eq!(Money::from_json(&raw("12")), Ok(Money::from_minor(1200)));
 
-        let value: serde_json::Value = serde_json::from_str("1.005").unwrap();
-        let err = Money::from_json(&value).unwrap_err();
+        let err = Money::from_json(&raw("1.005")).unwrap_err();
         assert!(err.to_string().contains("more than 2 decimals"), "{err}");
-        let value: serde_json::Value = serde_json::from_str("1e3").unwrap();
         assert!(matches!(
-            Money::from_json(&value),
+            Money::from_json(&raw("1e3")),
             Err(MoneyError::Exponent { .. })
         ));
-        let value: serde_json::Value = serde_json::from_str("12345678901234567890").unwrap();
         assert!(matches!(
-            Money::from_json(&value),
+            Money::from_json(&raw("12345678901234567890")),
             Err(MoneyError::TooLarge { .. })
         ));
         assert!(matches!(
-            Money::from_json(&json!(" 1.00")),
+            Money::from_json(&raw(r#"" 1.00""#)),
             Err(MoneyError::Malformed { .. })
         ));
     }
 
     #[test]
     fn from_json_refuses_other_types() {
-        for value in [json!(null), json!(true), json!([1]), json!({"amount": 1})] {
-            let err = Money::from_json(&value).unwrap_err();
+        for value in ["null", "true", "[1]", r#"{"amount": 1}"#] {
+            let err = Money::from_json(&raw(value)).unwrap_err();
             assert!(matches!(err, MoneyError::WrongType { .. }), "{value}");
             assert!(
                 err.to_string()
@@ -436,13 +433,17 @@ mod tests {
             serde_json::to_string(&Money::from_minor(-5)).unwrap(),
             "-0.05"
         );
+        #[derive(Serialize)]
+        struct Line {
+            total: Money,
+        }
         assert_eq!(
-            serde_json::to_string(&json!({ "total": Money::from_minor(1200) })).unwrap(),
+            serde_json::to_string(&Line {
+                total: Money::from_minor(1200)
+            })
+            .unwrap(),
             r#"{"total":12.00}"#
         );
-        let value = serde_json::to_value(Money::from_minor(1200)).unwrap();
-        assert!(value.is_number(), "{value:?}");
-        assert_eq!(value.to_string(), "12.00");
     }
 
     #[test]

@@ -10,15 +10,16 @@
 //! characters (newlines and tabs included) are refused everywhere: none of these fields is
 //! multi-line, and they only ever serve to break logs and dashboards.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::RangeInclusive;
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
 use super::event::{DeliveryStatus, OrderDetails, TopicRole, parse_time};
 use super::gateway;
+use super::json::{self, Kind};
 use super::money::Money;
 
 /// One problem with one field of a request body.
@@ -119,18 +120,18 @@ struct Reported;
 
 /// The body's fields and the errors found so far.
 struct Fields<'a> {
-    object: &'a Map<String, Value>,
+    object: BTreeMap<String, &'a RawValue>,
     errors: Vec<FieldError>,
     unknown: Vec<FieldError>,
 }
 
 impl<'a> Fields<'a> {
     /// Refuses a body that is not an object; notes its unknown fields (reported last).
-    fn new(body: &'a Value, allowed: &[&str]) -> Result<Fields<'a>, Invalid> {
-        let Value::Object(object) = body else {
+    fn new(body: &'a RawValue, allowed: &[&str]) -> Result<Fields<'a>, Invalid> {
+        let Some(object) = json::object(body) else {
             return Err(Invalid::one("", "the body must be a JSON object"));
         };
-        // Sorted, so the order does not depend on serde_json's `preserve_order` feature.
+        // Sorted by name.
         let mut unknown: Vec<FieldError> = object
             .keys()
             .filter(|k| !allowed.contains(&k.as_str()))
@@ -157,8 +158,11 @@ impl<'a> Fields<'a> {
     }
 
     /// The field's value; `null` is the same as absent.
-    fn get(&self, field: &str) -> Option<&'a Value> {
-        self.object.get(field).filter(|v| !v.is_null())
+    fn get(&self, field: &str) -> Option<&'a RawValue> {
+        self.object
+            .get(field)
+            .copied()
+            .filter(|v| Kind::of(v) != Kind::Null)
     }
 
     fn required<T>(
@@ -178,7 +182,7 @@ impl<'a> Fields<'a> {
         let Some(value) = self.get(field) else {
             return Ok(None);
         };
-        let Value::String(s) = value else {
+        let Some(s) = json::string(value) else {
             return Err(self.fail(field, "must be a string"));
         };
         let s = s.trim();
@@ -222,10 +226,9 @@ impl<'a> Fields<'a> {
         let Some(value) = self.get(field) else {
             return Ok(None);
         };
-        let Value::Number(n) = value else {
+        let Some(text) = json::number(value) else {
             return Err(self.fail(field, "must be a whole number"));
         };
-        let text = n.as_str();
         let digits = text.strip_prefix('-').unwrap_or(text);
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(self.fail(field, "must be a whole number"));
@@ -239,9 +242,9 @@ impl<'a> Fields<'a> {
 
     /// `true` or `false`.
     fn boolean(&mut self, field: &str) -> Result<Option<bool>, Reported> {
-        match self.get(field) {
+        match self.get(field).map(Kind::of) {
             None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Kind::Bool(b)) => Ok(Some(b)),
             Some(_) => Err(self.fail(field, "must be true or false")),
         }
     }
@@ -251,7 +254,10 @@ impl<'a> Fields<'a> {
         let Some(value) = self.get(field) else {
             return Ok(None);
         };
-        match value.as_f64().filter(|x| range.contains(x)) {
+        match json::number(value)
+            .and_then(|n| n.parse::<f64>().ok())
+            .filter(|x| range.contains(x))
+        {
             Some(x) => Ok(Some(x)),
             None => Err(self.fail(
                 field,
@@ -314,7 +320,7 @@ fn normalise_email(email: &str) -> Option<String> {
 ///
 /// # Errors
 /// [`Invalid`] with every problem found, in that field order.
-pub fn new_order(body: &Value) -> Result<OrderDetails, Invalid> {
+pub fn new_order(body: &RawValue) -> Result<OrderDetails, Invalid> {
     let mut f = Fields::new(body, &ORDER_FIELDS)?;
 
     let customer_name = f.required_text("customer_name", NAME_MAX);
@@ -405,7 +411,7 @@ pub struct PaymentRequest {
 ///
 /// # Errors
 /// [`Invalid`] with every problem found, in that field order.
-pub fn payment_request(body: &Value, allow_order_id: bool) -> Result<PaymentRequest, Invalid> {
+pub fn payment_request(body: &RawValue, allow_order_id: bool) -> Result<PaymentRequest, Invalid> {
     let mut f = Fields::new(body, &allowed(allow_order_id, &["method", "amount"]))?;
     let order_id = order_id(&mut f, allow_order_id);
     let method = f.required_text("method", NO_MAX).and_then(|m| {
@@ -443,11 +449,11 @@ pub struct DeliveryRequest {
 /// (optional, any name up to 60 characters: shops use carriers we have never heard of).
 ///
 /// Every field may be absent when `allow_order_id` is false, so a request without a body is
-/// valid: callers pass an empty object (`Value::Object(Map::new())`) for it.
+/// valid: callers pass an empty object (`{}`) for it.
 ///
 /// # Errors
 /// [`Invalid`] with every problem found, in that field order.
-pub fn delivery_request(body: &Value, allow_order_id: bool) -> Result<DeliveryRequest, Invalid> {
+pub fn delivery_request(body: &RawValue, allow_order_id: bool) -> Result<DeliveryRequest, Invalid> {
     let mut f = Fields::new(body, &allowed(allow_order_id, &["carrier"]))?;
     let order_id = order_id(&mut f, allow_order_id);
     let carrier = f.text("carrier", CARRIER_MAX);
@@ -464,7 +470,7 @@ pub fn delivery_request(body: &Value, allow_order_id: bool) -> Result<DeliveryRe
 ///
 /// # Errors
 /// [`Invalid`] with every problem found.
-pub fn delivery_update(body: &Value) -> Result<DeliveryStatus, Invalid> {
+pub fn delivery_update(body: &RawValue) -> Result<DeliveryStatus, Invalid> {
     let mut f = Fields::new(body, &["status"])?;
     let status = f.required_text("status", NO_MAX).and_then(|s| {
         DeliveryStatus::parse(&s).ok_or_else(|| {
@@ -480,15 +486,29 @@ pub fn delivery_update(body: &Value) -> Result<DeliveryStatus, Invalid> {
 ///
 /// # Errors
 /// [`Invalid`] with every problem found.
-pub fn cancel_request(body: &Value) -> Result<Option<String>, Invalid> {
+pub fn cancel_request(body: &RawValue) -> Result<Option<String>, Invalid> {
     let mut f = Fields::new(body, &["reason"])?;
-    let blank = matches!(f.get("reason"), Some(Value::String(s)) if s.trim().is_empty());
+    let blank = f
+        .get("reason")
+        .and_then(json::string)
+        .is_some_and(|s| s.trim().is_empty());
     let reason = if blank {
         Ok(None)
     } else {
         f.text("reason", REASON_MAX)
     };
     f.finish(reason)
+}
+
+/// A route that takes no body: nothing, or an empty object; `why` says what to do instead.
+///
+/// # Errors
+/// [`Invalid`] naming the body.
+pub fn no_body(body: &RawValue, why: &str) -> Result<(), Invalid> {
+    match json::object(body) {
+        Some(members) if members.is_empty() => Ok(()),
+        _ => Err(Invalid::one("", why)),
+    }
 }
 
 /// Changes to the traffic simulator (`POST /api/simulator`); each is optional.
@@ -502,7 +522,7 @@ pub struct SimulatorSettings {
 
 /// `running` (true or false), `rate` (within `rate`), `payment_failure_rate` (0 to 1).
 pub fn simulator_settings(
-    body: &Value,
+    body: &RawValue,
     rate: RangeInclusive<f64>,
 ) -> Result<SimulatorSettings, Invalid> {
     let mut f = Fields::new(body, &["running", "rate", "payment_failure_rate"])?;
@@ -622,7 +642,51 @@ impl BrowseQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Map, Value, json};
+
+    /// A body as the server reads it: a `Value` built by `json!`, or the raw text of `parse`.
+    trait Body {
+        fn raw(&self) -> Box<RawValue>;
+    }
+
+    impl Body for Value {
+        fn raw(&self) -> Box<RawValue> {
+            serde_json::value::to_raw_value(self).unwrap()
+        }
+    }
+
+    impl Body for Box<RawValue> {
+        fn raw(&self) -> Box<RawValue> {
+            self.clone()
+        }
+    }
+
+    fn new_order(body: &impl Body) -> Result<OrderDetails, Invalid> {
+        super::new_order(&body.raw())
+    }
+
+    fn payment_request(body: &impl Body, allow: bool) -> Result<PaymentRequest, Invalid> {
+        super::payment_request(&body.raw(), allow)
+    }
+
+    fn delivery_request(body: &impl Body, allow: bool) -> Result<DeliveryRequest, Invalid> {
+        super::delivery_request(&body.raw(), allow)
+    }
+
+    fn delivery_update(body: &impl Body) -> Result<DeliveryStatus, Invalid> {
+        super::delivery_update(&body.raw())
+    }
+
+    fn cancel_request(body: &impl Body) -> Result<Option<String>, Invalid> {
+        super::cancel_request(&body.raw())
+    }
+
+    fn simulator_settings(
+        body: &impl Body,
+        rate: RangeInclusive<f64>,
+    ) -> Result<SimulatorSettings, Invalid> {
+        super::simulator_settings(&body.raw(), rate)
+    }
 
     fn good_order() -> Value {
         json!({
@@ -647,8 +711,20 @@ mod tests {
         body
     }
 
-    /// Parsed from text, so numbers keep their exact digits as a client's would.
-    fn parse(text: &str) -> Value {
+    /// `good_order()` with `field` set to the JSON `text`, kept as written.
+    fn order_with_raw(field: &str, text: &str) -> Box<RawValue> {
+        let mut members: BTreeMap<String, Box<RawValue>> = good_order()
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.raw()))
+            .collect();
+        members.insert(field.into(), parse(text));
+        serde_json::value::to_raw_value(&members).unwrap()
+    }
+
+    /// Read from text, so numbers keep their exact digits as a client's would.
+    fn parse(text: &str) -> Box<RawValue> {
         serde_json::from_str(text).unwrap()
     }
 
@@ -849,11 +925,11 @@ mod tests {
             ("\"3\"", "must be a whole number"),
             ("true", "must be a whole number"),
         ] {
-            let body = order_with("quantity", Some(parse(text)));
+            let body = order_with_raw("quantity", text);
             assert_eq!(only_error(new_order(&body), "quantity"), message, "{text}");
         }
         for (text, q) in [("1", 1), ("1000", 1000), ("7", 7)] {
-            let body = order_with("quantity", Some(parse(text)));
+            let body = order_with_raw("quantity", text);
             assert_eq!(new_order(&body).unwrap().quantity, q);
         }
     }
@@ -871,7 +947,7 @@ mod tests {
             ("\"abc\"", "not a plain decimal"),
             ("1e3", "exponent"),
         ] {
-            let body = order_with("amount", Some(parse(text)));
+            let body = order_with_raw("amount", text);
             let message = only_error(new_order(&body), "amount");
             assert!(message.contains(needle), "{text}: {message}");
         }
@@ -881,11 +957,11 @@ mod tests {
             ("1000000.00", 100_000_000),
             ("0.01", 1),
         ] {
-            let body = order_with("amount", Some(parse(text)));
+            let body = order_with_raw("amount", text);
             let order = new_order(&body).unwrap();
             assert_eq!(order.amount, Money::from_minor(cents));
         }
-        let body = order_with("amount", Some(parse("12.5")));
+        let body = order_with_raw("amount", "12.5");
         assert_eq!(new_order(&body).unwrap().amount.to_string(), "12.50");
     }
 

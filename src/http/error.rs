@@ -4,7 +4,10 @@
 use hyper::StatusCode;
 
 use super::{Response, json_response};
+use crate::domain::event::Position;
+use crate::domain::validation::FieldError;
 use crate::kafka::KafkaError;
+use crate::messages::api::{ErrorBody, ErrorDetail};
 use crate::shop::ShopError;
 
 /// An error answer: status, a stable machine code, and a message a person can act on.
@@ -13,10 +16,12 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    /// Extra members of the error object (`fields` of a validation error, say).
-    pub details: Option<serde_json::Map<String, serde_json::Value>>,
-    /// The `Allow` header of a 405: the methods the path answers.
-    pub allow: Option<String>,
+    /// The field errors of a validation error.
+    pub fields: Option<Vec<FieldError>>,
+    /// A 405's methods: the `Allow` header, and `allow` in the body.
+    pub allow: Option<Vec<String>>,
+    /// Where a written event landed.
+    pub kafka: Option<Position>,
 }
 
 impl ApiError {
@@ -25,17 +30,10 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            details: None,
+            fields: None,
             allow: None,
+            kafka: None,
         }
-    }
-
-    /// Adds a member to the error object.
-    pub fn with(mut self, name: &str, value: serde_json::Value) -> Self {
-        self.details
-            .get_or_insert_with(serde_json::Map::new)
-            .insert(name.to_string(), value);
-        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -55,21 +53,38 @@ impl ApiError {
                 "{method} is not allowed on {path}; it answers {}",
                 allowed.join(", ")
             ),
-        )
-        .with("allow", serde_json::json!(allowed));
-        error.allow = Some(allowed.join(", "));
+        );
+        error.allow = Some(allowed.iter().map(|m| m.to_string()).collect());
         error
+    }
+
+    /// The error object of the answer.
+    pub fn detail(&self) -> ErrorDetail<'_> {
+        ErrorDetail {
+            code: self.code,
+            message: &self.message,
+            field: self
+                .fields
+                .as_ref()
+                .and_then(|f| f.first())
+                .map(|f| f.field.as_str()),
+            fields: self.fields.as_deref(),
+            allow: self.allow.as_deref(),
+            kafka: self.kafka,
+        }
     }
 
     /// The JSON answer for this error.
     pub fn into_response(self) -> Response {
-        let mut error = self.details.unwrap_or_default();
-        error.insert("code".into(), self.code.into());
-        error.insert("message".into(), self.message.into());
-        let mut response = json_response(self.status, &serde_json::json!({ "error": error }));
+        let mut response = json_response(
+            self.status,
+            &ErrorBody {
+                error: self.detail(),
+            },
+        );
         if let Some(allow) = self
             .allow
-            .and_then(|a| hyper::header::HeaderValue::from_str(&a).ok())
+            .and_then(|a| hyper::header::HeaderValue::from_str(&a.join(", ")).ok())
         {
             response.headers_mut().insert(hyper::header::ALLOW, allow);
         }
@@ -105,21 +120,13 @@ impl From<ShopError> for ApiError {
         let message = error.to_string();
         match error {
             ShopError::Invalid(invalid) => {
-                let first = invalid
-                    .0
-                    .first()
-                    .map(|f| f.field.clone())
-                    .unwrap_or_default();
-                Self::new(
+                let mut error = Self::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "validation_failed",
                     message,
-                )
-                .with("field", first.into())
-                .with(
-                    "fields",
-                    serde_json::to_value(&invalid.0).unwrap_or_default(),
-                )
+                );
+                error.fields = Some(invalid.0);
+                error
             }
             ShopError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
             ShopError::Conflict(_) => {
@@ -136,8 +143,9 @@ impl From<ShopError> for ApiError {
             }
             ShopError::Store(store) => store.into(),
             ShopError::NotVisible { position, .. } => {
-                Self::new(StatusCode::GATEWAY_TIMEOUT, "not_visible_yet", message)
-                    .with("kafka", serde_json::to_value(position).unwrap_or_default())
+                let mut error = Self::new(StatusCode::GATEWAY_TIMEOUT, "not_visible_yet", message);
+                error.kafka = Some(position);
+                error
             }
         }
     }

@@ -108,7 +108,8 @@ pub fn json_text_response(status: StatusCode, json: &'static str) -> Response {
     json_bytes_response(status, Bytes::from_static(json.as_bytes()))
 }
 
-fn json_bytes_response(status: StatusCode, body: Bytes) -> Response {
+/// A JSON answer from its bytes.
+pub fn json_bytes_response(status: StatusCode, body: Bytes) -> Response {
     let mut response = hyper::Response::new(Full::new(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();

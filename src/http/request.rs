@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::StatusCode;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::{ApiError, Request};
 use crate::model::query::{Cursor, DEFAULT_LIMIT, ListQuery, MAX_LIMIT};
@@ -30,10 +30,10 @@ pub fn query_params(request: &Request) -> HashMap<String, String> {
     parse_query(request.uri())
 }
 
-/// Reads the body as one JSON value: `{}` when empty, 413 past [`MAX_BODY_BYTES`], 400 when it
-/// is not JSON. The declared content type is not enforced (curl's `-d` says form-urlencoded):
+/// Reads the body as one JSON value, kept as its text (numbers exactly as sent): `{}` when
+/// empty, 413 past [`MAX_BODY_BYTES`], 400 when it is not JSON. The declared content type is not enforced (curl's `-d` says form-urlencoded):
 /// the body itself must be JSON.
-pub async fn json_body(request: Request) -> Result<(Value, RequestParts), ApiError> {
+pub async fn json_body(request: Request) -> Result<(Box<RawValue>, RequestParts), ApiError> {
     let (parts, body) = request.into_parts();
     let bytes: Bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -52,7 +52,7 @@ pub async fn json_body(request: Request) -> Result<(Value, RequestParts), ApiErr
         }
     };
     let value = if bytes.iter().all(u8::is_ascii_whitespace) {
-        Value::Object(Default::default())
+        RawValue::from_string("{}".to_owned()).expect("{} is JSON")
     } else {
         serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
@@ -68,7 +68,7 @@ pub struct RequestParts {
 
 impl RequestParts {
     /// `Idempotency-Key` (with the request's fingerprint) and `?wait=true`.
-    pub fn write_options(&self, body: &Value) -> Result<WriteOptions, ApiError> {
+    pub fn write_options(&self, body: &RawValue) -> Result<WriteOptions, ApiError> {
         let idempotency = match self.parts.headers.get("idempotency-key") {
             None => None,
             Some(value) => {

@@ -7,10 +7,15 @@ use std::sync::Arc;
 use chrono::Utc;
 use hyper::header::HeaderValue;
 use hyper::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::value::RawValue;
+
+use crate::messages::api::{
+    BrowsedRecord, BrowsedRecords, DeliveryAnswer, ErrorDetail, Health, KafkaOverview, KafkaTopics,
+    OrderAnswer, PartitionRow, Readiness,
+};
 
 use super::request::{json_body, list_query, query_params};
-use super::{ApiError, Request, Response, json_response, json_text_response};
+use super::{ApiError, Request, Response, json_bytes_response, json_response, json_text_response};
 use crate::AppState;
 use crate::domain::event::{DeliveryStatus, format_time};
 use crate::domain::lifecycle::OrderStatus;
@@ -188,47 +193,53 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
 fn healthz(state: &AppState) -> Response {
     json_response(
         StatusCode::OK,
-        &json!({
-            "status": "ok",
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_seconds": state.started_at.elapsed().as_secs(),
-        }),
+        &Health {
+            status: "ok",
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: state.started_at.elapsed().as_secs(),
+        },
     )
 }
 
 /// 200 only while the broker answers and the topics exist; 503 with the reason otherwise.
 fn readyz(state: &AppState) -> Response {
-    if let Some(fault) = state.store.fault() {
-        return json_response(
+    let unavailable = |code, message: &str| {
+        json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            &json!({
-                "status": "unavailable",
-                "error": {
-                    "code": "store_unavailable",
-                    "message": format!("the read model's store cannot be written ({fault}); consumption resumes by itself once it can"),
-                },
-            }),
+            &Readiness {
+                status: "unavailable",
+                caught_up: None,
+                kafka: None,
+                error: Some(ErrorDetail {
+                    code,
+                    message,
+                    ..ErrorDetail::default()
+                }),
+            },
+        )
+    };
+    if let Some(fault) = state.store.fault() {
+        return unavailable(
+            "store_unavailable",
+            &format!(
+                "the read model's store cannot be written ({fault}); consumption resumes by itself once it can"
+            ),
         );
     }
     match state.kafka.ready_session() {
         Ok(session) => json_response(
             StatusCode::OK,
-            &json!({
-                "status": "ready",
-                "caught_up": state.catch_up.get().is_some_and(|c| c.done()),
-                "kafka": {
-                    "brokers": state.config.kafka_brokers,
-                    "topics": session.topics.topics,
-                },
-            }),
+            &Readiness {
+                status: "ready",
+                caught_up: Some(state.catch_up.get().is_some_and(|c| c.done())),
+                kafka: Some(KafkaTopics {
+                    brokers: &state.config.kafka_brokers,
+                    topics: &session.topics.topics,
+                }),
+                error: None,
+            },
         ),
-        Err(error) => json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({
-                "status": "unavailable",
-                "error": { "code": "kafka_unavailable", "message": error.to_string() },
-            }),
-        ),
+        Err(error) => unavailable("kafka_unavailable", &error.to_string()),
     }
 }
 
@@ -252,13 +263,7 @@ async fn place_order(state: &AppState, request: Request) -> Answer {
 
 async fn place_demo_order(state: &AppState, request: Request) -> Answer {
     let (body, parts) = json_body(request).await?;
-    if body.as_object().is_some_and(|o| !o.is_empty()) {
-        return Err(validation::Invalid::one(
-            "",
-            "this route generates the order itself: send no body",
-        )
-        .into());
-    }
+    validation::no_body(&body, "this route generates the order itself: send no body")?;
     let options = parts.write_options(&body)?;
     Ok(written(state.shop.place_demo_order(options).await?))
 }
@@ -322,15 +327,22 @@ async fn list(state: &AppState, request: &Request, kind: Kind) -> Answer {
             &names(DeliveryStatus::ALL.iter().map(|s| s.as_str())),
         )?,
     };
+    // Serialised on the blocking thread that read the page.
     let page = state
         .store
-        .query(move |view| match kind {
-            Kind::Orders => view.list_orders(&query),
-            Kind::Payments => view.list_payments(&query),
-            Kind::Deliveries => view.list_deliveries(&query),
+        .query(move |view| {
+            Ok(match kind {
+                Kind::Orders => to_json(&view.list_orders(&query)?),
+                Kind::Payments => to_json(&view.list_payments(&query)?),
+                Kind::Deliveries => to_json(&view.list_deliveries(&query)?),
+            })
         })
         .await?;
-    Ok(json_response(StatusCode::OK, &page))
+    Ok(json_bytes_response(StatusCode::OK, page.into()))
+}
+
+fn to_json(value: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).expect("answers always serialise")
 }
 
 fn names<'a>(all: impl Iterator<Item = &'a str>) -> String {
@@ -343,7 +355,7 @@ async fn order_detail(state: &AppState, order_id: &str) -> Answer {
         .store
         .query(move |view| view.order_detail(&id))
         .await?
-        .map(|order| json_response(StatusCode::OK, &json!({ "order": order })))
+        .map(|order| json_response(StatusCode::OK, &OrderAnswer { order }))
         .ok_or_else(|| ApiError::not_found(format!("order {order_id} not found")))
 }
 
@@ -357,7 +369,7 @@ async fn delivery_detail(state: &AppState, delivery_id: &str) -> Answer {
                 .map(|d| crate::model::query::delivery_view(&d)))
         })
         .await?
-        .map(|delivery| json_response(StatusCode::OK, &json!({ "delivery": delivery })))
+        .map(|delivery| json_response(StatusCode::OK, &DeliveryAnswer { delivery }))
         .ok_or_else(|| ApiError::not_found(format!("delivery {delivery_id} not found")))
 }
 
@@ -392,7 +404,7 @@ async fn kafka_overview(state: &AppState) -> Answer {
     }
     let now = Utc::now();
     let committed = state.store.committed();
-    let partitions: Vec<Value> = {
+    let partitions: Vec<PartitionRow<'_>> = {
         broker
             .iter()
             .map(|b| {
@@ -403,30 +415,30 @@ async fn kafka_overview(state: &AppState) -> Answer {
                     Some(last) if lag > 0 => (now - last).num_milliseconds().max(0) as f64 / 1000.0,
                     _ => 0.0,
                 };
-                json!({
-                    "topic": b.topic,
-                    "topic_name": session.topics.get(b.topic).name,
-                    "partition": b.partition,
-                    "earliest_offset": b.earliest,
-                    "latest_offset": b.latest,
-                    "next_offset": next,
-                    "lag": lag,
-                    "lag_seconds": lag_seconds,
-                    "skipped": progress.map_or(0, |p| p.skipped),
-                    "offset_resets": progress.map_or(0, |p| p.resets),
-                    "last_record_time": progress.and_then(|p| p.last_record_time).map(format_time),
-                })
+                PartitionRow {
+                    topic: b.topic,
+                    topic_name: &session.topics.get(b.topic).name,
+                    partition: b.partition,
+                    earliest_offset: b.earliest,
+                    latest_offset: b.latest,
+                    next_offset: next,
+                    lag,
+                    lag_seconds,
+                    skipped: progress.map_or(0, |p| p.skipped),
+                    offset_resets: progress.map_or(0, |p| p.resets),
+                    last_record_time: progress.and_then(|p| p.last_record_time).map(format_time),
+                }
             })
             .collect()
     };
     Ok(json_response(
         StatusCode::OK,
-        &json!({
-            "brokers": state.config.kafka_brokers,
-            "caught_up": state.catch_up.get().is_some_and(|c| c.done()),
-            "live_clients": state.store.live_clients(),
-            "partitions": partitions,
-        }),
+        &KafkaOverview {
+            brokers: &state.config.kafka_brokers,
+            caught_up: state.catch_up.get().is_some_and(|c| c.done()),
+            live_clients: state.store.live_clients(),
+            partitions,
+        },
     ))
 }
 
@@ -451,7 +463,7 @@ async fn browse_events(state: &AppState, request: &Request) -> Answer {
     )
     .await?;
     let topic_name = &session.topics.get(topic).name;
-    let records: Vec<Value> = records
+    let records: Vec<BrowsedRecord> = records
         .into_iter()
         .map(|r| {
             let position = Position {
@@ -461,32 +473,37 @@ async fn browse_events(state: &AppState, request: &Request) -> Answer {
             };
             let value = r.record.value.as_deref().unwrap_or_default();
             let decoded = crate::kafka::records::decode(position, topic_name, &r.record).decoded;
-            let data = serde_json::from_slice::<Value>(value).unwrap_or(Value::Null);
-            let headers: serde_json::Map<String, Value> = r
-                .record
-                .headers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        Value::String(String::from_utf8_lossy(v).into_owned()),
-                    )
-                })
-                .collect();
-            json!({
-                "offset": r.offset,
-                "timestamp": format_time(r.record.timestamp),
-                "key": r.record.key.as_deref().map(String::from_utf8_lossy),
-                "headers": headers,
-                "event_type": decoded.as_ref().ok().map(|(e, _)| e.event_type.as_str()),
-                "data": data,
-                "error": decoded.err().map(|e| e.0),
-            })
+            let data = std::str::from_utf8(value)
+                .ok()
+                .and_then(|text| RawValue::from_string(text.trim().to_owned()).ok());
+            BrowsedRecord {
+                offset: r.offset,
+                timestamp: format_time(r.record.timestamp),
+                key: r
+                    .record
+                    .key
+                    .as_deref()
+                    .map(|k| String::from_utf8_lossy(k).into_owned()),
+                headers: r
+                    .record
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                    .collect(),
+                event_type: decoded.as_ref().ok().map(|(e, _)| e.event_type.as_str()),
+                data,
+                error: decoded.err().map(|e| e.0),
+            }
         })
         .collect();
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "topic": topic, "partition": partition, "records": records, "next_offset": next_offset }),
+        &BrowsedRecords {
+            topic,
+            partition,
+            records,
+            next_offset,
+        },
     ))
 }
 

@@ -10,7 +10,7 @@ use crate::model::store::FetchedRecord;
 pub fn decode(position: Position, topic_name: &str, record: &Record) -> FetchedRecord {
     let decoded = match &record.value {
         Some(value) => {
-            Event::decode(value, position, topic_name, record.timestamp).map(|(event, _)| {
+            Event::decode(value, position, topic_name, record.timestamp).map(|event| {
                 // It parsed as JSON, so it is UTF-8.
                 (event, String::from_utf8_lossy(value).into_owned())
             })

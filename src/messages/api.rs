@@ -6,9 +6,15 @@ use std::sync::OnceLock;
 use serde::Serialize;
 
 use crate::domain::demo::CARRIERS;
-use crate::domain::event::{DeliveryStatus, PaymentStatus, TopicRole};
+use serde_json::value::RawValue;
+
+use crate::domain::event::{
+    DeliveryStatus, EventType, PaymentStatus, Position, TopicInfo, TopicRole,
+};
 use crate::domain::gateway::METHODS;
 use crate::domain::lifecycle::{Action, OrderStatus, actions, next_delivery_status};
+use crate::domain::money::Money;
+use crate::domain::validation::FieldError;
 use crate::domain::validation::{CURRENCIES, DEFAULT_CURRENCY};
 
 /// `GET /api/rules`: the shop's vocabulary and lifecycle, from the rules the server itself
@@ -58,6 +64,312 @@ impl Rules {
         static JSON: OnceLock<String> = OnceLock::new();
         JSON.get_or_init(|| serde_json::to_string(&Rules::build()).expect("rules serialise"))
     }
+}
+
+/// The answer to a write: the record value under the kind of thing written, and where the
+/// event landed.
+#[derive(Debug, Serialize)]
+pub struct WriteAck<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<&'a RawValue>,
+    pub kafka: Position,
+}
+
+impl<'a> WriteAck<'a> {
+    pub fn new(event_type: EventType, data: &'a RawValue, kafka: Position) -> Self {
+        let mut ack = WriteAck {
+            order: None,
+            payment: None,
+            delivery: None,
+            kafka,
+        };
+        match event_type {
+            EventType::OrderCreated | EventType::OrderCancelled => ack.order = Some(data),
+            EventType::PaymentProcessed => ack.payment = Some(data),
+            EventType::DeliveryCreated | EventType::DeliveryUpdated => ack.delivery = Some(data),
+        }
+        ack
+    }
+}
+
+/// `{"error": {...}}`: every error answer.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+/// A stable machine `code`, a `message` a person can act on, and what else helps.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ErrorDetail<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
+    /// The first field a validation error names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'a str>,
+    /// Every field error of a validation error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<&'a [FieldError]>,
+    /// The methods a path answers (a 405).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow: Option<&'a [String]>,
+    /// Where a written event landed (a write that was not visible in time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<Position>,
+}
+
+/// A page of a list: newest first; `next_cursor` goes on where it stopped.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    pub fn last(items: Vec<T>) -> Self {
+        Page {
+            items,
+            next_cursor: None,
+        }
+    }
+}
+
+/// An order without its timeline (a list row); the order's fields are absent while only
+/// events of other topics were read for it.
+#[derive(Debug, Serialize)]
+pub struct OrderSummary {
+    pub order_id: String,
+    pub status: Option<OrderStatus>,
+    pub created_at: Option<String>,
+    pub updated_at: String,
+    pub anomalies: usize,
+    /// The number of the last event applied to the order (see the live frames' `seq`).
+    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Money>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PaymentView {
+    pub payment_id: String,
+    pub order_id: String,
+    pub amount: Money,
+    pub currency: String,
+    pub method: String,
+    pub status: &'static str,
+    pub failure_reason: Option<String>,
+    pub timestamp: String,
+    pub kafka: Position,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeliveryView {
+    pub delivery_id: String,
+    pub order_id: String,
+    pub address: String,
+    pub status: &'static str,
+    pub carrier: Option<String>,
+    pub estimated_date: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub kafka: Position,
+}
+
+/// One event of an order's timeline, with its record value as it was written.
+#[derive(Debug, Serialize)]
+pub struct TimelineItem {
+    pub event_id: String,
+    pub event_type: EventType,
+    pub topic: TopicRole,
+    pub partition: i32,
+    pub offset: i64,
+    pub time: String,
+    /// The order's status after this event, along the history in timeline order (an anomaly
+    /// leaves it as it was).
+    pub order_status: Option<OrderStatus>,
+    pub data: Option<Box<RawValue>>,
+    /// Why the event breaks the lifecycle, if it does.
+    pub anomaly: Option<String>,
+}
+
+/// An order, its timeline across the three topics, its payments and deliveries.
+#[derive(Debug, Serialize)]
+pub struct OrderDetail {
+    #[serde(flatten)]
+    pub summary: OrderSummary,
+    pub timeline: Vec<TimelineItem>,
+    pub payments: Vec<PaymentView>,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+/// `GET /api/orders/{id}`.
+#[derive(Debug, Serialize)]
+pub struct OrderAnswer {
+    pub order: OrderDetail,
+}
+
+/// `GET /api/deliveries/{id}`.
+#[derive(Debug, Serialize)]
+pub struct DeliveryAnswer {
+    pub delivery: DeliveryView,
+}
+
+/// `GET /api/stats`.
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    pub orders: OrderCounts,
+    pub revenue: Vec<Revenue>,
+    pub payments: PaymentCounts,
+    pub deliveries: DeliveryCounts,
+    pub anomalies: u64,
+    pub orders_per_minute: Vec<MinuteRow>,
+    pub events: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderCounts {
+    pub total: u64,
+    /// Every status, zero included.
+    pub by_status: BTreeMap<OrderStatus, u64>,
+    pub in_delivery: u64,
+}
+
+/// Revenue of paid orders in one currency.
+#[derive(Debug, Serialize)]
+pub struct Revenue {
+    pub currency: String,
+    pub amount: Money,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PaymentCounts {
+    pub succeeded: u64,
+    pub failed: u64,
+    /// `null` before the first payment.
+    pub success_ratio: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeliveryCounts {
+    pub total: u64,
+}
+
+/// Orders created in one minute and their revenue.
+#[derive(Debug, Serialize)]
+pub struct MinuteRow {
+    pub minute: String,
+    pub orders: u64,
+    pub revenue: Money,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    pub version: &'static str,
+    pub uptime_seconds: u64,
+}
+
+/// `GET /readyz`: ready, or unavailable with the reason.
+#[derive(Debug, Serialize)]
+pub struct Readiness<'a> {
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caught_up: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaTopics<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail<'a>>,
+}
+
+/// The brokers shopstream was given and the topics it found.
+#[derive(Debug, Serialize)]
+pub struct KafkaTopics<'a> {
+    pub brokers: &'a [String],
+    pub topics: &'a [TopicInfo],
+}
+
+/// `GET /api/kafka`.
+#[derive(Debug, Serialize)]
+pub struct KafkaOverview<'a> {
+    pub brokers: &'a [String],
+    pub caught_up: bool,
+    pub live_clients: usize,
+    pub partitions: Vec<PartitionRow<'a>>,
+}
+
+/// One partition on the broker and shopstream's position in it.
+#[derive(Debug, Serialize)]
+pub struct PartitionRow<'a> {
+    pub topic: TopicRole,
+    pub topic_name: &'a str,
+    pub partition: i32,
+    pub earliest_offset: i64,
+    pub latest_offset: i64,
+    pub next_offset: i64,
+    pub lag: i64,
+    pub lag_seconds: f64,
+    pub skipped: u64,
+    pub offset_resets: u64,
+    pub last_record_time: Option<String>,
+}
+
+/// `GET /api/events`: records of one partition, read from Kafka.
+#[derive(Debug, Serialize)]
+pub struct BrowsedRecords {
+    pub topic: TopicRole,
+    pub partition: i32,
+    pub records: Vec<BrowsedRecord>,
+    pub next_offset: i64,
+}
+
+/// One record as the log holds it, and what shopstream reads in it.
+#[derive(Debug, Serialize)]
+pub struct BrowsedRecord {
+    pub offset: i64,
+    pub timestamp: String,
+    pub key: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    /// The event type shopstream reads, `null` for a record it skips.
+    pub event_type: Option<&'static str>,
+    /// The value as written, `null` when it is not JSON.
+    pub data: Option<Box<RawValue>>,
+    /// Why shopstream skips the record.
+    pub error: Option<String>,
+}
+
+/// `GET /api/simulator`.
+#[derive(Debug, Serialize)]
+pub struct SimulatorView {
+    pub running: bool,
+    pub rate: f64,
+    pub payment_failure_rate: f64,
+    pub in_flight: u64,
+    pub started: SimulatorCounts,
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SimulatorCounts {
+    pub orders: u64,
+    pub payments: u64,
+    pub deliveries: u64,
 }
 
 #[cfg(test)]

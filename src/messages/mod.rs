@@ -1,8 +1,9 @@
 //! The JSON shopstream sends, as typed serde structs, in one place: the frames of the live
 //! stream here (the event frame is built once per committed event by the store and shared by
-//! every client), the API's answers in [`api`].
+//! every client), the API's answers in [`api`], Kafka record values in [`record`].
 
 pub mod api;
+pub mod record;
 
 use std::sync::Arc;
 

@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::value::RawValue;
 
 pub use super::tables::ReadView;
 use super::tables::{self, Key, Kind, Table, micros, time_and_id};
@@ -20,8 +20,13 @@ use super::{
     PaymentRecord, StoreError, StoredOrder, query_id, query_words, unix_minute,
 };
 use crate::domain::event::{DeliveryStatus, PaymentStatus, format_time};
-use crate::domain::lifecycle::OrderStatus;
+use crate::domain::json;
+use crate::domain::lifecycle::{OrderStatus, next_status};
 use crate::domain::money::Money;
+use crate::messages::api::{
+    DeliveryCounts, DeliveryView, MinuteRow, OrderCounts, OrderDetail, OrderSummary, Page,
+    PaymentCounts, PaymentView, Revenue, Stats, TimelineItem,
+};
 
 /// Largest page a client may ask for.
 pub const MAX_LIMIT: usize = 500;
@@ -63,7 +68,7 @@ pub struct ListQuery {
 }
 
 /// What one list kind needs: its tables, how to read its status, how to show a row.
-struct ListKind<T> {
+struct ListKind<T, V> {
     kind: Kind,
     records: Table,
     status_code: Option<u8>,
@@ -73,7 +78,7 @@ struct ListKind<T> {
     time: fn(&T) -> DateTime<Utc>,
     /// The ids of the records an id names: the record itself, or those of an order.
     by_id: fn(&ReadView, &str) -> Result<Vec<String>, StoreError>,
-    view: fn(&T) -> Value,
+    view: fn(&T) -> V,
 }
 
 /// The (time, id) keys of one index, newest first, from just before the cursor.
@@ -140,23 +145,23 @@ impl ReadView {
         self.json("record", &Key::new(table).last(id))
     }
 
-    fn list<T: DeserializeOwned>(
+    fn list<T: DeserializeOwned, V>(
         &self,
-        kind: ListKind<T>,
+        kind: ListKind<T, V>,
         query: &ListQuery,
-    ) -> Result<Value, StoreError> {
+    ) -> Result<Page<V>, StoreError> {
         let before = query.before.as_ref();
         let limit = query.limit.clamp(1, MAX_LIMIT);
         if let Some(id) = query.text.as_deref().and_then(query_id) {
             let found = self.list_by_id(&kind, id, before, limit)?;
             if !found.is_empty() {
-                return Ok(json!({ "items": found, "next_cursor": null }));
+                return Ok(Page::last(found));
             }
         }
         let wanted: Vec<String> = query.text.as_deref().map(query_words).unwrap_or_default();
         if query.text.is_some() && wanted.is_empty() {
             // Nothing to look for (only punctuation): nothing matches.
-            return Ok(json!({ "items": [], "next_cursor": null }));
+            return Ok(Page::last(Vec::new()));
         }
         let mut rarest: Option<(u64, &str)> = None;
         for word in &wanted {
@@ -211,17 +216,17 @@ impl ReadView {
         } else {
             None
         };
-        Ok(json!({ "items": items, "next_cursor": next_cursor }))
+        Ok(Page { items, next_cursor })
     }
 
     /// The rows an id names (as written, or lower-case), newest first, below the cursor.
-    fn list_by_id<T: DeserializeOwned>(
+    fn list_by_id<T: DeserializeOwned, V>(
         &self,
-        kind: &ListKind<T>,
+        kind: &ListKind<T, V>,
         id: &str,
         before: Option<&Cursor>,
         limit: usize,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<V>, StoreError> {
         let mut ids = (kind.by_id)(self, id)?;
         let lower = id.to_lowercase();
         if lower != id {
@@ -248,14 +253,16 @@ impl ReadView {
             .collect())
     }
 
-    pub fn list_orders(&self, query: &ListQuery) -> Result<Value, StoreError> {
+    pub fn list_orders(&self, query: &ListQuery) -> Result<Page<OrderSummary>, StoreError> {
         let status = query.status.as_deref().and_then(OrderStatus::parse);
         self.list(
-            ListKind::<OrderRecord> {
+            ListKind {
                 kind: Kind::Orders,
                 records: Table::Orders,
                 status_code: status.map(tables::order_status_code),
-                matches_status: Box::new(move |o| status.is_none_or(|s| o.status == Some(s))),
+                matches_status: Box::new(move |o: &OrderRecord| {
+                    status.is_none_or(|s| o.status == Some(s))
+                }),
                 words: OrderRecord::search_words,
                 time: |o| o.created_at.unwrap_or(o.updated_at),
                 by_id: |view, id| Ok(view.order(id)?.map(|o| o.order_id).into_iter().collect()),
@@ -265,14 +272,16 @@ impl ReadView {
         )
     }
 
-    pub fn list_payments(&self, query: &ListQuery) -> Result<Value, StoreError> {
+    pub fn list_payments(&self, query: &ListQuery) -> Result<Page<PaymentView>, StoreError> {
         let status = query.status.as_deref().and_then(payment_status);
         self.list(
-            ListKind::<PaymentRecord> {
+            ListKind {
                 kind: Kind::Payments,
                 records: Table::Payments,
                 status_code: status.map(tables::payment_status_code),
-                matches_status: Box::new(move |p| status.is_none_or(|s| p.status == s)),
+                matches_status: Box::new(move |p: &PaymentRecord| {
+                    status.is_none_or(|s| p.status == s)
+                }),
                 words: PaymentRecord::search_words,
                 time: |p| p.time,
                 by_id: |view, id| {
@@ -287,14 +296,16 @@ impl ReadView {
         )
     }
 
-    pub fn list_deliveries(&self, query: &ListQuery) -> Result<Value, StoreError> {
+    pub fn list_deliveries(&self, query: &ListQuery) -> Result<Page<DeliveryView>, StoreError> {
         let status = query.status.as_deref().and_then(DeliveryStatus::parse);
         self.list(
-            ListKind::<DeliveryRecord> {
+            ListKind {
                 kind: Kind::Deliveries,
                 records: Table::Deliveries,
                 status_code: status.map(tables::delivery_status_code),
-                matches_status: Box::new(move |d| status.is_none_or(|s| d.status == s)),
+                matches_status: Box::new(move |d: &DeliveryRecord| {
+                    status.is_none_or(|s| d.status == s)
+                }),
                 words: DeliveryRecord::search_words,
                 time: |d| d.created_at,
                 by_id: |view, id| {
@@ -310,142 +321,149 @@ impl ReadView {
     }
 
     /// An order, its payments, its delivery and its timeline across the three topics.
-    pub fn order_detail(&self, order_id: &str) -> Result<Option<Value>, StoreError> {
+    pub fn order_detail(&self, order_id: &str) -> Result<Option<OrderDetail>, StoreError> {
         let Some(order) = self.stored_order(order_id)? else {
             return Ok(None);
         };
-        let mut view = order_summary(&order.record);
         let mut timeline = Vec::with_capacity(order.timeline.len());
-        for e in &order.timeline {
+        // The status along the history, as the refold computes it: the same on every instance
+        // that read the same events, whatever order it read them in.
+        let mut status = None;
+        for e in order.timeline {
+            if let Ok(next) = next_status(status, e.step) {
+                status = Some(next);
+            }
             let data = self
                 .event_data(e.data_key)?
-                .map(|d| serde_json::from_str::<Value>(&d).unwrap_or(Value::String(d)));
-            timeline.push(json!({
-                "event_id": e.event_id,
-                "event_type": e.event_type,
-                "topic": e.position.topic,
-                "partition": e.position.partition,
-                "offset": e.position.offset,
-                "time": format_time(e.time),
-                "data": data,
-                "anomaly": e.anomaly,
-            }));
+                .map(|d| RawValue::from_string(d).unwrap_or_else(|_| json::null()));
+            timeline.push(TimelineItem {
+                event_id: e.event_id,
+                event_type: e.event_type,
+                topic: e.position.topic,
+                partition: e.position.partition,
+                offset: e.position.offset,
+                time: format_time(e.time),
+                order_status: status,
+                data,
+                anomaly: e.anomaly,
+            });
         }
-        view["timeline"] = Value::Array(timeline);
-        let mut shown = Vec::new();
+        let mut payments = Vec::new();
         for id in &order.record.payment_ids {
             if let Some(p) = self.payment(id)? {
-                shown.push(payment_view(&p));
+                payments.push(payment_view(&p));
             }
         }
-        view["payments"] = Value::Array(shown);
-        let mut shown = Vec::new();
+        let mut deliveries = Vec::new();
         for id in &order.record.delivery_ids {
             if let Some(d) = self.delivery(id)? {
-                shown.push(delivery_view(&d));
+                deliveries.push(delivery_view(&d));
             }
         }
-        view["deliveries"] = Value::Array(shown);
-        Ok(Some(view))
+        Ok(Some(OrderDetail {
+            summary: order_summary(&order.record),
+            timeline,
+            payments,
+            deliveries,
+        }))
     }
 
     /// Counts per status, revenue of paid orders, payment success ratio, and orders and
     /// revenue per minute over the hour before `now`.
-    pub fn stats(&self, now: DateTime<Utc>) -> Result<Value, StoreError> {
+    pub fn stats(&self, now: DateTime<Utc>) -> Result<Stats, StoreError> {
         let c = self.counters()?;
-        let by_status: serde_json::Map<String, Value> = OrderStatus::ALL
-            .iter()
-            .map(|s| {
-                (
-                    s.as_str().to_string(),
-                    json!(c.by_status.get(s).copied().unwrap_or(0)),
-                )
-            })
-            .collect();
+        let count = |s: &OrderStatus| c.by_status.get(s).copied().unwrap_or(0);
         let attempts = c.payments_succeeded + c.payments_failed;
         let this_minute = unix_minute(now);
         let mut per_minute = Vec::with_capacity(60);
         for m in this_minute - 59..=this_minute {
             let stats: MinuteStats = self.minute(m)?.unwrap_or_default();
-            per_minute.push(json!({
-                "minute": format_time(Utc.timestamp_opt(m * 60, 0).single().unwrap_or(now)),
-                "orders": stats.orders,
-                "revenue": Money::from_minor(stats.revenue),
-            }));
+            per_minute.push(MinuteRow {
+                minute: format_time(Utc.timestamp_opt(m * 60, 0).single().unwrap_or(now)),
+                orders: stats.orders,
+                revenue: Money::from_minor(stats.revenue),
+            });
         }
-        let in_delivery: u64 = OrderStatus::ALL
-            .iter()
-            .filter(|s| s.is_in_delivery())
-            .map(|s| c.by_status.get(s).copied().unwrap_or(0))
-            .sum();
-        Ok(json!({
-            "orders": {
-                "total": c.orders,
-                "by_status": by_status,
-                "in_delivery": in_delivery,
+        Ok(Stats {
+            orders: OrderCounts {
+                total: c.orders,
+                by_status: OrderStatus::ALL.iter().map(|s| (*s, count(s))).collect(),
+                in_delivery: OrderStatus::ALL
+                    .iter()
+                    .filter(|s| s.is_in_delivery())
+                    .map(count)
+                    .sum(),
             },
-            "revenue": c.revenue.iter().map(|(currency, amount)| json!({"currency": currency, "amount": amount})).collect::<Vec<_>>(),
-            "payments": {
-                "succeeded": c.payments_succeeded,
-                "failed": c.payments_failed,
-                "success_ratio": if attempts == 0 { Value::Null } else { json!(c.payments_succeeded as f64 / attempts as f64) },
+            revenue: c
+                .revenue
+                .iter()
+                .map(|(currency, amount)| Revenue {
+                    currency: currency.clone(),
+                    amount: *amount,
+                })
+                .collect(),
+            payments: PaymentCounts {
+                succeeded: c.payments_succeeded,
+                failed: c.payments_failed,
+                success_ratio: (attempts > 0)
+                    .then(|| c.payments_succeeded as f64 / attempts as f64),
             },
-            "deliveries": { "total": c.deliveries },
-            "anomalies": c.anomalies,
-            "orders_per_minute": per_minute,
-            "events": c.events,
-        }))
+            deliveries: DeliveryCounts {
+                total: c.deliveries,
+            },
+            anomalies: c.anomalies,
+            orders_per_minute: per_minute,
+            events: c.events,
+        })
     }
 }
 
 /// An order without its timeline (list rows).
-pub fn order_summary(o: &OrderRecord) -> Value {
-    let mut v = json!({
-        "order_id": o.order_id,
-        "status": o.status,
-        "created_at": o.created_at.map(format_time),
-        "updated_at": format_time(o.updated_at),
-        "anomalies": o.anomalies,
-        "seq": o.seq,
-    });
-    if let Some(d) = &o.details {
-        v["customer_name"] = json!(d.customer_name);
-        v["customer_email"] = json!(d.customer_email);
-        v["product"] = json!(d.product);
-        v["quantity"] = json!(d.quantity);
-        v["amount"] = json!(d.amount);
-        v["currency"] = json!(d.currency);
-        v["address"] = json!(d.address);
+pub fn order_summary(o: &OrderRecord) -> OrderSummary {
+    let d = o.details.as_ref();
+    OrderSummary {
+        order_id: o.order_id.clone(),
+        status: o.status,
+        created_at: o.created_at.map(format_time),
+        updated_at: format_time(o.updated_at),
+        anomalies: o.anomalies,
+        seq: o.seq,
+        customer_name: d.map(|d| d.customer_name.clone()),
+        customer_email: d.map(|d| d.customer_email.clone()),
+        product: d.map(|d| d.product.clone()),
+        quantity: d.map(|d| d.quantity),
+        amount: d.map(|d| d.amount),
+        currency: d.map(|d| d.currency.clone()),
+        address: d.map(|d| d.address.clone()),
     }
-    v
 }
 
-pub fn payment_view(p: &PaymentRecord) -> Value {
-    json!({
-        "payment_id": p.payment_id,
-        "order_id": p.order_id,
-        "amount": p.amount,
-        "currency": p.currency,
-        "method": p.method,
-        "status": p.status.as_str(),
-        "failure_reason": p.failure_reason,
-        "timestamp": format_time(p.time),
-        "kafka": p.position,
-    })
+pub fn payment_view(p: &PaymentRecord) -> PaymentView {
+    PaymentView {
+        payment_id: p.payment_id.clone(),
+        order_id: p.order_id.clone(),
+        amount: p.amount,
+        currency: p.currency.clone(),
+        method: p.method.clone(),
+        status: p.status.as_str(),
+        failure_reason: p.failure_reason.clone(),
+        timestamp: format_time(p.time),
+        kafka: p.position,
+    }
 }
 
-pub fn delivery_view(d: &DeliveryRecord) -> Value {
-    json!({
-        "delivery_id": d.delivery_id,
-        "order_id": d.order_id,
-        "address": d.address,
-        "status": d.status.as_str(),
-        "carrier": d.carrier,
-        "estimated_date": d.estimated_date.map(|d| d.format("%Y-%m-%d").to_string()),
-        "created_at": format_time(d.created_at),
-        "updated_at": format_time(d.updated_at),
-        "kafka": d.position,
-    })
+pub fn delivery_view(d: &DeliveryRecord) -> DeliveryView {
+    DeliveryView {
+        delivery_id: d.delivery_id.clone(),
+        order_id: d.order_id.clone(),
+        address: d.address.clone(),
+        status: d.status.as_str(),
+        carrier: d.carrier.clone(),
+        estimated_date: d.estimated_date.map(|d| d.format("%Y-%m-%d").to_string()),
+        created_at: format_time(d.created_at),
+        updated_at: format_time(d.updated_at),
+        kafka: d.position,
+    }
 }
 
 fn payment_status(s: &str) -> Option<PaymentStatus> {

@@ -1,0 +1,593 @@
+//! Kafka record values: the JSON object shopstream writes for each event, and the one reading
+//! of a record value into an [`Event`], whoever wrote it.
+//!
+//! Written values keep the seed's field names and meanings plus shopstream's own, in name
+//! order. Reading is lenient where the seed's producers were (a number where a string was
+//! meant, a missing `event_id`, relaxed status spellings) and reads amounts from their exact
+//! text (see [`crate::domain::json`]).
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::domain::event::{
+    DeliveryDetails, DeliveryStatus, Event, EventBody, EventType, OrderDetails, PaymentDetails,
+    PaymentStatus, Position, TopicRole, UndecodableRecord, derived_event_id, format_time,
+    normalise, parse_time,
+};
+use crate::domain::json::{self, Kind};
+use crate::domain::money::Money;
+
+/// The value of an `order.created` record.
+#[derive(Serialize)]
+struct OrderCreatedValue<'a> {
+    address: &'a str,
+    amount: Money,
+    currency: &'a str,
+    customer_email: &'a str,
+    customer_name: &'a str,
+    event_id: &'a str,
+    event_type: &'static str,
+    order_id: &'a str,
+    product: &'a str,
+    quantity: u32,
+    status: &'static str,
+    timestamp: String,
+}
+
+/// The value of an `order.cancelled` record.
+#[derive(Serialize)]
+struct OrderCancelledValue<'a> {
+    event_id: &'a str,
+    event_type: &'static str,
+    order_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    status: &'static str,
+    timestamp: String,
+}
+
+/// The value of a `payment.processed` record.
+#[derive(Serialize)]
+struct PaymentValue<'a> {
+    amount: Money,
+    currency: &'a str,
+    event_id: &'a str,
+    event_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_reason: Option<&'a str>,
+    method: &'a str,
+    order_id: &'a str,
+    payment_id: &'a str,
+    status: &'static str,
+    timestamp: String,
+}
+
+/// The value of a `delivery.created` or `delivery.updated` record.
+#[derive(Serialize)]
+struct DeliveryValue<'a> {
+    address: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    carrier: Option<&'a str>,
+    delivery_id: &'a str,
+    /// `null` when unknown: the seed's records always have the field.
+    estimated_date: Option<String>,
+    event_id: &'a str,
+    event_type: &'static str,
+    order_id: &'a str,
+    status: &'static str,
+    timestamp: String,
+}
+
+/// One record value, of whichever event.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum RecordValue<'a> {
+    OrderCreated(OrderCreatedValue<'a>),
+    OrderCancelled(OrderCancelledValue<'a>),
+    Payment(PaymentValue<'a>),
+    Delivery(DeliveryValue<'a>),
+}
+
+fn record_value(e: &Event) -> RecordValue<'_> {
+    let (event_id, event_type, order_id) = (&*e.event_id, e.event_type.as_str(), &*e.order_id);
+    let timestamp = format_time(e.time);
+    match &e.body {
+        EventBody::OrderCreated(o) => RecordValue::OrderCreated(OrderCreatedValue {
+            address: &o.address,
+            amount: o.amount,
+            currency: &o.currency,
+            customer_email: &o.customer_email,
+            customer_name: &o.customer_name,
+            event_id,
+            event_type,
+            order_id,
+            product: &o.product,
+            quantity: o.quantity,
+            status: "Pending",
+            timestamp,
+        }),
+        EventBody::OrderCancelled { reason } => RecordValue::OrderCancelled(OrderCancelledValue {
+            event_id,
+            event_type,
+            order_id,
+            reason: reason.as_deref(),
+            status: "Cancelled",
+            timestamp,
+        }),
+        EventBody::PaymentProcessed(p) => RecordValue::Payment(PaymentValue {
+            amount: p.amount,
+            currency: &p.currency,
+            event_id,
+            event_type,
+            failure_reason: p.failure_reason.as_deref(),
+            method: &p.method,
+            order_id,
+            payment_id: &p.payment_id,
+            status: p.status.as_str(),
+            timestamp,
+        }),
+        EventBody::Delivery(d) => RecordValue::Delivery(DeliveryValue {
+            address: &d.address,
+            carrier: d.carrier.as_deref(),
+            delivery_id: &d.delivery_id,
+            estimated_date: d.estimated_date.map(|d| d.format("%Y-%m-%d").to_string()),
+            event_id,
+            event_type,
+            order_id,
+            status: d.status.as_str(),
+            timestamp,
+        }),
+    }
+}
+
+/// The fields shopstream reads from a record value, each as its raw text; any other field is
+/// skipped without being looked at.
+#[derive(Deserialize)]
+struct RecordFields<'a> {
+    #[serde(borrow)]
+    order_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    timestamp: Option<&'a RawValue>,
+    #[serde(borrow)]
+    event_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    event_type: Option<&'a RawValue>,
+    #[serde(borrow)]
+    status: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reason: Option<&'a RawValue>,
+    #[serde(borrow)]
+    customer_name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    customer_email: Option<&'a RawValue>,
+    #[serde(borrow)]
+    product: Option<&'a RawValue>,
+    #[serde(borrow)]
+    quantity: Option<&'a RawValue>,
+    #[serde(borrow)]
+    amount: Option<&'a RawValue>,
+    #[serde(borrow)]
+    currency: Option<&'a RawValue>,
+    #[serde(borrow)]
+    address: Option<&'a RawValue>,
+    #[serde(borrow)]
+    payment_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    method: Option<&'a RawValue>,
+    #[serde(borrow)]
+    failure_reason: Option<&'a RawValue>,
+    #[serde(borrow)]
+    delivery_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    estimated_date: Option<&'a RawValue>,
+    #[serde(borrow)]
+    carrier: Option<&'a RawValue>,
+}
+
+/// A text field: a string, or a number's text (the seed's producers sometimes wrote ids as
+/// numbers); `None` for anything else.
+fn text(value: Option<&RawValue>) -> Option<String> {
+    let value = value?;
+    match Kind::of(value) {
+        Kind::String => json::string(value),
+        Kind::Number => json::number(value).map(str::to_owned),
+        _ => None,
+    }
+}
+
+impl Event {
+    /// The record value: one JSON object in the seed's shape plus shopstream's fields.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&record_value(self)).expect("an event always serialises")
+    }
+
+    /// The record value as bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&record_value(self)).expect("an event always serialises")
+    }
+
+    /// Decodes a record value read from `position`. `record_time` (the Kafka timestamp) stands
+    /// in for a missing `timestamp`; a record without `event_id` gets one derived from its
+    /// position, so that replays of a foreign record are recognised as the same event.
+    ///
+    /// # Errors
+    /// [`UndecodableRecord`] saying why the record is not an event.
+    pub fn decode(
+        value: &[u8],
+        position: Position,
+        topic_name: &str,
+        record_time: DateTime<Utc>,
+    ) -> Result<Event, UndecodableRecord> {
+        let fields: RecordFields<'_> = serde_json::from_slice(value).map_err(|e| {
+            let first = value.iter().find(|b| !b.is_ascii_whitespace());
+            UndecodableRecord(if e.is_syntax() || e.is_eof() {
+                format!("not JSON: {e}")
+            } else if first != Some(&b'{') {
+                "not a JSON object".into()
+            } else {
+                format!("unreadable record: {e}")
+            })
+        })?;
+        decode_fields(&fields, position, topic_name, record_time)
+    }
+}
+
+fn decode_fields(
+    f: &RecordFields<'_>,
+    position: Position,
+    topic_name: &str,
+    record_time: DateTime<Utc>,
+) -> Result<Event, UndecodableRecord> {
+    let required = |name: &str, value: Option<&RawValue>| {
+        text(value)
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| UndecodableRecord(format!("no `{name}`")))
+    };
+    let money = |name: &str, value: Option<&RawValue>| -> Result<Money, UndecodableRecord> {
+        let value = value.ok_or_else(|| UndecodableRecord(format!("no `{name}`")))?;
+        Money::from_json(value).map_err(|e| UndecodableRecord(format!("`{name}`: {e}")))
+    };
+
+    let order_id = required("order_id", f.order_id)?;
+    let time = match text(f.timestamp) {
+        Some(t) => parse_time(&t)
+            .ok_or_else(|| UndecodableRecord(format!("`timestamp` {t:?} is not a date-time")))?,
+        None => record_time,
+    };
+    let event_id = text(f.event_id)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| derived_event_id(topic_name, position.partition, position.offset));
+    let declared = match text(f.event_type) {
+        Some(t) => Some(
+            EventType::parse(&t)
+                .ok_or_else(|| UndecodableRecord(format!("unknown event_type {t:?}")))?,
+        ),
+        None => None,
+    };
+    let status = text(f.status).unwrap_or_default();
+
+    let (event_type, body) = match position.topic {
+        TopicRole::Orders => {
+            let cancelled = match declared {
+                Some(EventType::OrderCancelled) => true,
+                Some(EventType::OrderCreated) => false,
+                None => normalise(&status) == "cancelled",
+                Some(other) => {
+                    return Err(UndecodableRecord(format!(
+                        "{} on the orders topic",
+                        other.as_str()
+                    )));
+                }
+            };
+            if cancelled {
+                (
+                    EventType::OrderCancelled,
+                    EventBody::OrderCancelled {
+                        reason: text(f.reason),
+                    },
+                )
+            } else {
+                let quantity = match f.quantity {
+                    None => 1,
+                    Some(q) => json::number(q)
+                        .and_then(|q| q.parse::<u32>().ok())
+                        .ok_or_else(|| UndecodableRecord("`quantity` is not a count".into()))?,
+                };
+                let details = OrderDetails {
+                    customer_name: required("customer_name", f.customer_name)?,
+                    customer_email: text(f.customer_email).unwrap_or_default(),
+                    product: required("product", f.product)?,
+                    quantity,
+                    amount: money("amount", f.amount)?,
+                    currency: text(f.currency).unwrap_or_else(|| "EUR".into()),
+                    address: text(f.address).unwrap_or_default(),
+                };
+                (EventType::OrderCreated, EventBody::OrderCreated(details))
+            }
+        }
+        TopicRole::Payments => {
+            if declared.is_some_and(|t| t != EventType::PaymentProcessed) {
+                return Err(UndecodableRecord(
+                    "not a payment event on the payments topic".into(),
+                ));
+            }
+            let status = match normalise(&status).as_str() {
+                "success" | "succeeded" | "paid" => PaymentStatus::Success,
+                "failed" | "failure" | "declined" => PaymentStatus::Failed,
+                _ => return Err(UndecodableRecord(format!("payment `status` {status:?}"))),
+            };
+            let details = PaymentDetails {
+                payment_id: text(f.payment_id).unwrap_or_else(|| event_id.clone()),
+                amount: money("amount", f.amount)?,
+                currency: text(f.currency).unwrap_or_else(|| "EUR".into()),
+                method: text(f.method).unwrap_or_else(|| "unknown".into()),
+                status,
+                failure_reason: text(f.failure_reason),
+            };
+            (
+                EventType::PaymentProcessed,
+                EventBody::PaymentProcessed(details),
+            )
+        }
+        TopicRole::Deliveries => {
+            let event_type = match declared {
+                None | Some(EventType::DeliveryUpdated) => EventType::DeliveryUpdated,
+                Some(EventType::DeliveryCreated) => EventType::DeliveryCreated,
+                Some(_) => {
+                    return Err(UndecodableRecord(
+                        "not a delivery event on the deliveries topic".into(),
+                    ));
+                }
+            };
+            let status = DeliveryStatus::parse(&status)
+                .ok_or_else(|| UndecodableRecord(format!("delivery `status` {status:?}")))?;
+            let estimated_date = match text(f.estimated_date) {
+                Some(d) => Some(
+                    NaiveDate::parse_from_str(&d, "%Y-%m-%d")
+                        .map_err(|_| UndecodableRecord(format!("`estimated_date` {d:?}")))?,
+                ),
+                None => None,
+            };
+            let details = DeliveryDetails {
+                delivery_id: text(f.delivery_id).unwrap_or_else(|| format!("delivery-{order_id}")),
+                address: text(f.address).unwrap_or_default(),
+                status,
+                estimated_date,
+                carrier: text(f.carrier),
+            };
+            (event_type, EventBody::Delivery(details))
+        }
+    };
+    Ok(Event {
+        event_id,
+        event_type,
+        order_id,
+        time,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::Value;
+
+    fn at(topic: TopicRole, offset: i64) -> Position {
+        Position {
+            topic,
+            partition: 1,
+            offset,
+        }
+    }
+
+    fn kafka_time() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()
+    }
+
+    fn sample_order() -> Event {
+        Event {
+            event_id: "0b7e6c8e-3f55-4a4e-9f0c-0a9d1f3c7a11".into(),
+            event_type: EventType::OrderCreated,
+            order_id: "123e4567-e89b-12d3-a456-426614174000".into(),
+            time: Utc.with_ymd_and_hms(2024, 1, 29, 10, 30, 15).unwrap(),
+            body: EventBody::OrderCreated(OrderDetails {
+                customer_name: "Jean Dupont".into(),
+                customer_email: "jean.dupont@example.com".into(),
+                product: "Laptop".into(),
+                quantity: 1,
+                amount: Money::from_minor(99_999),
+                currency: "EUR".into(),
+                address: "123 Rue de Paris, 75000 Paris".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn our_order_record_keeps_every_seed_field_and_round_trips() {
+        let event = sample_order();
+        let text = event.to_json();
+        // The amount is a number with its two decimals, as written.
+        assert!(text.contains(r#""amount":999.99,"#), "{text}");
+        let value: Value = serde_json::from_str(&text).unwrap();
+        for field in [
+            "order_id",
+            "customer_name",
+            "customer_email",
+            "product",
+            "amount",
+            "status",
+            "timestamp",
+            "address",
+        ] {
+            assert!(value.get(field).is_some(), "seed field {field} missing");
+        }
+        assert_eq!(value["status"], "Pending");
+        assert_eq!(value["timestamp"], "2024-01-29T10:30:15.000000Z");
+        // Fields in name order, as they always were written.
+        let names: Vec<&String> = value.as_object().unwrap().keys().collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        let decoded = Event::decode(
+            &event.to_bytes(),
+            at(TopicRole::Orders, 0),
+            "orders",
+            kafka_time(),
+        )
+        .unwrap();
+        assert_eq!(decoded, event);
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let base = sample_order();
+        let events = [
+            Event {
+                event_type: EventType::OrderCancelled,
+                body: EventBody::OrderCancelled {
+                    reason: Some("customer request".into()),
+                },
+                ..base.clone()
+            },
+            Event {
+                event_type: EventType::PaymentProcessed,
+                body: EventBody::PaymentProcessed(PaymentDetails {
+                    payment_id: "p-1".into(),
+                    amount: Money::from_minor(99_999),
+                    currency: "EUR".into(),
+                    method: "Credit Card".into(),
+                    status: PaymentStatus::Failed,
+                    failure_reason: Some("card_declined".into()),
+                }),
+                ..base.clone()
+            },
+            Event {
+                event_type: EventType::DeliveryCreated,
+                body: EventBody::Delivery(DeliveryDetails {
+                    delivery_id: "d-1".into(),
+                    address: "1 Main St".into(),
+                    status: DeliveryStatus::Shipped,
+                    estimated_date: NaiveDate::from_ymd_opt(2024, 2, 5),
+                    carrier: Some("DHL".into()),
+                }),
+                ..base.clone()
+            },
+            Event {
+                event_type: EventType::DeliveryUpdated,
+                body: EventBody::Delivery(DeliveryDetails {
+                    delivery_id: "d-1".into(),
+                    address: "1 Main St".into(),
+                    status: DeliveryStatus::InTransit,
+                    estimated_date: None,
+                    carrier: None,
+                }),
+                ..base.clone()
+            },
+        ];
+        for event in events {
+            let topic = event.event_type.topic();
+            let decoded =
+                Event::decode(&event.to_bytes(), at(topic, 3), "x", kafka_time()).unwrap();
+            assert_eq!(decoded, event);
+        }
+    }
+
+    #[test]
+    fn seed_records_without_event_id_are_understood() {
+        let order = br#"{"order_id": "123e4567-e89b-12d3-a456-426614174000", "customer_name": "Jean Dupont",
+            "customer_email": "jean.dupont@example.com", "product": "Laptop", "amount": 999.99,
+            "status": "Pending", "timestamp": "2024-01-29T10:30:15.123456", "address": "123 Rue de Paris, 75000 Paris"}"#;
+        let e = Event::decode(order, at(TopicRole::Orders, 7), "orders", kafka_time()).unwrap();
+        assert_eq!(e.event_type, EventType::OrderCreated);
+        assert_eq!(e.event_id, derived_event_id("orders", 1, 7));
+        assert_eq!(format_time(e.time), "2024-01-29T10:30:15.123456Z");
+        let EventBody::OrderCreated(o) = &e.body else {
+            panic!()
+        };
+        assert_eq!(o.amount, Money::from_minor(99_999));
+        assert_eq!(o.quantity, 1);
+
+        let payment = br#"{"payment_id": "987f6543-e89b-12d3-a456-426614174000", "order_id": "123e4567-e89b-12d3-a456-426614174000",
+            "amount": 999.99, "method": "Credit Card", "status": "SUCCESS", "timestamp": "2024-01-29T10:30:20.123456"}"#;
+        let e = Event::decode(
+            payment,
+            at(TopicRole::Payments, 0),
+            "payments",
+            kafka_time(),
+        )
+        .unwrap();
+        assert!(matches!(
+            e.body,
+            EventBody::PaymentProcessed(PaymentDetails {
+                status: PaymentStatus::Success,
+                ..
+            })
+        ));
+
+        let delivery = br#"{"delivery_id": "654a3210-e89b-12d3-a456-426614174000", "order_id": "123e4567-e89b-12d3-a456-426614174000",
+            "address": "123 Rue de Paris, 75000 Paris", "status": "In Transit", "estimated_date": "2024-02-05",
+            "timestamp": "2024-01-29T10:30:25.123456"}"#;
+        let e = Event::decode(
+            delivery,
+            at(TopicRole::Deliveries, 0),
+            "deliveries",
+            kafka_time(),
+        )
+        .unwrap();
+        assert_eq!(e.event_type, EventType::DeliveryUpdated);
+        assert!(matches!(
+            e.body,
+            EventBody::Delivery(DeliveryDetails {
+                status: DeliveryStatus::InTransit,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn numbers_keep_their_digits_and_ids_may_be_numbers() {
+        let order = br#"{"order_id": 12345678901234567890123, "customer_name": "A", "product": "P",
+            "amount": 12345678901234.56, "quantity": 3, "unknown": {"deep": [1, 2, {"x": 1e400}]}}"#;
+        let e = Event::decode(order, at(TopicRole::Orders, 0), "orders", kafka_time()).unwrap();
+        assert_eq!(e.order_id, "12345678901234567890123");
+        let EventBody::OrderCreated(o) = &e.body else {
+            panic!()
+        };
+        assert_eq!(o.amount, Money::from_minor(1_234_567_890_123_456));
+        assert_eq!(o.quantity, 3);
+    }
+
+    #[test]
+    fn a_missing_timestamp_falls_back_to_the_record_time() {
+        let e = Event::decode(
+            br#"{"order_id":"o","customer_name":"A","product":"P","amount":"5"}"#,
+            at(TopicRole::Orders, 0),
+            "orders",
+            kafka_time(),
+        )
+        .unwrap();
+        assert_eq!(e.time, kafka_time());
+    }
+
+    #[test]
+    fn unknown_shapes_are_refused_with_a_reason() {
+        let cases: [(&[u8], TopicRole, &str); 10] = [
+            (b"not json", TopicRole::Orders, "not JSON"),
+            (b"{\"order_id\": ", TopicRole::Orders, "not JSON"),
+            (b"[1,2]", TopicRole::Orders, "not a JSON object"),
+            (br#"{"customer_name":"A"}"#, TopicRole::Orders, "order_id"),
+            (br#"{"order_id":"o","customer_name":"A","product":"P","amount":1.234}"#, TopicRole::Orders, "amount"),
+            (br#"{"order_id":"o","customer_name":"A","product":"P","amount":1,"quantity":2.0}"#, TopicRole::Orders, "quantity"),
+            (br#"{"order_id":"o","amount":1,"status":"MAYBE"}"#, TopicRole::Payments, "status"),
+            (br#"{"order_id":"o","status":"Lost"}"#, TopicRole::Deliveries, "status"),
+            (br#"{"order_id":"o","event_type":"order.exploded"}"#, TopicRole::Orders, "event_type"),
+            (br#"{"order_id":"o","customer_name":"A","product":"P","amount":1,"timestamp":"yesterday"}"#, TopicRole::Orders, "timestamp"),
+        ];
+        for (bytes, topic, needle) in cases {
+            let err = Event::decode(bytes, at(topic, 0), "t", kafka_time()).unwrap_err();
+            assert!(err.0.contains(needle), "{err} should mention {needle}");
+        }
+    }
+}
