@@ -1,8 +1,10 @@
-// The shell: one live connection for the whole visit, the connection indicator, and
-// client-side routing with the History API (the server answers index.html on every page path).
+// The shell: one live connection for the whole visit, the connection indicator, the shop's
+// rules (read from the server before the first page is mounted), and client-side routing with
+// the History API (the server answers index.html on every page path).
 
 import { Live } from './live.js';
-import { h, pageHeader, announce } from './ui.js';
+import { loadRules } from './rules.js';
+import { h, pageHeader, announce, notice } from './ui.js';
 import { dashboardPage } from './pages/dashboard.js';
 import { ordersPage, paymentsPage, deliveriesPage } from './pages/lists.js';
 import { orderPage } from './pages/order.js';
@@ -31,6 +33,7 @@ const ROUTES = [
 const live = new Live();
 const main = document.getElementById('main');
 let current = null; // { cleanup, controller }
+let started = false; // the rules are here: pages may be mounted
 
 function route(path) {
   for (const [pattern, page] of ROUTES) {
@@ -71,7 +74,8 @@ export function navigate(href, { replace = false } = {}) {
   if (url.pathname + url.search === location.pathname + location.search) return;
   if (replace) history.replaceState(null, '', url);
   else history.pushState(null, '', url);
-  render({ focus: true });
+  // Before the rules are here the address changes alone; start-up mounts the page it names.
+  if (started) render({ focus: true });
 }
 
 document.addEventListener('click', (e) => {
@@ -85,7 +89,7 @@ document.addEventListener('click', (e) => {
   navigate(url.href);
 });
 
-window.addEventListener('popstate', () => render({ focus: true }));
+window.addEventListener('popstate', () => { if (started) render({ focus: true }); });
 
 // --- the connection indicator ----------------------------------------------------------------
 
@@ -114,5 +118,59 @@ live.on('hello', (frame) => {
 });
 pill.addEventListener('click', () => live.reconnectNow());
 
-render({ focus: false });
-live.start();
+// --- start-up --------------------------------------------------------------------------------
+
+/** Seconds between tries to read the rules; the last repeats. */
+const RULES_RETRY = [1, 2, 5, 10];
+
+/**
+ * Says why the dashboard cannot start, and resolves when it should try again: after a delay,
+ * on "Try again", or as soon as the live connection is (re)established (the server is back).
+ */
+function waitToRetry(error, attempt) {
+  const delay = RULES_RETRY[Math.min(attempt, RULES_RETRY.length - 1)];
+  return new Promise((resolve) => {
+    let timer = null;
+    let off = null;
+    const again = () => {
+      clearTimeout(timer);
+      off?.();
+      button.disabled = true;
+      resolve();
+    };
+    const button = h('button', { type: 'button', class: 'btn', id: 'rules-retry', onClick: again }, 'Try again');
+    main.dataset.page = 'error';
+    main.replaceChildren(
+      pageHeader('The dashboard cannot start'),
+      notice('error',
+        h('p', {}, 'It needs the shop’s rules from the server (', h('code', {}, 'GET /api/rules'), ') and could not read them.'),
+        h('p', {}, `${error.message}.`),
+        h('p', {}, `It tries again in ${delay} s, or as soon as the live connection is back.`)),
+      h('p', {}, button));
+    timer = setTimeout(again, delay * 1000);
+    off = live.on('hello', again);
+  });
+}
+
+async function start() {
+  // The connection indicator works while the rules are on their way (or missing).
+  live.start();
+  main.dataset.page = 'loading';
+  main.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
+  let attempt = 0;
+  for (;;) {
+    try {
+      await loadRules();
+      break;
+    } catch (error) {
+      console.warn('shopstream: cannot read the rules', error);
+      await waitToRetry(error, attempt);
+      attempt += 1;
+    }
+  }
+  started = true;
+  // After the error page, the reader is moved to the page that replaces it.
+  render({ focus: attempt > 0 });
+}
+
+start();

@@ -1,13 +1,12 @@
 // Unit tests of the dashboard's pure helpers (static/js/api.js), with Node's own test runner:
-// `node --test tests/js/*.test.mjs`. The module is imported from a data: URL, which Node always reads as
-// an ES module (static/ has no package.json, and api.js imports nothing).
+// `node --test tests/js/*.test.mjs`. The module is imported through a data: URL (see
+// static-modules.mjs), which Node always reads as an ES module.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { importStatic } from './static-modules.mjs';
 
-const source = readFileSync(new URL('../../static/js/api.js', import.meta.url), 'utf8');
-const api = await import(`data:text/javascript,${encodeURIComponent(source)}`);
+const api = await importStatic('api.js');
 
 test('query leaves out empty values and encodes the rest', () => {
   assert.equal(api.query({}), '');
