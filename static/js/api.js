@@ -1,5 +1,6 @@
 // The REST API: one fetch wrapper that speaks JSON, turns error bodies
 // (`{"error": {"code", "message", ...}}`) into ApiError, and sends Idempotency-Key on writes.
+// The shop's vocabulary and lifecycle are not here: they come from the server (rules.js).
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -62,51 +63,6 @@ export function query(params) {
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') q.set(k, v);
   const s = q.toString();
   return s ? `?${s}` : '';
-}
-
-// Shop vocabulary, as the API spells it.
-export const ORDER_STATUSES = ['Pending', 'Payment Failed', 'Paid', 'Shipped', 'In Transit', 'Out for Delivery', 'Delivered', 'Cancelled'];
-export const PAYMENT_STATUSES = ['SUCCESS', 'FAILED'];
-export const DELIVERY_STATUSES = ['Shipped', 'In Transit', 'Out for Delivery', 'Delivered'];
-export const PAYMENT_METHODS = ['Credit Card', 'PayPal', 'Bank Transfer', 'Apple Pay', 'Google Pay'];
-export const CARRIERS = ['Colissimo', 'Chronopost', 'DHL', 'UPS', 'DPD'];
-export const CURRENCIES = ['EUR', 'USD', 'GBP', 'CHF', 'JPY', 'CAD', 'AUD', 'SEK', 'NOK', 'DKK', 'PLN'];
-export const TOPICS = ['orders', 'payments', 'deliveries'];
-
-const RANK = Object.fromEntries(ORDER_STATUSES.map((s, i) => [s, i]));
-
-/**
- * Whether an order may move from `from` to `to`, by the server's lifecycle: payments only
- * from Pending or Payment Failed, delivery steps only forward from Paid, cancelling only
- * before payment. Used to apply live events to rows without ever moving a status back.
- */
-export function legalMove(from, to) {
-  if (!to || from === to) return false;
-  if (!from) return true;
-  if (from === 'Cancelled' || from === 'Delivered') return false;
-  if (to === 'Cancelled') return from === 'Pending' || from === 'Payment Failed';
-  if (to === 'Paid' || to === 'Payment Failed') return from === 'Pending' || from === 'Payment Failed';
-  if (to === 'Pending') return false;
-  return RANK[from] >= RANK.Paid && RANK[to] > RANK[from];
-}
-
-/** The order status an event leads to, by its data; `null` when it says nothing about it. */
-export function statusFromEvent(frame) {
-  const data = frame.data || {};
-  switch (frame.event_type) {
-    case 'order.created': return 'Pending';
-    case 'order.cancelled': return 'Cancelled';
-    case 'payment.processed': return /^(success|succeeded|paid)$/i.test(String(data.status)) ? 'Paid' : 'Payment Failed';
-    case 'delivery.created':
-    case 'delivery.updated': return deliveryStatus(data.status);
-    default: return null;
-  }
-}
-
-/** A delivery status in the API's spelling (foreign producers may write `in_transit`). */
-export function deliveryStatus(s) {
-  const want = String(s ?? '').toLowerCase().replace(/[^a-z0-9]/g, '');
-  return DELIVERY_STATUSES.find((d) => d.toLowerCase().replace(/[^a-z0-9]/g, '') === want) || null;
 }
 
 /** Microseconds since the epoch of an RFC 3339 time, keeping the sub-millisecond digits. */

@@ -19,7 +19,8 @@ const PAGE = 50;
  *   id(item), time(item),
  *   columns: [{ label, render(item), className }],
  *   matches(item, filters),
- *   onEvent(frame, table)  // uses table.upsert / table.patch / table.has / table.get / table.fetchAndInsert
+ *   stale(item, shown)     // optional: whether an item read again is older than the row shown
+ *   onEvent(frame, table)  // uses table.upsert / table.patch / table.has / table.get / table.refresh / table.fetchAndInsert
  * }
  */
 export function mountTable(container, ctx, cfg) {
@@ -175,7 +176,9 @@ export function mountTable(container, ctx, cfg) {
       fetching.add(path);
       api(path, { signal: ctx.signal }).then((body) => {
         const item = pick(body);
-        if (item && byId.has(String(id))) api_.patch(id, item);
+        const shown = byId.get(String(id));
+        // A live event may have moved the row on while the request was on its way.
+        if (item && shown && !cfg.stale?.(item, shown.item)) api_.patch(id, item);
       }).catch(() => {}).finally(() => fetching.delete(path));
     },
     /** Reads one item (a row not shown that now matches the filters) and inserts it. */

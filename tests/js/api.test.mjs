@@ -13,33 +13,10 @@ test('query leaves out empty values and encodes the rest', () => {
   assert.equal(api.query({ status: 'In Transit', q: '', cursor: null, limit: 50 }), '?status=In+Transit&limit=50');
 });
 
-test('legalMove follows the lifecycle and never moves a status back', () => {
-  assert.equal(api.legalMove(undefined, 'Pending'), true);
-  assert.equal(api.legalMove('Pending', 'Paid'), true);
-  assert.equal(api.legalMove('Payment Failed', 'Paid'), true);
-  assert.equal(api.legalMove('Paid', 'Shipped'), true);
-  assert.equal(api.legalMove('Shipped', 'Delivered'), true);
-  assert.equal(api.legalMove('In Transit', 'Shipped'), false);
-  assert.equal(api.legalMove('Paid', 'Cancelled'), false);
-  assert.equal(api.legalMove('Pending', 'Shipped'), false);
-  assert.equal(api.legalMove('Delivered', 'Cancelled'), false);
-  assert.equal(api.legalMove('Paid', 'Paid'), false);
-});
-
-test('statusFromEvent reads what an event says of the order', () => {
-  assert.equal(api.statusFromEvent({ event_type: 'order.created', data: {} }), 'Pending');
-  assert.equal(api.statusFromEvent({ event_type: 'order.cancelled' }), 'Cancelled');
-  assert.equal(api.statusFromEvent({ event_type: 'payment.processed', data: { status: 'SUCCESS' } }), 'Paid');
-  assert.equal(api.statusFromEvent({ event_type: 'payment.processed', data: { status: 'FAILED' } }), 'Payment Failed');
-  assert.equal(api.statusFromEvent({ event_type: 'delivery.updated', data: { status: 'in_transit' } }), 'In Transit');
-  assert.equal(api.statusFromEvent({ event_type: 'something.else', data: {} }), null);
-});
-
-test('deliveryStatus accepts the spellings foreign producers use', () => {
-  assert.equal(api.deliveryStatus('OUT_FOR_DELIVERY'), 'Out for Delivery');
-  assert.equal(api.deliveryStatus('Delivered'), 'Delivered');
-  assert.equal(api.deliveryStatus('lost'), null);
-  assert.equal(api.deliveryStatus(undefined), null);
+test('api.js keeps no copy of the shop\'s vocabulary or lifecycle: it comes from /api/rules', () => {
+  for (const name of ['ORDER_STATUSES', 'PAYMENT_STATUSES', 'DELIVERY_STATUSES', 'PAYMENT_METHODS', 'CARRIERS', 'CURRENCIES', 'TOPICS', 'legalMove', 'statusFromEvent', 'deliveryStatus']) {
+    assert.equal(api[name], undefined, `api.js still exports ${name}`);
+  }
 });
 
 test('micros and cursorAfter keep the microseconds the server pages by', () => {

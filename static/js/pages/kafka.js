@@ -2,7 +2,8 @@
 // seconds, skipped records; a live tail merged across the three topics; and a record browser
 // that seeks a partition by offset or by time.
 
-import { api, isAbort, query, TOPICS } from '../api.js';
+import { api, isAbort, query } from '../api.js';
+import { rules } from '../rules.js';
 import { h, replace, pageHeader, time, count, seconds, ago, notice, orderLink, fullTime, money } from '../ui.js';
 
 const TAIL = 100;
@@ -134,7 +135,7 @@ function frameSummary(f) {
 // --- seek ------------------------------------------------------------------------------------
 
 function seekSection(ctx, partitionsNow) {
-  const topic = h('select', { id: 'seek-topic', name: 'topic' }, TOPICS.map((t) => h('option', { value: t }, t)));
+  const topic = h('select', { id: 'seek-topic', name: 'topic' }, rules.topics.map((t) => h('option', { value: t }, t)));
   const partition = h('input', { id: 'seek-partition', name: 'partition', type: 'number', min: '0', step: '1', value: '0', inputmode: 'numeric' });
   const byOffset = h('input', { type: 'radio', name: 'mode', id: 'seek-by-offset', value: 'offset', checked: true });
   const byTime = h('input', { type: 'radio', name: 'mode', id: 'seek-by-time', value: 'time' });

@@ -1,6 +1,8 @@
-// The three live tables: Orders, Payments, Deliveries.
+// The three live tables: Orders, Payments, Deliveries. Statuses are the server's: a row shows
+// what a live frame says the event led to (`order_status`, `payment_status`, `delivery_status`),
+// and the filters offer the statuses of the rules document.
 
-import { ORDER_STATUSES, PAYMENT_STATUSES, DELIVERY_STATUSES, legalMove, statusFromEvent, deliveryStatus } from '../api.js';
+import { rules, orderRowChanges, isNewer, deliveryRank } from '../rules.js';
 import { h, pageHeader, time, money, badge, shortId, orderLink, anomalyFlag, day } from '../ui.js';
 import { mountTable } from '../table.js';
 
@@ -29,7 +31,7 @@ export const ordersPage = {
       kind: 'orders',
       noun: ['order', 'orders'],
       endpoint: '/api/orders',
-      statuses: ORDER_STATUSES,
+      statuses: rules.order_statuses,
       searchLabel: 'Search',
       searchPlaceholder: 'Customer, email, product or order id',
       caption: 'Orders, newest first',
@@ -50,12 +52,24 @@ export const ordersPage = {
         const q = lower(f.q);
         return has(o.customer_name, q) || has(o.customer_email, q) || has(o.product, q) || String(o.order_id).includes(q);
       },
+      // A row read again (after an anomaly) replaces what is shown only if it is not older.
+      stale: (item, shown) => isNewer(shown, item),
       onEvent(frame, table) {
         const id = orderIdOf(frame);
         if (!id) return;
-        const d = frame.data || {};
-        if (frame.event_type === 'order.created') {
-          if (table.has(id)) return;
+        const path = `/api/orders/${encodeURIComponent(id)}`;
+        const pick = (body) => summary(body.order);
+        if (table.has(id)) {
+          const row = table.get(id);
+          // Nothing when the frame is a duplicate or older than what the row shows.
+          const changes = orderRowChanges(frame, row);
+          if (!changes) return;
+          table.patch(id, changes);
+          // A newer event that left the status as it was may have changed what frames do not
+          // carry (the server flagged it as an anomaly, say): read the row again.
+          if (changes.status === row.status) table.refresh(id, path, pick);
+        } else if (frame.event_type === 'order.created') {
+          const d = frame.data || {};
           table.upsert({
             order_id: id,
             customer_name: d.customer_name,
@@ -63,25 +77,17 @@ export const ordersPage = {
             product: d.product,
             quantity: d.quantity ?? 1,
             amount: d.amount,
-            currency: d.currency ?? 'EUR',
+            currency: d.currency ?? rules.default_currency,
             address: d.address ?? '',
-            status: 'Pending',
+            status: frame.order_status,
+            seq: frame.seq,
             created_at: frame.timestamp,
             updated_at: frame.timestamp,
             anomalies: 0,
           });
-          return;
-        }
-        const status = statusFromEvent(frame);
-        if (!status) return;
-        if (table.has(id)) {
-          const current = table.get(id).status;
-          if (legalMove(current, status)) table.patch(id, { status, updated_at: frame.timestamp });
-          // Not a move the lifecycle allows from what the row shows: an anomaly, or an event
-          // older than the row. The server's fold says which.
-          else if (current !== status) table.refresh(id, `/api/orders/${encodeURIComponent(id)}`, (body) => summary(body.order));
-        } else if (table.filters.status === status) {
-          table.fetchAndInsert(`/api/orders/${encodeURIComponent(id)}`, (body) => summary(body.order));
+        } else if (table.filters.status && table.filters.status === frame.order_status) {
+          // An order not shown that now has the status the list is filtered on.
+          table.fetchAndInsert(path, pick);
         }
       },
     });
@@ -89,8 +95,6 @@ export const ordersPage = {
 };
 
 // --- payments --------------------------------------------------------------------------------
-
-const paymentStatus = (s) => (/^(success|succeeded|paid)$/i.test(String(s)) ? 'SUCCESS' : 'FAILED');
 
 export const paymentsPage = {
   title: 'Payments',
@@ -101,7 +105,7 @@ export const paymentsPage = {
       kind: 'payments',
       noun: ['payment', 'payments'],
       endpoint: '/api/payments',
-      statuses: PAYMENT_STATUSES,
+      statuses: rules.payment_statuses,
       searchLabel: 'Search',
       searchPlaceholder: 'Order id, payment id or method',
       caption: 'Payments, newest first',
@@ -130,7 +134,7 @@ export const paymentsPage = {
           order_id: orderIdOf(frame),
           amount: d.amount,
           method: d.method ?? 'unknown',
-          status: paymentStatus(d.status),
+          status: frame.payment_status,
           failure_reason: d.failure_reason ?? null,
           timestamp: frame.timestamp,
           kafka: { topic: frame.topic, partition: frame.partition, offset: frame.offset },
@@ -142,18 +146,16 @@ export const paymentsPage = {
 
 // --- deliveries ------------------------------------------------------------------------------
 
-const deliveryRank = (s) => DELIVERY_STATUSES.indexOf(s);
-
 export const deliveriesPage = {
   title: 'Deliveries',
   nav: 'deliveries',
   mount(main, ctx) {
-    main.append(pageHeader('Deliveries', h('p', { class: 'lede' }, 'Every parcel, newest first, live from the ', h('code', {}, 'deliveries'), ' topic: Shipped → In Transit → Out for Delivery → Delivered.')));
+    main.append(pageHeader('Deliveries', h('p', { class: 'lede' }, 'Every parcel, newest first, live from the ', h('code', {}, 'deliveries'), ` topic: ${rules.delivery_statuses.join(' → ')}.`)));
     return mountTable(main, ctx, {
       kind: 'deliveries',
       noun: ['delivery', 'deliveries'],
       endpoint: '/api/deliveries',
-      statuses: DELIVERY_STATUSES,
+      statuses: rules.delivery_statuses,
       searchLabel: 'Search',
       searchPlaceholder: 'Order id, delivery id, address or carrier',
       caption: 'Deliveries, newest first',
@@ -180,17 +182,18 @@ export const deliveriesPage = {
         const d = frame.data || {};
         const orderId = orderIdOf(frame);
         const id = d.delivery_id || `delivery-${orderId}`;
-        const status = deliveryStatus(d.status);
+        const status = frame.delivery_status;
         if (!status) return;
         const kafka = { topic: frame.topic, partition: frame.partition, offset: frame.offset };
         if (table.has(id)) {
           const current = table.get(id);
-          if (deliveryRank(status) <= deliveryRank(current.status)) return;
+          // Parcels only move forward along the server's delivery statuses.
+          if (deliveryRank(rules, status) <= deliveryRank(rules, current.status)) return;
           const changes = { status, updated_at: frame.timestamp, kafka };
           if (d.carrier) changes.carrier = d.carrier;
           if (d.estimated_date) changes.estimated_date = d.estimated_date;
           table.patch(id, changes);
-        } else if (frame.event_type === 'delivery.created' || status === 'Shipped') {
+        } else if (frame.event_type === 'delivery.created' || deliveryRank(rules, status) === 0) {
           table.upsert({
             delivery_id: id,
             order_id: orderId,

@@ -2,31 +2,41 @@
 // Idempotency-Key per submission so that a double click cannot create two orders; and the
 // seed's one-click generated order.
 
-import { api, isAbort, uuid, CURRENCIES } from '../api.js';
+import { api, isAbort, uuid } from '../api.js';
+import { rules } from '../rules.js';
 import { h, replace, pageHeader, notice, money } from '../ui.js';
 
-const FIELDS = [
+/** The form's fields; the currencies, and the one chosen first, are the server's. */
+const fields = () => [
   { name: 'customer_name', label: 'Customer name', type: 'text', autocomplete: 'name', maxlength: 100 },
   { name: 'customer_email', label: 'Email', type: 'email', autocomplete: 'email', maxlength: 254, inputmode: 'email' },
   { name: 'product', label: 'Product', type: 'text', maxlength: 200 },
   { name: 'quantity', label: 'Quantity', type: 'text', inputmode: 'numeric', value: '1', help: 'A whole number, 1 to 1000' },
   { name: 'amount', label: 'Order total', type: 'text', inputmode: 'decimal', help: 'A decimal such as 49.90 (dot as decimal separator)' },
-  { name: 'currency', label: 'Currency', select: CURRENCIES },
+  { name: 'currency', label: 'Currency', select: rules.currencies, value: rules.default_currency },
   { name: 'address', label: 'Delivery address', textarea: true, autocomplete: 'street-address', maxlength: 300 },
 ];
+
+/** An option; `chosen` makes it the default, which form.reset() goes back to. */
+function option(value, chosen) {
+  const el = h('option', { value }, value);
+  el.defaultSelected = chosen;
+  return el;
+}
 
 export const newOrderPage = {
   title: 'New order',
   nav: 'new',
   mount(main, ctx) {
+    const specs = fields();
     const controls = {};
     const errors = {};
-    const fieldEls = FIELDS.map((f) => {
+    const fieldEls = specs.map((f) => {
       const id = `order-${f.name}`;
       const errorId = `${id}-error`;
       const helpId = f.help ? `${id}-help` : null;
       let control;
-      if (f.select) control = h('select', { id, name: f.name }, f.select.map((c) => h('option', { value: c }, c)));
+      if (f.select) control = h('select', { id, name: f.name }, f.select.map((c) => option(c, c === f.value)));
       else if (f.textarea) control = h('textarea', { id, name: f.name, rows: '2', autocomplete: f.autocomplete, maxlength: f.maxlength });
       else control = h('input', { id, name: f.name, type: f.type, autocomplete: f.autocomplete || 'off', inputmode: f.inputmode, maxlength: f.maxlength, value: f.value });
       control.setAttribute('aria-describedby', [helpId, errorId].filter(Boolean).join(' '));
@@ -94,7 +104,7 @@ export const newOrderPage = {
       clearErrors();
       result.replaceChildren();
       const body = {};
-      for (const f of FIELDS) {
+      for (const f of specs) {
         const raw = controls[f.name].value.trim();
         if (f.name === 'quantity') {
           // Left empty, the server's default (1) applies.
@@ -120,7 +130,7 @@ export const newOrderPage = {
               errors[name].textContent = f.message;
               controls[name].setAttribute('aria-invalid', 'true');
             }
-            const label = FIELDS.find((x) => x.name === f.field)?.label || f.field || 'Order';
+            const label = specs.find((x) => x.name === f.field)?.label || f.field || 'Order';
             items.push(h('li', {}, name ? h('a', { href: `#order-${name}`, onClick: (ev) => { ev.preventDefault(); controls[name].focus(); } }, `${label}: ${f.message}`) : `${label}: ${f.message}`));
           }
           summary.replaceChildren(notice('error', h('p', {}, `The order was not placed: ${items.length === 1 ? 'one field needs' : `${items.length} fields need`} attention.`), h('ul', {}, items)));

@@ -1,7 +1,9 @@
 // One order: its details, the actions its status allows, and its timeline across the three
-// topics (topic, partition, offset and time of every event), anomalies flagged.
+// topics (topic, partition, offset and time of every event), anomalies flagged. Which actions
+// an order takes, and the status a delivery moves to, come from the server's rules document.
 
-import { api, isAbort, uuid, PAYMENT_METHODS, CARRIERS, DELIVERY_STATUSES } from '../api.js';
+import { api, isAbort, uuid } from '../api.js';
+import { rules, actionsFor, isFinal, nextDeliveryStatus } from '../rules.js';
 import { h, replace, pageHeader, time, fullTime, money, badge, anomalyFlag, notice, throttle, shortId, day } from '../ui.js';
 
 export const orderPage = {
@@ -69,14 +71,23 @@ export const orderPage = {
     function actionsPanel(o) {
       const messageBox = h('div', { class: 'action-message', id: 'action-message' });
       if (actionMessage) messageBox.append(notice(actionMessage.kind, actionMessage.text));
-      const forms = [];
       const status = o.status;
-      if (status === 'Pending' || status === 'Payment Failed') forms.push(payForm(o), cancelForm());
-      if (status === 'Paid') forms.push(shipForm());
-      const delivery = openDelivery(o);
-      if (delivery && ['Shipped', 'In Transit', 'Out for Delivery'].includes(status)) forms.push(advanceForm(delivery));
+      // One form per command the server's rules allow in this status, in the document's order.
+      const forms = actionsFor(rules, status).map((action) => {
+        switch (action) {
+          case 'pay': return payForm(o);
+          case 'cancel': return cancelForm();
+          case 'ship': return shipForm();
+          case 'advance': {
+            const delivery = openDelivery(o);
+            const next = delivery && nextDeliveryStatus(rules, delivery.status);
+            return next ? advanceForm(delivery, next) : null;
+          }
+          default: return null; // a command this dashboard has no form for
+        }
+      }).filter(Boolean);
       if (!forms.length) {
-        forms.push(h('p', { class: 'muted' }, status === 'Delivered' || status === 'Cancelled'
+        forms.push(h('p', { class: 'muted' }, isFinal(rules, status)
           ? `Nothing left to do: the order is ${status}.`
           : 'No action is possible in this state.'));
       }
@@ -115,7 +126,7 @@ export const orderPage = {
     }
 
     function payForm(o) {
-      const select = h('select', { id: 'pay-method', name: 'method' }, PAYMENT_METHODS.map((m) => h('option', { value: m }, m)));
+      const select = h('select', { id: 'pay-method', name: 'method' }, rules.payment_methods.map((m) => h('option', { value: m }, m)));
       const label = o.status === 'Payment Failed' ? `Retry payment of ${money(o.amount, o.currency)}` : `Pay ${money(o.amount, o.currency)}`;
       return actionForm('pay', h('div', { class: 'field' }, h('label', { for: 'pay-method' }, 'Payment method'), select), label, async (key) => {
         const r = await api(`/api/orders/${encodeURIComponent(id)}/payments?wait=true`, { method: 'POST', body: { method: select.value }, idempotencyKey: key });
@@ -136,7 +147,7 @@ export const orderPage = {
     }
 
     function shipForm() {
-      const select = h('select', { id: 'ship-carrier', name: 'carrier' }, h('option', { value: '' }, 'Any carrier'), CARRIERS.map((c) => h('option', { value: c }, c)));
+      const select = h('select', { id: 'ship-carrier', name: 'carrier' }, h('option', { value: '' }, 'Any carrier'), rules.carriers.map((c) => h('option', { value: c }, c)));
       return actionForm('ship', h('div', { class: 'field' }, h('label', { for: 'ship-carrier' }, 'Carrier'), select), 'Ship', async (key) => {
         const body = select.value ? { carrier: select.value } : {};
         const r = await api(`/api/orders/${encodeURIComponent(id)}/deliveries?wait=true`, { method: 'POST', body, idempotencyKey: key });
@@ -145,8 +156,7 @@ export const orderPage = {
       });
     }
 
-    function advanceForm(delivery) {
-      const next = DELIVERY_STATUSES[DELIVERY_STATUSES.indexOf(delivery.status) + 1];
+    function advanceForm(delivery, next) {
       return actionForm('advance', h('p', { class: 'muted small' }, 'Parcel ', shortId(delivery.delivery_id), ` is ${delivery.status}.`), `Mark as ${next}`, async (key) => {
         await api(`/api/deliveries/${encodeURIComponent(delivery.delivery_id)}?wait=true`, { method: 'PATCH', body: { status: next }, idempotencyKey: key });
         return { kind: 'success', text: `Delivery marked as ${next}.` };
@@ -209,8 +219,9 @@ export const orderPage = {
   },
 };
 
+/** The order's last delivery that can still be advanced. */
 function openDelivery(o) {
-  const open = (o.deliveries || []).filter((d) => d.status !== 'Delivered');
+  const open = (o.deliveries || []).filter((d) => nextDeliveryStatus(rules, d.status));
   return open[open.length - 1] || null;
 }
 
