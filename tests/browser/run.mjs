@@ -14,7 +14,8 @@
 //   BROWSER_TEST_OUTPUT  where screenshots and logs go (default tests/browser/output)
 //   BROWSER_TESTS     comma-separated test names (or parts of names) to run only those
 //
-// Every wait is bounded. The last line is `N passed, M failed`; the exit code is non-zero when
+// Every wait is bounded, and waits for a condition (an element, a page state, a server answer),
+// never for a fixed time. The last line is `N passed, M failed`; the exit code is non-zero when
 // a test failed or the setup did.
 
 import { chromium } from 'playwright-core';
@@ -40,8 +41,30 @@ const RUN = Math.random().toString(36).slice(2, 8);
 
 // --- small helpers ---------------------------------------------------------------------------
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (...a) => console.log(...a);
+
+/**
+ * Polls `check` (sync or async) every `every` ms until it returns something truthy, which is
+ * returned; throws after `timeout` ms, with what `check` last said through its argument
+ * (`note(text)`) or last threw. An error that `check` throws with `fatal: true` ends the wait.
+ */
+async function until(check, { timeout = 10_000, every = 100, what = 'a condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last = '';
+  const note = (text) => { last = String(text); };
+  for (;;) {
+    try {
+      const value = await check(note);
+      if (value) return value;
+    } catch (error) {
+      if (error.fatal) throw error;
+      last = error.message;
+    }
+    const left = deadline - Date.now();
+    if (left <= 0) throw new Error(`${what}: not within ${timeout} ms${last ? ` (last: ${last})` : ''}`);
+    await new Promise((r) => setTimeout(r, Math.min(every, left)));
+  }
+}
 
 function bounded(promise, ms, what) {
   let timer;
@@ -158,23 +181,22 @@ class Server {
 
   /** Until /readyz answers 200 with the read model caught up. */
   async ready(ms = 90_000) {
-    const deadline = Date.now() + ms;
-    let last = '';
     let exited = null;
     this.exited.then((e) => { exited = e; });
-    while (Date.now() < deadline) {
-      if (exited) throw new Error(`${this.name} exited (${exited.code ?? exited.signal}) before it was ready; log: ${this.logFile}\n${tail(this.logFile)}`);
-      try {
+    try {
+      await until(async (note) => {
+        if (exited) {
+          throw Object.assign(new Error(`${this.name} exited (${exited.code ?? exited.signal}) before it was ready; log: ${this.logFile}\n${tail(this.logFile)}`), { fatal: true });
+        }
         const r = await fetch(`${this.base}/readyz`, { signal: AbortSignal.timeout(3000) });
         const body = await r.json().catch(() => ({}));
-        if (r.ok && body.caught_up) return;
-        last = `${r.status} ${JSON.stringify(body).slice(0, 200)}`;
-      } catch (e) {
-        last = e.message;
-      }
-      await sleep(200);
+        note(`${r.status} ${JSON.stringify(body).slice(0, 200)}`);
+        return r.ok && body.caught_up;
+      }, { timeout: ms, every: 200, what: `${this.name} ready` });
+    } catch (error) {
+      if (error.fatal) throw error;
+      throw new Error(`${error.message}; log: ${this.logFile}`);
     }
-    throw new Error(`${this.name} not ready within ${ms} ms (last: ${last}); log: ${this.logFile}`);
   }
 
   async stop(signal = 'SIGTERM', ms = 20_000) {
@@ -229,6 +251,14 @@ async function openPage(route, { allow = [], width = 1280, height = 900, scheme 
   });
   page.on('pageerror', (e) => page.problems.push(`uncaught exception: ${e.message}`));
   page.on('crash', () => page.problems.push('the page crashed'));
+  // What the page does on the network, for waits on it: HTTP requests in flight and when the
+  // last one started or ended; live event frames received.
+  page.activity = { inFlight: new Set(), last: Date.now(), events: 0 };
+  page.on('request', (r) => { page.activity.inFlight.add(r); page.activity.last = Date.now(); });
+  for (const end of ['requestfinished', 'requestfailed']) page.on(end, (r) => { page.activity.inFlight.delete(r); page.activity.last = Date.now(); });
+  page.on('websocket', (ws) => ws.on('framereceived', ({ payload }) => {
+    if (typeof payload === 'string' && payload.startsWith('{"type":"event"')) page.activity.events += 1;
+  }));
   openPages.add(page);
   await page.goto(server.base + route, { waitUntil: 'load' });
   await page.waitForSelector('#conn-pill[data-state="live"]', { timeout: 15_000 });
@@ -246,6 +276,53 @@ function noProblems(page, what) {
 
 async function shot(page, name, fullPage = true) {
   await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage, animations: 'disabled' }).catch((e) => log(`# screenshot ${name} failed: ${e.message}`));
+}
+
+/**
+ * Until the page has had no HTTP request in flight for `quiet` ms, then until its event loop has
+ * run what those answers queued (an animation frame and a task). This is the bounded quiet
+ * period in which a late error would show (a second fetch and its render, a render after an
+ * event): waiting for the page's own requests to end, not for a fixed time. A page that never
+ * stops fetching for `quiet` ms within `timeout` fails the wait.
+ */
+async function settled(page, { quiet = 300, timeout = 10_000 } = {}) {
+  const a = page.activity;
+  await until((note) => {
+    note(`${a.inFlight.size} requests in flight: ${[...a.inFlight].map((r) => r.url()).join(', ').slice(0, 300)}`);
+    return a.inFlight.size === 0 && Date.now() - a.last >= quiet;
+  }, { timeout, every: 50, what: `${page.url()} settled` });
+  await rendered(page);
+}
+
+/** Until the page has rendered a frame and run the task after it: what it had queued is done. */
+const rendered = (page) => page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0))));
+
+/** The next offset per `topic:partition` that the page's live connection needs (its cursor). */
+const liveCursor = (page) => page.evaluate(() => sessionStorage.getItem('shopstream.live.cursor') || '');
+
+/**
+ * Until the page's live connection has been sent every event the server has consumed so far
+ * (its cursor, saved in sessionStorage, reaches the server's consumed offset of every
+ * partition): after that no frame about what was written before can still arrive, so a row
+ * that shows once then keeps showing once.
+ */
+async function caughtUpWithServer(page, timeout = 15_000) {
+  const ends = (await call(server.base, 'GET', '/api/kafka')).partitions.map((p) => [`${p.topic}:${p.partition}`, p.next_offset]);
+  await until(async (note) => {
+    const cursor = new Map((await liveCursor(page)).split(',').map((e) => /^([a-z]+:\d+):(\d+)$/.exec(e)).filter(Boolean).map((m) => [m[1], Number(m[2])]));
+    const behind = ends.filter(([k, end]) => !((cursor.get(k) ?? -1) >= end));
+    note(`behind on ${behind.map(([k, end]) => `${k} (${cursor.get(k) ?? 'none'} < ${end})`).join(', ')}`);
+    return behind.length === 0;
+  }, { timeout, every: 100, what: `${page.url()} caught up with the server` });
+}
+
+/** Until the page has received `n` more live event frames than it had when this was called. */
+async function moreEvents(page, n, timeout = 15_000) {
+  const from = page.activity.events;
+  await until((note) => {
+    note(`${page.activity.events - from} of ${n} events`);
+    return page.activity.events - from >= n;
+  }, { timeout, every: 50, what: `${page.url()} receiving live events` });
 }
 
 const rowsWith = (page, text) => page.locator('main table tbody tr', { hasText: text });
@@ -305,7 +382,8 @@ test('every page loads with no console error, and is labelled for assistive tech
     const page = await openPage(spec.route());
     try {
       await spec.ready(page);
-      await sleep(700); // late errors (a second fetch, a render after an event)
+      // Late errors (a second fetch, a render after an event) show while the page settles.
+      await settled(page);
       await shot(page, `page-${spec.name}`);
       noProblems(page, `page ${spec.name}`);
       const a11y = await accessibilityProblems(page);
@@ -321,7 +399,9 @@ test('pages work at phone width in the dark theme, and the keyboard reaches the 
     const page = await openPage(spec.route(), { width: 390, height: 844, scheme: 'dark' });
     try {
       await spec.ready(page);
-      await sleep(400);
+      // What renders after the first answers (a second fetch, charts drawn at their width) is
+      // laid out before the width is measured.
+      await settled(page);
       // Nothing wider than the screen but the tables' own scrolling boxes.
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
       assert(overflow <= 1, `page ${spec.name} is ${overflow}px wider than a phone screen`);
@@ -358,9 +438,10 @@ test('an order placed in the form appears in Orders within 2 s without reload, o
   try {
     await rowsWith(orders, seeded.shipped.name).first().waitFor();
     await orders.evaluate(() => { window.__noReload = 'still here'; });
-    await dashboard.waitForFunction(() => /\d/.test(document.querySelector('#counter-orders')?.textContent || ''));
-    await sleep(600); // let the throttled stats refresh settle
-    const before = await counter(dashboard, 'orders');
+    // The figure shows the server's count (any throttled refresh of the stats is over), so that
+    // what it says after the order is placed can only come from that order.
+    const before = (await call(server.base, 'GET', '/api/stats')).orders.total;
+    await dashboard.waitForFunction((n) => Number(document.querySelector('#counter-orders')?.textContent.replace(/\D/g, '') || NaN) === n, before);
 
     // The server's validation messages show next to their fields.
     await form.fill('#order-customer_name', '');
@@ -398,7 +479,9 @@ test('an order placed in the form appears in Orders within 2 s without reload, o
     const after = await counter(dashboard, 'orders');
     assert(after === before + 1, `the orders counter went from ${before} to ${after}, not by one`);
 
-    await sleep(800);
+    // Every event written so far has reached the page: a second row would be there by now.
+    await caughtUpWithServer(orders);
+    await settled(orders);
     assert(await rowsWith(orders, name).count() === 1, 'the order shows more than once');
     const api = await call(server.base, 'GET', `/api/orders?q=${encodeURIComponent(name)}`);
     assert(api.items.length === 1, `a double click created ${api.items.length} orders`);
@@ -626,7 +709,9 @@ test('after a server restart the page resumes from its cursor: what it missed sh
     const caught = Number(/caught up (\d+) event/.exec(text)[1]);
     log(`#   the page says: "${text}"`);
     for (const n of names) await rowsWith(page, n).first().waitFor({ timeout: 5000 });
-    await sleep(1500);
+    // The replay and the live stream are over for everything written so far: a row shown
+    // twice (once replayed, once live) would be there by now.
+    await caughtUpWithServer(page);
     for (const n of names) {
       const c = await rowsWith(page, n).count();
       assert(c === 1, `"${n}" shows ${c} times`);
@@ -653,7 +738,9 @@ async function gallery() {
       const p = await openPage(spec.route(), { scheme, width });
       try {
         await spec.ready(p);
-        await sleep(800);
+        // Traffic reaches the page before it is photographed: a few live events, rendered.
+        await moreEvents(p, 10);
+        await rendered(p);
         await shot(p, `traffic-${spec.name}-${scheme}-${width}`, spec.name === 'dashboard' || spec.name === 'order');
         noProblems(p, `${spec.name} with traffic`);
       } finally {
@@ -678,7 +765,9 @@ test('the simulator starts and stops from the dashboard, and the figures follow 
     const sim = await call(server.base, 'GET', '/api/simulator');
     assert(sim.running && sim.rate === 8, `simulator state: ${JSON.stringify(sim)}`);
     assert(Math.abs(sim.payment_failure_rate - 0.2) < 1e-9, `payment failure rate ${sim.payment_failure_rate}`);
-    await sleep(3000);
+    // Enough traffic for the pictures: the tail full of events, the figures well moved on.
+    await tail.waitForFunction(() => document.querySelectorAll('.table-tail tbody tr').length >= 50, null, { timeout: 20_000 });
+    await page.waitForFunction((n) => Number(document.querySelector('#counter-orders').textContent.replace(/\D/g, '')) >= n + 15, before, { timeout: 20_000 });
     await shot(page, 'traffic-dashboard');
     await shot(tail, 'traffic-kafka', false);
     await gallery();
