@@ -602,6 +602,53 @@ test('the Kafka page shows offsets and lag, and reads records by offset and by t
   }
 });
 
+test('without the rules document the dashboard says why it cannot start, keeps the connection indicator, and starts once the rules can be read', async () => {
+  // The page's requests for /api/rules fail (as when the server cannot be reached) until
+  // `refuse` is turned off; everything else reaches the server.
+  let refuse = true;
+  let asked = 0;
+  const page = await openPage('/orders', {
+    allow: [/ERR_CONNECTION_REFUSED|ERR_FAILED/],
+    before: (p) => p.route(/\/api\/rules$/, (route) => {
+      asked += 1;
+      return refuse ? route.abort('connectionrefused') : route.continue();
+    }),
+  });
+  try {
+    const alert = page.locator('main .notice-error');
+    await alert.waitFor();
+    const text = await alert.textContent();
+    assert(text.includes('GET /api/rules') && /cannot be reached/.test(text), `the notice reads "${text}"`);
+    assert(await page.textContent('main h1') === 'The dashboard cannot start', 'no heading says the dashboard cannot start');
+    assert(await page.locator('#orders-status').count() === 0, 'a page was mounted without the rules');
+    // The live connection does not depend on the rules: the indicator says Live (openPage
+    // waited for it).
+    assert(await page.getAttribute('#conn-pill', 'data-state') === 'live', 'the connection indicator is not live');
+    const accessibility = await accessibilityProblems(page);
+    assert(accessibility.length === 0, `the notice page: ${accessibility.join('; ')}`);
+    await shot(page, 'rules-unavailable', false);
+    // It tries again by itself.
+    const before = asked;
+    await until(() => asked > before, { timeout: 10_000, what: 'a second try to read the rules' });
+    // Navigating meanwhile changes the address only; the page it names is mounted at start.
+    await page.click('nav a[href="/payments"]');
+    await page.waitForFunction(() => location.pathname === '/payments');
+    assert(await page.locator('#payments-status').count() === 0, 'a page was mounted without the rules');
+    // The server answers again: "Try again" (or the next automatic try) starts the dashboard.
+    refuse = false;
+    await Promise.race([page.click('#rules-retry', { timeout: 15_000 }).catch(() => {}), page.waitForSelector('#payments-status', { timeout: 15_000 })]);
+    await page.waitForSelector('main[data-page="payments"] #payments-status');
+    const rules = await call(server.base, 'GET', '/api/rules');
+    const offered = await page.$$eval('#payments-status option', (options) => options.map((o) => o.value).filter(Boolean));
+    assert(JSON.stringify(offered) === JSON.stringify(rules.payment_statuses), `the status filter offers ${offered.join(', ')}`);
+    await page.locator('main table tbody tr').first().waitFor();
+    assert(await page.evaluate(() => document.activeElement?.tagName) === 'H1', 'focus did not move to the page that replaced the notice');
+    noProblems(page, 'start-up without rules');
+  } finally {
+    await closePage(page);
+  }
+});
+
 test('an action the state no longer allows shows the server refusal (409) and the page catches up', async () => {
   const name = `Stale Page ${RUN}`;
   const id = (await call(server.base, 'POST', '/api/orders?wait=true', order(name))).order.order_id;
