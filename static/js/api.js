@@ -39,7 +39,11 @@ export async function api(path, { method = 'GET', body, idempotencyKey, signal }
   const text = await response.text();
   let data = null;
   if (text) {
-    try { data = JSON.parse(text); } catch { data = null; }
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
   }
   if (!response.ok) throw new ApiError(response.status, data);
   return data;

@@ -46,7 +46,11 @@ function route(path) {
 function render({ focus }) {
   if (current) {
     current.controller.abort();
-    try { current.cleanup?.(); } catch (error) { console.warn('shopstream: page cleanup failed', error); }
+    try {
+      current.cleanup?.();
+    } catch (error) {
+      console.warn('shopstream: page cleanup failed', error);
+    }
   }
   const { page, params } = route(location.pathname);
   const controller = new AbortController();
@@ -89,7 +93,9 @@ document.addEventListener('click', (e) => {
   navigate(url.href);
 });
 
-window.addEventListener('popstate', () => { if (started) render({ focus: true }); });
+window.addEventListener('popstate', () => {
+  if (started) render({ focus: true });
+});
 
 // --- the connection indicator ----------------------------------------------------------------
 
@@ -107,7 +113,7 @@ live.on('state', ({ state, detail }) => {
   pillText.textContent = text;
   pill.title = state === 'live' ? 'Receiving events live' : 'Activate to reconnect now';
   // Say state changes, not every countdown tick or catch-up count.
-  const spoken = state === 'reconnecting' ? 'Connection lost, reconnecting' : (detail.startsWith('caught up') ? text : LABELS[state]);
+  const spoken = state === 'reconnecting' ? 'Connection lost, reconnecting' : detail.startsWith('caught up') ? text : LABELS[state];
   if (spoken !== lastSpoken) {
     liveRegion.textContent = spoken === 'Live' ? 'Live: receiving events' : spoken;
     lastSpoken = spoken;
@@ -142,11 +148,14 @@ function waitToRetry(error, attempt) {
     main.dataset.page = 'error';
     main.replaceChildren(
       pageHeader('The dashboard cannot start'),
-      notice('error',
+      notice(
+        'error',
         h('p', {}, 'It needs the shop’s rules from the server (', h('code', {}, 'GET /api/rules'), ') and could not read them.'),
         h('p', {}, `${error.message}.`),
-        h('p', {}, `It tries again in ${delay} s, or as soon as the live connection is back.`)),
-      h('p', {}, button));
+        h('p', {}, `It tries again in ${delay} s, or as soon as the live connection is back.`),
+      ),
+      h('p', {}, button),
+    );
     timer = setTimeout(again, delay * 1000);
     off = live.on('hello', again);
   });

@@ -38,33 +38,61 @@ export function barChart(points, { title, format = count, unit = '', width = 600
 
   const grid = [0, 0.5, 1].map((f) => {
     const y = PAD.top + innerH * (1 - f);
-    return h('g', { class: 'grid' },
+    return h(
+      'g',
+      { class: 'grid' },
       h('line', { x1: PAD.left, x2: W - PAD.right, y1: y, y2: y }),
-      h('text', { x: PAD.left - 6, y: y + 4, 'text-anchor': 'end' }, compact.format(max * f)));
+      h('text', { x: PAD.left - 6, y: y + 4, 'text-anchor': 'end' }, compact.format(max * f)),
+    );
   });
   const bars = points.map((p, i) => {
     const bh = max ? (p.value / max) * innerH : 0;
     const x = PAD.left + i * step + 1;
-    return h('rect', {
-      class: i === points.length - 1 ? 'bar bar-now' : 'bar',
-      x: x.toFixed(1), y: (PAD.top + innerH - bh).toFixed(1), width: barW.toFixed(1), height: Math.max(0, bh).toFixed(1),
-    }, h('title', {}, `${hhmm(p.at)}: ${format(p.value)}${unit}`));
+    return h(
+      'rect',
+      {
+        class: i === points.length - 1 ? 'bar bar-now' : 'bar',
+        x: x.toFixed(1),
+        y: (PAD.top + innerH - bh).toFixed(1),
+        width: barW.toFixed(1),
+        height: Math.max(0, bh).toFixed(1),
+      },
+      h('title', {}, `${hhmm(p.at)}: ${format(p.value)}${unit}`),
+    );
   });
   const labels = points
     .map((p, i) => ({ p, i }))
     .filter(({ i }) => (i % (W < 420 ? 30 : 15) === 0 && i < points.length - 8) || i === points.length - 1)
-    .map(({ p, i }) => h('text', {
-      class: 'axis', x: (PAD.left + i * step + step / 2).toFixed(1), y: H - 6,
-      'text-anchor': i === points.length - 1 ? 'end' : 'middle',
-    }, i === points.length - 1 ? 'now' : hhmm(p.at)));
+    .map(({ p, i }) =>
+      h(
+        'text',
+        {
+          class: 'axis',
+          x: (PAD.left + i * step + step / 2).toFixed(1),
+          y: H - 6,
+          'text-anchor': i === points.length - 1 ? 'end' : 'middle',
+        },
+        i === points.length - 1 ? 'now' : hhmm(p.at),
+      ),
+    );
 
   const id = `chart-${title.replace(/\W+/g, '-').toLowerCase()}`;
-  return h('svg', {
-    class: 'chart', viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'img', 'aria-labelledby': `${id}-t ${id}-d`,
-  },
-  h('title', { id: `${id}-t` }, title),
-  h('desc', { id: `${id}-d` }, summary),
-  grid, h('g', { class: 'bars' }, bars), labels);
+  return h(
+    'svg',
+    {
+      class: 'chart',
+      viewBox: `0 0 ${W} ${H}`,
+      width: W,
+      height: H,
+      role: 'img',
+      'aria-labelledby': `${id}-t ${id}-d`,
+    },
+    h('title', { id: `${id}-t` }, title),
+    h('desc', { id: `${id}-d` }, summary),
+    grid,
+    h('g', { class: 'bars' }, bars),
+    labels,
+  );
 }
 
 /**
@@ -90,13 +118,27 @@ export function funnel(byStatus, total) {
   const row = (s, cls = '') => {
     const bar = h('span', { class: `funnel-bar ${cls}` });
     bar.style.setProperty('--w', `${Math.max(total ? 0.5 : 0, pct(s.value))}%`);
-    return h('li', { class: 'funnel-row' },
+    return h(
+      'li',
+      { class: 'funnel-row' },
       h('span', { class: 'funnel-label' }, s.label),
       h('span', { class: 'funnel-track', 'aria-hidden': 'true' }, bar),
       h('span', { class: 'funnel-value' }, h('strong', {}, count(s.value)), h('span', { class: 'muted' }, ` · ${pct(s.value)} %`)),
-      s.note ? h('span', { class: 'funnel-note muted small' }, s.note) : null);
+      s.note ? h('span', { class: 'funnel-note muted small' }, s.note) : null,
+    );
   };
-  return h('div', { class: 'funnel' },
-    h('ol', { class: 'funnel-stages', 'aria-label': 'Orders that reached each stage' }, stages.map((s) => row(s))),
-    h('ul', { class: 'funnel-side', 'aria-label': 'Orders that left the path' }, side.map((s) => row(s, s.cls))));
+  return h(
+    'div',
+    { class: 'funnel' },
+    h(
+      'ol',
+      { class: 'funnel-stages', 'aria-label': 'Orders that reached each stage' },
+      stages.map((s) => row(s)),
+    ),
+    h(
+      'ul',
+      { class: 'funnel-side', 'aria-label': 'Orders that left the path' },
+      side.map((s) => row(s, s.cls)),
+    ),
+  );
 }

@@ -54,7 +54,9 @@ export class Live {
     this.timers = {};
     this.lastHeard = 0;
     this.hasConnected = false;
-    this.firstHello = new Promise((resolve) => { this.resolveFirstHello = resolve; });
+    this.firstHello = new Promise((resolve) => {
+      this.resolveFirstHello = resolve;
+    });
   }
 
   // --- subscriptions -------------------------------------------------------------------------
@@ -68,7 +70,11 @@ export class Live {
 
   emit(type, payload) {
     for (const fn of this.listeners.get(type) || []) {
-      try { fn(payload); } catch (error) { reportError(error); }
+      try {
+        fn(payload);
+      } catch (error) {
+        reportError(error);
+      }
     }
   }
 
@@ -83,9 +89,15 @@ export class Live {
     try {
       const saved = sessionStorage.getItem(STORAGE_KEY);
       if (saved) this.cursor = parseCursor(saved);
-    } catch { /* storage may be disabled */ }
-    window.addEventListener('online', () => { if (this.state === 'offline') this.connect(); });
-    window.addEventListener('offline', () => { if (this.state !== 'live') this.setState('offline', 'the browser is offline'); });
+    } catch {
+      /* storage may be disabled */
+    }
+    window.addEventListener('online', () => {
+      if (this.state === 'offline') this.connect();
+    });
+    window.addEventListener('offline', () => {
+      if (this.state !== 'live') this.setState('offline', 'the browser is offline');
+    });
     window.addEventListener('pagehide', () => this.save(true));
     this.connect();
   }
@@ -103,7 +115,11 @@ export class Live {
     if (this.ws) {
       const old = this.ws;
       this.ws = null;
-      try { old.close(); } catch { /* already closed */ }
+      try {
+        old.close();
+      } catch {
+        /* already closed */
+      }
     }
     const url = new URL('/ws', location.href);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -119,7 +135,9 @@ export class Live {
       return;
     }
     this.ws = ws;
-    ws.addEventListener('message', (m) => { if (this.ws === ws) this.onMessage(m.data); });
+    ws.addEventListener('message', (m) => {
+      if (this.ws === ws) this.onMessage(m.data);
+    });
     ws.addEventListener('close', (e) => {
       if (this.ws !== ws) return;
       this.ws = null;
@@ -165,13 +183,25 @@ export class Live {
 
   onMessage(text) {
     let frame;
-    try { frame = JSON.parse(text); } catch { return; }
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      return;
+    }
     this.lastHeard = Date.now();
     switch (frame.type) {
-      case 'hello': this.onHello(frame); break;
-      case 'event': this.onEvent(frame); break;
+      case 'hello':
+        this.onHello(frame);
+        break;
+      case 'event':
+        this.onEvent(frame);
+        break;
       case 'caught_up':
-        if (this.catchUp) { this.catchUp.replayed = frame.replayed || 0; this.catchUp.serverDone = true; this.checkCatchUp(); }
+        if (this.catchUp) {
+          this.catchUp.replayed = frame.replayed || 0;
+          this.catchUp.serverDone = true;
+          this.checkCatchUp();
+        }
         break;
       case 'reset':
         this.cursor.set(keyOf(frame.topic, frame.partition), frame.earliest);
@@ -188,7 +218,8 @@ export class Live {
       case 'error':
         this.lastCloseReason = frame.message || frame.code || 'server error';
         break;
-      default: break;
+      default:
+        break;
     }
   }
 
@@ -233,16 +264,18 @@ export class Live {
     this.catchUp = catchUp;
     this.clearTimer('catchUp');
     this.timers.catchUp = setTimeout(() => this.finishCatchUp(), CATCH_UP_LIMIT);
-    api('/api/kafka').then((kafka) => {
-      if (this.catchUp !== catchUp) return;
-      // The end of every partition now: what was written while we were away ends there.
-      catchUp.target = new Map((kafka.partitions || []).map((p) => [keyOf(p.topic, p.partition), p.latest_offset]));
-      this.checkCatchUp();
-    }).catch(() => {
-      if (this.catchUp !== catchUp) return;
-      catchUp.targetFailed = true;
-      this.checkCatchUp();
-    });
+    api('/api/kafka')
+      .then((kafka) => {
+        if (this.catchUp !== catchUp) return;
+        // The end of every partition now: what was written while we were away ends there.
+        catchUp.target = new Map((kafka.partitions || []).map((p) => [keyOf(p.topic, p.partition), p.latest_offset]));
+        this.checkCatchUp();
+      })
+      .catch(() => {
+        if (this.catchUp !== catchUp) return;
+        catchUp.targetFailed = true;
+        this.checkCatchUp();
+      });
   }
 
   checkCatchUp() {
@@ -273,7 +306,9 @@ export class Live {
     this.setState('live', `caught up ${n} ${n === 1 ? 'event' : 'events'}`);
     this.emit('caughtup', { count: n });
     this.clearTimer('caughtUpNote');
-    this.timers.caughtUpNote = setTimeout(() => { if (this.state === 'live') this.setState('live', ''); }, 30000);
+    this.timers.caughtUpNote = setTimeout(() => {
+      if (this.state === 'live') this.setState('live', '');
+    }, 30000);
   }
 
   // --- liveness ------------------------------------------------------------------------------
@@ -287,13 +322,21 @@ export class Live {
       if (Date.now() - this.lastHeard > PING_TIMEOUT) {
         // Silent for too long (a dead network path): drop it and resume by cursor.
         this.ws = null;
-        try { ws.close(); } catch { /* ignore */ }
+        try {
+          ws.close();
+        } catch {
+          /* ignore */
+        }
         this.clearTimer('ping');
         this.finishCatchUp(true);
         this.scheduleReconnect('no answer from the server');
         return;
       }
-      try { ws.send('{"type":"ping"}'); } catch { /* closing */ }
+      try {
+        ws.send('{"type":"ping"}');
+      } catch {
+        /* closing */
+      }
     }, PING_EVERY);
   }
 
@@ -302,13 +345,23 @@ export class Live {
   save(now = false) {
     if (now) {
       this.clearTimer('save');
-      try { sessionStorage.setItem(STORAGE_KEY, formatCursor(this.cursor)); } catch { /* full or disabled */ }
+      try {
+        sessionStorage.setItem(STORAGE_KEY, formatCursor(this.cursor));
+      } catch {
+        /* full or disabled */
+      }
       return;
     }
-    if (!this.timers.save) this.timers.save = setTimeout(() => { this.timers.save = null; this.save(true); }, 250);
+    if (!this.timers.save)
+      this.timers.save = setTimeout(() => {
+        this.timers.save = null;
+        this.save(true);
+      }, 250);
   }
 
-  cursorText() { return formatCursor(this.cursor); }
+  cursorText() {
+    return formatCursor(this.cursor);
+  }
 }
 
 /** Reports a page bug without breaking the stream (shows in the console as a warning). */

@@ -41,28 +41,58 @@ export function mountTable(container, ctx, cfg) {
   // --- structure -----------------------------------------------------------------------------
   const statusId = `${cfg.kind}-status`;
   const searchId = `${cfg.kind}-search`;
-  const statusSelect = h('select', { id: statusId, name: 'status' },
+  const statusSelect = h(
+    'select',
+    { id: statusId, name: 'status' },
     h('option', { value: '' }, 'All statuses'),
-    cfg.statuses.map((s) => h('option', { value: s, selected: s === filters.status }, s)));
+    cfg.statuses.map((s) => h('option', { value: s, selected: s === filters.status }, s)),
+  );
   const searchInput = h('input', {
-    id: searchId, name: 'q', type: 'search', value: filters.q, placeholder: cfg.searchPlaceholder,
-    autocomplete: 'off', spellcheck: 'false',
+    id: searchId,
+    name: 'q',
+    type: 'search',
+    value: filters.q,
+    placeholder: cfg.searchPlaceholder,
+    autocomplete: 'off',
+    spellcheck: 'false',
   });
   const summary = h('p', { class: 'table-summary muted', role: 'status' });
   const showNewest = h('button', { type: 'button', class: 'btn btn-small', hidden: true, onClick: () => reload() });
   const tbody = h('tbody', { role: 'rowgroup' });
-  const table = h('table', { class: `data-table cards table-${cfg.kind}`, role: 'table' },
+  const table = h(
+    'table',
+    { class: `data-table cards table-${cfg.kind}`, role: 'table' },
     h('caption', { class: 'visually-hidden' }, cfg.caption),
-    h('thead', { role: 'rowgroup' }, h('tr', { role: 'row' }, cfg.columns.map((c) => h('th', { scope: 'col', class: c.className, role: 'columnheader' }, c.label)))),
-    tbody);
+    h(
+      'thead',
+      { role: 'rowgroup' },
+      h(
+        'tr',
+        { role: 'row' },
+        cfg.columns.map((c) => h('th', { scope: 'col', class: c.className, role: 'columnheader' }, c.label)),
+      ),
+    ),
+    tbody,
+  );
   const empty = h('p', { class: 'empty muted', hidden: true });
   const olderButton = h('button', { type: 'button', class: 'btn', hidden: true, onClick: () => loadOlder() }, 'Load older');
   const errorBox = h('div', { class: 'table-error' });
 
-  const form = h('form', { class: 'filters', role: 'search', 'aria-label': `Filter ${cfg.noun[1]}`, onSubmit: (e) => { e.preventDefault(); applyFilters(); } },
+  const form = h(
+    'form',
+    {
+      class: 'filters',
+      role: 'search',
+      'aria-label': `Filter ${cfg.noun[1]}`,
+      onSubmit: (e) => {
+        e.preventDefault();
+        applyFilters();
+      },
+    },
     h('div', { class: 'field' }, h('label', { for: statusId }, cfg.statusLabel || 'Status'), statusSelect),
     h('div', { class: 'field field-grow' }, h('label', { for: searchId }, cfg.searchLabel), searchInput),
-    h('div', { class: 'field field-actions' }, showNewest));
+    h('div', { class: 'field field-actions' }, showNewest),
+  );
   container.append(
     form,
     errorBox,
@@ -82,7 +112,10 @@ export function mountTable(container, ctx, cfg) {
     filters.status = status;
     filters.q = q;
     const url = new URL(location.href);
-    for (const [k, v] of Object.entries(filters)) { if (v) url.searchParams.set(k, v); else url.searchParams.delete(k); }
+    for (const [k, v] of Object.entries(filters)) {
+      if (v) url.searchParams.set(k, v);
+      else url.searchParams.delete(k);
+    }
     history.replaceState(history.state, '', url);
     reload();
   }
@@ -90,15 +123,27 @@ export function mountTable(container, ctx, cfg) {
   // --- rows ----------------------------------------------------------------------------------
   const sortKey = (item) => ({ t: micros(cfg.time(item)), id: String(cfg.id(item)) });
   /** Whether a is newer than b (comes first). */
-  const newer = (a, b) => (a.t !== b.t ? (a.t > b.t || Number.isNaN(b.t)) : a.id > b.id);
+  const newer = (a, b) => (a.t !== b.t ? a.t > b.t || Number.isNaN(b.t) : a.id > b.id);
 
   function renderRow(entry, flash) {
     // Explicit roles: on phones the rows are laid out as cards (CSS display changes), and the
     // roles keep them a table for screen readers.
-    const tr = h('tr', { role: 'row', dataset: { id: entry.id } },
-      cfg.columns.map((c, i) => h(i === 0 ? 'th' : 'td', {
-        class: c.className, scope: i === 0 ? 'row' : null, role: i === 0 ? 'rowheader' : 'cell', 'data-label': c.label,
-      }, c.render(entry.item))));
+    const tr = h(
+      'tr',
+      { role: 'row', dataset: { id: entry.id } },
+      cfg.columns.map((c, i) =>
+        h(
+          i === 0 ? 'th' : 'td',
+          {
+            class: c.className,
+            scope: i === 0 ? 'row' : null,
+            role: i === 0 ? 'rowheader' : 'cell',
+            'data-label': c.label,
+          },
+          c.render(entry.item),
+        ),
+      ),
+    );
     if (flash) tr.classList.add(flash);
     if (entry.tr) entry.tr.replaceWith(tr);
     entry.tr = tr;
@@ -154,7 +199,11 @@ export function mountTable(container, ctx, cfg) {
         return;
       }
       if (!insertNew || !cfg.matches(item, filters)) return;
-      if (paused) { newerWaiting += 1; updateFooter(); return; }
+      if (paused) {
+        newerWaiting += 1;
+        updateFooter();
+        return;
+      }
       if (insert(item, 'row-new')) {
         trimBottom();
         announcer.add(`new ${cfg.noun[1]}`);
@@ -174,24 +223,30 @@ export function mountTable(container, ctx, cfg) {
     refresh(id, path, pick) {
       if (!byId.has(String(id)) || fetching.has(path) || fetching.size >= 8) return;
       fetching.add(path);
-      api(path, { signal: ctx.signal }).then((body) => {
-        const item = pick(body);
-        const shown = byId.get(String(id));
-        // A live event may have moved the row on while the request was on its way.
-        if (item && shown && !cfg.stale?.(item, shown.item)) api_.patch(id, item);
-      }).catch(() => {}).finally(() => fetching.delete(path));
+      api(path, { signal: ctx.signal })
+        .then((body) => {
+          const item = pick(body);
+          const shown = byId.get(String(id));
+          // A live event may have moved the row on while the request was on its way.
+          if (item && shown && !cfg.stale?.(item, shown.item)) api_.patch(id, item);
+        })
+        .catch(() => {})
+        .finally(() => fetching.delete(path));
     },
     /** Reads one item (a row not shown that now matches the filters) and inserts it. */
     fetchAndInsert(path, pick) {
       if (fetching.has(path) || fetching.size >= 8 || paused) return;
       fetching.add(path);
-      api(path, { signal: ctx.signal }).then((body) => {
-        const item = pick(body);
-        if (item && !byId.has(String(cfg.id(item))) && cfg.matches(item, filters) && insert(item, 'row-new')) {
-          trimBottom();
-          updateFooter();
-        }
-      }).catch(() => {}).finally(() => fetching.delete(path));
+      api(path, { signal: ctx.signal })
+        .then((body) => {
+          const item = pick(body);
+          if (item && !byId.has(String(cfg.id(item))) && cfg.matches(item, filters) && insert(item, 'row-new')) {
+            trimBottom();
+            updateFooter();
+          }
+        })
+        .catch(() => {})
+        .finally(() => fetching.delete(path));
     },
   };
 
@@ -222,7 +277,10 @@ export function mountTable(container, ctx, cfg) {
       if (isAbort(error)) return;
       errorBox.replaceChildren(notice('error', `Cannot load ${cfg.noun[1]}: ${error.message}`));
     } finally {
-      if (loading === controller) { loading = null; table.removeAttribute('aria-busy'); }
+      if (loading === controller) {
+        loading = null;
+        table.removeAttribute('aria-busy');
+      }
       updateFooter();
     }
   }
@@ -235,7 +293,9 @@ export function mountTable(container, ctx, cfg) {
     const hadFocus = document.activeElement === olderButton;
     olderButton.disabled = true;
     try {
-      const page = await api(`${cfg.endpoint}${query({ status: filters.status, q: filters.q, limit: PAGE, cursor: nextCursor })}`, { signal: controller.signal });
+      const page = await api(`${cfg.endpoint}${query({ status: filters.status, q: filters.q, limit: PAGE, cursor: nextCursor })}`, {
+        signal: controller.signal,
+      });
       if (loading !== controller) return;
       const firstNew = rows.length;
       hasOlder = false;
@@ -264,20 +324,26 @@ export function mountTable(container, ctx, cfg) {
     showNewest.hidden = !paused;
     showNewest.textContent = newerWaiting ? `Show newest (${count(newerWaiting)} new)` : 'Show newest';
     empty.hidden = n > 0 || !initialLoaded;
-    empty.textContent = filters.status || filters.q
-      ? `No ${cfg.noun[1]} match these filters yet. New ones appear here as they arrive.`
-      : `No ${cfg.noun[1]} yet. They appear here live as they arrive.`;
+    empty.textContent =
+      filters.status || filters.q
+        ? `No ${cfg.noun[1]} match these filters yet. New ones appear here as they arrive.`
+        : `No ${cfg.noun[1]} yet. They appear here live as they arrive.`;
   }
 
   // --- live ----------------------------------------------------------------------------------
   const offEvent = ctx.live.on('event', (frame) => {
-    if (!initialLoaded) { buffered.push(frame); return; }
+    if (!initialLoaded) {
+      buffered.push(frame);
+      return;
+    }
     cfg.onEvent(frame, api_);
   });
   // A partition reset (retention) may have left a gap: read the first page again.
   const offReset = ctx.live.on('reset', () => reload());
 
-  ctx.live.ready().then(() => { if (!ctx.signal.aborted) reload(); });
+  ctx.live.ready().then(() => {
+    if (!ctx.signal.aborted) reload();
+  });
 
   return () => {
     offEvent();

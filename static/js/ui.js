@@ -16,8 +16,10 @@ export function h(tag, attrs = {}, ...children) {
     else if (name === 'dataset') Object.assign(el.dataset, value);
     else if (name.startsWith('on') && typeof value === 'function') el.addEventListener(name.slice(2).toLowerCase(), value);
     // On inputs the attribute is the default value too, which form.reset() goes back to.
-    else if (name === 'value' && !svg) { if (tag === 'input') el.setAttribute('value', value); else el.value = value; }
-    else if (name === 'checked' || name === 'selected') el[name] = Boolean(value);
+    else if (name === 'value' && !svg) {
+      if (tag === 'input') el.setAttribute('value', value);
+      else el.value = value;
+    } else if (name === 'checked' || name === 'selected') el[name] = Boolean(value);
     else el.setAttribute(name, value === true ? '' : String(value));
   }
   append(el, children);
@@ -58,9 +60,7 @@ export function money(amount, currency) {
   if (!format) {
     const options = { minimumFractionDigits: 2, maximumFractionDigits: 2 };
     try {
-      format = currency
-        ? new Intl.NumberFormat(undefined, { style: 'currency', currency, ...options })
-        : new Intl.NumberFormat(undefined, options);
+      format = currency ? new Intl.NumberFormat(undefined, { style: 'currency', currency, ...options }) : new Intl.NumberFormat(undefined, options);
     } catch {
       format = new Intl.NumberFormat(undefined, options);
     }
@@ -97,7 +97,10 @@ export function time(iso) {
   return h('time', { datetime: iso, title: dateTime.format(d) }, sameDay ? timeOnly.format(d) : dateTime.format(d));
 }
 
-export const fullTime = (iso) => { const d = parseTime(iso); return d ? dateTime.format(d) : '—'; };
+export const fullTime = (iso) => {
+  const d = parseTime(iso);
+  return d ? dateTime.format(d) : '—';
+};
 export const hhmm = (d) => shortTime.format(d);
 export const day = (isoDate) => {
   if (!isoDate) return '—';
@@ -129,7 +132,10 @@ export function shortId(id) {
   return h('code', { class: 'id', title: id }, String(id ?? '').slice(0, 8));
 }
 
-export const slug = (s) => String(s ?? '').toLowerCase().replace(/[^a-z0-9]+/g, '-');
+export const slug = (s) =>
+  String(s ?? '')
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-');
 
 /** A status pill; colour and text both say it (colour alone is not enough). */
 export function badge(status) {
@@ -157,7 +163,9 @@ export function announce(text) {
   clearTimeout(announceTimer);
   region.textContent = '';
   // A fresh text node after a tick, so that repeating the same sentence is read again.
-  announceTimer = setTimeout(() => { region.textContent = text; }, 50);
+  announceTimer = setTimeout(() => {
+    region.textContent = text;
+  }, 50);
 }
 
 /** Collects "new X" counts and announces them at most every `interval` ms. */
@@ -175,7 +183,10 @@ export function batchAnnouncer(interval = 5000) {
       counts.set(what, (counts.get(what) || 0) + n);
       if (!timer) timer = setTimeout(flush, interval);
     },
-    stop() { clearTimeout(timer); counts.clear(); },
+    stop() {
+      clearTimeout(timer);
+      counts.clear();
+    },
   };
 }
 
@@ -185,19 +196,29 @@ export function batchAnnouncer(interval = 5000) {
 export function throttle(fn, ms) {
   let last = 0;
   let timer = null;
-  const run = () => { timer = null; last = Date.now(); fn(); };
+  const run = () => {
+    timer = null;
+    last = Date.now();
+    fn();
+  };
   const throttled = () => {
     if (timer) return;
     const wait = Math.max(0, last + ms - Date.now());
     timer = setTimeout(run, wait);
   };
-  throttled.cancel = () => { clearTimeout(timer); timer = null; };
+  throttled.cancel = () => {
+    clearTimeout(timer);
+    timer = null;
+  };
   return throttled;
 }
 
 export function debounce(fn, ms) {
   let timer = null;
-  const debounced = (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
+  const debounced = (...args) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => fn(...args), ms);
+  };
   debounced.cancel = () => clearTimeout(timer);
   return debounced;
 }

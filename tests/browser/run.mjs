@@ -33,8 +33,14 @@ const SHOTS = path.join(OUT, 'screenshots');
 const LOGS = path.join(OUT, 'logs');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
 ];
 const TEST_TIMEOUT = 150_000;
 const RUN = Math.random().toString(36).slice(2, 8);
@@ -51,7 +57,9 @@ const log = (...a) => console.log(...a);
 async function until(check, { timeout = 10_000, every = 100, what = 'a condition' } = {}) {
   const deadline = Date.now() + timeout;
   let last = '';
-  const note = (text) => { last = String(text); };
+  const note = (text) => {
+    last = String(text);
+  };
   for (;;) {
     try {
       const value = await check(note);
@@ -70,7 +78,9 @@ function bounded(promise, ms, what) {
   let timer;
   return Promise.race([
     promise,
-    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms); }),
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
+    }),
   ]).finally(() => clearTimeout(timer));
 }
 
@@ -85,7 +95,10 @@ function freePort() {
     const s = net.createServer();
     s.unref();
     s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
   });
 }
 
@@ -99,7 +112,11 @@ async function call(base, method, route, body, headers = {}) {
   });
   const text = await response.text();
   let json = null;
-  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  try {
+    json = JSON.parse(text);
+  } catch {
+    /* not JSON */
+  }
   if (!response.ok) throw new Error(`${method} ${route} answered ${response.status}: ${text.slice(0, 300)}`);
   return json;
 }
@@ -165,13 +182,11 @@ class Server {
     const fd = fs.openSync(logFile, 'w');
     const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' };
     for (const k of Object.keys(env)) if (k.startsWith('SHOPSTREAM_') && k !== 'SHOPSTREAM_BIN') delete env[k];
-    this.child = spawn(this.bin, [
-      '--kafka', this.kafka,
-      '--listen', `127.0.0.1:${this.port}`,
-      '--data-dir', this.dataDir,
-      '--topic-prefix', this.prefix,
-      '--log-format', 'json',
-    ], { cwd: ROOT, env, stdio: ['ignore', fd, fd] });
+    this.child = spawn(
+      this.bin,
+      ['--kafka', this.kafka, '--listen', `127.0.0.1:${this.port}`, '--data-dir', this.dataDir, '--topic-prefix', this.prefix, '--log-format', 'json'],
+      { cwd: ROOT, env, stdio: ['ignore', fd, fd] },
+    );
     fs.closeSync(fd);
     this.logFile = logFile;
     this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
@@ -182,17 +197,25 @@ class Server {
   /** Until /readyz answers 200 with the read model caught up. */
   async ready(ms = 90_000) {
     let exited = null;
-    this.exited.then((e) => { exited = e; });
+    this.exited.then((e) => {
+      exited = e;
+    });
     try {
-      await until(async (note) => {
-        if (exited) {
-          throw Object.assign(new Error(`${this.name} exited (${exited.code ?? exited.signal}) before it was ready; log: ${this.logFile}\n${tail(this.logFile)}`), { fatal: true });
-        }
-        const r = await fetch(`${this.base}/readyz`, { signal: AbortSignal.timeout(3000) });
-        const body = await r.json().catch(() => ({}));
-        note(`${r.status} ${JSON.stringify(body).slice(0, 200)}`);
-        return r.ok && body.caught_up;
-      }, { timeout: ms, every: 200, what: `${this.name} ready` });
+      await until(
+        async (note) => {
+          if (exited) {
+            throw Object.assign(
+              new Error(`${this.name} exited (${exited.code ?? exited.signal}) before it was ready; log: ${this.logFile}\n${tail(this.logFile)}`),
+              { fatal: true },
+            );
+          }
+          const r = await fetch(`${this.base}/readyz`, { signal: AbortSignal.timeout(3000) });
+          const body = await r.json().catch(() => ({}));
+          note(`${r.status} ${JSON.stringify(body).slice(0, 200)}`);
+          return r.ok && body.caught_up;
+        },
+        { timeout: ms, every: 200, what: `${this.name} ready` },
+      );
     } catch (error) {
       if (error.fatal) throw error;
       throw new Error(`${error.message}; log: ${this.logFile}`);
@@ -212,7 +235,11 @@ class Server {
 }
 
 function tail(file, lines = 20) {
-  try { return fs.readFileSync(file, 'utf8').trim().split('\n').slice(-lines).join('\n'); } catch { return ''; }
+  try {
+    return fs.readFileSync(file, 'utf8').trim().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '';
+  }
 }
 
 // --- the browser -----------------------------------------------------------------------------
@@ -243,22 +270,37 @@ async function openPage(route, { allow = [], width = 1280, height = 900, scheme 
     if (m.type() !== 'error' || page.allow.some((r) => r.test(m.text()))) return;
     // A 503 is the server saying the broker did not answer in time (a loaded machine): the
     // page shows it and carries on; it is noted, not failed.
-    if (/status of 503/.test(m.text())) { unavailable.push(`${page.url()}: ${m.text()}`); return; }
+    if (/status of 503/.test(m.text())) {
+      unavailable.push(`${page.url()}: ${m.text()}`);
+      return;
+    }
     page.problems.push(`console error: ${m.text()}`);
   });
   page.on('response', (r) => {
-    if (r.status() >= 500) r.text().then((t) => consoleLog.push(`[${new Date().toISOString()}] ${r.status()} ${r.url()}: ${t.slice(0, 300)}`)).catch(() => {});
+    if (r.status() >= 500)
+      r.text()
+        .then((t) => consoleLog.push(`[${new Date().toISOString()}] ${r.status()} ${r.url()}: ${t.slice(0, 300)}`))
+        .catch(() => {});
   });
   page.on('pageerror', (e) => page.problems.push(`uncaught exception: ${e.message}`));
   page.on('crash', () => page.problems.push('the page crashed'));
   // What the page does on the network, for waits on it: HTTP requests in flight and when the
   // last one started or ended; live event frames received.
   page.activity = { inFlight: new Set(), last: Date.now(), events: 0 };
-  page.on('request', (r) => { page.activity.inFlight.add(r); page.activity.last = Date.now(); });
-  for (const end of ['requestfinished', 'requestfailed']) page.on(end, (r) => { page.activity.inFlight.delete(r); page.activity.last = Date.now(); });
-  page.on('websocket', (ws) => ws.on('framereceived', ({ payload }) => {
-    if (typeof payload === 'string' && payload.startsWith('{"type":"event"')) page.activity.events += 1;
-  }));
+  page.on('request', (r) => {
+    page.activity.inFlight.add(r);
+    page.activity.last = Date.now();
+  });
+  for (const end of ['requestfinished', 'requestfailed'])
+    page.on(end, (r) => {
+      page.activity.inFlight.delete(r);
+      page.activity.last = Date.now();
+    });
+  page.on('websocket', (ws) =>
+    ws.on('framereceived', ({ payload }) => {
+      if (typeof payload === 'string' && payload.startsWith('{"type":"event"')) page.activity.events += 1;
+    }),
+  );
   openPages.add(page);
   await page.goto(server.base + route, { waitUntil: 'load' });
   await page.waitForSelector('#conn-pill[data-state="live"]', { timeout: 15_000 });
@@ -275,7 +317,9 @@ function noProblems(page, what) {
 }
 
 async function shot(page, name, fullPage = true) {
-  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage, animations: 'disabled' }).catch((e) => log(`# screenshot ${name} failed: ${e.message}`));
+  await page
+    .screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage, animations: 'disabled' })
+    .catch((e) => log(`# screenshot ${name} failed: ${e.message}`));
 }
 
 /**
@@ -287,10 +331,18 @@ async function shot(page, name, fullPage = true) {
  */
 async function settled(page, { quiet = 300, timeout = 10_000 } = {}) {
   const a = page.activity;
-  await until((note) => {
-    note(`${a.inFlight.size} requests in flight: ${[...a.inFlight].map((r) => r.url()).join(', ').slice(0, 300)}`);
-    return a.inFlight.size === 0 && Date.now() - a.last >= quiet;
-  }, { timeout, every: 50, what: `${page.url()} settled` });
+  await until(
+    (note) => {
+      note(
+        `${a.inFlight.size} requests in flight: ${[...a.inFlight]
+          .map((r) => r.url())
+          .join(', ')
+          .slice(0, 300)}`,
+      );
+      return a.inFlight.size === 0 && Date.now() - a.last >= quiet;
+    },
+    { timeout, every: 50, what: `${page.url()} settled` },
+  );
   await rendered(page);
 }
 
@@ -308,21 +360,33 @@ const liveCursor = (page) => page.evaluate(() => sessionStorage.getItem('shopstr
  */
 async function caughtUpWithServer(page, timeout = 15_000) {
   const ends = (await call(server.base, 'GET', '/api/kafka')).partitions.map((p) => [`${p.topic}:${p.partition}`, p.next_offset]);
-  await until(async (note) => {
-    const cursor = new Map((await liveCursor(page)).split(',').map((e) => /^([a-z]+:\d+):(\d+)$/.exec(e)).filter(Boolean).map((m) => [m[1], Number(m[2])]));
-    const behind = ends.filter(([k, end]) => !((cursor.get(k) ?? -1) >= end));
-    note(`behind on ${behind.map(([k, end]) => `${k} (${cursor.get(k) ?? 'none'} < ${end})`).join(', ')}`);
-    return behind.length === 0;
-  }, { timeout, every: 100, what: `${page.url()} caught up with the server` });
+  await until(
+    async (note) => {
+      const cursor = new Map(
+        (await liveCursor(page))
+          .split(',')
+          .map((e) => /^([a-z]+:\d+):(\d+)$/.exec(e))
+          .filter(Boolean)
+          .map((m) => [m[1], Number(m[2])]),
+      );
+      const behind = ends.filter(([k, end]) => !((cursor.get(k) ?? -1) >= end));
+      note(`behind on ${behind.map(([k, end]) => `${k} (${cursor.get(k) ?? 'none'} < ${end})`).join(', ')}`);
+      return behind.length === 0;
+    },
+    { timeout, every: 100, what: `${page.url()} caught up with the server` },
+  );
 }
 
 /** Until the page has received `n` more live event frames than it had when this was called. */
 async function moreEvents(page, n, timeout = 15_000) {
   const from = page.activity.events;
-  await until((note) => {
-    note(`${page.activity.events - from} of ${n} events`);
-    return page.activity.events - from >= n;
-  }, { timeout, every: 50, what: `${page.url()} receiving live events` });
+  await until(
+    (note) => {
+      note(`${page.activity.events - from} of ${n} events`);
+      return page.activity.events - from >= n;
+    },
+    { timeout, every: 50, what: `${page.url()} receiving live events` },
+  );
 }
 
 const rowsWith = (page, text) => page.locator('main table tbody tr', { hasText: text });
@@ -357,21 +421,71 @@ async function accessibilityProblems(page) {
 
 // --- the tests -------------------------------------------------------------------------------
 
-let server;      // the shopstream under test
+let server; // the shopstream under test
 let bin;
 let kafka;
 let prefix;
 const seeded = {}; // ids created before the tests
 
 const PAGES = [
-  { name: 'dashboard', route: () => '/', ready: async (p) => { await p.waitForFunction(() => /\d/.test(document.querySelector('#counter-orders')?.textContent || '')); await p.waitForSelector('.chart rect.bar', { state: 'attached' }); await p.waitForSelector('#sim-toggle'); } },
-  { name: 'orders', route: () => '/orders', ready: async (p) => { await p.locator('main table tbody tr').first().waitFor(); } },
-  { name: 'payments', route: () => '/payments', ready: async (p) => { await p.locator('main table tbody tr').first().waitFor(); } },
-  { name: 'deliveries', route: () => '/deliveries', ready: async (p) => { await p.locator('main table tbody tr').first().waitFor(); } },
-  { name: 'kafka', route: () => '/kafka', ready: async (p) => { await p.waitForFunction(() => document.querySelectorAll('.table-partitions tbody tr').length >= 9); } },
-  { name: 'new-order', route: () => '/new', ready: async (p) => { await p.waitForSelector('#order-submit'); } },
-  { name: 'order', route: () => `/orders/${seeded.shipped.id}`, ready: async (p) => { await p.waitForFunction(() => document.querySelectorAll('#timeline-h ~ .table-wrap tbody tr').length >= 3); } },
-  { name: 'not-found', route: () => '/no/such/page', ready: async (p) => { await p.waitForSelector('h1'); } },
+  {
+    name: 'dashboard',
+    route: () => '/',
+    ready: async (p) => {
+      await p.waitForFunction(() => /\d/.test(document.querySelector('#counter-orders')?.textContent || ''));
+      await p.waitForSelector('.chart rect.bar', { state: 'attached' });
+      await p.waitForSelector('#sim-toggle');
+    },
+  },
+  {
+    name: 'orders',
+    route: () => '/orders',
+    ready: async (p) => {
+      await p.locator('main table tbody tr').first().waitFor();
+    },
+  },
+  {
+    name: 'payments',
+    route: () => '/payments',
+    ready: async (p) => {
+      await p.locator('main table tbody tr').first().waitFor();
+    },
+  },
+  {
+    name: 'deliveries',
+    route: () => '/deliveries',
+    ready: async (p) => {
+      await p.locator('main table tbody tr').first().waitFor();
+    },
+  },
+  {
+    name: 'kafka',
+    route: () => '/kafka',
+    ready: async (p) => {
+      await p.waitForFunction(() => document.querySelectorAll('.table-partitions tbody tr').length >= 9);
+    },
+  },
+  {
+    name: 'new-order',
+    route: () => '/new',
+    ready: async (p) => {
+      await p.waitForSelector('#order-submit');
+    },
+  },
+  {
+    name: 'order',
+    route: () => `/orders/${seeded.shipped.id}`,
+    ready: async (p) => {
+      await p.waitForFunction(() => document.querySelectorAll('#timeline-h ~ .table-wrap tbody tr').length >= 3);
+    },
+  },
+  {
+    name: 'not-found',
+    route: () => '/no/such/page',
+    ready: async (p) => {
+      await p.waitForSelector('h1');
+    },
+  },
 ];
 
 const tests = [];
@@ -437,7 +551,9 @@ test('an order placed in the form appears in Orders within 2 s without reload, o
   const form = await openPage('/new', { allow: [EXPECTED.validation] });
   try {
     await rowsWith(orders, seeded.shipped.name).first().waitFor();
-    await orders.evaluate(() => { window.__noReload = 'still here'; });
+    await orders.evaluate(() => {
+      window.__noReload = 'still here';
+    });
     // The figure shows the server's count (any throttled refresh of the stats is over), so that
     // what it says after the order is placed can only come from that order.
     const before = (await call(server.base, 'GET', '/api/stats')).orders.total;
@@ -454,10 +570,10 @@ test('an order placed in the form appears in Orders within 2 s without reload, o
     for (const field of ['customer_name', 'customer_email', 'amount', 'address']) {
       const message = (await form.textContent(`#order-${field}-error`)).trim();
       assert(message, `no message next to ${field}`);
-      assert(await form.getAttribute(`#order-${field}`, 'aria-invalid') === 'true', `${field} not marked invalid`);
+      assert((await form.getAttribute(`#order-${field}`, 'aria-invalid')) === 'true', `${field} not marked invalid`);
     }
     assert(!(await form.textContent('#order-product-error')).trim(), 'a message next to a valid field');
-    assert(await form.evaluate(() => document.activeElement?.id) === 'order-customer_name', 'focus did not move to the first invalid field');
+    assert((await form.evaluate(() => document.activeElement?.id)) === 'order-customer_name', 'focus did not move to the first invalid field');
     await shot(form, 'form-validation');
 
     const name = `Form Tester ${RUN}`;
@@ -482,10 +598,10 @@ test('an order placed in the form appears in Orders within 2 s without reload, o
     // Every event written so far has reached the page: a second row would be there by now.
     await caughtUpWithServer(orders);
     await settled(orders);
-    assert(await rowsWith(orders, name).count() === 1, 'the order shows more than once');
+    assert((await rowsWith(orders, name).count()) === 1, 'the order shows more than once');
     const api = await call(server.base, 'GET', `/api/orders?q=${encodeURIComponent(name)}`);
     assert(api.items.length === 1, `a double click created ${api.items.length} orders`);
-    assert(await orders.evaluate(() => window.__noReload) === 'still here', 'the Orders page reloaded');
+    assert((await orders.evaluate(() => window.__noReload)) === 'still here', 'the Orders page reloaded');
     const status = await rowsWith(orders, name).first().locator('.badge').textContent();
     assert(status === 'Pending', `the new order shows ${status}`);
     await shot(form, 'form-created');
@@ -496,7 +612,7 @@ test('an order placed in the form appears in Orders within 2 s without reload, o
     await form.waitForFunction(() => /Order placed/.test(document.querySelector('.form-result')?.textContent || ''));
     const generatedId = await form.$eval('.form-result a', (a) => a.getAttribute('href').split('/').pop());
     await orders.locator(`main table tbody tr[data-id="${generatedId}"]`).waitFor({ timeout: 2000 });
-    assert(await orders.locator('main table tbody tr').count() === rowsBefore + 1, 'the generated order did not add exactly one row');
+    assert((await orders.locator('main table tbody tr').count()) === rowsBefore + 1, 'the generated order did not add exactly one row');
     await shot(orders, 'orders-after-form');
     await shot(dashboard, 'dashboard-after-form');
     for (const p of [orders, dashboard, form]) noProblems(p, p.url());
@@ -534,7 +650,10 @@ test('an order placed by another client through the API appears live, and its li
       }
       await detail.waitForSelector('main[data-status="Paid"]', { timeout: 2000 });
       await rowsWith(orders, name).first().locator('.badge', { hasText: 'Paid' }).waitFor({ timeout: 2000 });
-      await payments.locator('main table tbody tr', { hasText: id.slice(0, 8) }).first().waitFor({ timeout: 2000 });
+      await payments
+        .locator('main table tbody tr', { hasText: id.slice(0, 8) })
+        .first()
+        .waitFor({ timeout: 2000 });
 
       // The page's own actions.
       await detail.selectOption('#ship-carrier', 'DHL');
@@ -547,7 +666,10 @@ test('an order placed by another client through the API appears live, and its li
       const topics = await detail.$$eval('#timeline-h ~ .table-wrap tbody tr', (rows) => rows.map((r) => r.cells[2].textContent));
       for (const t of ['orders', 'payments', 'deliveries']) assert(topics.includes(t), `the timeline has no ${t} event: ${topics.join(', ')}`);
       const offsets = await detail.$$eval('#timeline-h ~ .table-wrap tbody tr', (rows) => rows.map((r) => r.cells[4].textContent));
-      assert(offsets.every((o) => /^\d+$/.test(o)), `timeline offsets: ${offsets.join(', ')}`);
+      assert(
+        offsets.every((o) => /^\d+$/.test(o)),
+        `timeline offsets: ${offsets.join(', ')}`,
+      );
       await shot(detail, 'order-in-transit');
       noProblems(detail, 'order page');
     } finally {
@@ -559,7 +681,10 @@ test('an order placed by another client through the API appears live, and its li
     await orders.waitForFunction(() => location.search.includes('status=In+Transit'));
     await rowsWith(orders, name).first().waitFor();
     const statuses = await orders.$$eval('main table tbody tr .badge', (b) => b.map((x) => x.textContent));
-    assert(statuses.every((s) => s === 'In Transit'), `filtered rows: ${statuses.join(', ')}`);
+    assert(
+      statuses.every((s) => s === 'In Transit'),
+      `filtered rows: ${statuses.join(', ')}`,
+    );
     await orders.fill('#orders-search', RUN);
     await orders.waitForFunction((run) => location.search.includes(run), RUN);
     await orders.waitForFunction(() => document.querySelectorAll('main table tbody tr').length === 1);
@@ -609,21 +734,22 @@ test('without the rules document the dashboard says why it cannot start, keeps t
   let asked = 0;
   const page = await openPage('/orders', {
     allow: [/ERR_CONNECTION_REFUSED|ERR_FAILED/],
-    before: (p) => p.route(/\/api\/rules$/, (route) => {
-      asked += 1;
-      return refuse ? route.abort('connectionrefused') : route.continue();
-    }),
+    before: (p) =>
+      p.route(/\/api\/rules$/, (route) => {
+        asked += 1;
+        return refuse ? route.abort('connectionrefused') : route.continue();
+      }),
   });
   try {
     const alert = page.locator('main .notice-error');
     await alert.waitFor();
     const text = await alert.textContent();
     assert(text.includes('GET /api/rules') && /cannot be reached/.test(text), `the notice reads "${text}"`);
-    assert(await page.textContent('main h1') === 'The dashboard cannot start', 'no heading says the dashboard cannot start');
-    assert(await page.locator('#orders-status').count() === 0, 'a page was mounted without the rules');
+    assert((await page.textContent('main h1')) === 'The dashboard cannot start', 'no heading says the dashboard cannot start');
+    assert((await page.locator('#orders-status').count()) === 0, 'a page was mounted without the rules');
     // The live connection does not depend on the rules: the indicator says Live (openPage
     // waited for it).
-    assert(await page.getAttribute('#conn-pill', 'data-state') === 'live', 'the connection indicator is not live');
+    assert((await page.getAttribute('#conn-pill', 'data-state')) === 'live', 'the connection indicator is not live');
     const accessibility = await accessibilityProblems(page);
     assert(accessibility.length === 0, `the notice page: ${accessibility.join('; ')}`);
     await shot(page, 'rules-unavailable', false);
@@ -633,7 +759,7 @@ test('without the rules document the dashboard says why it cannot start, keeps t
     // Navigating meanwhile changes the address only; the page it names is mounted at start.
     await page.click('nav a[href="/payments"]');
     await page.waitForFunction(() => location.pathname === '/payments');
-    assert(await page.locator('#payments-status').count() === 0, 'a page was mounted without the rules');
+    assert((await page.locator('#payments-status').count()) === 0, 'a page was mounted without the rules');
     // The server answers again: "Try again" (or the next automatic try) starts the dashboard.
     refuse = false;
     await Promise.race([page.click('#rules-retry', { timeout: 15_000 }).catch(() => {}), page.waitForSelector('#payments-status', { timeout: 15_000 })]);
@@ -642,7 +768,7 @@ test('without the rules document the dashboard says why it cannot start, keeps t
     const offered = await page.$$eval('#payments-status option', (options) => options.map((o) => o.value).filter(Boolean));
     assert(JSON.stringify(offered) === JSON.stringify(rules.payment_statuses), `the status filter offers ${offered.join(', ')}`);
     await page.locator('main table tbody tr').first().waitFor();
-    assert(await page.evaluate(() => document.activeElement?.tagName) === 'H1', 'focus did not move to the page that replaced the notice');
+    assert((await page.evaluate(() => document.activeElement?.tagName)) === 'H1', 'focus did not move to the page that replaced the notice');
     noProblems(page, 'start-up without rules');
   } finally {
     await closePage(page);
@@ -659,12 +785,16 @@ test('an action the state no longer allows shows the server refusal (409) and th
   let toPage = null;
   const page = await openPage(`/orders/${id}`, {
     allow: [/status of 409/],
-    before: (p) => p.routeWebSocket(/\/ws/, (ws) => {
-      const upstream = ws.connectToServer();
-      toPage = ws;
-      upstream.onMessage((m) => { if (hold) held.push(m); else ws.send(m); });
-      ws.onMessage((m) => upstream.send(m));
-    }),
+    before: (p) =>
+      p.routeWebSocket(/\/ws/, (ws) => {
+        const upstream = ws.connectToServer();
+        toPage = ws;
+        upstream.onMessage((m) => {
+          if (hold) held.push(m);
+          else ws.send(m);
+        });
+        ws.onMessage((m) => upstream.send(m));
+      }),
   });
   try {
     await page.waitForSelector('main[data-status="Pending"]');
@@ -677,7 +807,7 @@ test('an action the state no longer allows shows the server refusal (409) and th
     const text = await message.textContent();
     assert(/cannot .*Cancelled/.test(text), `the refusal reads "${text}"`);
     await page.waitForSelector('main[data-status="Cancelled"]');
-    assert(await page.locator('#action-pay').count() === 0, 'the pay button is still offered');
+    assert((await page.locator('#action-pay').count()) === 0, 'the pay button is still offered');
     hold = false;
     for (const m of held.splice(0)) toPage.send(m);
     await shot(page, 'order-refused');
@@ -690,8 +820,12 @@ test('an action the state no longer allows shows the server refusal (409) and th
 test('an event from a foreign producer that breaks the lifecycle is flagged live in Orders, on the order page and on the dashboard', async () => {
   // A payment for a cancelled order, written straight to Kafka by Kafka's own console producer
   // (a foreign producer in the seed's record shape, keyed by the order id).
-  const tool = spawnSync(path.join(ROOT, 'compose', 'kafka-local'), ['java-class', 'org.apache.kafka.tools.ConsoleProducer', '--version'], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
-  if (tool.status !== 0) throw new Skip('Kafka\'s console producer is not available (compose/kafka-local java-class)');
+  const tool = spawnSync(path.join(ROOT, 'compose', 'kafka-local'), ['java-class', 'org.apache.kafka.tools.ConsoleProducer', '--version'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  if (tool.status !== 0) throw new Skip("Kafka's console producer is not available (compose/kafka-local java-class)");
   const name = `Foreign Payment ${RUN}`;
   const id = (await call(server.base, 'POST', '/api/orders?wait=true', order(name))).order.order_id;
   await call(server.base, 'POST', `/api/orders/${id}/cancel?wait=true`, {});
@@ -702,16 +836,34 @@ test('an event from a foreign producer that breaks the lifecycle is flagged live
     await dashboard.waitForFunction(() => /\d/.test(document.querySelector('#counter-anomalies')?.textContent || ''));
     const anomaliesBefore = await counter(dashboard, 'anomalies');
     const record = JSON.stringify({
-      order_id: id, payment_id: `foreign-${RUN}`, amount: 69.80, method: 'Credit Card', status: 'SUCCESS',
+      order_id: id,
+      payment_id: `foreign-${RUN}`,
+      amount: 69.8,
+      method: 'Credit Card',
+      status: 'SUCCESS',
       timestamp: new Date().toISOString().replace('Z', '000Z'),
     });
-    const produced = spawnSync(path.join(ROOT, 'compose', 'kafka-local'), [
-      'java-class', 'org.apache.kafka.tools.ConsoleProducer', '--bootstrap-server', kafka, '--topic', `${prefix}payments`,
-      '--property', 'parse.key=true', '--property', 'key.separator=|',
-    ], { cwd: ROOT, input: `${id}|${record}\n`, encoding: 'utf8', timeout: 90_000 });
+    const produced = spawnSync(
+      path.join(ROOT, 'compose', 'kafka-local'),
+      [
+        'java-class',
+        'org.apache.kafka.tools.ConsoleProducer',
+        '--bootstrap-server',
+        kafka,
+        '--topic',
+        `${prefix}payments`,
+        '--property',
+        'parse.key=true',
+        '--property',
+        'key.separator=|',
+      ],
+      { cwd: ROOT, input: `${id}|${record}\n`, encoding: 'utf8', timeout: 90_000 },
+    );
     assert(produced.status === 0, `the console producer failed: ${(produced.stderr || '').slice(-500)}`);
     await rowsWith(orders, name).locator('.anomaly-flag').waitFor({ timeout: 5000 });
-    await dashboard.waitForFunction((n) => Number(document.querySelector('#counter-anomalies').textContent.replace(/\D/g, '')) > n, anomaliesBefore, { timeout: 5000 });
+    await dashboard.waitForFunction((n) => Number(document.querySelector('#counter-anomalies').textContent.replace(/\D/g, '')) > n, anomaliesBefore, {
+      timeout: 5000,
+    });
     const detail = await openPage(`/orders/${id}`);
     try {
       const flagged = detail.locator('#timeline-h ~ .table-wrap tbody tr.row-anomaly');
@@ -735,14 +887,23 @@ test('after a server restart the page resumes from its cursor: what it missed sh
   let second = null;
   try {
     await rowsWith(page, seeded.shipped.name).first().waitFor();
-    await page.evaluate(() => { window.__noReload = 'still here'; });
+    await page.evaluate(() => {
+      window.__noReload = 'still here';
+    });
 
     await server.stop('SIGKILL');
     await page.waitForSelector('#conn-pill[data-state="reconnecting"], #conn-pill[data-state="offline"]', { timeout: 10_000 });
     await shot(page, 'restart-disconnected', false);
 
     // Another instance on the same topics takes orders while the first is down.
-    second = new Server({ bin, kafka, port: await freePort(), dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'shopstream-b-')), prefix, name: 'second' }).start();
+    second = new Server({
+      bin,
+      kafka,
+      port: await freePort(),
+      dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'shopstream-b-')),
+      prefix,
+      name: 'second',
+    }).start();
     await second.ready();
     const names = [1, 2, 3].map((i) => `Offline Order ${i} ${RUN}`);
     for (const n of names) await call(second.base, 'POST', '/api/orders?wait=true', order(n));
@@ -764,8 +925,8 @@ test('after a server restart the page resumes from its cursor: what it missed sh
       assert(c === 1, `"${n}" shows ${c} times`);
     }
     assert(caught === names.length, `the page says it caught up ${caught} events; ${names.length} were written while it was away`);
-    assert(await page.evaluate(() => window.__noReload) === 'still here', 'the page reloaded');
-    assert(await page.getAttribute('#conn-pill', 'data-state') === 'live', 'not live after the restart');
+    assert((await page.evaluate(() => window.__noReload)) === 'still here', 'the page reloaded');
+    assert((await page.getAttribute('#conn-pill', 'data-state')) === 'live', 'not live after the restart');
     await shot(page, 'restart-caught-up');
     noProblems(page, 'orders page across the restart');
   } finally {
@@ -781,7 +942,10 @@ test('after a server restart the page resumes from its cursor: what it missed sh
 /** Every page with traffic flowing, light and wide, dark and narrower: the test output's pictures. */
 async function gallery() {
   for (const spec of PAGES.filter((p) => !['not-found', 'new-order'].includes(p.name))) {
-    for (const [scheme, width] of [['light', 1440], ['dark', 1024]]) {
+    for (const [scheme, width] of [
+      ['light', 1440],
+      ['dark', 1024],
+    ]) {
       const p = await openPage(spec.route(), { scheme, width });
       try {
         await spec.ready(p);
@@ -797,36 +961,42 @@ async function gallery() {
   }
 }
 
-test('the simulator starts and stops from the dashboard, and the figures follow its traffic', async () => {
-  const page = await openPage('/');
-  const tail = await openPage('/kafka');
-  try {
-    await page.waitForSelector('#sim-toggle');
-    await page.waitForFunction(() => /\d/.test(document.querySelector('#counter-orders')?.textContent || ''));
-    const before = await counter(page, 'orders');
-    await page.fill('#sim-rate', '8');
-    await page.fill('#sim-failure', '20');
-    await page.click('#sim-toggle');
-    await page.waitForSelector('.simulator[data-running="true"]');
-    await page.waitForFunction((n) => Number(document.querySelector('#counter-orders').textContent.replace(/\D/g, '')) >= n + 5, before, { timeout: 15_000 });
-    const sim = await call(server.base, 'GET', '/api/simulator');
-    assert(sim.running && sim.rate === 8, `simulator state: ${JSON.stringify(sim)}`);
-    assert(Math.abs(sim.payment_failure_rate - 0.2) < 1e-9, `payment failure rate ${sim.payment_failure_rate}`);
-    // Enough traffic for the pictures: the tail full of events, the figures well moved on.
-    await tail.waitForFunction(() => document.querySelectorAll('.table-tail tbody tr').length >= 50, null, { timeout: 20_000 });
-    await page.waitForFunction((n) => Number(document.querySelector('#counter-orders').textContent.replace(/\D/g, '')) >= n + 15, before, { timeout: 20_000 });
-    await shot(page, 'traffic-dashboard');
-    await shot(tail, 'traffic-kafka', false);
-    await gallery();
-    await page.click('#sim-toggle');
-    await page.waitForSelector('.simulator[data-running="false"]');
-    assert(!(await call(server.base, 'GET', '/api/simulator')).running, 'the simulator still runs');
-    for (const p of [page, tail]) noProblems(p, p.url());
-  } finally {
-    await call(server.base, 'POST', '/api/simulator', { running: false }).catch(() => {});
-    for (const p of [page, tail]) await closePage(p);
-  }
-}, { timeout: 300_000 });
+test(
+  'the simulator starts and stops from the dashboard, and the figures follow its traffic',
+  async () => {
+    const page = await openPage('/');
+    const tail = await openPage('/kafka');
+    try {
+      await page.waitForSelector('#sim-toggle');
+      await page.waitForFunction(() => /\d/.test(document.querySelector('#counter-orders')?.textContent || ''));
+      const before = await counter(page, 'orders');
+      await page.fill('#sim-rate', '8');
+      await page.fill('#sim-failure', '20');
+      await page.click('#sim-toggle');
+      await page.waitForSelector('.simulator[data-running="true"]');
+      await page.waitForFunction((n) => Number(document.querySelector('#counter-orders').textContent.replace(/\D/g, '')) >= n + 5, before, { timeout: 15_000 });
+      const sim = await call(server.base, 'GET', '/api/simulator');
+      assert(sim.running && sim.rate === 8, `simulator state: ${JSON.stringify(sim)}`);
+      assert(Math.abs(sim.payment_failure_rate - 0.2) < 1e-9, `payment failure rate ${sim.payment_failure_rate}`);
+      // Enough traffic for the pictures: the tail full of events, the figures well moved on.
+      await tail.waitForFunction(() => document.querySelectorAll('.table-tail tbody tr').length >= 50, null, { timeout: 20_000 });
+      await page.waitForFunction((n) => Number(document.querySelector('#counter-orders').textContent.replace(/\D/g, '')) >= n + 15, before, {
+        timeout: 20_000,
+      });
+      await shot(page, 'traffic-dashboard');
+      await shot(tail, 'traffic-kafka', false);
+      await gallery();
+      await page.click('#sim-toggle');
+      await page.waitForSelector('.simulator[data-running="false"]');
+      assert(!(await call(server.base, 'GET', '/api/simulator')).running, 'the simulator still runs');
+      for (const p of [page, tail]) noProblems(p, p.url());
+    } finally {
+      await call(server.base, 'POST', '/api/simulator', { running: false }).catch(() => {});
+      for (const p of [page, tail]) await closePage(p);
+    }
+  },
+  { timeout: 300_000 },
+);
 
 test('live tables keep at most 200 rows and page back through older ones without duplicates', async () => {
   const total = (await call(server.base, 'GET', '/api/stats')).orders.total;
@@ -836,12 +1006,16 @@ test('live tables keep at most 200 rows and page back through older ones without
   try {
     const rows = page.locator('main table tbody tr');
     await page.waitForFunction(() => document.querySelectorAll('main table tbody tr').length === 50);
-    const visible = async () => page.$$eval('main table tbody tr', (trs) => trs.map((tr) => [tr.querySelector('time')?.getAttribute('datetime') || '', tr.dataset.id]));
+    const visible = async () =>
+      page.$$eval('main table tbody tr', (trs) => trs.map((tr) => [tr.querySelector('time')?.getAttribute('datetime') || '', tr.dataset.id]));
     for (let i = 0; i < 4; i += 1) {
       const n = await rows.count();
       await page.click('button:has-text("Load older")');
-      await page.waitForFunction((k) => document.querySelectorAll('main table tbody tr').length !== k || document.querySelector('.table-summary')?.textContent.includes('paused'), n);
-      assert(await rows.count() <= 200, `${await rows.count()} rows kept`);
+      await page.waitForFunction(
+        (k) => document.querySelectorAll('main table tbody tr').length !== k || document.querySelector('.table-summary')?.textContent.includes('paused'),
+        n,
+      );
+      assert((await rows.count()) <= 200, `${await rows.count()} rows kept`);
     }
     const seen = await visible();
     const ids = seen.map(([, id]) => id);
@@ -854,7 +1028,7 @@ test('live tables keep at most 200 rows and page back through older ones without
     await page.waitForFunction(() => /\(1 new\)/.test(document.body.textContent));
     await page.click('button:has-text("Show newest")');
     await rowsWith(page, name).first().waitFor();
-    assert(await rows.count() === 50, 'Show newest does not start again from the first page');
+    assert((await rows.count()) === 50, 'Show newest does not start again from the first page');
     await shot(page, 'orders-paged', false);
     noProblems(page, 'orders paging');
   } finally {
@@ -897,20 +1071,34 @@ async function main() {
     assert(fs.existsSync(bin), `no shopstream binary at ${bin}`);
     prefix = `browser-${Date.now()}-${RUN}.`;
     log(`# shopstream ${bin}\n# Kafka ${kafka}, topic prefix ${prefix}\n# output ${OUT}`);
-    server = new Server({ bin, kafka, port: await freePort(), dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'shopstream-a-')), prefix, name: 'server' }).start();
+    server = new Server({
+      bin,
+      kafka,
+      port: await freePort(),
+      dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'shopstream-a-')),
+      prefix,
+      name: 'server',
+    }).start();
     await server.ready();
     await seed();
     const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'shopstream-chromium-'));
-    context = await bounded(chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      viewport: { width: 1280, height: 900 },
-      timeout: 60_000,
-    }), 90_000, 'starting Chromium');
-    log(`# ${await context.browser()?.version?.() ?? 'Chromium'} at ${CHROMIUM}`);
+    context = await bounded(
+      chromium.launchPersistentContext(profile, {
+        executablePath: CHROMIUM,
+        headless: true,
+        args: CHROMIUM_ARGS,
+        viewport: { width: 1280, height: 900 },
+        timeout: 60_000,
+      }),
+      90_000,
+      'starting Chromium',
+    );
+    log(`# ${(await context.browser()?.version?.()) ?? 'Chromium'} at ${CHROMIUM}`);
 
-    const only = (process.env.BROWSER_TESTS || '').split(',').map((s) => s.trim()).filter(Boolean);
+    const only = (process.env.BROWSER_TESTS || '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
     for (const t of tests) {
       if (only.length && !only.some((o) => t.name.includes(o))) continue;
       const started = Date.now();
@@ -925,7 +1113,12 @@ async function main() {
           continue;
         }
         failed += 1;
-        log(`not ok - ${t.name} (${Date.now() - started} ms)\n    ${String(error.stack || error).split('\n').slice(0, 4).join('\n    ')}`);
+        log(
+          `not ok - ${t.name} (${Date.now() - started} ms)\n    ${String(error.stack || error)
+            .split('\n')
+            .slice(0, 4)
+            .join('\n    ')}`,
+        );
         let i = 0;
         for (const p of openPages) await shot(p, `FAILED-${t.name.slice(0, 40).replace(/\W+/g, '-')}-${i++}`, false);
         for (const p of [...openPages]) await closePage(p);
@@ -933,7 +1126,12 @@ async function main() {
     }
   } catch (error) {
     failed += 1;
-    log(`not ok - setup\n    ${String(error.stack || error).split('\n').slice(0, 6).join('\n    ')}`);
+    log(
+      `not ok - setup\n    ${String(error.stack || error)
+        .split('\n')
+        .slice(0, 6)
+        .join('\n    ')}`,
+    );
   } finally {
     fs.writeFileSync(path.join(LOGS, 'browser-console.log'), consoleLog.join('\n') + '\n');
     await bounded(cleanup(), 120_000, 'cleanup').catch((e) => log(`# ${e.message}`));

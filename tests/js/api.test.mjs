@@ -13,8 +13,19 @@ test('query leaves out empty values and encodes the rest', () => {
   assert.equal(api.query({ status: 'In Transit', q: '', cursor: null, limit: 50 }), '?status=In+Transit&limit=50');
 });
 
-test('api.js keeps no copy of the shop\'s vocabulary or lifecycle: it comes from /api/rules', () => {
-  for (const name of ['ORDER_STATUSES', 'PAYMENT_STATUSES', 'DELIVERY_STATUSES', 'PAYMENT_METHODS', 'CARRIERS', 'CURRENCIES', 'TOPICS', 'legalMove', 'statusFromEvent', 'deliveryStatus']) {
+test("api.js keeps no copy of the shop's vocabulary or lifecycle: it comes from /api/rules", () => {
+  for (const name of [
+    'ORDER_STATUSES',
+    'PAYMENT_STATUSES',
+    'DELIVERY_STATUSES',
+    'PAYMENT_METHODS',
+    'CARRIERS',
+    'CURRENCIES',
+    'TOPICS',
+    'legalMove',
+    'statusFromEvent',
+    'deliveryStatus',
+  ]) {
     assert.equal(api[name], undefined, `api.js still exports ${name}`);
   }
 });

@@ -33,7 +33,7 @@ const document = () => ({
 
 const doc = checkRules(document());
 
-test('checkRules accepts the server\'s document and freezes it', () => {
+test("checkRules accepts the server's document and freezes it", () => {
   assert.deepEqual(doc, document());
   assert.ok(Object.isFrozen(doc) && Object.isFrozen(doc.actions.Pending) && Object.isFrozen(doc.carriers));
 });
@@ -68,7 +68,7 @@ test('nextDeliveryStatus and deliveryRank follow the delivery statuses', () => {
   assert.equal(nextDeliveryStatus(doc, 'constructor'), null);
   assert.equal(deliveryRank(doc, 'Shipped'), 0);
   assert.ok(deliveryRank(doc, 'Delivered') > deliveryRank(doc, 'In Transit'));
-  assert.equal(deliveryRank(doc, 'in_transit'), -1, 'spellings are the server\'s business: frames carry delivery_status');
+  assert.equal(deliveryRank(doc, 'in_transit'), -1, "spellings are the server's business: frames carry delivery_status");
 });
 
 test('isNewer: a higher seq is a newer state; a duplicate or an older frame is not', () => {
@@ -93,7 +93,11 @@ test('orderRowChanges takes the status the server reports, only from a newer fra
   // A frame of an order with no status yet (its payment read before it) says nothing.
   assert.equal(orderRowChanges({ ...frame, order_status: null }, row), null);
   // Whatever the event type: no lifecycle rule in the page decides, the server's status does.
-  assert.deepEqual(orderRowChanges({ event_type: 'payment.processed', order_status: 'Cancelled', seq: 20, timestamp: 't' }, row), { status: 'Cancelled', seq: 20, updated_at: 't' });
+  assert.deepEqual(orderRowChanges({ event_type: 'payment.processed', order_status: 'Cancelled', seq: 20, timestamp: 't' }, row), {
+    status: 'Cancelled',
+    seq: 20,
+    updated_at: 't',
+  });
 });
 
 test('loadRules reads GET /api/rules once, and reports a server it cannot reach', async (t) => {
@@ -113,7 +117,15 @@ test('loadRules reads GET /api/rules once, and reports a server it cannot reach'
   answer = () => Promise.resolve(new Response(JSON.stringify(document()), { status: 200, headers: { 'content-type': 'application/json' } }));
   const loaded = await loadRules();
   assert.deepEqual(loaded, document());
-  assert.equal(rulesModule.rules, loaded, 'pages see the document through the module\'s export');
+  assert.equal(rulesModule.rules, loaded, "pages see the document through the module's export");
   assert.equal(await loadRules(), loaded);
-  assert.deepEqual(calls, [['/api/rules', 'GET'], ['/api/rules', 'GET'], ['/api/rules', 'GET']], 'read once it has been read');
+  assert.deepEqual(
+    calls,
+    [
+      ['/api/rules', 'GET'],
+      ['/api/rules', 'GET'],
+      ['/api/rules', 'GET'],
+    ],
+    'read once it has been read',
+  );
 });

@@ -17,7 +17,13 @@ export const dashboardPage = {
     const figure = (id, label) => {
       const value = h('p', { class: 'counter-value', id: `counter-${id}`, 'aria-describedby': `counter-${id}-label` }, '—');
       const sub = h('p', { class: 'counter-sub muted' });
-      const card = h('div', { class: 'card counter', dataset: { counter: id } }, h('h3', { class: 'counter-label', id: `counter-${id}-label` }, label), value, sub);
+      const card = h(
+        'div',
+        { class: 'card counter', dataset: { counter: id } },
+        h('h3', { class: 'counter-label', id: `counter-${id}-label` }, label),
+        value,
+        sub,
+      );
       return { card, value, sub };
     };
     const figures = {
@@ -37,22 +43,47 @@ export const dashboardPage = {
     main.append(
       pageHeader('Dashboard', h('p', { class: 'lede' }, 'The shop right now, from the events consumed off Kafka. Figures move as events arrive.')),
       errorBox,
-      h('section', { class: 'counters', 'aria-labelledby': 'figures-h' },
+      h(
+        'section',
+        { class: 'counters', 'aria-labelledby': 'figures-h' },
         h('h2', { id: 'figures-h', class: 'visually-hidden' }, 'Key figures'),
-        Object.values(figures).map((f) => f.card)),
-      h('div', { class: 'grid-2' },
-        h('section', { class: 'card', 'aria-labelledby': 'opm-h' },
-          h('h2', { id: 'opm-h' }, 'Orders per minute'), h('p', { class: 'muted small' }, 'Last hour, local time'), ordersChart),
-        h('section', { class: 'card', 'aria-labelledby': 'rpm-h' },
-          h('h2', { id: 'rpm-h' }, 'Revenue per minute'), h('p', { class: 'muted small' }, 'Value of the orders placed, all currencies added, last hour'), revenueChart)),
-      h('div', { class: 'grid-2' },
-        h('section', { class: 'card', 'aria-labelledby': 'funnel-h' },
-          h('h2', { id: 'funnel-h' }, 'Order lifecycle'), funnelBox),
-        h('div', { class: 'stack-cards' },
+        Object.values(figures).map((f) => f.card),
+      ),
+      h(
+        'div',
+        { class: 'grid-2' },
+        h(
+          'section',
+          { class: 'card', 'aria-labelledby': 'opm-h' },
+          h('h2', { id: 'opm-h' }, 'Orders per minute'),
+          h('p', { class: 'muted small' }, 'Last hour, local time'),
+          ordersChart,
+        ),
+        h(
+          'section',
+          { class: 'card', 'aria-labelledby': 'rpm-h' },
+          h('h2', { id: 'rpm-h' }, 'Revenue per minute'),
+          h('p', { class: 'muted small' }, 'Value of the orders placed, all currencies added, last hour'),
+          revenueChart,
+        ),
+      ),
+      h(
+        'div',
+        { class: 'grid-2' },
+        h('section', { class: 'card', 'aria-labelledby': 'funnel-h' }, h('h2', { id: 'funnel-h' }, 'Order lifecycle'), funnelBox),
+        h(
+          'div',
+          { class: 'stack-cards' },
           simulatorPanel(ctx),
-          h('section', { class: 'card', 'aria-labelledby': 'pipe-h' },
-            h('h2', { id: 'pipe-h' }, 'Pipeline'), pipelineBox,
-            h('p', {}, h('a', { href: '/kafka' }, 'Partitions, offsets and the live tail →'))))),
+          h(
+            'section',
+            { class: 'card', 'aria-labelledby': 'pipe-h' },
+            h('h2', { id: 'pipe-h' }, 'Pipeline'),
+            pipelineBox,
+            h('p', {}, h('a', { href: '/kafka' }, 'Partitions, offsets and the live tail →')),
+          ),
+        ),
+      ),
     );
 
     let inFlight = false;
@@ -61,12 +92,18 @@ export const dashboardPage = {
     let drawnWidth = 0;
     // Charts are drawn at their box's width: draw again when it changes.
     const resize = new ResizeObserver(() => {
-      if (lastStats && ordersChart.clientWidth !== drawnWidth) { drawnWidth = ordersChart.clientWidth; drawCharts(); }
+      if (lastStats && ordersChart.clientWidth !== drawnWidth) {
+        drawnWidth = ordersChart.clientWidth;
+        drawCharts();
+      }
     });
     resize.observe(ordersChart);
 
     async function refresh() {
-      if (inFlight) { again = true; return; }
+      if (inFlight) {
+        again = true;
+        return;
+      }
       inFlight = true;
       try {
         const stats = await api('/api/stats', { signal: ctx.signal });
@@ -77,7 +114,10 @@ export const dashboardPage = {
         errorBox.replaceChildren(notice('error', `Cannot read the figures: ${error.message}`));
       } finally {
         inFlight = false;
-        if (again && !ctx.signal.aborted) { again = false; refresh(); }
+        if (again && !ctx.signal.aborted) {
+          again = false;
+          refresh();
+        }
       }
     }
 
@@ -91,7 +131,10 @@ export const dashboardPage = {
         if (!reducedMotion.matches && now - (f.bumped || -Infinity) > 3000) {
           f.bumped = now;
           const css = getComputedStyle(f.card);
-          f.card.animate([{ backgroundColor: css.getPropertyValue('--info-bg').trim() || 'transparent' }, { backgroundColor: css.backgroundColor }], { duration: 900, easing: 'ease-out' });
+          f.card.animate([{ backgroundColor: css.getPropertyValue('--info-bg').trim() || 'transparent' }, { backgroundColor: css.backgroundColor }], {
+            duration: 900,
+            easing: 'ease-out',
+          });
         }
       }
       f.sub.textContent = sub;
@@ -104,15 +147,27 @@ export const dashboardPage = {
       setFigure(figures.orders, count(total), `${count(lastHour)} in the last hour`);
       const revenue = [...(s.revenue || [])].sort((a, b) => b.amount - a.amount);
       if (revenue.length) {
-        setFigure(figures.revenue, money(revenue[0].amount, revenue[0].currency),
-          revenue.length > 1 ? revenue.slice(1).map((r) => money(r.amount, r.currency)).join(' · ') : 'paid orders');
+        setFigure(
+          figures.revenue,
+          money(revenue[0].amount, revenue[0].currency),
+          revenue.length > 1
+            ? revenue
+                .slice(1)
+                .map((r) => money(r.amount, r.currency))
+                .join(' · ')
+            : 'paid orders',
+        );
       } else {
         setFigure(figures.revenue, money(0, 'EUR'), 'paid orders');
       }
       const p = s.payments || {};
       setFigure(figures.success, percent(p.success_ratio), `${count(p.succeeded)} succeeded · ${count(p.failed)} failed`);
       const by = s.orders?.by_status || {};
-      setFigure(figures.delivering, count(s.orders?.in_delivery), `${count(by.Delivered)} delivered · ${count(s.deliveries?.total)} ${s.deliveries?.total === 1 ? 'parcel' : 'parcels'} in all`);
+      setFigure(
+        figures.delivering,
+        count(s.orders?.in_delivery),
+        `${count(by.Delivered)} delivered · ${count(s.deliveries?.total)} ${s.deliveries?.total === 1 ? 'parcel' : 'parcels'} in all`,
+      );
       setFigure(figures.anomalies, count(s.anomalies), 'events that broke the lifecycle');
       figures.anomalies.card.classList.toggle('counter-alert', (s.anomalies || 0) > 0);
       setFigure(figures.events, count(s.events), 'applied to the read model');
@@ -137,24 +192,42 @@ export const dashboardPage = {
         const lag = parts.reduce((n, p) => n + (p.lag || 0), 0);
         const lagSeconds = parts.reduce((n, p) => Math.max(n, p.lag_seconds || 0), 0);
         const skipped = parts.reduce((n, p) => n + (p.skipped || 0), 0);
-        replace(pipelineBox, h('dl', { class: 'facts' },
-          h('dt', {}, 'Read model'), h('dd', {}, k.caught_up ? 'caught up with Kafka' : 'catching up…'),
-          h('dt', {}, 'Lag'), h('dd', {}, `${count(lag)} ${lag === 1 ? 'record' : 'records'}${lag ? ` · ${seconds(lagSeconds)}` : ''}`),
-          h('dt', {}, 'Skipped records'), h('dd', {}, count(skipped)),
-          h('dt', {}, 'Partitions'), h('dd', {}, count(parts.length)),
-          h('dt', {}, 'Live dashboards'), h('dd', {}, count(k.live_clients)),
-          h('dt', {}, 'Brokers'), h('dd', { class: 'mono' }, (k.brokers || []).join(', '))));
+        replace(
+          pipelineBox,
+          h(
+            'dl',
+            { class: 'facts' },
+            h('dt', {}, 'Read model'),
+            h('dd', {}, k.caught_up ? 'caught up with Kafka' : 'catching up…'),
+            h('dt', {}, 'Lag'),
+            h('dd', {}, `${count(lag)} ${lag === 1 ? 'record' : 'records'}${lag ? ` · ${seconds(lagSeconds)}` : ''}`),
+            h('dt', {}, 'Skipped records'),
+            h('dd', {}, count(skipped)),
+            h('dt', {}, 'Partitions'),
+            h('dd', {}, count(parts.length)),
+            h('dt', {}, 'Live dashboards'),
+            h('dd', {}, count(k.live_clients)),
+            h('dt', {}, 'Brokers'),
+            h('dd', { class: 'mono' }, (k.brokers || []).join(', ')),
+          ),
+        );
       } catch (error) {
         if (isAbort(error)) return;
         replace(pipelineBox, notice('error', `Kafka: ${error.message}`));
       }
     }
 
-    const onEvent = throttle(() => { if (!ctx.signal.aborted) refresh(); }, 500);
+    const onEvent = throttle(() => {
+      if (!ctx.signal.aborted) refresh();
+    }, 500);
     const off = ctx.live.on('event', onEvent);
     const offHello = ctx.live.on('hello', () => refresh());
-    const timer = setInterval(() => { refresh(); }, 10000);
-    const pipeTimer = setInterval(() => { refreshPipeline(); }, 5000);
+    const timer = setInterval(() => {
+      refresh();
+    }, 10000);
+    const pipeTimer = setInterval(() => {
+      refreshPipeline();
+    }, 5000);
     refresh();
     refreshPipeline();
     return () => {
@@ -172,7 +245,17 @@ export const dashboardPage = {
 
 function simulatorPanel(ctx) {
   const state = h('p', { class: 'sim-state', role: 'status' }, 'Reading…');
-  const rate = h('input', { id: 'sim-rate', name: 'rate', type: 'number', min: '0.1', max: '200', step: '0.1', value: '2', inputmode: 'decimal', 'aria-describedby': 'sim-rate-help' });
+  const rate = h('input', {
+    id: 'sim-rate',
+    name: 'rate',
+    type: 'number',
+    min: '0.1',
+    max: '200',
+    step: '0.1',
+    value: '2',
+    inputmode: 'decimal',
+    'aria-describedby': 'sim-rate-help',
+  });
   const failure = h('input', { id: 'sim-failure', name: 'payment_failure_rate', type: 'range', min: '0', max: '100', step: '1', value: '10' });
   const failureOut = h('output', { for: 'sim-failure', id: 'sim-failure-out' }, '10 %');
   const toggle = h('button', { type: 'button', class: 'btn btn-primary', id: 'sim-toggle' }, 'Start');
@@ -181,28 +264,37 @@ function simulatorPanel(ctx) {
   let running = false;
   let available = true;
 
-  failure.addEventListener('input', () => { failureOut.textContent = `${failure.value} %`; });
+  failure.addEventListener('input', () => {
+    failureOut.textContent = `${failure.value} %`;
+  });
 
-  const form = h('form', { class: 'sim-form', novalidate: true },
-    h('div', { class: 'field' },
+  const form = h(
+    'form',
+    { class: 'sim-form', novalidate: true },
+    h(
+      'div',
+      { class: 'field' },
       h('label', { for: 'sim-rate' }, 'Rate'),
       rate,
-      h('span', { id: 'sim-rate-help', class: 'help muted small' }, 'order lifecycles started per second, 0.1 to 200')),
-    h('div', { class: 'field' },
-      h('label', { for: 'sim-failure' }, 'Payment failure rate'),
-      h('span', { class: 'range-row' }, failure, failureOut)),
+      h('span', { id: 'sim-rate-help', class: 'help muted small' }, 'order lifecycles started per second, 0.1 to 200'),
+    ),
+    h('div', { class: 'field' }, h('label', { for: 'sim-failure' }, 'Payment failure rate'), h('span', { class: 'range-row' }, failure, failureOut)),
     h('div', { class: 'actions' }, toggle, apply),
-    error);
+    error,
+  );
 
   const show = (s) => {
     running = Boolean(s.running);
     const started = s.started || {};
-    state.textContent = running
-      ? `Running: ${s.rate} lifecycles/s, ${Math.round((s.payment_failure_rate || 0) * 100)} % of payments fail.`
-      : 'Stopped.';
-    state.append(h('span', { class: 'muted small block' },
-      `Started so far: ${count(started.orders)} orders, ${count(started.payments)} payments, ${count(started.deliveries)} deliveries` +
-      (s.errors ? ` · ${count(s.errors)} errors${s.last_error ? ` (last: ${s.last_error})` : ''}` : '')));
+    state.textContent = running ? `Running: ${s.rate} lifecycles/s, ${Math.round((s.payment_failure_rate || 0) * 100)} % of payments fail.` : 'Stopped.';
+    state.append(
+      h(
+        'span',
+        { class: 'muted small block' },
+        `Started so far: ${count(started.orders)} orders, ${count(started.payments)} payments, ${count(started.deliveries)} deliveries` +
+          (s.errors ? ` · ${count(s.errors)} errors${s.last_error ? ` (last: ${s.last_error})` : ''}` : ''),
+      ),
+    );
     toggle.textContent = running ? 'Stop' : 'Start';
     toggle.classList.toggle('btn-danger', running);
     toggle.classList.toggle('btn-primary', !running);
@@ -247,8 +339,13 @@ function simulatorPanel(ctx) {
       fillInputs(s);
     } catch (e) {
       if (isAbort(e)) return;
-      const messages = e.fields.length ? e.fields.map((f) => `${f.field === 'rate' ? 'Rate' : f.field === 'payment_failure_rate' ? 'Payment failure rate' : f.field}: ${f.message}`) : [e.message];
-      if (e.fields.some((f) => f.field === 'rate')) { rate.setAttribute('aria-invalid', 'true'); rate.setAttribute('aria-errormessage', 'sim-error'); }
+      const messages = e.fields.length
+        ? e.fields.map((f) => `${f.field === 'rate' ? 'Rate' : f.field === 'payment_failure_rate' ? 'Payment failure rate' : f.field}: ${f.message}`)
+        : [e.message];
+      if (e.fields.some((f) => f.field === 'rate')) {
+        rate.setAttribute('aria-invalid', 'true');
+        rate.setAttribute('aria-errormessage', 'sim-error');
+      }
       error.replaceChildren(h('p', { role: 'alert' }, messages.join('; ')));
     } finally {
       toggle.disabled = false;
@@ -265,12 +362,19 @@ function simulatorPanel(ctx) {
   };
 
   toggle.addEventListener('click', () => send(running ? { running: false } : { running: true, ...settings() }));
-  form.addEventListener('submit', (e) => { e.preventDefault(); send(settings()); });
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    send(settings());
+  });
 
-  const panel = h('section', { class: 'card simulator', 'aria-labelledby': 'sim-h' },
+  const panel = h(
+    'section',
+    { class: 'card simulator', 'aria-labelledby': 'sim-h' },
     h('h2', { id: 'sim-h' }, 'Traffic simulator'),
     h('p', { class: 'muted small' }, 'Drives whole lifecycles (order → payment → delivery steps) through the same path as the API.'),
-    state, form);
+    state,
+    form,
+  );
 
   read(true);
   const timer = setInterval(() => read(false), 3000);

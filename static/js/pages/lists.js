@@ -8,7 +8,8 @@ import { mountTable } from '../table.js';
 
 const lower = (s) => String(s ?? '').toLowerCase();
 const has = (field, q) => lower(field).includes(q);
-const kafkaPosition = (k) => (k ? h('span', { class: 'mono muted', title: `${k.topic} partition ${k.partition}, offset ${k.offset}` }, `p${k.partition} · #${k.offset}`) : '—');
+const kafkaPosition = (k) =>
+  k ? h('span', { class: 'mono muted', title: `${k.topic} partition ${k.partition}, offset ${k.offset}` }, `p${k.partition} · #${k.offset}`) : '—';
 
 // --- orders ----------------------------------------------------------------------------------
 
@@ -26,7 +27,12 @@ export const ordersPage = {
   title: 'Orders',
   nav: 'orders',
   mount(main, ctx) {
-    main.append(pageHeader('Orders', h('p', { class: 'lede' }, 'Every order, newest first, live from the ', h('code', {}, 'orders'), ' topic; payments and deliveries move their status.')));
+    main.append(
+      pageHeader(
+        'Orders',
+        h('p', { class: 'lede' }, 'Every order, newest first, live from the ', h('code', {}, 'orders'), ' topic; payments and deliveries move their status.'),
+      ),
+    );
     return mountTable(main, ctx, {
       kind: 'orders',
       noun: ['order', 'orders'],
@@ -40,7 +46,10 @@ export const ordersPage = {
       columns: [
         { label: 'Order', render: (o) => orderLink(o.order_id) },
         { label: 'Created', render: (o) => time(o.created_at) },
-        { label: 'Customer', render: (o) => h('span', { class: 'stack' }, h('span', {}, o.customer_name ?? '—'), h('span', { class: 'muted small' }, o.customer_email ?? '')) },
+        {
+          label: 'Customer',
+          render: (o) => h('span', { class: 'stack' }, h('span', {}, o.customer_name ?? '—'), h('span', { class: 'muted small' }, o.customer_email ?? '')),
+        },
         { label: 'Product', render: (o) => `${o.product ?? '—'}${o.quantity > 1 ? ` × ${o.quantity}` : ''}` },
         { label: 'Amount', className: 'num', render: (o) => money(o.amount, o.currency) },
         { label: 'Status', render: (o) => h('span', { class: 'status-cell' }, badge(o.status), anomalyFlag(o.anomalies)) },
@@ -100,7 +109,12 @@ export const paymentsPage = {
   title: 'Payments',
   nav: 'payments',
   mount(main, ctx) {
-    main.append(pageHeader('Payments', h('p', { class: 'lede' }, 'Every payment attempt, newest first, live from the ', h('code', {}, 'payments'), ' topic. A failed payment may be retried.')));
+    main.append(
+      pageHeader(
+        'Payments',
+        h('p', { class: 'lede' }, 'Every payment attempt, newest first, live from the ', h('code', {}, 'payments'), ' topic. A failed payment may be retried.'),
+      ),
+    );
     return mountTable(main, ctx, {
       kind: 'payments',
       noun: ['payment', 'payments'],
@@ -117,7 +131,10 @@ export const paymentsPage = {
         { label: 'Order', render: (p) => orderLink(p.order_id) },
         { label: 'Method', render: (p) => p.method ?? '—' },
         { label: 'Amount', className: 'num', render: (p) => money(p.amount) },
-        { label: 'Result', render: (p) => h('span', { class: 'stack' }, badge(p.status), p.failure_reason ? h('span', { class: 'muted small' }, p.failure_reason) : null) },
+        {
+          label: 'Result',
+          render: (p) => h('span', { class: 'stack' }, badge(p.status), p.failure_reason ? h('span', { class: 'muted small' }, p.failure_reason) : null),
+        },
         { label: 'Kafka', className: 'col-opt', render: (p) => kafkaPosition(p.kafka) },
       ],
       matches: (p, f) => {
@@ -150,7 +167,12 @@ export const deliveriesPage = {
   title: 'Deliveries',
   nav: 'deliveries',
   mount(main, ctx) {
-    main.append(pageHeader('Deliveries', h('p', { class: 'lede' }, 'Every parcel, newest first, live from the ', h('code', {}, 'deliveries'), ` topic: ${rules.delivery_statuses.join(' → ')}.`)));
+    main.append(
+      pageHeader(
+        'Deliveries',
+        h('p', { class: 'lede' }, 'Every parcel, newest first, live from the ', h('code', {}, 'deliveries'), ` topic: ${rules.delivery_statuses.join(' → ')}.`),
+      ),
+    );
     return mountTable(main, ctx, {
       kind: 'deliveries',
       noun: ['delivery', 'deliveries'],

@@ -36,17 +36,34 @@ export const newOrderPage = {
       const errorId = `${id}-error`;
       const helpId = f.help ? `${id}-help` : null;
       let control;
-      if (f.select) control = h('select', { id, name: f.name }, f.select.map((c) => option(c, c === f.value)));
+      if (f.select)
+        control = h(
+          'select',
+          { id, name: f.name },
+          f.select.map((c) => option(c, c === f.value)),
+        );
       else if (f.textarea) control = h('textarea', { id, name: f.name, rows: '2', autocomplete: f.autocomplete, maxlength: f.maxlength });
-      else control = h('input', { id, name: f.name, type: f.type, autocomplete: f.autocomplete || 'off', inputmode: f.inputmode, maxlength: f.maxlength, value: f.value });
+      else
+        control = h('input', {
+          id,
+          name: f.name,
+          type: f.type,
+          autocomplete: f.autocomplete || 'off',
+          inputmode: f.inputmode,
+          maxlength: f.maxlength,
+          value: f.value,
+        });
       control.setAttribute('aria-describedby', [helpId, errorId].filter(Boolean).join(' '));
       controls[f.name] = control;
       errors[f.name] = h('p', { class: 'field-error', id: errorId });
-      return h('div', { class: `field field-${f.name}` },
+      return h(
+        'div',
+        { class: `field field-${f.name}` },
         h('label', { for: id }, f.label),
         control,
         f.help ? h('p', { class: 'help muted small', id: helpId }, f.help) : null,
-        errors[f.name]);
+        errors[f.name],
+      );
     });
 
     const summary = h('div', { class: 'form-summary', tabindex: '-1' });
@@ -58,22 +75,35 @@ export const newOrderPage = {
     let key = uuid();
     let busy = false;
 
-    const form = h('form', { class: 'order-form card', novalidate: true, 'aria-labelledby': 'new-h' },
+    const form = h(
+      'form',
+      { class: 'order-form card', novalidate: true, 'aria-labelledby': 'new-h' },
       h('h2', { id: 'new-h' }, 'Order details'),
       h('p', { class: 'muted small' }, 'The server checks every field; its messages show next to each one.'),
       summary,
       h('div', { class: 'form-grid' }, fieldEls),
-      h('div', { class: 'actions' }, submit));
+      h('div', { class: 'actions' }, submit),
+    );
 
     main.append(
-      pageHeader('New order', h('p', { class: 'lede' }, 'Place an order through the REST API. It goes to Kafka, comes back through the consumers, and appears in Orders live.')),
+      pageHeader(
+        'New order',
+        h('p', { class: 'lede' }, 'Place an order through the REST API. It goes to Kafka, comes back through the consumers, and appears in Orders live.'),
+      ),
       result,
-      h('div', { class: 'grid-2 grid-form' },
+      h(
+        'div',
+        { class: 'grid-2 grid-form' },
         form,
-        h('section', { class: 'card', 'aria-labelledby': 'gen-h' },
+        h(
+          'section',
+          { class: 'card', 'aria-labelledby': 'gen-h' },
           h('h2', { id: 'gen-h' }, 'One click'),
           h('p', {}, 'As in the original demo: a generated customer, product and amount, sent by ', h('code', {}, 'POST /api/orders/create'), '.'),
-          generate)));
+          generate,
+        ),
+      ),
+    );
 
     const clearErrors = () => {
       for (const name of Object.keys(errors)) {
@@ -86,11 +116,16 @@ export const newOrderPage = {
     const showCreated = (answer) => {
       const o = answer.order || {};
       const k = answer.kafka || {};
-      replace(result, notice('success',
-        h('strong', {}, 'Order placed. '),
-        h('a', { href: `/orders/${encodeURIComponent(o.order_id)}` }, `Order ${String(o.order_id).slice(0, 8)}`),
-        ` for ${o.customer_name ?? ''}, ${money(o.amount, o.currency)}`,
-        h('span', { class: 'muted small block' }, `Written to ${k.topic} partition ${k.partition} at offset ${k.offset}.`)));
+      replace(
+        result,
+        notice(
+          'success',
+          h('strong', {}, 'Order placed. '),
+          h('a', { href: `/orders/${encodeURIComponent(o.order_id)}` }, `Order ${String(o.order_id).slice(0, 8)}`),
+          ` for ${o.customer_name ?? ''}, ${money(o.amount, o.currency)}`,
+          h('span', { class: 'muted small block' }, `Written to ${k.topic} partition ${k.partition} at offset ${k.offset}.`),
+        ),
+      );
       result.querySelector('.notice').tabIndex = -1;
       result.querySelector('.notice').focus();
     };
@@ -131,9 +166,33 @@ export const newOrderPage = {
               controls[name].setAttribute('aria-invalid', 'true');
             }
             const label = specs.find((x) => x.name === f.field)?.label || f.field || 'Order';
-            items.push(h('li', {}, name ? h('a', { href: `#order-${name}`, onClick: (ev) => { ev.preventDefault(); controls[name].focus(); } }, `${label}: ${f.message}`) : `${label}: ${f.message}`));
+            items.push(
+              h(
+                'li',
+                {},
+                name
+                  ? h(
+                      'a',
+                      {
+                        href: `#order-${name}`,
+                        onClick: (ev) => {
+                          ev.preventDefault();
+                          controls[name].focus();
+                        },
+                      },
+                      `${label}: ${f.message}`,
+                    )
+                  : `${label}: ${f.message}`,
+              ),
+            );
           }
-          summary.replaceChildren(notice('error', h('p', {}, `The order was not placed: ${items.length === 1 ? 'one field needs' : `${items.length} fields need`} attention.`), h('ul', {}, items)));
+          summary.replaceChildren(
+            notice(
+              'error',
+              h('p', {}, `The order was not placed: ${items.length === 1 ? 'one field needs' : `${items.length} fields need`} attention.`),
+              h('ul', {}, items),
+            ),
+          );
           const first = error.fields.find((f) => f.field in controls);
           (first ? controls[first.field] : summary).focus();
         } else {

@@ -30,10 +30,11 @@ export const orderPage = {
       } catch (error) {
         if (isAbort(error)) return;
         if (!loaded) {
-          replace(body, notice('error', error.status === 404
-            ? `No order ${id} has been read from Kafka (yet).`
-            : `Cannot load the order: ${error.message}`),
-          h('p', {}, h('button', { type: 'button', class: 'btn', onClick: () => load() }, 'Try again')));
+          replace(
+            body,
+            notice('error', error.status === 404 ? `No order ${id} has been read from Kafka (yet).` : `Cannot load the order: ${error.message}`),
+            h('p', {}, h('button', { type: 'button', class: 'btn', onClick: () => load() }, 'Try again')),
+          );
         }
       }
     }
@@ -41,28 +42,47 @@ export const orderPage = {
     function render() {
       const o = order;
       document.title = `Order ${id.slice(0, 8)} · ${o.status ?? ''} · shopstream`;
-      replace(statusLine, badge(o.status), anomalyFlag(o.anomalies),
-        h('span', { class: 'muted small' }, ' · updated ', time(o.updated_at)));
+      replace(statusLine, badge(o.status), anomalyFlag(o.anomalies), h('span', { class: 'muted small' }, ' · updated ', time(o.updated_at)));
       main.dataset.status = o.status ?? '';
       const focusBefore = document.activeElement && body.contains(document.activeElement) ? document.activeElement.id : null;
-      replace(body,
-        h('div', { class: 'grid-2' },
-          h('section', { class: 'card', 'aria-labelledby': 'details-h' },
+      replace(
+        body,
+        h(
+          'div',
+          { class: 'grid-2' },
+          h(
+            'section',
+            { class: 'card', 'aria-labelledby': 'details-h' },
             h('h2', { id: 'details-h' }, 'Details'),
-            h('dl', { class: 'facts' },
-              h('dt', {}, 'Order id'), h('dd', { class: 'mono' }, o.order_id),
-              h('dt', {}, 'Customer'), h('dd', {}, o.customer_name ?? '—'),
-              h('dt', {}, 'Email'), h('dd', {}, o.customer_email || '—'),
-              h('dt', {}, 'Product'), h('dd', {}, o.product ?? '—'),
-              h('dt', {}, 'Quantity'), h('dd', {}, String(o.quantity ?? '—')),
-              h('dt', {}, 'Amount'), h('dd', {}, money(o.amount, o.currency)),
-              h('dt', {}, 'Address'), h('dd', {}, o.address || '—'),
-              h('dt', {}, 'Created'), h('dd', {}, o.created_at ? fullTime(o.created_at) : '—'),
-              h('dt', {}, 'Last event'), h('dd', {}, fullTime(o.updated_at)))),
-          actionsPanel(o)),
+            h(
+              'dl',
+              { class: 'facts' },
+              h('dt', {}, 'Order id'),
+              h('dd', { class: 'mono' }, o.order_id),
+              h('dt', {}, 'Customer'),
+              h('dd', {}, o.customer_name ?? '—'),
+              h('dt', {}, 'Email'),
+              h('dd', {}, o.customer_email || '—'),
+              h('dt', {}, 'Product'),
+              h('dd', {}, o.product ?? '—'),
+              h('dt', {}, 'Quantity'),
+              h('dd', {}, String(o.quantity ?? '—')),
+              h('dt', {}, 'Amount'),
+              h('dd', {}, money(o.amount, o.currency)),
+              h('dt', {}, 'Address'),
+              h('dd', {}, o.address || '—'),
+              h('dt', {}, 'Created'),
+              h('dd', {}, o.created_at ? fullTime(o.created_at) : '—'),
+              h('dt', {}, 'Last event'),
+              h('dd', {}, fullTime(o.updated_at)),
+            ),
+          ),
+          actionsPanel(o),
+        ),
         timelineSection(o),
         paymentsSection(o),
-        deliveriesSection(o));
+        deliveriesSection(o),
+      );
       if (focusBefore) document.getElementById(focusBefore)?.focus();
     }
 
@@ -73,26 +93,29 @@ export const orderPage = {
       if (actionMessage) messageBox.append(notice(actionMessage.kind, actionMessage.text));
       const status = o.status;
       // One form per command the server's rules allow in this status, in the document's order.
-      const forms = actionsFor(rules, status).map((action) => {
-        switch (action) {
-          case 'pay': return payForm(o);
-          case 'cancel': return cancelForm();
-          case 'ship': return shipForm();
-          case 'advance': {
-            const delivery = openDelivery(o);
-            const next = delivery && nextDeliveryStatus(rules, delivery.status);
-            return next ? advanceForm(delivery, next) : null;
+      const forms = actionsFor(rules, status)
+        .map((action) => {
+          switch (action) {
+            case 'pay':
+              return payForm(o);
+            case 'cancel':
+              return cancelForm();
+            case 'ship':
+              return shipForm();
+            case 'advance': {
+              const delivery = openDelivery(o);
+              const next = delivery && nextDeliveryStatus(rules, delivery.status);
+              return next ? advanceForm(delivery, next) : null;
+            }
+            default:
+              return null; // a command this dashboard has no form for
           }
-          default: return null; // a command this dashboard has no form for
-        }
-      }).filter(Boolean);
+        })
+        .filter(Boolean);
       if (!forms.length) {
-        forms.push(h('p', { class: 'muted' }, isFinal(rules, status)
-          ? `Nothing left to do: the order is ${status}.`
-          : 'No action is possible in this state.'));
+        forms.push(h('p', { class: 'muted' }, isFinal(rules, status) ? `Nothing left to do: the order is ${status}.` : 'No action is possible in this state.'));
       }
-      return h('section', { class: 'card', 'aria-labelledby': 'actions-h' },
-        h('h2', { id: 'actions-h' }, 'Actions'), messageBox, forms);
+      return h('section', { class: 'card', 'aria-labelledby': 'actions-h' }, h('h2', { id: 'actions-h' }, 'Actions'), messageBox, forms);
     }
 
     /**
@@ -120,16 +143,27 @@ export const orderPage = {
         await load();
         // The form that had focus was rebuilt: put the keyboard on the outcome.
         const outcome = document.querySelector('#action-message .notice');
-        if (outcome) { outcome.tabIndex = -1; outcome.focus(); }
+        if (outcome) {
+          outcome.tabIndex = -1;
+          outcome.focus();
+        }
       });
       return form;
     }
 
     function payForm(o) {
-      const select = h('select', { id: 'pay-method', name: 'method' }, rules.payment_methods.map((m) => h('option', { value: m }, m)));
+      const select = h(
+        'select',
+        { id: 'pay-method', name: 'method' },
+        rules.payment_methods.map((m) => h('option', { value: m }, m)),
+      );
       const label = o.status === 'Payment Failed' ? `Retry payment of ${money(o.amount, o.currency)}` : `Pay ${money(o.amount, o.currency)}`;
       return actionForm('pay', h('div', { class: 'field' }, h('label', { for: 'pay-method' }, 'Payment method'), select), label, async (key) => {
-        const r = await api(`/api/orders/${encodeURIComponent(id)}/payments?wait=true`, { method: 'POST', body: { method: select.value }, idempotencyKey: key });
+        const r = await api(`/api/orders/${encodeURIComponent(id)}/payments?wait=true`, {
+          method: 'POST',
+          body: { method: select.value },
+          idempotencyKey: key,
+        });
         const p = r.payment || {};
         return p.status === 'SUCCESS'
           ? { kind: 'success', text: `Payment accepted (${p.method}).` }
@@ -139,15 +173,26 @@ export const orderPage = {
 
     function cancelForm() {
       const input = h('input', { id: 'cancel-reason', name: 'reason', type: 'text', maxlength: '200', autocomplete: 'off' });
-      return actionForm('cancel', h('div', { class: 'field' }, h('label', { for: 'cancel-reason' }, 'Reason (optional)'), input), 'Cancel order', async (key) => {
-        const reason = input.value.trim();
-        await api(`/api/orders/${encodeURIComponent(id)}/cancel?wait=true`, { method: 'POST', body: reason ? { reason } : {}, idempotencyKey: key });
-        return { kind: 'success', text: 'Order cancelled.' };
-      }, { danger: true });
+      return actionForm(
+        'cancel',
+        h('div', { class: 'field' }, h('label', { for: 'cancel-reason' }, 'Reason (optional)'), input),
+        'Cancel order',
+        async (key) => {
+          const reason = input.value.trim();
+          await api(`/api/orders/${encodeURIComponent(id)}/cancel?wait=true`, { method: 'POST', body: reason ? { reason } : {}, idempotencyKey: key });
+          return { kind: 'success', text: 'Order cancelled.' };
+        },
+        { danger: true },
+      );
     }
 
     function shipForm() {
-      const select = h('select', { id: 'ship-carrier', name: 'carrier' }, h('option', { value: '' }, 'Any carrier'), rules.carriers.map((c) => h('option', { value: c }, c)));
+      const select = h(
+        'select',
+        { id: 'ship-carrier', name: 'carrier' },
+        h('option', { value: '' }, 'Any carrier'),
+        rules.carriers.map((c) => h('option', { value: c }, c)),
+      );
       return actionForm('ship', h('div', { class: 'field' }, h('label', { for: 'ship-carrier' }, 'Carrier'), select), 'Ship', async (key) => {
         const body = select.value ? { carrier: select.value } : {};
         const r = await api(`/api/orders/${encodeURIComponent(id)}/deliveries?wait=true`, { method: 'POST', body, idempotencyKey: key });
@@ -157,65 +202,161 @@ export const orderPage = {
     }
 
     function advanceForm(delivery, next) {
-      return actionForm('advance', h('p', { class: 'muted small' }, 'Parcel ', shortId(delivery.delivery_id), ` is ${delivery.status}.`), `Mark as ${next}`, async (key) => {
-        await api(`/api/deliveries/${encodeURIComponent(delivery.delivery_id)}?wait=true`, { method: 'PATCH', body: { status: next }, idempotencyKey: key });
-        return { kind: 'success', text: `Delivery marked as ${next}.` };
-      });
+      return actionForm(
+        'advance',
+        h('p', { class: 'muted small' }, 'Parcel ', shortId(delivery.delivery_id), ` is ${delivery.status}.`),
+        `Mark as ${next}`,
+        async (key) => {
+          await api(`/api/deliveries/${encodeURIComponent(delivery.delivery_id)}?wait=true`, { method: 'PATCH', body: { status: next }, idempotencyKey: key });
+          return { kind: 'success', text: `Delivery marked as ${next}.` };
+        },
+      );
     }
 
     // --- history -----------------------------------------------------------------------------
 
     function timelineSection(o) {
-      const rows = (o.timeline || []).map((e) => h('tr', { class: e.anomaly ? 'row-anomaly' : null },
-        h('td', {}, time(e.time)),
-        h('th', { scope: 'row' }, h('code', {}, e.event_type)),
-        h('td', {}, h('span', { class: `topic topic-${e.topic}` }, e.topic)),
-        h('td', { class: 'num' }, String(e.partition)),
-        h('td', { class: 'num' }, String(e.offset)),
-        h('td', {}, eventSummary(e), rawData(e.data)),
-        h('td', {}, e.anomaly ? h('span', { class: 'anomaly-flag' }, h('span', { 'aria-hidden': 'true' }, '⚠ '), e.anomaly) : h('span', { class: 'muted' }, '—'))));
-      return h('section', { class: 'card', 'aria-labelledby': 'timeline-h' },
+      const rows = (o.timeline || []).map((e) =>
+        h(
+          'tr',
+          { class: e.anomaly ? 'row-anomaly' : null },
+          h('td', {}, time(e.time)),
+          h('th', { scope: 'row' }, h('code', {}, e.event_type)),
+          h('td', {}, h('span', { class: `topic topic-${e.topic}` }, e.topic)),
+          h('td', { class: 'num' }, String(e.partition)),
+          h('td', { class: 'num' }, String(e.offset)),
+          h('td', {}, eventSummary(e), rawData(e.data)),
+          h(
+            'td',
+            {},
+            e.anomaly ? h('span', { class: 'anomaly-flag' }, h('span', { 'aria-hidden': 'true' }, '⚠ '), e.anomaly) : h('span', { class: 'muted' }, '—'),
+          ),
+        ),
+      );
+      return h(
+        'section',
+        { class: 'card', 'aria-labelledby': 'timeline-h' },
         h('h2', { id: 'timeline-h' }, 'Timeline'),
         h('p', { class: 'muted small' }, 'Every event of this order, across the orders, payments and deliveries topics, in event time.'),
-        h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-labelledby': 'timeline-h' },
-          h('table', { class: 'data-table' },
+        h(
+          'div',
+          { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-labelledby': 'timeline-h' },
+          h(
+            'table',
+            { class: 'data-table' },
             h('caption', { class: 'visually-hidden' }, 'Events of this order, oldest first'),
-            h('thead', {}, h('tr', {}, ['Time', 'Event', 'Topic', 'Partition', 'Offset', 'Details', 'Anomaly'].map((c) => h('th', { scope: 'col' }, c)))),
-            h('tbody', {}, rows))));
+            h(
+              'thead',
+              {},
+              h(
+                'tr',
+                {},
+                ['Time', 'Event', 'Topic', 'Partition', 'Offset', 'Details', 'Anomaly'].map((c) => h('th', { scope: 'col' }, c)),
+              ),
+            ),
+            h('tbody', {}, rows),
+          ),
+        ),
+      );
     }
 
     function paymentsSection(o) {
       if (!o.payments?.length) return null;
-      return h('section', { class: 'card', 'aria-labelledby': 'payments-h' },
+      return h(
+        'section',
+        { class: 'card', 'aria-labelledby': 'payments-h' },
         h('h2', { id: 'payments-h' }, 'Payments'),
-        h('div', { class: 'table-wrap' }, h('table', { class: 'data-table' },
-          h('caption', { class: 'visually-hidden' }, 'Payments of this order'),
-          h('thead', {}, h('tr', {}, ['Payment', 'Time', 'Method', 'Amount', 'Result'].map((c) => h('th', { scope: 'col' }, c)))),
-          h('tbody', {}, o.payments.map((p) => h('tr', {},
-            h('th', { scope: 'row' }, shortId(p.payment_id)), h('td', {}, time(p.timestamp)), h('td', {}, p.method),
-            h('td', { class: 'num' }, money(p.amount, o.currency)),
-            h('td', {}, badge(p.status), p.failure_reason ? h('span', { class: 'muted small' }, ` ${p.failure_reason}`) : null)))))));
+        h(
+          'div',
+          { class: 'table-wrap' },
+          h(
+            'table',
+            { class: 'data-table' },
+            h('caption', { class: 'visually-hidden' }, 'Payments of this order'),
+            h(
+              'thead',
+              {},
+              h(
+                'tr',
+                {},
+                ['Payment', 'Time', 'Method', 'Amount', 'Result'].map((c) => h('th', { scope: 'col' }, c)),
+              ),
+            ),
+            h(
+              'tbody',
+              {},
+              o.payments.map((p) =>
+                h(
+                  'tr',
+                  {},
+                  h('th', { scope: 'row' }, shortId(p.payment_id)),
+                  h('td', {}, time(p.timestamp)),
+                  h('td', {}, p.method),
+                  h('td', { class: 'num' }, money(p.amount, o.currency)),
+                  h('td', {}, badge(p.status), p.failure_reason ? h('span', { class: 'muted small' }, ` ${p.failure_reason}`) : null),
+                ),
+              ),
+            ),
+          ),
+        ),
+      );
     }
 
     function deliveriesSection(o) {
       if (!o.deliveries?.length) return null;
-      return h('section', { class: 'card', 'aria-labelledby': 'deliveries-h' },
+      return h(
+        'section',
+        { class: 'card', 'aria-labelledby': 'deliveries-h' },
         h('h2', { id: 'deliveries-h' }, 'Delivery'),
-        h('div', { class: 'table-wrap' }, h('table', { class: 'data-table' },
-          h('caption', { class: 'visually-hidden' }, 'Deliveries of this order'),
-          h('thead', {}, h('tr', {}, ['Delivery', 'Carrier', 'Status', 'Estimated', 'Updated', 'Address'].map((c) => h('th', { scope: 'col' }, c)))),
-          h('tbody', {}, o.deliveries.map((d) => h('tr', {},
-            h('th', { scope: 'row' }, shortId(d.delivery_id)), h('td', {}, d.carrier ?? '—'), h('td', {}, badge(d.status)),
-            h('td', {}, day(d.estimated_date)), h('td', {}, time(d.updated_at)), h('td', {}, d.address)))))));
+        h(
+          'div',
+          { class: 'table-wrap' },
+          h(
+            'table',
+            { class: 'data-table' },
+            h('caption', { class: 'visually-hidden' }, 'Deliveries of this order'),
+            h(
+              'thead',
+              {},
+              h(
+                'tr',
+                {},
+                ['Delivery', 'Carrier', 'Status', 'Estimated', 'Updated', 'Address'].map((c) => h('th', { scope: 'col' }, c)),
+              ),
+            ),
+            h(
+              'tbody',
+              {},
+              o.deliveries.map((d) =>
+                h(
+                  'tr',
+                  {},
+                  h('th', { scope: 'row' }, shortId(d.delivery_id)),
+                  h('td', {}, d.carrier ?? '—'),
+                  h('td', {}, badge(d.status)),
+                  h('td', {}, day(d.estimated_date)),
+                  h('td', {}, time(d.updated_at)),
+                  h('td', {}, d.address),
+                ),
+              ),
+            ),
+          ),
+        ),
+      );
     }
 
     // Live: any event about this order reads it again (its timeline and status changed).
-    const reload = throttle(() => { if (!ctx.signal.aborted) load(); }, 300);
+    const reload = throttle(() => {
+      if (!ctx.signal.aborted) load();
+    }, 300);
     const off = ctx.live.on('event', (frame) => {
       if (((frame.data && frame.data.order_id) || frame.key) === id) reload();
     });
     load();
-    return () => { off(); reload.cancel(); };
+    return () => {
+      off();
+      reload.cancel();
+    };
   },
 };
 
@@ -228,12 +369,17 @@ function openDelivery(o) {
 function eventSummary(e) {
   const d = e.data || {};
   switch (e.event_type) {
-    case 'order.created': return `${d.product ?? ''}${d.quantity > 1 ? ` × ${d.quantity}` : ''} · ${money(d.amount, d.currency)}`;
-    case 'order.cancelled': return d.reason ? `Cancelled: ${d.reason}` : 'Cancelled';
-    case 'payment.processed': return `${d.method ?? ''} · ${d.status ?? ''}${d.failure_reason ? ` (${d.failure_reason})` : ''}`;
+    case 'order.created':
+      return `${d.product ?? ''}${d.quantity > 1 ? ` × ${d.quantity}` : ''} · ${money(d.amount, d.currency)}`;
+    case 'order.cancelled':
+      return d.reason ? `Cancelled: ${d.reason}` : 'Cancelled';
+    case 'payment.processed':
+      return `${d.method ?? ''} · ${d.status ?? ''}${d.failure_reason ? ` (${d.failure_reason})` : ''}`;
     case 'delivery.created':
-    case 'delivery.updated': return `${d.status ?? ''}${d.carrier ? ` · ${d.carrier}` : ''}`;
-    default: return '';
+    case 'delivery.updated':
+      return `${d.status ?? ''}${d.carrier ? ` · ${d.carrier}` : ''}`;
+    default:
+      return '';
   }
 }
 
