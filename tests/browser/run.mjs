@@ -390,6 +390,8 @@ async function moreEvents(page, n, timeout = 15_000) {
 }
 
 const rowsWith = (page, text) => page.locator('main table tbody tr', { hasText: text });
+/** Until a live table has the list it asked for last (a filter reads it again: the table is busy meanwhile). */
+const listLoaded = (page) => page.waitForFunction(() => !document.querySelector('main table[aria-busy]'));
 const counter = async (page, id) => Number(((await page.textContent(`#counter-${id}`)) || '').replace(/\D/g, '') || NaN);
 
 /** Cheap checks of what screen-reader and keyboard users rely on. */
@@ -679,6 +681,8 @@ test('an order placed by another client through the API appears live, and its li
     // Filters: status and search, reflected in the address.
     await orders.selectOption('#orders-status', 'In Transit');
     await orders.waitForFunction(() => location.search.includes('status=In+Transit'));
+    // The unfiltered rows stay until the filtered list has come (the table is busy meanwhile).
+    await listLoaded(orders);
     await rowsWith(orders, name).first().waitFor();
     const statuses = await orders.$$eval('main table tbody tr .badge', (b) => b.map((x) => x.textContent));
     assert(
@@ -687,6 +691,7 @@ test('an order placed by another client through the API appears live, and its li
     );
     await orders.fill('#orders-search', RUN);
     await orders.waitForFunction((run) => location.search.includes(run), RUN);
+    await listLoaded(orders);
     await orders.waitForFunction(() => document.querySelectorAll('main table tbody tr').length === 1);
     await shot(orders, 'orders-filtered');
     await shot(kafkaPage, 'kafka-tail');
