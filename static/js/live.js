@@ -22,6 +22,9 @@ const PING_EVERY = 15000;
 const PING_TIMEOUT = 40000;
 /** A resume's count is reported at the latest after this long (a trailing record may be one the server skips). */
 const CATCH_UP_LIMIT = 20000;
+/** Tries to read the partitions' ends for a resume's count, TARGET_EVERY ms apart. */
+const TARGET_TRIES = 10;
+const TARGET_EVERY = 500;
 /** How many recent events are kept for the Kafka page's tail. */
 const RECENT = 100;
 
@@ -264,18 +267,30 @@ export class Live {
     this.catchUp = catchUp;
     this.clearTimer('catchUp');
     this.timers.catchUp = setTimeout(() => this.finishCatchUp(), CATCH_UP_LIMIT);
-    api('/api/kafka')
-      .then((kafka) => {
-        if (this.catchUp !== catchUp) return;
-        // The end of every partition now: what was written while we were away ends there.
-        catchUp.target = new Map((kafka.partitions || []).map((p) => [keyOf(p.topic, p.partition), p.latest_offset]));
-        this.checkCatchUp();
-      })
-      .catch(() => {
-        if (this.catchUp !== catchUp) return;
-        catchUp.targetFailed = true;
-        this.checkCatchUp();
-      });
+    const readTarget = (attempt) => {
+      if (this.catchUp !== catchUp) return;
+      api('/api/kafka')
+        .then((kafka) => {
+          if (this.catchUp !== catchUp) return;
+          // The end of every partition now: what was written while we were away ends there.
+          catchUp.target = new Map((kafka.partitions || []).map((p) => [keyOf(p.topic, p.partition), p.latest_offset]));
+          this.checkCatchUp();
+        })
+        .catch(() => {
+          if (this.catchUp !== catchUp) return;
+          // A server that has just started may take sessions before it is connected to Kafka
+          // (it answers 503 meanwhile, and its consumers have not sent what was missed yet):
+          // ask again before counting on its caught_up frame alone.
+          if (attempt < TARGET_TRIES) {
+            this.timers.catchUpTarget = setTimeout(() => readTarget(attempt + 1), TARGET_EVERY);
+            return;
+          }
+          catchUp.targetFailed = true;
+          this.checkCatchUp();
+        });
+    };
+    this.clearTimer('catchUpTarget');
+    readTarget(1);
   }
 
   checkCatchUp() {
@@ -300,6 +315,7 @@ export class Live {
     if (!c) return;
     this.catchUp = null;
     this.clearTimer('catchUp');
+    this.clearTimer('catchUpTarget');
     if (broken) return;
     const n = Math.max(c.count, c.replayed);
     this.lastCatchUp = { count: n, at: Date.now() };
