@@ -5,6 +5,7 @@
 // 10 s (so the per-minute charts move on even when nothing happens).
 
 import { api, isAbort } from '../api.js';
+import { rules } from '../rules.js';
 import { h, replace, pageHeader, count, money, percent, seconds, throttle, notice } from '../ui.js';
 import { barChart, funnel } from '../charts.js';
 
@@ -158,7 +159,7 @@ export const dashboardPage = {
             : 'paid orders',
         );
       } else {
-        setFigure(figures.revenue, money(0, 'EUR'), 'paid orders');
+        setFigure(figures.revenue, money(0, rules.default_currency), 'paid orders');
       }
       const p = s.payments || {};
       setFigure(figures.success, percent(p.success_ratio), `${count(p.succeeded)} succeeded · ${count(p.failed)} failed`);
