@@ -142,8 +142,15 @@ pub struct Config {
     #[arg(long, env = "SHOPSTREAM_KAFKA_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub kafka_timeout: Duration,
 
+    /// How many live frames a WebSocket client may fall behind before it is disconnected (it
+    /// resumes from its cursor); the ring holds this many frames for all clients together.
+    #[arg(long, env = "SHOPSTREAM_LIVE_BUFFER", default_value_t = crate::model::store::FRAME_BUFFER,
+          value_parser = parse_live_buffer)]
+    pub live_buffer: usize,
+
     /// Start the built-in traffic simulator at this many order lifecycles per second
     /// (it can also be started, stopped and tuned from the dashboard).
+
     #[arg(long, env = "SHOPSTREAM_SIMULATE", value_parser = parse_rate)]
     pub simulate: Option<f64>,
 }
@@ -197,6 +204,15 @@ fn parse_rate(s: &str) -> Result<f64, String> {
         ));
     }
     Ok(rate)
+}
+
+fn parse_live_buffer(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (16..=65_536).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "the live buffer is a number of frames from 16 to 65536, not `{s}`"
+        )),
+    }
 }
 
 /// Parses `64MiB`, `512KiB`, `1GiB`, `1000000` (bytes); at least 1 MiB.

@@ -94,15 +94,25 @@ fn local_url(addr: SocketAddr) -> String {
     format!("http://{}/", SocketAddr::new(ip, addr.port()))
 }
 
-/// Runs the server until `shutdown` is cancelled (by a signal, or by the caller in tests).
+/// Runs the server on `config.listen` until `shutdown` is cancelled (by a signal).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
-    let config = Arc::new(config);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| RunError::Listen {
             addr: config.listen,
             source,
         })?;
+    serve(listener, config, shutdown).await
+}
+
+/// Runs the server on a bound `listener` until `shutdown` is cancelled: what [`run`] does
+/// once it listens, and what tests call in-process on a port 0 listener.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let config = Arc::new(config);
     let addr = listener.local_addr().map_err(|source| RunError::Listen {
         addr: config.listen,
         source,
@@ -114,6 +124,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             cache_bytes: config.cache_size,
             retention: config.retention,
             rebuild: config.rebuild_store,
+            live_buffer: config.live_buffer,
         };
         let opened = tokio::task::spawn_blocking(move || Store::open(settings))
             .await

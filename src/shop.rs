@@ -32,7 +32,7 @@ use crate::domain::lifecycle::OrderStatus;
 use crate::domain::lifecycle::transition;
 use crate::domain::validation::{DeliveryRequest, Invalid, PaymentRequest};
 use crate::kafka::KafkaError;
-use crate::kafka::producer::{OutgoingRecord, Producer};
+use crate::kafka::producer::{OutgoingRecord, Producer, RecordSink};
 use crate::messages::api::WriteAck;
 use crate::model::store::{ReadView, Store};
 use crate::model::{IdempotentWrite, StoreError};
@@ -107,17 +107,18 @@ impl Written {
     }
 }
 
+/// The commands, writing through `P` (Kafka's [`Producer`] outside unit tests).
 #[derive(Debug)]
-pub struct Shop {
+pub struct Shop<P: RecordSink = Producer> {
     store: Arc<Store>,
-    producer: Producer,
+    producer: P,
     locks: Vec<Mutex<()>>,
     /// The `producer` header of every record this instance writes.
     producer_name: String,
 }
 
-impl Shop {
-    pub fn new(store: Arc<Store>, producer: Producer) -> Self {
+impl<P: RecordSink> Shop<P> {
+    pub fn new(store: Arc<Store>, producer: P) -> Self {
         Self {
             store,
             producer,
@@ -459,4 +460,332 @@ pub fn fingerprint(method: &str, path: &str, body: &RawValue) -> String {
         format!("{method} {path}\n{body}").as_bytes(),
     )
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The commands against a log in memory that the read model consumes at once: the
+    //! decisions, refusals and idempotency rules without a broker (the same paths run against
+    //! a real one in `tests/api.rs`).
+
+    use std::collections::HashMap;
+    use std::sync::Mutex as StdMutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use rskafka::record::Record;
+
+    use super::*;
+    use crate::domain::event::{TopicInfo, TopicLayout};
+    use crate::domain::money::Money;
+    use crate::domain::partitioner::partition_for_key;
+    use crate::kafka::records;
+    use crate::model::store::TempDir;
+
+    const PARTITIONS: i32 = 3;
+
+    /// A log in memory: each record gets the next offset of its partition and is applied to
+    /// the store before `send` answers, as if the consumers had read it at once.
+    struct MemoryLog {
+        store: Arc<Store>,
+        next: StdMutex<HashMap<(TopicRole, i32), i64>>,
+        records: StdMutex<Vec<(TopicRole, OutgoingRecord)>>,
+        /// While set, every write fails as with the broker away.
+        broker_away: AtomicBool,
+    }
+
+    impl RecordSink for MemoryLog {
+        fn partition_for(&self, _topic: TopicRole, key: &str) -> Result<i32, KafkaError> {
+            Ok(partition_for_key(key.as_bytes(), PARTITIONS))
+        }
+
+        async fn send(
+            &self,
+            topic: TopicRole,
+            record: OutgoingRecord,
+        ) -> Result<Position, KafkaError> {
+            if self.broker_away.load(Ordering::Relaxed) {
+                return Err(KafkaError::NotConnected("the broker is away (test)".into()));
+            }
+            let partition = partition_for_key(record.key.as_bytes(), PARTITIONS);
+            let offset = {
+                let mut next = self.next.lock().unwrap();
+                let offset = next.entry((topic, partition)).or_default();
+                *offset += 1;
+                *offset - 1
+            };
+            let position = Position {
+                topic,
+                partition,
+                offset,
+            };
+            let as_read = Record {
+                key: Some(record.key.clone().into_bytes()),
+                value: Some(record.value.clone()),
+                headers: record.headers.clone(),
+                timestamp: record.time,
+            };
+            let fetched = records::decode(position, topic.as_str(), &as_read);
+            self.store
+                .apply_fetched(topic, partition, vec![fetched], offset + 1)
+                .await
+                .expect("the store applies");
+            self.records.lock().unwrap().push((topic, record));
+            Ok(position)
+        }
+
+        fn written(&self, topic: TopicRole, partition: i32) -> Option<i64> {
+            self.next
+                .lock()
+                .unwrap()
+                .get(&(topic, partition))
+                .map(|next| next - 1)
+        }
+    }
+
+    struct Fixture {
+        shop: Shop<MemoryLog>,
+        store: Arc<Store>,
+        _dir: TempDir,
+    }
+
+    impl Fixture {
+        async fn new() -> Self {
+            let (store, dir) = Store::temporary(4 << 20);
+            let layout = TopicLayout {
+                topics: TopicRole::ALL
+                    .iter()
+                    .map(|&role| TopicInfo {
+                        role,
+                        name: role.as_str().to_string(),
+                        partitions: PARTITIONS,
+                    })
+                    .collect(),
+            };
+            store.check_layout(&layout).await.unwrap();
+            let store = Arc::new(store);
+            let log = MemoryLog {
+                store: Arc::clone(&store),
+                next: StdMutex::default(),
+                records: StdMutex::default(),
+                broker_away: AtomicBool::new(false),
+            };
+            Fixture {
+                shop: Shop::new(Arc::clone(&store), log),
+                store,
+                _dir: dir,
+            }
+        }
+
+        fn log(&self) -> &MemoryLog {
+            &self.shop.producer
+        }
+
+        fn written(&self) -> usize {
+            self.log().records.lock().unwrap().len()
+        }
+
+        fn status(&self, order_id: &str) -> Option<OrderStatus> {
+            let id = order_id.to_string();
+            self.store
+                .query_blocking(move |v| v.order(&id))
+                .unwrap()
+                .and_then(|o| o.status)
+        }
+
+        async fn place(&self, email: &str) -> String {
+            let written = self
+                .shop
+                .place_order(details(email), WriteOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(written.position.topic, TopicRole::Orders);
+            assert!(!written.replayed);
+            written.field("order_id").unwrap()
+        }
+
+        async fn pay(&self, order_id: &str) -> Result<Written, ShopError> {
+            self.shop
+                .pay(
+                    order_id,
+                    PaymentRequest {
+                        order_id: None,
+                        method: "PayPal".into(),
+                        amount: None,
+                    },
+                    WriteOptions::default(),
+                )
+                .await
+        }
+    }
+
+    fn details(email: &str) -> OrderDetails {
+        OrderDetails {
+            customer_name: "Ann Lee".into(),
+            customer_email: email.into(),
+            product: "Lamp".into(),
+            quantity: 1,
+            amount: Money::from_minor(4_990),
+            currency: "EUR".into(),
+            address: "1 Rue A, Paris".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_order_goes_from_placed_to_delivered_one_event_per_command() {
+        let f = Fixture::new().await;
+        let order_id = f.place("ann@example.com").await;
+        assert_eq!(f.status(&order_id), Some(OrderStatus::Pending));
+
+        let paid = f.pay(&order_id).await.unwrap();
+        assert_eq!(paid.field("status").as_deref(), Some("SUCCESS"));
+        assert_eq!(f.status(&order_id), Some(OrderStatus::Paid));
+
+        let shipped = f
+            .shop
+            .ship(
+                &order_id,
+                DeliveryRequest {
+                    order_id: None,
+                    carrier: Some("DHL".into()),
+                },
+                WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+        let delivery_id = shipped.field("delivery_id").unwrap();
+        assert_eq!(shipped.field("carrier").as_deref(), Some("DHL"));
+        for next in [
+            DeliveryStatus::InTransit,
+            DeliveryStatus::OutForDelivery,
+            DeliveryStatus::Delivered,
+        ] {
+            f.shop
+                .advance_delivery(&delivery_id, next, WriteOptions::default())
+                .await
+                .unwrap();
+        }
+        assert_eq!(f.status(&order_id), Some(OrderStatus::Delivered));
+        assert_eq!(f.written(), 6);
+        // Every record carries the headers other consumers rely on.
+        for (_, record) in f.log().records.lock().unwrap().iter() {
+            assert_eq!(record.key, order_id);
+            assert!(record.headers.contains_key(headers::EVENT_TYPE));
+            assert_eq!(record.headers[headers::CONTENT_TYPE], b"application/json");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_declined_payment_may_be_retried_and_cancelled_but_never_after_payment() {
+        let f = Fixture::new().await;
+        let order_id = f.place("bob@decline.test").await;
+        let declined = f.pay(&order_id).await.unwrap();
+        assert_eq!(declined.field("status").as_deref(), Some("FAILED"));
+        assert_eq!(
+            declined.field("failure_reason").as_deref(),
+            Some("card_declined")
+        );
+        assert_eq!(f.status(&order_id), Some(OrderStatus::PaymentFailed));
+        // A failed payment may be tried again (declined again: same card rules).
+        let retried = f.pay(&order_id).await.unwrap();
+        assert_eq!(retried.field("status").as_deref(), Some("FAILED"));
+        assert_ne!(retried.position, declined.position);
+        f.shop
+            .cancel(
+                &order_id,
+                Some("changed my mind".into()),
+                WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(f.status(&order_id), Some(OrderStatus::Cancelled));
+
+        // Refused commands write nothing.
+        let before = f.written();
+        let refused = f.pay(&order_id).await.unwrap_err();
+        assert!(matches!(refused, ShopError::Conflict(_)), "{refused:?}");
+        let refused = f
+            .shop
+            .ship(
+                &order_id,
+                DeliveryRequest {
+                    order_id: None,
+                    carrier: None,
+                },
+                WriteOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, ShopError::Conflict(_)), "{refused:?}");
+        assert_eq!(f.written(), before);
+    }
+
+    #[tokio::test]
+    async fn unknown_orders_and_deliveries_are_not_found() {
+        let f = Fixture::new().await;
+        assert!(matches!(
+            f.pay("no-such-order").await.unwrap_err(),
+            ShopError::NotFound(_)
+        ));
+        assert!(matches!(
+            f.shop
+                .advance_delivery(
+                    "no-such-delivery",
+                    DeliveryStatus::Delivered,
+                    WriteOptions::default()
+                )
+                .await
+                .unwrap_err(),
+            ShopError::NotFound(_)
+        ));
+        assert_eq!(f.written(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_gives_the_same_answer_once_and_refuses_another_request() {
+        let f = Fixture::new().await;
+        let key = |fingerprint: &str| WriteOptions {
+            idempotency: Some(Idempotency {
+                key: "checkout-42".into(),
+                fingerprint: fingerprint.into(),
+            }),
+            wait_visible: false,
+        };
+        let first = f
+            .shop
+            .place_order(details("ann@example.com"), key("f-1"))
+            .await
+            .unwrap();
+        let again = f
+            .shop
+            .place_order(details("ann@example.com"), key("f-1"))
+            .await
+            .unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.position, first.position);
+        assert_eq!(again.data.get(), first.data.get());
+        assert_eq!(f.written(), 1);
+
+        let other = f
+            .shop
+            .place_order(details("eve@example.com"), key("f-2"))
+            .await
+            .unwrap_err();
+        assert!(matches!(other, ShopError::IdempotencyMismatch), "{other:?}");
+        assert_eq!(f.written(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_write_the_broker_refuses_is_an_error_and_leaves_nothing_behind() {
+        let f = Fixture::new().await;
+        f.log().broker_away.store(true, Ordering::Relaxed);
+        let error = f
+            .shop
+            .place_order(details("ann@example.com"), WriteOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ShopError::Kafka(_)), "{error:?}");
+        assert_eq!(f.written(), 0);
+        let counters = f.store.query_blocking(|v| v.counters()).unwrap();
+        assert_eq!(counters.orders, 0);
+    }
 }

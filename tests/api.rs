@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::http::{Reply, send};
-use support::{Server, http};
+use support::{TestApp, http};
 
-async fn start() -> Server {
+async fn start() -> TestApp {
     let prefix = format!("{}.", support::unique_name("api"));
-    let server = Server::start(&support::bootstrap(), &["--topic-prefix", &prefix]);
+    let server = TestApp::start(&support::bootstrap(), &["--topic-prefix", &prefix]).await;
     server.wait_ready(Duration::from_secs(60)).await;
     server
 }
@@ -28,14 +28,14 @@ fn order_body() -> Value {
     })
 }
 
-async fn post(server: &Server, path: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
+async fn post(server: &TestApp, path: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
     let mut all = vec![("content-type", "application/json")];
     all.extend_from_slice(headers);
     send(server.addr, "POST", path, &all, body.to_string()).await
 }
 
 /// Polls `GET path` until it answers 200 with a body `done` accepts (bounded).
-async fn eventually(server: &Server, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+async fn eventually(server: &TestApp, path: &str, done: impl Fn(&Value) -> bool) -> Value {
     support::eventually(path, Duration::from_secs(15), || async {
         let (status, body) = http::get(server.addr, path).await?;
         if status == 200 && done(&body) {
@@ -47,7 +47,7 @@ async fn eventually(server: &Server, path: &str, done: impl Fn(&Value) -> bool) 
     .await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_goes_through_its_whole_lifecycle() {
     let server = start().await;
     let created = post(&server, "/api/orders", &order_body(), &[]).await;
@@ -180,7 +180,7 @@ async fn an_order_goes_through_its_whole_lifecycle() {
     assert_eq!(rules["next_delivery_status"]["Shipped"], "In Transit");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payment_failures_follow_the_documented_gateway_rules_and_may_be_retried() {
     let server = start().await;
     let mut body = order_body();
@@ -263,7 +263,7 @@ async fn payment_failures_follow_the_documented_gateway_rules_and_may_be_retried
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_4xx_that_names_the_problem() {
     let server = start().await;
     let cases: Vec<(Value, &str)> = vec![
@@ -403,7 +403,7 @@ async fn bad_input_gets_a_4xx_that_names_the_problem() {
     assert_eq!(stats["orders"]["total"], 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_give_the_same_answer_and_no_second_event() {
     let server = start().await;
     let key = [("idempotency-key", "order-42-attempt")];
@@ -453,7 +453,7 @@ async fn idempotency_keys_give_the_same_answer_and_no_second_event() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_are_newest_first_with_filters_and_cursor_paging() {
     let server = start().await;
     let mut ids = Vec::new();
@@ -507,7 +507,7 @@ async fn lists_are_newest_first_with_filters_and_cursor_paging() {
     assert!(paid["items"].as_array().unwrap().is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_view_shows_offsets_and_lag_per_partition() {
     let server = start().await;
     for _ in 0..3 {
@@ -542,7 +542,7 @@ async fn kafka_view_shows_offsets_and_lag_per_partition() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_event_browser_reads_records_from_kafka_by_offset_and_time() {
     let server = start().await;
     let mut ids = Vec::new();
@@ -606,7 +606,7 @@ async fn the_event_browser_reads_records_from_kafka_by_offset_and_time() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulator_drives_whole_lifecycles_through_the_api_path() {
     let server = start().await;
     let (status, state) = http::get(server.addr, "/api/simulator").await.unwrap();
@@ -641,7 +641,7 @@ async fn the_simulator_drives_whole_lifecycles_through_the_api_path() {
     assert_eq!(stopped.json["errors"], 0, "{}", stopped.json);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_expose_readiness_positions_and_orders_per_status() {
     let server = start().await;
     post(&server, "/api/orders/create?wait=true", &json!({}), &[]).await;
@@ -667,7 +667,7 @@ async fn metrics_expose_readiness_positions_and_orders_per_status() {
     assert!(text.contains("shopstream_consumer_next_offset{topic=\"orders\",partition=\"0\"}"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_is_served_from_the_binary_with_validators_and_compression() {
     let server = start().await;
     let page = send(server.addr, "GET", "/", &[("accept-encoding", "gzip")], "").await;

@@ -5,13 +5,13 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{PrivateBroker, Server, http};
+use support::{PrivateBroker, TestApp, http};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_turns_503_promptly_when_the_broker_stops_and_200_when_it_returns() {
     let broker = PrivateBroker::start("outage");
     let prefix = format!("{}.", support::unique_name("outage"));
-    let server = Server::start(&broker.bootstrap, &["--topic-prefix", &prefix]);
+    let server = TestApp::start(&broker.bootstrap, &["--topic-prefix", &prefix]).await;
     server.wait_ready(Duration::from_secs(60)).await;
 
     broker.stop();
@@ -41,11 +41,11 @@ async fn readyz_turns_503_promptly_when_the_broker_stops_and_200_when_it_returns
     server.wait_ready(Duration::from_secs(60)).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_answer_503_promptly_while_the_broker_is_away_and_work_again_after() {
     let broker = PrivateBroker::start("outage-writes");
     let prefix = format!("{}.", support::unique_name("outage-writes"));
-    let server = Server::start(&broker.bootstrap, &["--topic-prefix", &prefix]);
+    let server = TestApp::start(&broker.bootstrap, &["--topic-prefix", &prefix]).await;
     server.wait_ready(Duration::from_secs(60)).await;
     let (status, _) = http::post(
         server.addr,

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use shopstream::domain::partitioner::partition_for_key;
-use support::{PrivateBroker, Server, http};
+use support::{PrivateBroker, Server, TestApp, http};
 
 /// The server's default partition count per topic.
 const PARTITIONS: i32 = 3;
@@ -379,9 +379,18 @@ fn by_event_id(events: &[Value]) -> BTreeMap<String, Value> {
     map
 }
 
-async fn start_server(test: &str) -> (Server, String) {
+async fn start_server(test: &str) -> (TestApp, String) {
+    start_server_with(test, &[]).await
+}
+
+/// shopstream in-process on its own topics, with `extra` flags.
+async fn start_server_with(test: &str, extra: &[&str]) -> (TestApp, String) {
     let prefix = format!("{}.", support::unique_name(test));
-    let server = Server::start(&support::bootstrap(), &["--topic-prefix", &prefix]);
+    let flags: Vec<&str> = ["--topic-prefix", &prefix]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let server = TestApp::start(&support::bootstrap(), &flags).await;
     server.wait_ready(Duration::from_secs(60)).await;
     (server, prefix)
 }
@@ -390,7 +399,7 @@ async fn start_server(test: &str) -> (Server, String) {
 // Tests
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gets_a_hello_then_one_frame_per_event() {
     let (server, prefix) = start_server("ws-live").await;
     let (mut client, hello) = connect_live(server.addr).await;
@@ -428,7 +437,7 @@ async fn a_client_gets_a_hello_then_one_frame_per_event() {
     client.close().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_resumes_by_cursor_with_no_gap_and_no_duplicate() {
     let (server, prefix) = start_server("ws-resume").await;
     let orders = Orders::open(&prefix).await;
@@ -487,7 +496,7 @@ async fn a_client_resumes_by_cursor_with_no_gap_and_no_duplicate() {
     observer.close().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cursor_older_than_retention_gets_a_reset_then_the_replay_from_the_earliest() {
     let (server, prefix) = start_server("ws-reset").await;
     let orders = Orders::open(&prefix).await;
@@ -547,15 +556,16 @@ async fn a_cursor_older_than_retention_gets_a_reset_then_the_replay_from_the_ear
     observer.close().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_cursor_or_a_plain_get_is_refused_with_a_json_error() {
-    let server = Server::start(
+    let server = TestApp::start(
         &support::bootstrap(),
         &[
             "--topic-prefix",
             &format!("{}.", support::unique_name("ws-bad")),
         ],
-    );
+    )
+    .await;
 
     let (status, body) = http::get(server.addr, "/ws").await.unwrap();
     assert_eq!(status, 400);
@@ -612,13 +622,17 @@ async fn a_malformed_cursor_or_a_plain_get_is_refused_with_a_json_error() {
     client.close().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_is_closed_with_its_cursor_and_does_not_slow_the_others() {
-    const RECORDS: usize = 6_000;
+    // A live ring of 512 frames rather than the default 4,096: room for the fast client to
+    // take whole group commits, and the slow one is cut off once its socket's buffers and 512
+    // frames are full, with a quarter of the records the default would need.
+    const LIVE_BUFFER: &str = "512";
+    const RECORDS: usize = 2_400;
     const PAD: usize = 4_000;
     const BATCH: usize = 100;
 
-    let (server, prefix) = start_server("ws-slow").await;
+    let (server, prefix) = start_server_with("ws-slow", &["--live-buffer", LIVE_BUFFER]).await;
     let orders = Orders::open(&prefix).await;
 
     // B: reads as fast as it can, from before the burst, and gets every event once.
@@ -739,11 +753,11 @@ async fn a_slow_client_is_closed_with_its_cursor_and_does_not_slow_the_others() 
     fast.close().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_failing_during_a_replay_ends_the_session_with_an_error_and_the_cursor() {
     let broker = PrivateBroker::start("ws-outage");
     let prefix = format!("{}.", support::unique_name("ws-outage"));
-    let server = Server::start(&broker.bootstrap, &["--topic-prefix", &prefix]);
+    let server = TestApp::start(&broker.bootstrap, &["--topic-prefix", &prefix]).await;
     server.wait_ready(Duration::from_secs(60)).await;
     let orders = Orders::open_on(support::kafka_client(&broker.bootstrap).await, &prefix).await;
     let (mut observer, _) = connect_live(server.addr).await;
@@ -790,9 +804,12 @@ async fn kafka_failing_during_a_replay_ends_the_session_with_an_error_and_the_cu
     client.close().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_sessions_with_a_close_frame_and_the_cursor() {
-    let (server, prefix) = start_server("ws-shutdown").await;
+    // The binary itself, as it gets SIGTERM.
+    let prefix = format!("{}.", support::unique_name("ws-shutdown"));
+    let server = Server::start(&support::bootstrap(), &["--topic-prefix", &prefix]);
+    server.wait_ready(Duration::from_secs(60)).await;
     let orders = Orders::open(&prefix).await;
     let (mut client, hello) = connect_live(server.addr).await;
     let mut cursor = ClientCursor::parse(hello["start"].as_str().unwrap());

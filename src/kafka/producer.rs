@@ -38,6 +38,37 @@ pub struct OutgoingRecord {
 
 type PartitionKey = (TopicRole, i32);
 
+/// Where the shop's commands write their records: Kafka through [`Producer`], or a log in
+/// memory in the commands' unit tests.
+pub trait RecordSink: Send + Sync + 'static {
+    /// The partition of `key` on `topic`, as every Kafka client computes it.
+    fn partition_for(&self, topic: TopicRole, key: &str) -> Result<i32, KafkaError>;
+
+    /// Writes one record and returns where it landed, once acknowledged.
+    fn send(
+        &self,
+        topic: TopicRole,
+        record: OutgoingRecord,
+    ) -> impl std::future::Future<Output = Result<Position, KafkaError>> + Send;
+
+    /// The highest offset this instance wrote to a partition, if any.
+    fn written(&self, topic: TopicRole, partition: i32) -> Option<i64>;
+}
+
+impl RecordSink for Producer {
+    fn partition_for(&self, topic: TopicRole, key: &str) -> Result<i32, KafkaError> {
+        Producer::partition_for(self, topic, key)
+    }
+
+    async fn send(&self, topic: TopicRole, record: OutgoingRecord) -> Result<Position, KafkaError> {
+        Producer::send(self, topic, record).await
+    }
+
+    fn written(&self, topic: TopicRole, partition: i32) -> Option<i64> {
+        Producer::written(self, topic, partition)
+    }
+}
+
 struct Job {
     record: Record,
     reply: oneshot::Sender<Result<i64, String>>,

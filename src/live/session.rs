@@ -9,8 +9,8 @@
 //! 1008 when it fell too far behind, 1011 after an `error` frame when Kafka failed during
 //! the replay.
 //!
-//! Every client has the same bounded queue: the store's ring of
-//! [`FRAME_BUFFER`] frames, plus its socket's buffers. A client that falls further behind is
+//! Every client has the same bounded queue: the store's ring of frames
+//! (`--live-buffer`, [`FRAME_BUFFER`](crate::model::store::FRAME_BUFFER) by default), plus its socket's buffers. A client that falls further behind is
 //! closed with its cursor and resumes from it; one whose socket takes nothing for 60 s is
 //! dropped (nothing can reach it). Nothing shared is held while writing to a socket.
 //!
@@ -61,7 +61,7 @@ use crate::kafka::partitions::{Partition, PartitionLog, Use};
 use crate::kafka::records;
 use crate::kafka::{KafkaConnection, KafkaError};
 use crate::messages::{LiveFrame, PartitionPosition, SessionFrame};
-use crate::model::store::{FRAME_BUFFER, Store};
+use crate::model::store::Store;
 
 /// How often the server pings an open connection.
 const PING_INTERVAL: Duration = Duration::from_secs(20);
@@ -391,7 +391,7 @@ impl Session {
             return Err(End::Shutdown);
         }
         // More unread than the ring holds: `recv` would report `Lagged`.
-        if self.live.len() > FRAME_BUFFER {
+        if self.live.len() > self.ctx.store.live_buffer() {
             return Err(End::TooSlow);
         }
         while let Some(message) = self.ws.next().now_or_never() {

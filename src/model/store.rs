@@ -31,10 +31,11 @@ use super::{Applied, Changes, Counters, EventEffect, PartitionProgress};
 use crate::domain::event::{Event, Position, TopicLayout, TopicRole, UndecodableRecord};
 use crate::messages::LiveFrame;
 
-/// How many frames a live client may fall behind before it is disconnected: the size of the
-/// broadcast ring every committed event is published to. Publishing never waits for a client;
-/// one that falls more than the ring behind learns it (`Lagged`) and is closed with its cursor,
-/// to resume from it. Memory stays bounded and a slow client never slows the others.
+/// How many frames a live client may fall behind before it is disconnected, unless configured
+/// otherwise ([`StoreSettings::live_buffer`]): the size of the broadcast ring every committed
+/// event is published to. Publishing never waits for a client; one that falls more than the
+/// ring behind learns it (`Lagged`) and is closed with its cursor, to resume from it. Memory
+/// stays bounded and a slow client never slows the others.
 pub const FRAME_BUFFER: usize = 4096;
 
 /// A partition and the next offset the consumers will read from it.
@@ -106,6 +107,8 @@ pub struct StoreSettings {
     pub retention: Duration,
     /// Throw the store away at start and replay the log.
     pub rebuild: bool,
+    /// The live ring's size in frames (see [`FRAME_BUFFER`]).
+    pub live_buffer: usize,
 }
 
 impl StoreSettings {
@@ -280,7 +283,7 @@ impl Store {
             path,
             settings: settings.clone(),
             committed: watch::channel(Arc::new(committed)).0,
-            live: broadcast::channel(FRAME_BUFFER).0,
+            live: broadcast::channel(settings.live_buffer.max(1)).0,
             publish: Mutex::new(()),
             fault: watch::channel(None).0,
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -314,6 +317,7 @@ impl Store {
             cache_bytes,
             retention: Duration::from_secs(7 * 24 * 3600),
             rebuild: false,
+            live_buffer: FRAME_BUFFER,
         })
         .expect("a temporary store opens");
         (store, dir)
@@ -533,6 +537,11 @@ impl Store {
 
     /// Subscribes to live frames and reads the committed positions in one step: every frame
     /// received afterwards has an offset at or past the returned positions.
+    /// How many frames a live client may fall behind.
+    pub fn live_buffer(&self) -> usize {
+        self.shared.settings.live_buffer.max(1)
+    }
+
     pub fn subscribe(&self) -> (broadcast::Receiver<Arc<LiveFrame>>, Vec<ConsumedPosition>) {
         let _publishing = self
             .shared

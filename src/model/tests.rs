@@ -25,6 +25,7 @@ fn settings_at(dir: &std::path::Path) -> StoreSettings {
         cache_bytes: 4 << 20,
         retention: Duration::from_secs(7 * 24 * 3600),
         rebuild: false,
+        live_buffer: super::store::FRAME_BUFFER,
     }
 }
 

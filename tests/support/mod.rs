@@ -6,7 +6,10 @@
 //! - [`unique_name`]: a fresh topic prefix per test, so tests never see each other's records
 //!   and can run in parallel on one broker.
 //! - [`PrivateBroker`]: a broker of a test's own, for tests that stop it.
-//! - [`Server`]: the real `shopstream` binary as a child process, killed when dropped.
+//! - [`TestApp`]: shopstream in the test's own process (`shopstream::serve` on port 0), with
+//!   settings a test may shrink (the live buffer, timeouts); stopped when dropped.
+//! - [`Server`]: the real `shopstream` binary as a child process, killed when dropped: for
+//!   the tests where the process must die (kill -9, SIGTERM) or its log is read.
 //! - [`http`]: a tiny HTTP/1.1 client (hyper) for calling the server.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
@@ -135,6 +138,113 @@ impl Drop for PrivateBroker {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// A running shopstream, in-process or a child process: what helpers need of either.
+pub trait Running {
+    fn addr(&self) -> SocketAddr;
+}
+
+impl Running for TestApp {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Running for Server {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// shopstream running in this test's process, on a free loopback port, with its own data
+/// directory (removed when dropped). Tests using it run on a multi-threaded runtime, so that
+/// a test blocking one thread (a Java tool, say) never stalls the server.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: Option<tokio::task::JoinHandle<Result<(), shopstream::RunError>>>,
+}
+
+impl TestApp {
+    /// Starts shopstream with `--kafka <bootstrap>` and `extra` flags (parsed as the binary
+    /// parses its command line), and waits until it listens.
+    pub async fn start(bootstrap: &str, extra: &[&str]) -> Self {
+        let data_dir = std::env::temp_dir().join(unique_name("data"));
+        Self::start_with_data_dir(bootstrap, extra, data_dir).await
+    }
+
+    pub async fn start_with_data_dir(bootstrap: &str, extra: &[&str], data_dir: PathBuf) -> Self {
+        use clap::Parser;
+        let args = [
+            "shopstream",
+            "--kafka",
+            bootstrap,
+            "--data-dir",
+            path_str(&data_dir),
+        ]
+        .into_iter()
+        .chain(extra.iter().copied());
+        let config = shopstream::Config::try_parse_from(args).expect("valid test flags");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(shopstream::serve(listener, config, shutdown.clone()));
+        Self {
+            addr,
+            data_dir,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Waits (bounded) until `/readyz` answers 200.
+    pub async fn wait_ready(&self, within: Duration) {
+        let started = Instant::now();
+        loop {
+            if let Ok((200, _)) = http::get(self.addr, "/readyz").await {
+                return;
+            }
+            if self.task.as_ref().is_some_and(|t| t.is_finished()) {
+                panic!("shopstream stopped before it was ready");
+            }
+            assert!(
+                started.elapsed() < within,
+                "shopstream not ready after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops it as SIGTERM would (bounded) and hands back its data directory, kept.
+    pub async fn stop(mut self, within: Duration) -> PathBuf {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(within, task)
+                .await
+                .unwrap_or_else(|_| panic!("shopstream did not stop within {within:?}"))
+                .expect("the server task does not panic")
+                .expect("shopstream stops cleanly");
+        }
+        std::mem::take(&mut self.data_dir)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        if !self.data_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 
