@@ -59,7 +59,7 @@ use shopstream::domain::demo;
 use shopstream::domain::event::{Event, EventBody, EventType, Position, TopicRole, headers};
 use shopstream::domain::partitioner::partition_for_key;
 use shopstream::domain::validation;
-use shopstream::kafka::{TopicInfo, TopicLayout};
+use shopstream::kafka::TopicLayout;
 use shopstream::model::store::{FetchedRecord, Store};
 use support::{Server, http};
 
@@ -782,16 +782,7 @@ async fn startup_phase(
     let fill_bytes = records.iter().map(|(v, _)| v.len()).sum();
 
     // Reference 1: the same records decoded and applied here, on one thread, no Kafka.
-    let layout = TopicLayout {
-        topics: TopicRole::ALL
-            .into_iter()
-            .map(|role| TopicInfo {
-                role,
-                name: format!("{prefix}{role}"),
-                partitions: PARTITIONS,
-            })
-            .collect(),
-    };
+    let layout = TopicLayout::uniform(&prefix, PARTITIONS);
     let replay_started = Instant::now();
     let (store, _scratch) = Store::temporary(64 << 20);
     store

@@ -29,7 +29,7 @@ use shopstream::domain::event::{
     Position, TopicRole,
 };
 use shopstream::domain::partitioner::partition_for_key;
-use shopstream::kafka::{TopicInfo, TopicLayout};
+use shopstream::kafka::TopicLayout;
 use shopstream::model::store::{FetchedRecord, Store};
 
 /// Partitions per topic, as shopstream creates them by default.
@@ -353,16 +353,7 @@ fn event_log(rng: &mut StdRng, count: usize) -> Vec<(Event, Position, String)> {
 }
 
 fn layout() -> TopicLayout {
-    TopicLayout {
-        topics: TopicRole::ALL
-            .into_iter()
-            .map(|role| TopicInfo {
-                role,
-                name: role.as_str().to_string(),
-                partitions: PARTITIONS,
-            })
-            .collect(),
-    }
+    TopicLayout::uniform("", PARTITIONS)
 }
 
 /// Applies `records` (value bytes and position) to a fresh temporary store, in batches per

@@ -475,7 +475,7 @@ mod tests {
     use rskafka::record::Record;
 
     use super::*;
-    use crate::domain::event::{TopicInfo, TopicLayout};
+    use crate::domain::event::TopicLayout;
     use crate::domain::money::Money;
     use crate::domain::partitioner::partition_for_key;
     use crate::kafka::records;
@@ -551,17 +551,10 @@ mod tests {
     impl Fixture {
         async fn new() -> Self {
             let (store, dir) = Store::temporary(4 << 20);
-            let layout = TopicLayout {
-                topics: TopicRole::ALL
-                    .iter()
-                    .map(|&role| TopicInfo {
-                        role,
-                        name: role.as_str().to_string(),
-                        partitions: PARTITIONS,
-                    })
-                    .collect(),
-            };
-            store.check_layout(&layout).await.unwrap();
+            store
+                .check_layout(&TopicLayout::uniform("", PARTITIONS))
+                .await
+                .unwrap();
             let store = Arc::new(store);
             let log = MemoryLog {
                 store: Arc::clone(&store),

@@ -245,6 +245,21 @@ pub struct TopicLayout {
 }
 
 impl TopicLayout {
+    /// The three topics under `prefix` and their role's name, each with `partitions`
+    /// partitions.
+    pub fn uniform(prefix: &str, partitions: i32) -> TopicLayout {
+        TopicLayout {
+            topics: TopicRole::ALL
+                .iter()
+                .map(|&role| TopicInfo {
+                    role,
+                    name: format!("{prefix}{}", role.as_str()),
+                    partitions,
+                })
+                .collect(),
+        }
+    }
+
     /// The topic playing `role`.
     pub fn get(&self, role: TopicRole) -> &TopicInfo {
         self.topics

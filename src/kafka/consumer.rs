@@ -295,7 +295,7 @@ mod tests {
     use rskafka::record::{Record, RecordAndOffset};
 
     use super::*;
-    use crate::kafka::{TopicInfo, TopicLayout};
+    use crate::kafka::TopicLayout;
     use crate::model::store::TempDir;
 
     /// A partition's log in memory: its records from `earliest` on, fetched `max` at a time.
@@ -356,16 +356,7 @@ mod tests {
 
     async fn consumer() -> (PartitionConsumer, TempDir) {
         let (store, dir) = Store::temporary(4 << 20);
-        let layout = TopicLayout {
-            topics: TopicRole::ALL
-                .iter()
-                .map(|&role| TopicInfo {
-                    role,
-                    name: role.as_str().to_string(),
-                    partitions: 1,
-                })
-                .collect(),
-        };
+        let layout = TopicLayout::uniform("", 1);
         store.check_layout(&layout).await.unwrap();
         let consumer = PartitionConsumer {
             role: TopicRole::Orders,

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::query::{Cursor, ListQuery};
 use super::store::{FetchedRecord, Resumed, Store, StoreSettings, TempDir};
 use super::*;
-use crate::domain::event::{TopicInfo, TopicLayout};
+use crate::domain::event::TopicLayout;
 
 fn t(sec: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_767_225_600 + sec, 0).unwrap()
@@ -30,16 +30,7 @@ fn settings_at(dir: &std::path::Path) -> StoreSettings {
 }
 
 fn layout(partitions: i32) -> TopicLayout {
-    TopicLayout {
-        topics: TopicRole::ALL
-            .iter()
-            .map(|&role| TopicInfo {
-                role,
-                name: role.as_str().into(),
-                partitions,
-            })
-            .collect(),
-    }
+    TopicLayout::uniform("", partitions)
 }
 
 /// A store and the next offset of partition 0 of each topic.
