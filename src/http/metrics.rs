@@ -79,6 +79,13 @@ pub async fn render(state: &AppState) -> Response {
         );
         family(
             &mut out,
+            "shopstream_kafka_nodelay_sockets_total",
+            "broker connections switched to TCP_NODELAY",
+            "counter",
+            [("", crate::kafka::nodelay::switched_total() as f64)],
+        );
+        family(
+            &mut out,
             "shopstream_events_total",
             "distinct events in the read model",
             "gauge",

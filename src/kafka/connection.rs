@@ -170,6 +170,7 @@ async fn connect(config: &Config) -> Result<(Client, TopicLayout), KafkaError> {
         .client_id(format!("shopstream-{}", env!("CARGO_PKG_VERSION")))
         .backoff_config(backoff_for(config.kafka_timeout));
     let client = with_deadline("connect", config.kafka_timeout, builder.build()).await?;
+    super::nodelay::sweep();
     let topics = ensure_topics(&client, config).await?;
     Ok((client, topics))
 }
@@ -188,6 +189,8 @@ async fn monitor(
             _ = shutdown.cancelled() => return false,
             _ = tokio::time::sleep(PROBE_INTERVAL) => {}
         }
+        // Catches a connection rskafka reopened inside a call.
+        super::nodelay::sweep();
         match with_deadline("probe", PROBE_DEADLINE, session.client.list_topics()).await {
             Ok(_) => {
                 if reported {

@@ -11,6 +11,7 @@
 
 pub mod connection;
 pub mod consumer;
+pub mod nodelay;
 pub mod offsets;
 pub mod partitions;
 pub mod producer;

@@ -102,6 +102,8 @@ impl Partition {
             ),
         ))
         .await?;
+        // rskafka connected to the leader while building it.
+        super::nodelay::sweep();
         // Another call may have built one meanwhile: keep one client per use.
         let client = Arc::clone(
             self.session
