@@ -6,10 +6,12 @@
 //! 1. **POST rate.** The release binary runs with a fresh `--topic-prefix`; C concurrent
 //!    keep-alive HTTP/1.1 connections send `POST /api/orders` (valid demo orders) until a
 //!    fixed count is answered or a time limit passes. Reported: requests/s and latency
-//!    percentiles. Reference: Kafka's own `org.apache.kafka.tools.ProducerPerformance`, same
-//!    record size, `acks=all`, same number of records, to a topic with the same partition
-//!    count, so the result reads as "shopstream's POST rate is x of what the broker takes from
-//!    its reference producer on this machine".
+//!    percentiles, and the server's CPU time per order (from `/proc`), for each connection
+//!    count. Reference: Kafka's own `org.apache.kafka.tools.ProducerPerformance`, same record
+//!    size, `acks=all`, `linger.ms=5`, a million records (so that the JVM's start and warm-up
+//!    do not dominate it), to a topic with the same partition count, so the result reads as
+//!    "shopstream's POST rate is x of what the broker takes from its reference producer on
+//!    this machine".
 //! 2. **Start-up with a full log.** Orders are produced straight into a fresh prefix's
 //!    `orders` topic (rskafka, big batches, shopstream's record shape), then shopstream starts
 //!    on an empty data dir and is timed until `/readyz` says `caught_up`; it is stopped with
@@ -20,7 +22,8 @@
 //! (started if needed, and stopped at the end only when this run started it). Everything
 //! talks to 127.0.0.1; every wait is bounded; the topics this run created are deleted.
 //!
-//! Environment (all optional): `SHOPSTREAM_BENCH_CONNECTIONS` (32), `SHOPSTREAM_BENCH_REQUESTS`
+//! Environment (all optional): `SHOPSTREAM_BENCH_CONNECTIONS` (`32,64,256`: one run per count),
+//! `SHOPSTREAM_BENCH_REFERENCE_RECORDS` (1000000, never fewer), `SHOPSTREAM_BENCH_REQUESTS`
 //! (20000), `SHOPSTREAM_BENCH_SECONDS` (20, the longest the measured load may run),
 //! `SHOPSTREAM_BENCH_STARTUP_ORDERS` (100000), `SHOPSTREAM_BENCH_KEEP_BROKER=1` (never stop
 //! the local broker).
@@ -73,7 +76,11 @@ const FILL_BATCH_RECORDS: usize = 1_000;
 const FILL_BATCH_BYTES: usize = 700 * 1024;
 
 struct Settings {
-    connections: usize,
+    /// The load runs, one per connection count.
+    connections: Vec<usize>,
+    /// Records of the ProducerPerformance reference: at least a million, so that the JVM's
+    /// start and warm-up do not dominate it.
+    reference_records: u64,
     requests: u64,
     max_duration: Duration,
     startup_orders: usize,
@@ -97,7 +104,18 @@ impl Settings {
             .collect();
         let selected = |part: &str| parts.is_empty() || parts.iter().any(|p| part.contains(p));
         Self {
-            connections: number("SHOPSTREAM_BENCH_CONNECTIONS", 32, 1024) as usize,
+            connections: std::env::var("SHOPSTREAM_BENCH_CONNECTIONS")
+                .ok()
+                .map(|v| {
+                    v.split(',')
+                        .filter_map(|c| c.trim().parse::<usize>().ok())
+                        .map(|c| c.clamp(1, 1024))
+                        .collect::<Vec<_>>()
+                })
+                .filter(|list| !list.is_empty())
+                .unwrap_or_else(|| vec![32, 64, 256]),
+            reference_records: number("SHOPSTREAM_BENCH_REFERENCE_RECORDS", 1_000_000, 20_000_000)
+                .max(1_000_000),
             requests: number("SHOPSTREAM_BENCH_REQUESTS", 20_000, 5_000_000),
             max_duration: Duration::from_secs(number("SHOPSTREAM_BENCH_SECONDS", 20, 600)),
             startup_orders: number("SHOPSTREAM_BENCH_STARTUP_ORDERS", 100_000, 5_000_000) as usize,
@@ -123,7 +141,7 @@ async fn run(settings: &Settings, bootstrap: &str) -> Result<(), String> {
     let client = common::connect(bootstrap).await?;
     let mut created_topics = Vec::new();
     let load = if settings.run_load {
-        Some(load_phase(settings, bootstrap, &client, &mut created_topics).await)
+        Some(load_sweep(settings, bootstrap, &client, &mut created_topics).await)
     } else {
         None
     };
@@ -439,6 +457,7 @@ async fn producer_performance(
         "--producer-props",
         &format!("bootstrap.servers={bootstrap}"),
         "acks=all",
+        "linger.ms=5",
     ]);
     eprintln!("reference: {command:?}");
     let output = tokio::task::spawn_blocking(move || {
@@ -489,11 +508,49 @@ struct LoadReport {
     record_size: usize,
     warm_up: u64,
     result: LoadResult,
+    /// The server's CPU time (user + system, from `/proc`) per answered order, in µs.
+    server_cpu_per_order_us: Option<f64>,
+}
+
+/// Every connection count's run, then the reference once.
+struct LoadSweep {
+    runs: Vec<LoadReport>,
     reference: Result<Reference, String>,
+}
+
+/// The load runs (a fresh shopstream on fresh topics each), then Kafka's own producer on the
+/// same machine: same record size, acks=all, linger.ms=5, at least a million records.
+async fn load_sweep(
+    settings: &Settings,
+    bootstrap: &str,
+    client: &Client,
+    created: &mut Vec<String>,
+) -> Result<LoadSweep, String> {
+    let mut runs = Vec::new();
+    for &connections in &settings.connections {
+        runs.push(load_phase(settings, connections, bootstrap, client, created).await?);
+    }
+    let record_size = runs.first().map_or(0, |r| r.record_size);
+    let topic = format!("{}perf", unique_prefix("reference"));
+    create_topic(client, &topic, created).await?;
+    let reference =
+        producer_performance(bootstrap, &topic, settings.reference_records, record_size).await;
+    Ok(LoadSweep { runs, reference })
+}
+
+/// CPU time (user + system) of process `pid` so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Linux's USER_HZ is 100 on every architecture shopstream runs on.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 async fn load_phase(
     settings: &Settings,
+    connections: usize,
     bootstrap: &str,
     client: &Client,
     created: &mut Vec<String>,
@@ -515,12 +572,12 @@ async fn load_phase(
     let mut server = Server::start(bootstrap, &["--topic-prefix", &prefix]);
     wait_caught_up(&server).await?;
 
-    let warm_up = (settings.requests / 10).clamp(settings.connections as u64, 2_000);
+    let warm_up = (settings.requests / 10).clamp(connections as u64, 2_000);
     eprintln!("load: warm-up, {warm_up} requests");
     let warm = run_load(
         server.addr,
         &bodies,
-        settings.connections,
+        connections,
         warm_up,
         Duration::from_secs(30),
     )
@@ -534,98 +591,114 @@ async fn load_phase(
     }
     eprintln!(
         "load: {} requests on {} connections (at most {:?})",
-        settings.requests, settings.connections, settings.max_duration
+        settings.requests, connections, settings.max_duration
     );
+    let cpu_before = cpu_time(server.pid());
     let result = run_load(
         server.addr,
         &bodies,
-        settings.connections,
+        connections,
         settings.requests,
         settings.max_duration,
     )
     .await;
+    let cpu = cpu_before.zip(cpu_time(server.pid()));
     let _ = server.terminate(STOP_TIMEOUT);
     drop(server);
     if result.ok == 0 {
         return Err(format!("no request succeeded: {:?}", result.failures));
     }
 
-    // The reference: the broker's own producer, same number of records, same size, acks=all,
-    // to a topic with the same number of partitions.
-    let topic = format!("{prefix}perf");
-    create_topic(client, &topic, created).await?;
-    let reference = producer_performance(bootstrap, &topic, result.ok, record_size).await;
     Ok(LoadReport {
-        connections: settings.connections,
+        connections,
         record_size,
         warm_up: warm.ok,
+        server_cpu_per_order_us: cpu
+            .map(|(before, after)| (after - before).as_secs_f64() * 1e6 / result.ok as f64),
         result,
-        reference,
     })
 }
 
-impl LoadReport {
+impl LoadSweep {
     fn print(&self, settings: &Settings) {
-        let r = &self.result;
-        let rate = r.ok as f64 / r.elapsed.as_secs_f64();
-        let mean = r.latencies.iter().sum::<u64>() as f64 / r.latencies.len().max(1) as f64;
-        let failed: u64 = r.failures.values().sum();
         println!();
         println!(
-            "POST /api/orders: {} keep-alive HTTP/1.1 connections, {} requests asked \
-             (time limit {:?}{}), after {} warm-up requests",
-            self.connections,
-            settings.requests,
-            settings.max_duration,
-            if r.timed_out { ", reached" } else { "" },
-            self.warm_up,
+            "POST /api/orders: keep-alive HTTP/1.1 connections, {} requests asked per run (time \
+             limit {:?}), a fresh shopstream on fresh topics per run",
+            settings.requests, settings.max_duration,
         );
+        let reference = self.reference.as_ref().ok();
         println!(
-            "{:<44} | {:>9} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8}",
-            "", "per s", "mean ms", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "max ms"
+            "{:>11} | {:>9} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>12} | {:>10}",
+            "connections",
+            "per s",
+            "mean ms",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms",
+            "CPU µs/order",
+            "÷ Kafka"
         );
-        println!("{}", "-".repeat(44 + 9 + 8 * 6 + 3 * 7));
-        println!(
-            "{:<44} | {:>9.0} | {:>8.2} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8}",
-            format!("shopstream POST (201: {}, failed: {failed})", r.ok),
-            rate,
-            mean / 1000.0,
-            ms(percentile(&r.latencies, 50.0)),
-            ms(percentile(&r.latencies, 90.0)),
-            ms(percentile(&r.latencies, 95.0)),
-            ms(percentile(&r.latencies, 99.0)),
-            ms(r.latencies.last().copied().unwrap_or(0)),
-        );
+        println!("{}", "-".repeat(11 + 9 + 8 * 5 + 12 + 10 + 3 * 8));
+        for run in &self.runs {
+            let r = &run.result;
+            let rate = r.ok as f64 / r.elapsed.as_secs_f64();
+            let mean = r.latencies.iter().sum::<u64>() as f64 / r.latencies.len().max(1) as f64;
+            println!(
+                "{:>11} | {:>9.0} | {:>8.2} | {:>8} | {:>8} | {:>8} | {:>8} | {:>12} | {:>10}",
+                run.connections,
+                rate,
+                mean / 1000.0,
+                ms(percentile(&r.latencies, 50.0)),
+                ms(percentile(&r.latencies, 90.0)),
+                ms(percentile(&r.latencies, 99.0)),
+                ms(r.latencies.last().copied().unwrap_or(0)),
+                run.server_cpu_per_order_us
+                    .map_or("-".to_string(), |us| format!("{us:.1}")),
+                reference.map_or("-".to_string(), |k| format!("{:.3}", rate / k.per_second)),
+            );
+            let failed: u64 = r.failures.values().sum();
+            if failed > 0 || r.timed_out {
+                println!(
+                    "{:>11}   201: {}, failed: {failed} {:?}{}, after {} warm-up requests",
+                    "",
+                    r.ok,
+                    r.failures,
+                    if r.timed_out {
+                        ", time limit reached"
+                    } else {
+                        ""
+                    },
+                    run.warm_up
+                );
+            }
+        }
         match &self.reference {
-            Ok(reference) => {
+            Ok(k) => {
                 println!(
-                    "{:<44} | {:>9.0} | {:>8.2} | {:>8.2} | {:>8} | {:>8.2} | {:>8.2} | {:>8.2}",
-                    format!("Kafka ProducerPerformance ({} records)", reference.records),
-                    reference.per_second,
-                    reference.avg_ms,
-                    reference.p50_ms,
-                    "-",
-                    reference.p95_ms,
-                    reference.p99_ms,
-                    reference.max_ms,
+                    "reference: Kafka ProducerPerformance, {} records of {} bytes, acks=all, \
+                     linger.ms=5: {:.0} records/s (avg {:.2} ms, p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, \
+                     max {:.0} ms)",
+                    k.records,
+                    self.runs.first().map_or(0, |r| r.record_size),
+                    k.per_second,
+                    k.avg_ms,
+                    k.p50_ms,
+                    k.p95_ms,
+                    k.p99_ms,
+                    k.max_ms
                 );
-                println!(
-                    "ratio: shopstream POST rate / ProducerPerformance rate = {:.3}",
-                    rate / reference.per_second
-                );
-                println!("ProducerPerformance said: {}", reference.line);
+                println!("ProducerPerformance said: {}", k.line);
             }
             Err(e) => println!("Kafka ProducerPerformance failed, no ratio: {e}"),
         }
         println!(
-            "(record value {} bytes, acks=all, {PARTITIONS} partitions. shopstream: closed loop, \
-             latency per HTTP request with {} in flight; the tool: open loop, latency per record \
-             inside its own batches, JVM start-up and JIT warm-up included in its rate)",
-            self.record_size, self.connections
+            "(record value {} bytes, {PARTITIONS} partitions. shopstream: closed loop, latency \
+             per HTTP request, CPU of the server process only (the client and the broker share \
+             the machine); the tool: open loop, latency per record inside its own batches)",
+            self.runs.first().map_or(0, |r| r.record_size)
         );
-        if failed > 0 {
-            println!("failures: {:?}", r.failures);
-        }
     }
 }
 

@@ -354,6 +354,11 @@ impl Server {
         std::mem::take(&mut self.data_dir)
     }
 
+    /// The process id (benchmarks read its CPU time in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
