@@ -268,19 +268,19 @@ impl<P: RecordSink> Shop<P> {
         let _guards = self.lock(order_id, key).await;
         self.catch_up_with_own_writes(order_id).await?;
 
-        // One read transaction: the earlier write under this key, else the decision.
+        // One read transaction: the earlier write under this key, else the decision. A few
+        // point reads, served from fjall's cache and memtables, run right here: handing them to
+        // the blocking pool cost more than the reads (11% of the CPU per order at 64 and 256
+        // connections, `benches/wrk/post-orders`).
         let key = options.idempotency.as_ref().map(|i| i.key.clone());
-        let looked_up = self
-            .store
-            .query(move |view| {
-                if let Some(key) = key
-                    && let Some(earlier) = view.idempotent_write(&key)?
-                {
-                    return Ok(Err(earlier));
-                }
-                Ok(Ok(decide(view)))
-            })
-            .await?;
+        let looked_up = self.store.query_blocking(move |view| {
+            if let Some(key) = key
+                && let Some(earlier) = view.idempotent_write(&key)?
+            {
+                return Ok(Err(earlier));
+            }
+            Ok(Ok(decide(view)))
+        })?;
         let (event_type, body) = match looked_up {
             Ok(decided) => decided?,
             Err(earlier) => return replay(earlier, options.idempotency.as_ref()),
