@@ -55,7 +55,9 @@ async fn an_order_goes_through_its_whole_lifecycle() {
     let order = &created.json["order"];
     let order_id = order["order_id"].as_str().unwrap().to_string();
     assert_eq!(order["status"], "Pending");
-    assert_eq!(order["amount"].to_string(), "1999.98", "money stays exact");
+    // Money stays exact: a number with its two decimals, as written.
+    let text = String::from_utf8_lossy(&created.raw);
+    assert!(text.contains(r#""amount":1999.98,"#), "{text}");
     assert_eq!(order["event_type"], "order.created");
     assert_eq!(created.json["kafka"]["topic"], "orders");
     // Kafka's default partitioner placed it, as a Java client would.
@@ -160,7 +162,13 @@ async fn an_order_goes_through_its_whole_lifecycle() {
         s["orders"]["by_status"]["Delivered"] == 1
     })
     .await;
-    assert_eq!(stats["revenue"][0]["amount"].to_string(), "1999.98");
+    assert_eq!(stats["revenue"][0]["amount"], json!(1999.98));
+    let raw = send(server.addr, "GET", "/api/stats", &[], "").await.raw;
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.contains(r#""revenue":[{"currency":"EUR","amount":1999.98}]"#),
+        "{text}"
+    );
     assert_eq!(stats["payments"]["success_ratio"], json!(1.0));
     let per_minute = stats["orders_per_minute"].as_array().unwrap();
     assert_eq!(per_minute.len(), 60);
@@ -390,6 +398,30 @@ async fn bad_input_gets_a_4xx_that_names_the_problem() {
     )
     .await;
     assert_eq!(unknown_delivery.status, 404);
+    // A body nested far deeper than any order, with a key (its fingerprint walks the body):
+    // refused before anything walks it, and the server goes on.
+    let deep = "[".repeat(30_000) + &"]".repeat(30_000);
+    let nested = send(
+        server.addr,
+        "POST",
+        "/api/orders",
+        &[
+            ("content-type", "application/json"),
+            ("idempotency-key", "deep-1"),
+        ],
+        deep,
+    )
+    .await;
+    assert_eq!(nested.status, 400, "{}", nested.json);
+    assert_eq!(nested.json["error"]["code"], "invalid_json");
+    assert!(
+        nested.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("128 levels"),
+        "{}",
+        nested.json
+    );
     let bad_key = post(
         &server,
         "/api/orders",

@@ -566,7 +566,12 @@ async fn shared_view(server: &impl Running) -> Result<Value, String> {
         "events": stats["events"],
         "deliveries": stats["deliveries"],
         "anomalies": stats["anomalies"],
-        "list": orders["items"],
+        // Each instance numbers the events it applies itself (`seq`): not shared.
+        "list": orders["items"].as_array().map(|items| items.iter().map(|o| {
+            let mut o = o.clone();
+            o.as_object_mut().map(|m| m.remove("seq"));
+            o
+        }).collect::<Vec<_>>()),
         "more": orders["next_cursor"],
     }))
 }

@@ -72,6 +72,42 @@ pub fn number(raw: &RawValue) -> Option<&str> {
     }
 }
 
+/// How deep a document may nest: serde_json's own limit for a parsed `Value`. Raw values are
+/// parsed without one, so bodies are checked with [`nesting_depth`] before anything walks them.
+pub const MAX_DEPTH: usize = 128;
+
+/// How deeply `text` nests arrays and objects (strings skipped), counting no further than
+/// `limit + 1`: one pass over the bytes, no recursion.
+pub fn nesting_depth(text: &[u8], limit: usize) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                if deepest > limit {
+                    return deepest;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// JSON's `null`, where a value must be given.
 pub fn null() -> Box<RawValue> {
     RawValue::from_string("null".to_owned()).expect("null is JSON")
@@ -82,11 +118,16 @@ pub fn null() -> Box<RawValue> {
 /// sent them). What a request's fingerprint is computed from.
 pub fn canonical(raw: &RawValue) -> String {
     let mut out = String::with_capacity(raw.get().len());
-    write_canonical(raw, &mut out);
+    write_canonical(raw, &mut out, 0);
     out
 }
 
-fn write_canonical(raw: &RawValue, out: &mut String) {
+fn write_canonical(raw: &RawValue, out: &mut String, depth: usize) {
+    if depth >= MAX_DEPTH {
+        // Deeper than any body that reaches here (they are checked first): kept as written.
+        out.push_str(raw.get().trim());
+        return;
+    }
     match Kind::of(raw) {
         Kind::Object => {
             let members = object(raw).unwrap_or_default();
@@ -97,7 +138,7 @@ fn write_canonical(raw: &RawValue, out: &mut String) {
                 }
                 out.push_str(&serde_json::to_string(name).unwrap_or_default());
                 out.push(':');
-                write_canonical(value, out);
+                write_canonical(value, out, depth + 1);
             }
             out.push('}');
         }
@@ -108,7 +149,7 @@ fn write_canonical(raw: &RawValue, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                write_canonical(item, out);
+                write_canonical(item, out, depth + 1);
             }
             out.push(']');
         }
@@ -156,6 +197,17 @@ mod tests {
         let twice = raw(r#"{"a": 1, "a": 2}"#);
         let members = object(&twice).unwrap();
         assert_eq!(members["a"].get(), "2");
+    }
+
+    #[test]
+    fn nesting_is_measured_without_recursion_and_strings_do_not_count() {
+        assert_eq!(nesting_depth(br#"{"a": [1, {"b": "[[[["}]}"#, MAX_DEPTH), 3);
+        assert_eq!(nesting_depth(br#""\"[{""#, MAX_DEPTH), 0);
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        assert_eq!(nesting_depth(deep.as_bytes(), MAX_DEPTH), MAX_DEPTH + 1);
+        // canonical() stops at the limit instead of recursing on.
+        let deep: Box<RawValue> = serde_json::from_str(&deep).unwrap();
+        assert_eq!(canonical(&deep).len(), 200_000);
     }
 
     #[test]

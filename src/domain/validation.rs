@@ -500,14 +500,15 @@ pub fn cancel_request(body: &RawValue) -> Result<Option<String>, Invalid> {
     f.finish(reason)
 }
 
-/// A route that takes no body: nothing, or an empty object; `why` says what to do instead.
+/// A route that takes no body: an object with members is refused (`why` says what to do
+/// instead); anything else, an empty body included, is ignored.
 ///
 /// # Errors
 /// [`Invalid`] naming the body.
 pub fn no_body(body: &RawValue, why: &str) -> Result<(), Invalid> {
     match json::object(body) {
-        Some(members) if members.is_empty() => Ok(()),
-        _ => Err(Invalid::one("", why)),
+        Some(members) if !members.is_empty() => Err(Invalid::one("", why)),
+        _ => Ok(()),
     }
 }
 

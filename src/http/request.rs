@@ -51,6 +51,16 @@ pub async fn json_body(request: Request) -> Result<(Box<RawValue>, RequestParts)
             ));
         }
     };
+    let depth = crate::domain::json::nesting_depth(&bytes, crate::domain::json::MAX_DEPTH);
+    if depth > crate::domain::json::MAX_DEPTH {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "the body nests more than {} levels deep",
+                crate::domain::json::MAX_DEPTH
+            ),
+        ));
+    }
     let value = if bytes.iter().all(u8::is_ascii_whitespace) {
         RawValue::from_string("{}".to_owned()).expect("{} is JSON")
     } else {

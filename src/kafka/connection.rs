@@ -22,6 +22,8 @@ use crate::config::Config;
 
 /// How often the broker is probed while connected.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Every how many probes the sockets are swept for `TCP_NODELAY` ([`super::nodelay`]).
+const NODELAY_SWEEP_EVERY: u64 = 10;
 /// Longest a probe may take; also how stale the last good probe may be before we call Kafka
 /// unreachable (so a hanging broker is noticed as fast as a stopped one).
 const PROBE_DEADLINE: Duration = Duration::from_secs(3);
@@ -184,13 +186,18 @@ async fn monitor(
 ) -> bool {
     let mut failures = 0;
     let mut reported = false;
+    let mut probes: u64 = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return false,
             _ = tokio::time::sleep(PROBE_INTERVAL) => {}
         }
-        // Catches a connection rskafka reopened inside a call.
-        super::nodelay::sweep();
+        probes += 1;
+        if probes.is_multiple_of(NODELAY_SWEEP_EVERY) {
+            // Catches a connection rskafka reopened inside a call; the listing grows with the
+            // open files (WebSockets, store tables), so off the async threads.
+            tokio::task::spawn_blocking(super::nodelay::sweep);
+        }
         match with_deadline("probe", PROBE_DEADLINE, session.client.list_topics()).await {
             Ok(_) => {
                 if reported {

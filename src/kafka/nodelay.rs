@@ -15,8 +15,10 @@
 //! call fails, or sets the option on another TCP socket of ours.
 //!
 //! Sweeps run after every new Kafka client or partition client (rskafka connects to the leader
-//! while it builds one) and on every broker probe, which catches a connection rskafka reopened
-//! inside a call. Where `/proc` is missing (a chroot without it), a sweep finds nothing and
+//! while it builds one) and every tenth broker probe (on a blocking thread), which catches a
+//! connection rskafka reopened inside a call. `BorrowedFd::borrow_raw` asks that the descriptor
+//! stay open while borrowed, which another thread may break; what that can do is said above,
+//! and nothing here reads or writes through the descriptor or closes it. Where `/proc` is missing (a chroot without it), a sweep finds nothing and
 //! the connections stay as rskafka made them; that is logged once.
 
 use std::os::fd::{BorrowedFd, RawFd};

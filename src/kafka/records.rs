@@ -11,7 +11,7 @@ pub fn decode(position: Position, topic_name: &str, record: &Record) -> FetchedR
     let decoded = match &record.value {
         Some(value) => {
             Event::decode(value, position, topic_name, record.timestamp).map(|event| {
-                // It parsed as JSON, so it is UTF-8.
+                // Decoding checked that the whole value is UTF-8.
                 (event, String::from_utf8_lossy(value).into_owned())
             })
         }

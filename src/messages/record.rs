@@ -142,47 +142,107 @@ fn record_value(e: &Event) -> RecordValue<'_> {
 }
 
 /// The fields shopstream reads from a record value, each as its raw text; any other field is
-/// skipped without being looked at.
-#[derive(Deserialize)]
+/// skipped without being looked at. A field given twice keeps its last value, as a parsed
+/// `serde_json::Value` did.
+#[derive(Default)]
 struct RecordFields<'a> {
-    #[serde(borrow)]
     order_id: Option<&'a RawValue>,
-    #[serde(borrow)]
     timestamp: Option<&'a RawValue>,
-    #[serde(borrow)]
     event_id: Option<&'a RawValue>,
-    #[serde(borrow)]
     event_type: Option<&'a RawValue>,
-    #[serde(borrow)]
     status: Option<&'a RawValue>,
-    #[serde(borrow)]
     reason: Option<&'a RawValue>,
-    #[serde(borrow)]
     customer_name: Option<&'a RawValue>,
-    #[serde(borrow)]
     customer_email: Option<&'a RawValue>,
-    #[serde(borrow)]
     product: Option<&'a RawValue>,
-    #[serde(borrow)]
     quantity: Option<&'a RawValue>,
-    #[serde(borrow)]
     amount: Option<&'a RawValue>,
-    #[serde(borrow)]
     currency: Option<&'a RawValue>,
-    #[serde(borrow)]
     address: Option<&'a RawValue>,
-    #[serde(borrow)]
     payment_id: Option<&'a RawValue>,
-    #[serde(borrow)]
     method: Option<&'a RawValue>,
-    #[serde(borrow)]
     failure_reason: Option<&'a RawValue>,
-    #[serde(borrow)]
     delivery_id: Option<&'a RawValue>,
-    #[serde(borrow)]
     estimated_date: Option<&'a RawValue>,
-    #[serde(borrow)]
     carrier: Option<&'a RawValue>,
+}
+
+impl<'a> RecordFields<'a> {
+    /// Where the field `name` goes, `None` for a field shopstream does not read.
+    fn slot(&mut self, name: &str) -> Option<&mut Option<&'a RawValue>> {
+        Some(match name {
+            "order_id" => &mut self.order_id,
+            "timestamp" => &mut self.timestamp,
+            "event_id" => &mut self.event_id,
+            "event_type" => &mut self.event_type,
+            "status" => &mut self.status,
+            "reason" => &mut self.reason,
+            "customer_name" => &mut self.customer_name,
+            "customer_email" => &mut self.customer_email,
+            "product" => &mut self.product,
+            "quantity" => &mut self.quantity,
+            "amount" => &mut self.amount,
+            "currency" => &mut self.currency,
+            "address" => &mut self.address,
+            "payment_id" => &mut self.payment_id,
+            "method" => &mut self.method,
+            "failure_reason" => &mut self.failure_reason,
+            "delivery_id" => &mut self.delivery_id,
+            "estimated_date" => &mut self.estimated_date,
+            "carrier" => &mut self.carrier,
+            _ => return None,
+        })
+    }
+}
+
+/// A member name, borrowed from the record unless it has escapes.
+struct Name<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Name<'de>, E> {
+                Ok(Name(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Visit)
+    }
+}
+
+impl<'de> Deserialize<'de> for RecordFields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = RecordFields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<RecordFields<'de>, M::Error> {
+                let mut fields = RecordFields::default();
+                while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
+                    match fields.slot(&name) {
+                        Some(slot) => *slot = map.next_value::<Option<&'de RawValue>>()?,
+                        None => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
 }
 
 /// A text field: a string, or a number's text (the seed's producers sometimes wrote ids as
@@ -219,7 +279,11 @@ impl Event {
         topic_name: &str,
         record_time: DateTime<Utc>,
     ) -> Result<Event, UndecodableRecord> {
-        let fields: RecordFields<'_> = serde_json::from_slice(value).map_err(|e| {
+        // serde_json checks the text of the fields it reads, not of those it skips; the record
+        // value is kept and sent on as text, so all of it must be UTF-8.
+        let text = std::str::from_utf8(value)
+            .map_err(|e| UndecodableRecord(format!("not JSON: not UTF-8 ({e})")))?;
+        let fields: RecordFields<'_> = serde_json::from_str(text).map_err(|e| {
             let first = value.iter().find(|b| !b.is_ascii_whitespace());
             UndecodableRecord(if e.is_syntax() || e.is_eof() {
                 format!("not JSON: {e}")
@@ -557,6 +621,31 @@ mod tests {
         };
         assert_eq!(o.amount, Money::from_minor(1_234_567_890_123_456));
         assert_eq!(o.quantity, 3);
+    }
+
+    #[test]
+    fn a_field_given_twice_keeps_its_last_value_and_names_may_be_escaped() {
+        let order =
+            br#"{"order_id": "first", "order_id": "o-2", "customer_name": "A", "product": "P",
+            "amo\u0075nt": 5, "x": {"order_id": "nested"}}"#;
+        let e = Event::decode(order, at(TopicRole::Orders, 0), "orders", kafka_time()).unwrap();
+        assert_eq!(e.order_id, "o-2");
+        let EventBody::OrderCreated(o) = &e.body else {
+            panic!()
+        };
+        assert_eq!(o.amount, Money::from_minor(500));
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_anywhere_are_refused() {
+        let mut order =
+            br#"{"order_id": "o", "customer_name": "A", "product": "P", "amount": 5, "note": "x"}"#
+                .to_vec();
+        let at_x = order.iter().rposition(|&b| b == b'x').unwrap();
+        order[at_x] = 0xff;
+        let err =
+            Event::decode(&order, at(TopicRole::Orders, 0), "orders", kafka_time()).unwrap_err();
+        assert!(err.0.contains("not UTF-8"), "{err}");
     }
 
     #[test]

@@ -276,8 +276,6 @@ impl Changes {
         self.progress.get(&(topic, partition))
     }
 
-    /// Applies one event read at `position`. `data` is the record value as JSON text;
-    /// `idempotency` the key and request fingerprint the producing request carried, if any.
     /// What the event `event_id` of `order_id` did, once [`Changes::apply`] took it.
     pub fn effect_of(&self, order_id: &str, event_id: &str) -> Option<EventEffect> {
         self.orders
@@ -286,6 +284,8 @@ impl Changes {
             .and_then(|o| o.effect_of(event_id))
     }
 
+    /// Applies one event read at `position`. `data` is the record value as JSON text;
+    /// `idempotency` the key and request fingerprint the producing request carried, if any.
     pub fn apply(
         &mut self,
         saved: &impl Lookup,

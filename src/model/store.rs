@@ -283,7 +283,7 @@ impl Store {
             path,
             settings: settings.clone(),
             committed: watch::channel(Arc::new(committed)).0,
-            live: broadcast::channel(settings.live_buffer.max(1)).0,
+            live: broadcast::channel(settings.live_buffer.max(1).next_power_of_two()).0,
             publish: Mutex::new(()),
             fault: watch::channel(None).0,
             closing: std::sync::atomic::AtomicBool::new(false),
@@ -535,13 +535,14 @@ impl Store {
         Ok(written?)
     }
 
-    /// Subscribes to live frames and reads the committed positions in one step: every frame
-    /// received afterwards has an offset at or past the returned positions.
-    /// How many frames a live client may fall behind.
+    /// How many frames a live client may fall behind: the ring's size, the configured one
+    /// rounded up to a power of two as tokio's broadcast channel does.
     pub fn live_buffer(&self) -> usize {
-        self.shared.settings.live_buffer.max(1)
+        self.shared.settings.live_buffer.max(1).next_power_of_two()
     }
 
+    /// Subscribes to live frames and reads the committed positions in one step: every frame
+    /// received afterwards has an offset at or past the returned positions.
     pub fn subscribe(&self) -> (broadcast::Receiver<Arc<LiveFrame>>, Vec<ConsumedPosition>) {
         let _publishing = self
             .shared
