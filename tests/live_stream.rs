@@ -404,6 +404,11 @@ async fn a_client_gets_a_hello_then_one_frame_per_event() {
     let (mut client, hello) = connect_live(server.addr).await;
 
     assert!(hello["server"].as_str().unwrap().starts_with("shopstream "));
+    // The name of the store's numbering of events, which the frames' `seq` belong to.
+    assert!(
+        hello["store"].as_str().is_some_and(|s| !s.is_empty()),
+        "{hello}"
+    );
     let cursor = ClientCursor::parse(hello["cursor"].as_str().unwrap());
     assert_eq!(cursor.0.len(), 9, "{hello}");
     for topic in ["orders", "payments", "deliveries"] {

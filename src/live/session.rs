@@ -210,7 +210,12 @@ impl Session {
         plan: Plan,
     ) -> End {
         if let Err(end) = self
-            .send_all(vec![hello(server, positions, &plan.start)])
+            .send_all(vec![hello(
+                self.ctx.store.numbering(),
+                server,
+                positions,
+                &plan.start,
+            )])
             .await
         {
             return end;
@@ -628,9 +633,15 @@ fn text(frame: SessionFrame<'_>) -> Message {
 }
 
 /// The first frame: the server's cursor, where this session starts, and the server's version.
-fn hello(server: &Cursor, positions: &[(TopicRole, i32, i64)], start: &Cursor) -> Message {
+fn hello(
+    store: String,
+    server: &Cursor,
+    positions: &[(TopicRole, i32, i64)],
+    start: &Cursor,
+) -> Message {
     text(SessionFrame::Hello {
         server: concat!("shopstream ", env!("CARGO_PKG_VERSION")),
+        store,
         cursor: server.to_string(),
         start: start.to_string(),
         partitions: positions

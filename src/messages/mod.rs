@@ -106,6 +106,8 @@ pub enum SessionFrame<'a> {
     /// The first frame: the server's version and cursor, and where this session starts.
     Hello {
         server: &'static str,
+        /// The name of the store's event numbering: frames' `seq` compare only within one.
+        store: String,
         cursor: String,
         start: String,
         partitions: Vec<PartitionPosition>,
@@ -158,6 +160,7 @@ mod tests {
     fn session_frames_are_tagged_by_type() {
         let hello = SessionFrame::Hello {
             server: "shopstream 0",
+            store: "n-1".into(),
             cursor: "orders:0:3".into(),
             start: "orders:0:1".into(),
             partitions: vec![PartitionPosition {

@@ -219,6 +219,10 @@ enum Work {
 /// What the applier and the readers share.
 #[derive(Debug)]
 struct Shared {
+    /// Names this store's numbering of events (the frames' `seq`): set anew whenever the
+    /// store starts counting from zero. Written by the applier at the layout check, read by
+    /// live sessions for their `hello`.
+    numbering: RwLock<String>,
     /// `None` only while the applier reopens the store after an I/O error.
     db: RwLock<Option<Arc<Engine>>>,
     path: PathBuf,
@@ -288,6 +292,7 @@ impl Store {
             fault: watch::channel(None).0,
             closing: std::sync::atomic::AtomicBool::new(false),
             backing_up: std::sync::atomic::AtomicBool::new(false),
+            numbering: RwLock::new(String::new()),
         });
         let (sender, receiver) = std_mpsc::channel();
         let applier = Applier {
@@ -533,6 +538,16 @@ impl Store {
         .await
         .map_err(|_| StoreError::Closed)?;
         Ok(written?)
+    }
+
+    /// The name of this store's event numbering (see the frames' `seq`): a client that saw
+    /// another one must not compare numbers across the two.
+    pub fn numbering(&self) -> String {
+        self.shared
+            .numbering
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// How many frames a live client may fall behind: the ring's size, the configured one
@@ -1226,7 +1241,16 @@ impl Applier {
                 format.map_or("unknown".to_string(), |f| f.to_string())
             )),
         };
+        let saved_numbering: Option<String> = view.json(
+            "numbering",
+            &Key::new(Table::Meta).last(tables::META_NUMBERING),
+        )?;
         drop(view);
+        let numbering = match (&resumed, saved_numbering) {
+            (Resumed::FromStore { .. }, Some(saved)) => saved,
+            // Counting starts from zero: a new name for the new numbers.
+            _ => uuid::Uuid::new_v4().simple().to_string(),
+        };
         if let Resumed::Discarded(_) = resumed {
             // The record values first, the records then, the layout last: a crash in between
             // leaves the old layout or none, and the next start clears again.
@@ -1239,7 +1263,13 @@ impl Applier {
         let mut tables = WriteTables::new(&db.db, &view);
         tables.put_meta(tables::META_FORMAT, tables::encode(&FORMAT_VERSION));
         tables.put_meta(tables::META_TOPICS, tables::encode(layout));
+        tables.put_meta(tables::META_NUMBERING, tables::encode(&numbering));
         tables.commit()?;
+        *self
+            .shared
+            .numbering
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = numbering;
         db.sync()?;
         self.last_durable = Instant::now();
         self.durable_pending = false;

@@ -64,6 +64,8 @@ pub enum Table {
 
 pub const META_FORMAT: &str = "format";
 pub const META_TOPICS: &str = "topics";
+/// The name of the store's event numbering (`Store::numbering`).
+pub const META_NUMBERING: &str = "numbering";
 pub const META_COUNTERS: &str = "counters";
 
 /// Which list a `Search` entry belongs to.

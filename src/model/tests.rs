@@ -487,12 +487,14 @@ async fn a_reopened_store_resumes_with_the_same_state_and_offsets() {
         limit: 100,
         ..Default::default()
     };
-    let (orders, payments, stats, offsets) = {
+    let (orders, payments, stats, offsets, numbering) = {
         let store = Store::open(settings(&dir)).unwrap();
         assert_eq!(
             store.check_layout(&layout(1)).await.unwrap(),
             Resumed::Empty
         );
+        let numbering = store.numbering();
+        assert!(!numbering.is_empty());
         let mut m = Model {
             store,
             offsets: HashMap::new(),
@@ -508,7 +510,7 @@ async fn a_reopened_store_resumes_with_the_same_state_and_offsets() {
             .unwrap();
         let offsets = m.store.committed().partitions.clone();
         m.store.close();
-        (snapshot.0, snapshot.1, snapshot.2, offsets)
+        (snapshot.0, snapshot.1, snapshot.2, offsets, numbering)
     };
 
     let store = Store::open(settings(&dir)).unwrap();
@@ -521,6 +523,8 @@ async fn a_reopened_store_resumes_with_the_same_state_and_offsets() {
     );
     assert_eq!(store.committed().partitions, offsets);
     assert_eq!(store.next_offset(TopicRole::Orders, 0), Some(5));
+    // The events keep their numbers, so the numbering keeps its name.
+    assert_eq!(store.numbering(), numbering);
     let again = store
         .query_blocking(|v| Ok((v.list_orders(&all)?, v.list_payments(&all)?, v.stats(t(0))?)))
         .unwrap();
@@ -546,6 +550,8 @@ async fn a_reopened_store_resumes_with_the_same_state_and_offsets() {
     ));
     assert_eq!(store.query_blocking(|v| v.counters()).unwrap().orders, 0);
     assert!(store.committed().partitions.is_empty());
+    // Counting starts again: another name, so that clients stop comparing with old numbers.
+    assert_ne!(store.numbering(), numbering);
     store.close();
 }
 

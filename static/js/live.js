@@ -57,6 +57,8 @@ export class Live {
     this.timers = {};
     this.lastHeard = 0;
     this.hasConnected = false;
+    /** The name of the server store's event numbering, from its last `hello`. */
+    this.store = '';
     this.firstHello = new Promise((resolve) => {
       this.resolveFirstHello = resolve;
     });
@@ -64,7 +66,7 @@ export class Live {
 
   // --- subscriptions -------------------------------------------------------------------------
 
-  /** `type`: event, state, hello, reset, caughtup. Returns the unsubscribe function. */
+  /** `type`: event, state, hello, reset, renumbered, caughtup. Returns the unsubscribe function. */
   on(type, fn) {
     if (!this.listeners.has(type)) this.listeners.set(type, new Set());
     this.listeners.get(type).add(fn);
@@ -234,12 +236,17 @@ export class Live {
     this.attempt = 0;
     this.hasConnected = true;
     this.server = frame.server || '';
+    // Another numbering of events (a rebuilt store, another instance): the rows' `seq` no
+    // longer compare with the frames', so the pages read their rows again.
+    const renumbered = Boolean(this.store && frame.store && frame.store !== this.store);
+    if (frame.store) this.store = frame.store;
     this.clearTimer('retry');
     this.clearTimer('countdown');
     this.startPings();
     this.setState('live', wasResume ? 'catching up…' : '');
     if (wasResume) this.beginCatchUp();
     this.emit('hello', frame);
+    if (renumbered) this.emit('renumbered', frame);
     this.resolveFirstHello();
   }
 

@@ -340,6 +340,8 @@ export function mountTable(container, ctx, cfg) {
   });
   // A partition reset (retention) may have left a gap: read the first page again.
   const offReset = ctx.live.on('reset', () => reload());
+  // The server numbers events anew (its store was rebuilt): the rows' `seq` are stale.
+  const offRenumbered = ctx.live.on('renumbered', () => reload());
 
   ctx.live.ready().then(() => {
     if (!ctx.signal.aborted) reload();
@@ -348,6 +350,7 @@ export function mountTable(container, ctx, cfg) {
   return () => {
     offEvent();
     offReset();
+    offRenumbered();
     announcer.stop();
     searchChanged.cancel();
     loading?.abort();
