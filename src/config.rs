@@ -153,6 +153,189 @@ pub struct Config {
 
     #[arg(long, env = "SHOPSTREAM_SIMULATE", value_parser = parse_rate)]
     pub simulate: Option<f64>,
+
+    /// A file of access tokens, one `role:token` a line (`#` starts a comment); roles are
+    /// `viewer`, `client`, `admin` and `metrics`. Tokens also come from the environment
+    /// variable `SHOPSTREAM_TOKENS` (`role:token,role:token`; there is no flag for it, which
+    /// would show in `ps`). Once any token is configured, every request but `/healthz` and
+    /// `/readyz` needs one.
+    #[arg(long, env = "SHOPSTREAM_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// `SHOPSTREAM_TOKENS`, from the environment only.
+    #[arg(skip = Secret::from_env("SHOPSTREAM_TOKENS"))]
+    pub tokens: Secret,
+
+    /// Serve clients that are not on this machine without a token. Without tokens and without
+    /// this flag, only loopback clients are served (protected mode). For a trusted network
+    /// only.
+    #[arg(
+        long,
+        env = "SHOPSTREAM_ALLOW_UNAUTHENTICATED",
+        default_value_t = false
+    )]
+    pub allow_unauthenticated: bool,
+
+    /// Origins (`https://host[:port]`, comma separated) allowed to call the API and open the
+    /// live stream from a browser, beside the server's own.
+    #[arg(long, env = "SHOPSTREAM_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub allowed_origins: Vec<String>,
+
+    /// Host names (or `host:port`, comma separated) the server answers to; others get 403.
+    /// Empty: any host when tokens are configured, loopback names (localhost, 127.0.0.1, [::1])
+    /// when not.
+    #[arg(long, env = "SHOPSTREAM_ALLOWED_HOSTS", value_delimiter = ',', value_parser = parse_host)]
+    pub allowed_hosts: Vec<String>,
+
+    /// Mark the session cookie `Secure` (only sent over HTTPS): set it behind a TLS proxy.
+    /// It is set anyway when the request came over HTTPS (`X-Forwarded-Proto: https`).
+    #[arg(long, env = "SHOPSTREAM_SECURE_COOKIES", default_value_t = false)]
+    pub secure_cookies: bool,
+
+    /// Most client connections open at once; more wait in the listen backlog. Raised file
+    /// limits permitting (the server raises its soft limit to the hard one at start).
+    #[arg(long, env = "SHOPSTREAM_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Most live WebSocket sessions open at once; more get 429 with `Retry-After`.
+    #[arg(long, env = "SHOPSTREAM_MAX_LIVE_SESSIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_live_sessions: u32,
+
+    /// Most events one WebSocket resume may replay from Kafka; a client further behind gets a
+    /// `reset` (reload, then follow live) instead of a replay of the whole log.
+    #[arg(long, env = "SHOPSTREAM_MAX_REPLAY", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
+    pub max_replay: u64,
+
+    /// How long a client may take from connecting (or from its previous request) to the end
+    /// of its request headers; the HTTP/2 preface and protocol detection count too.
+    #[arg(long, env = "SHOPSTREAM_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// How long a client may take to send a request body.
+    #[arg(long, env = "SHOPSTREAM_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// A connection with no request in flight and no byte either way for this long is closed
+    /// (HTTP/1.1 keep-alive and HTTP/2 alike).
+    #[arg(long, env = "SHOPSTREAM_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// SASL authentication to Kafka (over plaintext TCP; see the README on TLS). Needs
+    /// `--kafka-sasl-username` and a password (`SHOPSTREAM_KAFKA_SASL_PASSWORD` or
+    /// `--kafka-sasl-password-file`).
+    #[arg(long, env = "SHOPSTREAM_KAFKA_SASL_MECHANISM", value_enum)]
+    pub kafka_sasl_mechanism: Option<SaslMechanism>,
+
+    /// The SASL user name.
+    #[arg(long, env = "SHOPSTREAM_KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+
+    /// A file whose first line is the SASL password (the password may also come from the
+    /// environment variable `SHOPSTREAM_KAFKA_SASL_PASSWORD`; there is no flag for it).
+    #[arg(long, env = "SHOPSTREAM_KAFKA_SASL_PASSWORD_FILE")]
+    pub kafka_sasl_password_file: Option<PathBuf>,
+
+    /// `SHOPSTREAM_KAFKA_SASL_PASSWORD`, from the environment only.
+    #[arg(skip = Secret::from_env("SHOPSTREAM_KAFKA_SASL_PASSWORD"))]
+    pub kafka_sasl_password: Secret,
+}
+
+/// The SASL mechanisms shopstream speaks to Kafka, all in pure Rust (rskafka's SASL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SaslMechanism {
+    /// User name and password in the clear: only on a network you trust (or behind TLS).
+    Plain,
+    #[value(name = "scram-sha-256")]
+    ScramSha256,
+    #[value(name = "scram-sha-512")]
+    ScramSha512,
+}
+
+/// What the broker connections authenticate with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SaslCredentials {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for SaslCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SaslCredentials({:?}, {}, ***)",
+            self.mechanism, self.username
+        )
+    }
+}
+
+impl Config {
+    /// The SASL credentials, if SASL is configured; an error says what is missing.
+    pub fn kafka_sasl(&self) -> Result<Option<SaslCredentials>, String> {
+        let Some(mechanism) = self.kafka_sasl_mechanism else {
+            if self.kafka_sasl_username.is_some() {
+                return Err(
+                    "--kafka-sasl-username is set but --kafka-sasl-mechanism is not \
+                     (plain, scram-sha-256 or scram-sha-512)"
+                        .into(),
+                );
+            }
+            return Ok(None);
+        };
+        let username = self
+            .kafka_sasl_username
+            .clone()
+            .filter(|u| !u.is_empty())
+            .ok_or("SASL needs --kafka-sasl-username (SHOPSTREAM_KAFKA_SASL_USERNAME)")?;
+        let password = match (&self.kafka_sasl_password_file, &self.kafka_sasl_password.0) {
+            (Some(file), _) => std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read the SASL password file {}: {e}", file.display()))?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+            (None, Some(password)) => password.clone(),
+            (None, None) => {
+                return Err("SASL needs a password: SHOPSTREAM_KAFKA_SASL_PASSWORD or \
+                            --kafka-sasl-password-file"
+                    .into());
+            }
+        };
+        if password.is_empty() {
+            return Err("the SASL password is empty".into());
+        }
+        Ok(Some(SaslCredentials {
+            mechanism,
+            username,
+            password,
+        }))
+    }
+}
+
+/// Environment variables read without a flag (secrets: a flag would show in `ps`).
+pub const ENV_ONLY: &[&str] = &["SHOPSTREAM_TOKENS", "SHOPSTREAM_KAFKA_SASL_PASSWORD"];
+
+/// A secret setting: never printed by `Debug` (configurations get logged).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub Option<String>);
+
+impl Secret {
+    fn from_env(name: &str) -> Self {
+        Self(std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Secret(***)"
+        } else {
+            "Secret(none)"
+        })
+    }
 }
 
 impl Config {
@@ -174,6 +357,30 @@ fn parse_broker(s: &str) -> Result<String, String> {
     port.parse::<u16>()
         .map_err(|_| format!("broker `{s}` has an invalid port `{port}`"))?;
     Ok(s.to_string())
+}
+
+/// An origin as browsers send it: `http(s)://host[:port]`, no path.
+fn parse_origin(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| format!("origin `{s}` must start with http:// or https://"))?;
+    if rest.is_empty() || rest.contains('/') || rest.contains(char::is_whitespace) {
+        return Err(format!(
+            "origin `{s}` must be scheme://host[:port], with no path"
+        ));
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
+/// A host name or `host:port` for the `Host` allow-list.
+fn parse_host(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() || s.contains(['/', ' ', ',']) {
+        return Err(format!("`{s}` is not a host name or host:port"));
+    }
+    Ok(s.to_ascii_lowercase())
 }
 
 /// Kafka topic names allow ASCII letters, digits, `.`, `_` and `-`, at most 249 characters.

@@ -8,6 +8,7 @@
 //!
 //! ## Map of the crate
 //! - [`config`]: flags and environment variables.
+//! - [`access`]: who may do what: roles, tokens, session cookies, the cross-site rules.
 //! - [`telemetry`]: logging (text or JSON).
 //! - [`domain`]: pure shop logic: money, partitioner, event records, lifecycle, validation.
 //! - [`model`]: the read model built from consumed events, its queries, and the
@@ -23,6 +24,7 @@
 //!
 //! [`run`] wires them together; `main.rs` only parses the configuration and calls it.
 
+pub mod access;
 pub mod config;
 pub mod domain;
 pub mod http;
@@ -54,6 +56,9 @@ use shop::Shop;
 #[derive(Debug)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// Tokens, roles and the cross-site rules; set at start-up (only its sign-out list
+    /// changes, behind its own lock).
+    pub access: access::Access,
     /// Written by the Kafka supervisor task, read by everyone.
     pub kafka: KafkaConnection,
     /// Written by its applier thread only (fed by the partition consumers); read by
@@ -69,6 +74,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The live WebSocket sessions, awaited (bounded) at shutdown so their close frames go out.
     pub sessions: tokio_util::task::TaskTracker,
+    /// One permit per live session (`--max-live-sessions`).
+    pub live_permits: Arc<tokio::sync::Semaphore>,
+    /// One permit per WebSocket replay from Kafka running at once.
+    pub replays: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why the server could not run.
@@ -82,6 +91,10 @@ pub enum RunError {
     },
     #[error(transparent)]
     Store(#[from] model::store::OpenError),
+    #[error("access tokens: {0}")]
+    Access(#[from] access::TokenError),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// The address a person on this machine opens: a wildcard listen address becomes loopback.
@@ -92,6 +105,35 @@ fn local_url(addr: SocketAddr) -> String {
         ip => ip,
     };
     format!("http://{}/", SocketAddr::new(ip, addr.port()))
+}
+
+/// The access rules from the configuration, with a word in the log on how clients are let in.
+fn access_rules(config: &Config, addr: SocketAddr) -> Result<access::Access, RunError> {
+    let access = access::Access::new(&access::AccessSettings {
+        tokens: config.tokens.0.clone(),
+        tokens_file: config.tokens_file.clone(),
+        allow_unauthenticated: config.allow_unauthenticated,
+        allowed_origins: config.allowed_origins.clone(),
+        allowed_hosts: config.allowed_hosts.clone(),
+    })?;
+    if let Some(file) = &config.tokens_file
+        && access::world_readable(file)
+    {
+        tracing::warn!(path = %file.display(), "the tokens file can be read by every user of this machine: chmod 600 it");
+    }
+    match access.mode() {
+        "tokens" => tracing::info!(tokens = %access.summary(), "clients need an access token"),
+        "open" if !access::is_loopback(addr.ip()) => tracing::warn!(
+            "--allow-unauthenticated: every client that reaches {addr} may do everything, \
+             without a token; configure tokens unless this network is trusted"
+        ),
+        "open" => {}
+        _ => tracing::info!(
+            "no access token configured: only clients on this machine (loopback) are served; \
+             set SHOPSTREAM_TOKENS or --tokens-file to serve others"
+        ),
+    }
+    Ok(access)
 }
 
 /// Runs the server on `config.listen` until `shutdown` is cancelled (by a signal).
@@ -117,6 +159,8 @@ pub async fn serve(
         addr: config.listen,
         source,
     })?;
+    let access = access_rules(&config, addr)?;
+    config.kafka_sasl().map_err(RunError::Config)?;
 
     let store = {
         let settings = StoreSettings {
@@ -139,6 +183,7 @@ pub async fn serve(
     tokio::spawn(Arc::clone(&simulator).run(Arc::clone(&shop), background.clone()));
     let state = Arc::new(AppState {
         config: Arc::clone(&config),
+        access,
         kafka: kafka.clone(),
         store: Arc::clone(&store),
         shop,
@@ -147,6 +192,12 @@ pub async fn serve(
         started_at: Instant::now(),
         shutdown: shutdown.clone(),
         sessions: tokio_util::task::TaskTracker::new(),
+        live_permits: Arc::new(tokio::sync::Semaphore::new(
+            config.max_live_sessions as usize,
+        )),
+        replays: Arc::new(tokio::sync::Semaphore::new(
+            live::session::CONCURRENT_REPLAYS,
+        )),
     });
 
     let pipeline = tokio::spawn(run_pipeline(Arc::clone(&state), background.clone()));

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
 fn serve(config: shopstream::Config) -> ExitCode {
     limit_allocator_arenas();
     shopstream::telemetry::init(config.log_format);
+    raise_file_limit(config.max_connections);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         // Store reads run on blocking threads and are short; a few threads serve them, and
@@ -43,6 +44,31 @@ fn serve(config: shopstream::Config) -> ExitCode {
             }
         }
     })
+}
+
+/// Every connection is a file descriptor, and many systems start processes with a soft limit
+/// of 1,024: the soft limit is raised to the hard one, and a `--max-connections` that still
+/// does not fit (with room for the broker connections and the store's files) is said at start.
+fn raise_file_limit(max_connections: u32) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(error) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(%error, "cannot raise the open-files limit");
+        }
+    }
+    let current = getrlimit(Resource::Nofile).current;
+    if let Some(files) = current
+        && files < u64::from(max_connections) + 512
+    {
+        tracing::warn!(
+            files,
+            max_connections,
+            "the open-files limit is lower than --max-connections plus room for Kafka and the \
+             store: past it, connections wait to be accepted (raise `ulimit -n` or LimitNOFILE)"
+        );
+    }
 }
 
 /// glibc gives threads that meet in the allocator arenas of their own, up to eight per core,

@@ -11,14 +11,13 @@
 //! pays it right after sees its own order. Across instances, a race that slips through is
 //! kept in the log and flagged as an anomaly by the read model.
 
-use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::value::RawValue;
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
 use crate::domain::demo;
@@ -37,8 +36,6 @@ use crate::messages::api::WriteAck;
 use crate::model::store::{ReadView, Store};
 use crate::model::{IdempotentWrite, StoreError};
 
-/// Lock shards for per-order and per-key serialisation.
-const LOCK_SHARDS: usize = 256;
 /// Longest a command waits for the read model to show this instance's earlier writes.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 /// Longest `?wait=true` waits for the read model to show the write.
@@ -112,7 +109,10 @@ impl Written {
 pub struct Shop<P: RecordSink = Producer> {
     store: Arc<Store>,
     producer: P,
-    locks: Vec<Mutex<()>>,
+    /// One lock per order id and per idempotency key in use: a command holds only its own
+    /// order's (and key's), so no client can stall another's orders by aiming at a shared
+    /// shard.
+    locks: KeyedLocks,
     /// The `producer` header of every record this instance writes.
     producer_name: String,
 }
@@ -122,7 +122,7 @@ impl<P: RecordSink> Shop<P> {
         Self {
             store,
             producer,
-            locks: (0..LOCK_SHARDS).map(|_| Mutex::new(())).collect(),
+            locks: KeyedLocks::default(),
             producer_name: format!("shopstream/{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -347,18 +347,17 @@ impl<P: RecordSink> Shop<P> {
         })
     }
 
-    /// Locks the order's shard and the key's shard (in a fixed order, so two requests can
-    /// never wait on each other).
-    async fn lock(&self, order_id: &str, key: Option<&str>) -> Vec<MutexGuard<'_, ()>> {
-        let mut shards = vec![shard_of(order_id)];
+    /// Locks the order and the idempotency key (in a fixed order, so two requests can never
+    /// wait on each other).
+    async fn lock(&self, order_id: &str, key: Option<&str>) -> Vec<KeyedGuard> {
+        let mut names = vec![format!("order\0{order_id}")];
         if let Some(key) = key {
-            shards.push(shard_of(key));
+            names.push(format!("key\0{key}"));
         }
-        shards.sort_unstable();
-        shards.dedup();
-        let mut guards = Vec::with_capacity(shards.len());
-        for shard in shards {
-            guards.push(self.locks[shard].lock().await);
+        names.sort_unstable();
+        let mut guards = Vec::with_capacity(names.len());
+        for name in names {
+            guards.push(self.locks.lock(name).await);
         }
         guards
     }
@@ -446,10 +445,54 @@ fn new_id(kind: &str, idempotency: Option<&Idempotency>) -> String {
     .to_string()
 }
 
-fn shard_of(s: &str) -> usize {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    s.hash(&mut hasher);
-    (hasher.finish() as usize) % LOCK_SHARDS
+/// Locks by name, made when first asked for and dropped when nobody holds or waits for them:
+/// memory follows the commands in flight, not the orders ever seen.
+#[derive(Debug, Default)]
+struct KeyedLocks {
+    held: Arc<std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+}
+
+/// A held lock; releasing it removes the lock once nobody else wants it.
+struct KeyedGuard {
+    name: String,
+    guard: Option<OwnedMutexGuard<()>>,
+    held: Arc<std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+}
+
+impl KeyedLocks {
+    async fn lock(&self, name: String) -> KeyedGuard {
+        let lock = {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(held.entry(name.clone()).or_default())
+        };
+        let guard = lock.lock_owned().await;
+        KeyedGuard {
+            name,
+            guard: Some(guard),
+            held: Arc::clone(&self.held),
+        }
+    }
+
+    /// How many locks exist right now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl Drop for KeyedGuard {
+    fn drop(&mut self) {
+        // The owned guard keeps its lock alive: release it first.
+        drop(self.guard.take());
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the map holds it now: no holder, no waiter (a waiter holds a clone).
+        if held
+            .get(&self.name)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            held.remove(&self.name);
+        }
+    }
 }
 
 /// The fingerprint of a request: method, path and body (canonical JSON: keys sorted).
@@ -482,6 +525,28 @@ mod tests {
     use crate::model::store::TempDir;
 
     const PARTITIONS: i32 = 3;
+
+    #[tokio::test]
+    async fn a_lock_covers_its_own_order_only_and_goes_when_released() {
+        let locks = KeyedLocks::default();
+        let first = locks.lock("order\0a".into()).await;
+        // Another order is not held up by it.
+        let other = tokio::time::timeout(Duration::from_secs(5), locks.lock("order\0b".into()))
+            .await
+            .expect("another order's lock is free");
+        assert_eq!(locks.len(), 2);
+        // The same order waits until the first is released.
+        let same = locks.lock("order\0a".into());
+        tokio::pin!(same);
+        assert!(futures_util::FutureExt::now_or_never(same.as_mut()).is_none());
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), same)
+            .await
+            .expect("released");
+        drop(second);
+        drop(other);
+        assert_eq!(locks.len(), 0, "no lock outlives its holders");
+    }
 
     /// A log in memory: each record gets the next offset of its partition and is applied to
     /// the store before `send` answers, as if the consumers had read it at once.

@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 use support::http::{Reply, send};
 use support::{TestApp, http};
 
+/// The content type every JSON body is sent with.
+const JSON: &[(&str, &str)] = &[("content-type", "application/json")];
+
 async fn start() -> TestApp {
     let prefix = format!("{}.", support::unique_name("api"));
     let server = TestApp::start(&support::bootstrap(), &["--topic-prefix", &prefix]).await;
@@ -111,7 +114,7 @@ async fn an_order_goes_through_its_whole_lifecycle() {
             server.addr,
             "PATCH",
             &format!("/api/deliveries/{delivery_id}?wait=true"),
-            &[],
+            JSON,
             json!({ "status": status }).to_string(),
         )
         .await;
@@ -121,7 +124,7 @@ async fn an_order_goes_through_its_whole_lifecycle() {
         server.addr,
         "PATCH",
         &format!("/api/deliveries/{delivery_id}"),
-        &[],
+        JSON,
         r#"{"status":"In Transit"}"#,
     )
     .await;
@@ -330,7 +333,7 @@ async fn bad_input_gets_a_4xx_that_names_the_problem() {
         );
     }
 
-    let not_json = send(server.addr, "POST", "/api/orders", &[], "{not json").await;
+    let not_json = send(server.addr, "POST", "/api/orders", JSON, "{not json").await;
     assert_eq!(
         (not_json.status, not_json.json["error"]["code"].as_str()),
         (400, Some("invalid_json"))
@@ -339,7 +342,7 @@ async fn bad_input_gets_a_4xx_that_names_the_problem() {
         server.addr,
         "POST",
         "/api/orders",
-        &[],
+        JSON,
         vec![b' '; 65 * 1024],
     )
     .await;
@@ -393,7 +396,7 @@ async fn bad_input_gets_a_4xx_that_names_the_problem() {
         server.addr,
         "PATCH",
         "/api/deliveries/nope",
-        &[],
+        JSON,
         r#"{"status":"Delivered"}"#,
     )
     .await;

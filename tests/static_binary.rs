@@ -568,7 +568,10 @@ fn known_env_vars() -> Vec<String> {
             collect(sub, into);
         }
     }
-    let mut vars = Vec::new();
+    let mut vars: Vec<String> = shopstream::config::ENV_ONLY
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
     collect(&shopstream::config::Cli::command(), &mut vars);
     vars
 }

@@ -113,6 +113,12 @@ pub fn null() -> Box<RawValue> {
     RawValue::from_string("null".to_owned()).expect("null is JSON")
 }
 
+/// A borrowed JSON `null`, for serialising without allocating.
+pub fn null_ref() -> &'static RawValue {
+    static NULL: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    NULL.get_or_init(null)
+}
+
 /// One text per JSON document that means the same: members sorted by name, strings in one
 /// escaping, no whitespace; numbers as written (`12.5` and `12.50` stay apart, as the client
 /// sent them). What a request's fingerprint is computed from.

@@ -115,6 +115,19 @@ const REASON_MAX: usize = 200;
 /// For fields checked against a list afterwards: the list's message says more than a length.
 const NO_MAX: usize = usize::MAX;
 
+/// Most problems listed in one answer (the last of them counts the rest).
+pub const MAX_REPORTED: usize = 20;
+/// Longest field name repeated back in an answer.
+const ECHOED_NAME_MAX: usize = 64;
+
+/// A client's field name as an answer repeats it: at most [`ECHOED_NAME_MAX`] characters.
+fn echoed(name: &str) -> String {
+    match name.char_indices().nth(ECHOED_NAME_MAX) {
+        Some((end, _)) => format!("{}…", &name[..end]),
+        None => name.to_string(),
+    }
+}
+
 /// An error was recorded for this field; its value is unusable.
 struct Reported;
 
@@ -141,7 +154,7 @@ impl<'a> Fields<'a> {
                 } else {
                     format!("unknown field: the fields are {}", allowed.join(", "))
                 };
-                FieldError::new(k.as_str(), message)
+                FieldError::new(echoed(k), message)
             })
             .collect();
         unknown.sort_by(|a, b| a.field.cmp(&b.field));
@@ -194,6 +207,15 @@ impl<'a> Fields<'a> {
         }
         if s.chars().any(char::is_control) {
             return Err(self.fail(field, "must not contain control characters"));
+        }
+        if let Some(c) = s.chars().find(|c| is_deceptive(*c)) {
+            return Err(self.fail(
+                field,
+                format!(
+                    "must not contain invisible or bidirectional control characters (U+{:04X})",
+                    u32::from(c)
+                ),
+            ));
         }
         Ok(Some(s.to_owned()))
     }
@@ -269,6 +291,15 @@ impl<'a> Fields<'a> {
     /// The value if no error was found, else every error, unknown fields last.
     fn finish<T>(mut self, value: Result<T, Reported>) -> Result<T, Invalid> {
         self.errors.append(&mut self.unknown);
+        // A body of thousands of unknown fields must not get an answer many times its size.
+        if self.errors.len() > MAX_REPORTED {
+            let omitted = self.errors.len() - (MAX_REPORTED - 1);
+            self.errors.truncate(MAX_REPORTED - 1);
+            self.errors.push(FieldError::new(
+                "",
+                format!("and {omitted} more problems, not listed"),
+            ));
+        }
         match value {
             Ok(v) if self.errors.is_empty() => Ok(v),
             _ => {
@@ -277,6 +308,27 @@ impl<'a> Fields<'a> {
             }
         }
     }
+}
+
+/// Characters that change how text around them is shown without showing themselves: the
+/// bidirectional controls (a name with U+202E reads backwards on the dashboard and in every
+/// tool that shows it) and the invisible spaces and joiners that make two different names look
+/// the same. The zero-width joiner and non-joiner (U+200C, U+200D) stay allowed: scripts such
+/// as Persian and Devanagari, and emoji sequences, need them.
+fn is_deceptive(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 /// The normalised form of `email` (domain lower-cased; the local part is kept as is, since it
@@ -498,6 +550,17 @@ pub fn cancel_request(body: &RawValue) -> Result<Option<String>, Invalid> {
         f.text("reason", REASON_MAX)
     };
     f.finish(reason)
+}
+
+/// The body of the dashboard's sign-in: `{"token": "..."}`. Error messages name the field,
+/// never its value.
+///
+/// # Errors
+/// [`Invalid`] with every problem found.
+pub fn sign_in(body: &RawValue) -> Result<String, Invalid> {
+    let mut f = Fields::new(body, &["token"])?;
+    let token = f.required_text("token", 512);
+    f.finish(token)
 }
 
 /// A route that takes no body: an object with members is refused (`why` says what to do
@@ -1018,7 +1081,57 @@ mod tests {
                 let message = only_error(new_order(&order_with(field, Some(json!(bad)))), field);
                 assert_eq!(message, "must not contain control characters", "{bad:?}");
             }
+            for (bad, code) in [
+                ("Jean \u{202E}tnopuD", "U+202E"),
+                ("Jean\u{200B}Dupont", "U+200B"),
+                ("\u{2066}Jean\u{2069}", "U+2066"),
+                ("Jean\u{FEFF}", "U+FEFF"),
+            ] {
+                let message = only_error(new_order(&order_with(field, Some(json!(bad)))), field);
+                assert!(
+                    message.contains("bidirectional") && message.contains(code),
+                    "{message}"
+                );
+            }
+            // Scripts and emoji that need the zero-width (non-)joiner keep working.
+            for good in [
+                "\u{0645}\u{06CC}\u{200C}\u{062E}\u{0648}\u{0627}\u{0647}\u{0645}",
+                "\u{1F469}\u{200D}\u{1F4BB} Ada",
+            ] {
+                assert!(
+                    new_order(&order_with(field, Some(json!(good)))).is_ok(),
+                    "{good:?}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn a_flood_of_unknown_fields_gets_a_bounded_answer() {
+        let mut body = serde_json::Map::new();
+        for i in 0..5_500 {
+            body.insert(format!("field_{i:05}"), json!(1));
+        }
+        body.insert("x".repeat(10_000), json!(1));
+        let text = serde_json::Value::Object(body).to_string();
+        let raw = RawValue::from_string(text.clone()).unwrap();
+        let invalid = new_order(&raw).unwrap_err();
+        assert_eq!(invalid.0.len(), MAX_REPORTED);
+        let last = invalid.0.last().unwrap();
+        assert!(last.message.contains("more problems"), "{}", last.message);
+        let answer = serde_json::to_string(&invalid).unwrap();
+        assert!(
+            answer.len() * 20 < text.len(),
+            "{} bytes for {}",
+            answer.len(),
+            text.len()
+        );
+        assert!(
+            invalid
+                .0
+                .iter()
+                .all(|e| e.field.chars().count() <= ECHOED_NAME_MAX + 1)
+        );
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The HTTP server: hyper 1 with hyper-util, no framework.
 //!
-//! - [`serve`]: the accept loop (HTTP/1.1 and HTTP/2, upgrades for WebSocket), header-read
-//!   timeout, back-off on accept errors, graceful shutdown that lets requests in flight finish.
+//! - [`serve`]: the accept loop (HTTP/1.1 and HTTP/2, upgrades for WebSocket), a cap on
+//!   connections, the timeouts that keep one client from holding a connection for ever,
+//!   back-off on accept errors, graceful shutdown that lets requests in flight finish.
+//! - [`guard`]: who may ask what (tokens, roles, origins, hosts), the sign-in, and the security
+//!   headers of every answer.
 //! - [`routes`]: one `match` from (method, path) to a handler.
 //! - [`error`]: the one error type every handler returns.
 //! - [`upgrade`]: the WebSocket handshake of `GET /ws`, which hands the socket to a live
@@ -9,6 +12,7 @@
 
 pub mod assets;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod request;
 pub mod routes;
@@ -26,9 +30,11 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use error::ApiError;
 
@@ -41,22 +47,72 @@ pub type Response = hyper::Response<Body>;
 /// Every request.
 pub type Request = hyper::Request<Incoming>;
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Largest request head hyper buffers; a bigger one is refused by hyper itself with a bare 431.
+/// Heads over [`MAX_HEADER_BYTES`] but under this get a JSON 431 from [`routes`].
+const MAX_HEAD_BUFFER: usize = 64 * 1024;
+/// Largest request head (request line and headers) answered: past it, `431` with a JSON body.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Most headers in one request (hyper answers 431 past it).
+const MAX_HEADERS: usize = 100;
+/// Most concurrent streams of one HTTP/2 connection.
+const MAX_H2_STREAMS: u32 = 128;
+/// HTTP/2 pings: how often, and how long an answer may take before the connection is dropped.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a connection told to close may take to finish its last answer.
+const CLOSING_GRACE: Duration = Duration::from_secs(30);
+
+/// The limits one connection lives under (from the configuration).
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    /// From accept to the first request, protocol detection included.
+    first_request: Duration,
+    /// No request in flight and none begun for this long: closed.
+    idle: Duration,
+}
 
 /// Accepts connections until `shutdown`, then waits (bounded) for open requests to finish.
+///
+/// Every connection is bounded: at most `--max-connections` are open (more wait in the listen
+/// backlog, as mini-redis does); one must send its first request within `--header-timeout`
+/// of being accepted, the HTTP/2 preface and protocol detection included (hyper's own header
+/// timeout starts only after them); one with no request in flight for `--idle-timeout` is
+/// closed (HTTP/2 keep-alive pings keep a busy connection open, never an idle one); request
+/// heads are bounded in bytes and headers, bodies in bytes and time (see [`request`]).
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
-    let graceful = GracefulShutdown::new();
+    let config = &state.config;
+    let limits = ConnectionLimits {
+        first_request: config.header_timeout,
+        idle: config.idle_timeout,
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(config.header_timeout)
+        .max_buf_size(MAX_HEAD_BUFFER)
+        .max_headers(MAX_HEADERS);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        .max_header_list_size(MAX_HEAD_BUFFER as u32);
+    let permits = Arc::new(Semaphore::new(config.max_connections as usize));
+    let connections = TaskTracker::new();
     let mut accept_backoff = Duration::from_millis(5);
 
     loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -72,27 +128,147 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
         };
         accept_backoff = Duration::from_millis(5);
         let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        let service = service_fn(move |request| {
+        let activity = Arc::new(Activity::new());
+        let service = {
             let state = Arc::clone(&state);
-            async move { Ok::<_, Infallible>(routes::handle(state, request).await) }
-        });
+            let activity = Arc::clone(&activity);
+            service_fn(move |request| {
+                let state = Arc::clone(&state);
+                let in_flight = Activity::begin(&activity);
+                async move {
+                    let response = routes::handle(state, request, peer).await;
+                    drop(in_flight);
+                    Ok::<_, Infallible>(response)
+                }
+            })
+        };
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+        let shutdown = shutdown.clone();
+        // Runs the connection under its limits; at shutdown or when idle it is closed
+        // gracefully (answers in flight finish, at most CLOSING_GRACE); the permit goes with it.
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut connection = std::pin::pin!(connection);
+            let mut check_at = activity.accepted + limits.first_request;
+            let mut closing_since: Option<tokio::time::Instant> = None;
+            loop {
+                let wake = closing_since.map_or(check_at, |since| since + CLOSING_GRACE);
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(error) = result {
+                            tracing::debug!(%peer, %error, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    _ = shutdown.cancelled(), if closing_since.is_none() => {
+                        connection.as_mut().graceful_shutdown();
+                        closing_since = Some(tokio::time::Instant::now());
+                    }
+                    _ = tokio::time::sleep_until(wake) => {
+                        if closing_since.is_some() {
+                            tracing::debug!(%peer, "connection still busy {CLOSING_GRACE:?} after it was told to close; dropped");
+                            return;
+                        }
+                        match activity.verdict(tokio::time::Instant::now(), limits) {
+                            Verdict::CheckAt(at) => check_at = at,
+                            Verdict::NoRequest => {
+                                tracing::debug!(%peer, "no request within {:?} of connecting; closed", limits.first_request);
+                                return;
+                            }
+                            Verdict::Idle => {
+                                connection.as_mut().graceful_shutdown();
+                                closing_since = Some(tokio::time::Instant::now());
+                            }
+                        }
+                    }
+                }
             }
         });
     }
 
     drop(listener);
+    connections.close();
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = connections.wait() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
             tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+        }
+    }
+}
+
+/// What a connection's requests have done, for its supervisor.
+#[derive(Debug)]
+struct Activity {
+    accepted: tokio::time::Instant,
+    requests: AtomicU64,
+    in_flight: AtomicU64,
+    /// Milliseconds after `accepted` when a request last began or ended.
+    last_change_ms: AtomicU64,
+}
+
+/// Held while a request is being answered.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What the supervisor makes of a connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Fine: look again at this time.
+    CheckAt(tokio::time::Instant),
+    /// No request arrived in time: drop it.
+    NoRequest,
+    /// Idle: close it politely.
+    Idle,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            accepted: tokio::time::Instant::now(),
+            requests: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            last_change_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(this: &Arc<Self>) -> InFlight {
+        this.requests.fetch_add(1, Ordering::AcqRel);
+        this.in_flight.fetch_add(1, Ordering::AcqRel);
+        this.touch();
+        InFlight(Arc::clone(this))
+    }
+
+    fn touch(&self) {
+        let ms = self.accepted.elapsed().as_millis() as u64;
+        self.last_change_ms.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    fn verdict(&self, now: tokio::time::Instant, limits: ConnectionLimits) -> Verdict {
+        if self.requests.load(Ordering::Acquire) == 0 {
+            let deadline = self.accepted + limits.first_request;
+            return if now >= deadline {
+                Verdict::NoRequest
+            } else {
+                Verdict::CheckAt(deadline)
+            };
+        }
+        let last =
+            self.accepted + Duration::from_millis(self.last_change_ms.load(Ordering::Acquire));
+        let idle_at = last + limits.idle;
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            Verdict::CheckAt(now + limits.idle)
+        } else if now >= idle_at {
+            Verdict::Idle
+        } else {
+            Verdict::CheckAt(idle_at)
         }
     }
 }

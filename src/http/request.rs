@@ -25,32 +25,71 @@ pub fn parse_query(uri: &hyper::Uri) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
+/// Whether a `Content-Type` says JSON: `application/json` or `application/<anything>+json`,
+/// with any parameters (`; charset=utf-8`).
+pub fn is_json_content_type(value: Option<&hyper::header::HeaderValue>) -> bool {
+    let Some(value) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|subtype| subtype.ends_with("+json"))
+}
+
 /// The query parameters of a request.
 pub fn query_params(request: &Request) -> HashMap<String, String> {
     parse_query(request.uri())
 }
 
 /// Reads the body as one JSON value, kept as its text (numbers exactly as sent): `{}` when
-/// empty, 413 past [`MAX_BODY_BYTES`], 400 when it is not JSON. The declared content type is not enforced (curl's `-d` says form-urlencoded):
-/// the body itself must be JSON.
-pub async fn json_body(request: Request) -> Result<(Box<RawValue>, RequestParts), ApiError> {
+/// empty, 413 past [`MAX_BODY_BYTES`], 408 when it takes longer than `within` to arrive (a
+/// client dripping one byte at a time cannot hold the connection), 415 when a body comes
+/// without a JSON content type (a form or `text/plain` body is how another site's page posts
+/// without asking), 400 when it is not JSON.
+pub async fn json_body(
+    request: Request,
+    within: std::time::Duration,
+) -> Result<(Box<RawValue>, RequestParts), ApiError> {
     let (parts, body) = request.into_parts();
-    let bytes: Bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+    let read = tokio::time::timeout(within, Limited::new(body, MAX_BODY_BYTES).collect()).await;
+    let bytes: Bytes = match read {
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the body did not arrive within {within:?}"),
+            ));
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 format!("the body is larger than {} KiB", MAX_BODY_BYTES / 1024),
             ));
         }
-        Err(error) => {
+        Ok(Err(error)) => {
             return Err(ApiError::bad_request(
                 "unreadable_body",
                 format!("cannot read the body: {error}"),
             ));
         }
     };
+    let empty = bytes.iter().all(u8::is_ascii_whitespace);
+    if !empty && !is_json_content_type(parts.headers.get(hyper::header::CONTENT_TYPE)) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "a body must be JSON, sent with `Content-Type: application/json`",
+        ));
+    }
     let depth = crate::domain::json::nesting_depth(&bytes, crate::domain::json::MAX_DEPTH);
     if depth > crate::domain::json::MAX_DEPTH {
         return Err(ApiError::bad_request(
@@ -61,7 +100,7 @@ pub async fn json_body(request: Request) -> Result<(Box<RawValue>, RequestParts)
             ),
         ));
     }
-    let value = if bytes.iter().all(u8::is_ascii_whitespace) {
+    let value = if empty {
         RawValue::from_string("{}".to_owned()).expect("{} is JSON")
     } else {
         serde_json::from_slice(&bytes).map_err(|e| {
@@ -77,8 +116,13 @@ pub struct RequestParts {
 }
 
 impl RequestParts {
-    /// `Idempotency-Key` (with the request's fingerprint) and `?wait=true`.
-    pub fn write_options(&self, body: &RawValue) -> Result<WriteOptions, ApiError> {
+    /// `Idempotency-Key` (with the request's fingerprint) and `?wait=true`. Keys are scoped
+    /// to the client's token: two clients using the same key never see each other's answers.
+    pub fn write_options(
+        &self,
+        body: &RawValue,
+        who: &crate::access::Principal,
+    ) -> Result<WriteOptions, ApiError> {
         let idempotency = match self.parts.headers.get("idempotency-key") {
             None => None,
             Some(value) => {
@@ -99,8 +143,13 @@ impl RequestParts {
                         ),
                     ));
                 }
+                let scope = who.idempotency_scope();
                 Some(Idempotency {
-                    key: key.to_string(),
+                    key: if scope.is_empty() {
+                        key.to_string()
+                    } else {
+                        format!("{scope}/{key}")
+                    },
                     fingerprint: fingerprint(
                         self.parts.method.as_str(),
                         self.parts.uri.path(),

@@ -2,6 +2,7 @@
 //! asked with another method, the 405 with its `Allow` header. Unknown paths get 404; both
 //! carry the JSON error body.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -17,6 +18,7 @@ use crate::messages::api::{
 use super::request::{json_body, list_query, query_params};
 use super::{ApiError, Request, Response, json_bytes_response, json_response, json_text_response};
 use crate::AppState;
+use crate::access::{Needed, Principal};
 use crate::domain::event::{DeliveryStatus, format_time};
 use crate::domain::lifecycle::OrderStatus;
 use crate::domain::validation;
@@ -53,36 +55,88 @@ enum Route {
     Simulator,
     SimulatorSettings,
     Backup,
+    Session,
+    SignIn,
+    SignOut,
 }
 
-/// The one route table: method, path (a `{id}` segment matches any one segment) and route. A
-/// `GET` route answers `HEAD` too. A path that matches with another method is a 405 whose
-/// `Allow` header lists the methods of its routes.
-const ROUTES: &[(&str, &str, Route)] = &[
-    ("GET", "/healthz", Route::Healthz),
-    ("GET", "/readyz", Route::Readyz),
-    ("GET", "/metrics", Route::Metrics),
-    ("GET", "/ws", Route::Ws),
-    ("POST", "/api/orders", Route::PlaceOrder),
-    ("GET", "/api/orders", Route::ListOrders),
-    ("POST", "/api/orders/create", Route::PlaceDemoOrder),
-    ("GET", "/api/orders/{id}", Route::OrderDetail),
-    ("POST", "/api/orders/{id}/payments", Route::PayOrder),
-    ("POST", "/api/orders/{id}/cancel", Route::CancelOrder),
-    ("POST", "/api/orders/{id}/deliveries", Route::ShipOrder),
-    ("POST", "/api/payments", Route::Pay),
-    ("GET", "/api/payments", Route::ListPayments),
-    ("POST", "/api/deliveries", Route::Ship),
-    ("GET", "/api/deliveries", Route::ListDeliveries),
-    ("GET", "/api/deliveries/{id}", Route::DeliveryDetail),
-    ("PATCH", "/api/deliveries/{id}", Route::AdvanceDelivery),
-    ("GET", "/api/stats", Route::Stats),
-    ("GET", "/api/rules", Route::Rules),
-    ("GET", "/api/kafka", Route::Kafka),
-    ("GET", "/api/events", Route::Events),
-    ("GET", "/api/simulator", Route::Simulator),
-    ("POST", "/api/simulator", Route::SimulatorSettings),
-    ("POST", "/api/store/backup", Route::Backup),
+/// The one route table: method, path (a `{id}` segment matches any one segment), route, and
+/// the least role that may use it (see [`crate::access`]; the README maps them). A `GET`
+/// route answers `HEAD` too. A path that matches with another method is a 405 whose `Allow`
+/// header lists the methods of its routes.
+const ROUTES: &[(&str, &str, Route, Needed)] = &[
+    ("GET", "/healthz", Route::Healthz, Needed::Probe),
+    ("GET", "/readyz", Route::Readyz, Needed::Probe),
+    ("GET", "/metrics", Route::Metrics, Needed::Metrics),
+    ("GET", "/ws", Route::Ws, Needed::Viewer),
+    ("GET", "/api/session", Route::Session, Needed::Public),
+    ("POST", "/api/session", Route::SignIn, Needed::Public),
+    ("DELETE", "/api/session", Route::SignOut, Needed::Public),
+    ("POST", "/api/orders", Route::PlaceOrder, Needed::Client),
+    ("GET", "/api/orders", Route::ListOrders, Needed::Viewer),
+    (
+        "POST",
+        "/api/orders/create",
+        Route::PlaceDemoOrder,
+        Needed::Client,
+    ),
+    (
+        "GET",
+        "/api/orders/{id}",
+        Route::OrderDetail,
+        Needed::Viewer,
+    ),
+    (
+        "POST",
+        "/api/orders/{id}/payments",
+        Route::PayOrder,
+        Needed::Client,
+    ),
+    (
+        "POST",
+        "/api/orders/{id}/cancel",
+        Route::CancelOrder,
+        Needed::Client,
+    ),
+    (
+        "POST",
+        "/api/orders/{id}/deliveries",
+        Route::ShipOrder,
+        Needed::Client,
+    ),
+    ("POST", "/api/payments", Route::Pay, Needed::Client),
+    ("GET", "/api/payments", Route::ListPayments, Needed::Viewer),
+    ("POST", "/api/deliveries", Route::Ship, Needed::Client),
+    (
+        "GET",
+        "/api/deliveries",
+        Route::ListDeliveries,
+        Needed::Viewer,
+    ),
+    (
+        "GET",
+        "/api/deliveries/{id}",
+        Route::DeliveryDetail,
+        Needed::Viewer,
+    ),
+    (
+        "PATCH",
+        "/api/deliveries/{id}",
+        Route::AdvanceDelivery,
+        Needed::Client,
+    ),
+    ("GET", "/api/stats", Route::Stats, Needed::Viewer),
+    ("GET", "/api/rules", Route::Rules, Needed::Viewer),
+    ("GET", "/api/kafka", Route::Kafka, Needed::Viewer),
+    ("GET", "/api/events", Route::Events, Needed::Admin),
+    ("GET", "/api/simulator", Route::Simulator, Needed::Viewer),
+    (
+        "POST",
+        "/api/simulator",
+        Route::SimulatorSettings,
+        Needed::Admin,
+    ),
+    ("POST", "/api/store/backup", Route::Backup, Needed::Admin),
 ];
 
 /// Why a request has no route.
@@ -94,19 +148,22 @@ enum Unrouted {
 }
 
 /// Finds the route of `method` on the path `segments`, with the path's `{id}` segment.
-fn route<'p>(method: &Method, segments: &[&'p str]) -> Result<(Route, Option<&'p str>), Unrouted> {
+fn route<'p>(
+    method: &Method,
+    segments: &[&'p str],
+) -> Result<(Route, Needed, Option<&'p str>), Unrouted> {
     let asked = if method == Method::HEAD {
         "GET"
     } else {
         method.as_str()
     };
     let mut allowed = Vec::new();
-    for &(route_method, pattern, route) in ROUTES {
+    for &(route_method, pattern, route, needed) in ROUTES {
         let Some(id) = matches(pattern, segments) else {
             continue;
         };
         if route_method == asked {
-            return Ok((route, id));
+            return Ok((route, needed, id));
         }
         if !allowed.contains(&route_method) {
             allowed.push(route_method);
@@ -136,13 +193,43 @@ fn matches<'p>(pattern: &str, segments: &[&'p str]) -> Option<Option<&'p str>> {
     parts.next().is_none().then_some(id)
 }
 
-/// Answers one request.
-pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
+/// Answers one request from `peer`, with the security headers every answer carries.
+pub async fn handle(state: Arc<AppState>, request: Request, peer: SocketAddr) -> Response {
+    let mut response = answer(state, request, peer).await;
+    super::guard::security_headers(response.headers_mut());
+    response
+}
+
+async fn answer(state: Arc<AppState>, request: Request, peer: SocketAddr) -> Response {
+    let head = head_bytes(&request);
+    if head > super::MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "the request line and headers take {head} bytes; at most {} are accepted",
+                super::MAX_HEADER_BYTES
+            ),
+        )
+        .into_response();
+    }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (route, id) = match route(&method, &segments) {
-        Ok(found) => found,
+    let routed = route(&method, &segments);
+    let needed = match &routed {
+        Ok((_, needed, _)) => *needed,
+        // The dashboard's files, 404s and 405s need no credentials, but the host, protected
+        // mode and cross-site rules still apply.
+        Err(_) => Needed::Public,
+    };
+    let websocket = matches!(routed, Ok((Route::Ws, _, _)));
+    let principal = match super::guard::check(&state, &request, peer, needed, websocket) {
+        Ok(principal) => principal,
+        Err(refused) => return *refused,
+    };
+    let (route, id) = match routed {
+        Ok((route, _, id)) => (route, id),
         Err(Unrouted::MethodNotAllowed(allowed)) => {
             return ApiError::method_not_allowed(&method, &path, &allowed).into_response();
         }
@@ -157,24 +244,28 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
         }
     };
     let id = id.unwrap_or_default();
+    let who = &principal;
     let answer: Answer = match route {
         Route::Healthz => Ok(healthz(&state)),
         Route::Readyz => Ok(readyz(&state)),
         Route::Metrics => Ok(super::metrics::render(&state).await),
         Route::Ws => return super::upgrade::handle(state, request).await,
-        Route::PlaceOrder => place_order(&state, request).await,
+        Route::Session => Ok(super::guard::session_view(&state, who)),
+        Route::SignIn => super::guard::sign_in(&state, request).await,
+        Route::SignOut => Ok(super::guard::sign_out(&state, &request)),
+        Route::PlaceOrder => place_order(&state, request, who).await,
         Route::ListOrders => list(&state, &request, Kind::Orders).await,
-        Route::PlaceDemoOrder => place_demo_order(&state, request).await,
+        Route::PlaceDemoOrder => place_demo_order(&state, request, who).await,
         Route::OrderDetail => order_detail(&state, id).await,
-        Route::PayOrder => pay(&state, request, Some(id.to_string())).await,
-        Route::CancelOrder => cancel(&state, request, id).await,
-        Route::ShipOrder => ship(&state, request, Some(id.to_string())).await,
-        Route::Pay => pay(&state, request, None).await,
+        Route::PayOrder => pay(&state, request, who, Some(id.to_string())).await,
+        Route::CancelOrder => cancel(&state, request, who, id).await,
+        Route::ShipOrder => ship(&state, request, who, Some(id.to_string())).await,
+        Route::Pay => pay(&state, request, who, None).await,
         Route::ListPayments => list(&state, &request, Kind::Payments).await,
-        Route::Ship => ship(&state, request, None).await,
+        Route::Ship => ship(&state, request, who, None).await,
         Route::ListDeliveries => list(&state, &request, Kind::Deliveries).await,
         Route::DeliveryDetail => delivery_detail(&state, id).await,
-        Route::AdvanceDelivery => advance_delivery(&state, request, id).await,
+        Route::AdvanceDelivery => advance_delivery(&state, request, who, id).await,
         Route::Stats => stats(&state).await,
         Route::Rules => Ok(json_text_response(
             StatusCode::OK,
@@ -187,6 +278,20 @@ pub async fn handle(state: Arc<AppState>, request: Request) -> Response {
         Route::Backup => backup(&state).await,
     };
     answer.unwrap_or_else(ApiError::into_response)
+}
+
+/// The size of a request's head as sent: its target and every header line.
+fn head_bytes(request: &Request) -> usize {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + target
 }
 
 /// The process is alive and serving; says nothing about Kafka (that is `/readyz`).
@@ -254,38 +359,48 @@ fn written(w: Written) -> Response {
     response
 }
 
-async fn place_order(state: &AppState, request: Request) -> Answer {
-    let (body, parts) = json_body(request).await?;
-    let options = parts.write_options(&body)?;
+async fn place_order(state: &AppState, request: Request, who: &Principal) -> Answer {
+    let (body, parts) = json_body(request, state.config.body_timeout).await?;
+    let options = parts.write_options(&body, who)?;
     let details = validation::new_order(&body)?;
     Ok(written(state.shop.place_order(details, options).await?))
 }
 
-async fn place_demo_order(state: &AppState, request: Request) -> Answer {
-    let (body, parts) = json_body(request).await?;
+async fn place_demo_order(state: &AppState, request: Request, who: &Principal) -> Answer {
+    let (body, parts) = json_body(request, state.config.body_timeout).await?;
     validation::no_body(&body, "this route generates the order itself: send no body")?;
-    let options = parts.write_options(&body)?;
+    let options = parts.write_options(&body, who)?;
     Ok(written(state.shop.place_demo_order(options).await?))
 }
 
-async fn pay(state: &AppState, request: Request, order_id: Option<String>) -> Answer {
-    let (body, parts) = json_body(request).await?;
-    let options = parts.write_options(&body)?;
+async fn pay(
+    state: &AppState,
+    request: Request,
+    who: &Principal,
+    order_id: Option<String>,
+) -> Answer {
+    let (body, parts) = json_body(request, state.config.body_timeout).await?;
+    let options = parts.write_options(&body, who)?;
     let payment = validation::payment_request(&body, order_id.is_none())?;
     let order_id = order_id.or(payment.order_id.clone()).unwrap_or_default();
     Ok(written(state.shop.pay(&order_id, payment, options).await?))
 }
 
-async fn cancel(state: &AppState, request: Request, order_id: &str) -> Answer {
-    let (body, parts) = json_body(request).await?;
-    let options = parts.write_options(&body)?;
+async fn cancel(state: &AppState, request: Request, who: &Principal, order_id: &str) -> Answer {
+    let (body, parts) = json_body(request, state.config.body_timeout).await?;
+    let options = parts.write_options(&body, who)?;
     let reason = validation::cancel_request(&body)?;
     Ok(written(state.shop.cancel(order_id, reason, options).await?))
 }
 
-async fn ship(state: &AppState, request: Request, order_id: Option<String>) -> Answer {
-    let (body, parts) = json_body(request).await?;
-    let options = parts.write_options(&body)?;
+async fn ship(
+    state: &AppState,
+    request: Request,
+    who: &Principal,
+    order_id: Option<String>,
+) -> Answer {
+    let (body, parts) = json_body(request, state.config.body_timeout).await?;
+    let options = parts.write_options(&body, who)?;
     let delivery = validation::delivery_request(&body, order_id.is_none())?;
     let order_id = order_id.or(delivery.order_id.clone()).unwrap_or_default();
     Ok(written(
@@ -293,9 +408,14 @@ async fn ship(state: &AppState, request: Request, order_id: Option<String>) -> A
     ))
 }
 
-async fn advance_delivery(state: &AppState, request: Request, delivery_id: &str) -> Answer {
-    let (body, parts) = json_body(request).await?;
-    let options = parts.write_options(&body)?;
+async fn advance_delivery(
+    state: &AppState,
+    request: Request,
+    who: &Principal,
+    delivery_id: &str,
+) -> Answer {
+    let (body, parts) = json_body(request, state.config.body_timeout).await?;
+    let options = parts.write_options(&body, who)?;
     let next = validation::delivery_update(&body)?;
     Ok(written(
         state
@@ -510,7 +630,7 @@ async fn browse_events(state: &AppState, request: &Request) -> Answer {
 /// `POST /api/simulator {running?, rate?, payment_failure_rate?}`.
 async fn simulator_settings(state: &AppState, request: Request) -> Answer {
     use crate::simulator::{MAX_RATE, MIN_RATE};
-    let (body, _) = json_body(request).await?;
+    let (body, _) = json_body(request, state.config.body_timeout).await?;
     let settings = validation::simulator_settings(&body, MIN_RATE..=MAX_RATE)?;
     state.simulator.update(
         settings.running,
@@ -530,10 +650,11 @@ mod tests {
 
     #[test]
     fn every_route_of_the_table_is_found_with_its_id() {
-        for &(method, pattern, expected) in ROUTES {
+        for &(method, pattern, expected, needed) in ROUTES {
             let path = pattern.replace("{id}", "o-42");
             let method = Method::from_bytes(method.as_bytes()).unwrap();
-            let (found, id) = route(&method, &segments(&path)).unwrap();
+            let (found, found_needed, id) = route(&method, &segments(&path)).unwrap();
+            assert_eq!(found_needed, needed);
             assert_eq!(found, expected, "{method} {path}");
             assert_eq!(id, pattern.contains("{id}").then_some("o-42"));
         }
@@ -543,7 +664,7 @@ mod tests {
     fn head_is_answered_by_the_get_route() {
         assert_eq!(
             route(&Method::HEAD, &segments("/api/orders")),
-            Ok((Route::ListOrders, None))
+            Ok((Route::ListOrders, Needed::Viewer, None))
         );
     }
 

@@ -49,8 +49,24 @@ pub async fn handle(state: Arc<AppState>, mut request: Request) -> Response {
         Ok(accept) => accept,
         Err(refusal) => return refuse(refusal),
     };
+    let Ok(permit) = Arc::clone(&state.live_permits).try_acquire_owned() else {
+        let mut busy = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sessions",
+            format!(
+                "the server already serves {} live sessions (--max-live-sessions); retry later",
+                state.config.max_live_sessions
+            ),
+        )
+        .into_response();
+        busy.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return busy;
+    };
     let upgrade = hyper::upgrade::on(&mut request);
     state.sessions.clone().spawn(async move {
+        // Held for the session's life.
+        let _permit = permit;
         match upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
@@ -64,6 +80,8 @@ pub async fn handle(state: Arc<AppState>, mut request: Request) -> Response {
                     kafka: state.kafka.clone(),
                     kafka_timeout: state.config.kafka_timeout,
                     shutdown: state.shutdown.clone(),
+                    replays: Arc::clone(&state.replays),
+                    max_replay: state.config.max_replay,
                 };
                 Session::run(ctx, ws, requested).await;
             }
@@ -139,8 +157,15 @@ fn switching_protocols(accept: &str) -> Response {
     response
 }
 
+/// Bounded buffers: a client only ever sends pings and close frames, so a small read buffer
+/// does; the write buffer holds at most a batch being written (frames are at most about 17
+/// KiB, [`crate::messages::MAX_FRAME_DATA`]), and a client whose socket takes nothing is
+/// dropped when the write times out.
 fn websocket_config() -> WebSocketConfig {
     WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(64 * 1024)
+        .max_write_buffer_size(1024 * 1024)
         .max_message_size(Some(MAX_CLIENT_MESSAGE))
         .max_frame_size(Some(MAX_CLIENT_MESSAGE))
 }

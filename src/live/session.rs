@@ -83,12 +83,20 @@ const REPLAY_ATTEMPTS: u32 = 3;
 const REPLAY_EMPTY_FETCHES: u32 = 3;
 /// Most live frames written before one flush.
 const LIVE_BATCH: usize = 256;
+/// Replays from Kafka running at once; other sessions wait for their turn (their live frames
+/// queue in the ring meanwhile), so that many clients resuming at once cannot make the server
+/// read the log many times over at full speed.
+pub const CONCURRENT_REPLAYS: usize = 4;
+/// Most events one session replays per second.
+const REPLAY_RATE: u64 = 50_000;
 
 const TOO_SLOW: &str = "too slow: resume with your cursor";
 const RETENTION_RESET: &str =
     "the requested offset is no longer kept by Kafka (retention); replaying from the earliest kept";
 const PAST_END_RESET: &str = "the requested offset is past the end of the log (was the topic \
      recreated?); replaying from the earliest kept";
+const TOO_FAR_BEHIND_RESET: &str = "more events to replay than one resume may (--max-replay): \
+     reload, then follow the live stream from here";
 
 /// Numbers sessions in the logs.
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
@@ -101,6 +109,10 @@ pub struct LiveContext {
     pub kafka: KafkaConnection,
     pub kafka_timeout: Duration,
     pub shutdown: CancellationToken,
+    /// Turns to replay from Kafka ([`CONCURRENT_REPLAYS`]).
+    pub replays: Arc<tokio::sync::Semaphore>,
+    /// Most events one resume may replay; a client further behind gets resets instead.
+    pub max_replay: u64,
 }
 
 /// A WebSocket connection, once upgraded.
@@ -236,10 +248,42 @@ impl Session {
     // --- replay ------------------------------------------------------------------------------
 
     /// Replays every partition the client is behind on; returns the number of event frames.
+    /// A client further behind than `--max-replay` events in all gets a reset per partition
+    /// instead (it reloads and follows live from the server's position); the others wait
+    /// for one of the [`CONCURRENT_REPLAYS`] turns.
     async fn replay(&mut self, catch_up: Vec<(PartitionKey, CatchUp)>) -> Result<u64, End> {
         if catch_up.is_empty() {
             return Ok(0);
         }
+        let behind: u64 = catch_up
+            .iter()
+            .map(|(_, what)| match *what {
+                CatchUp::Behind { requested, server } => server.saturating_sub(requested),
+                // From the earliest kept: at most the whole partition.
+                CatchUp::Ahead { server, .. } => server,
+            })
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .fold(0u64, u64::saturating_add);
+        if behind > self.ctx.max_replay {
+            tracing::info!(
+                session = self.id,
+                behind,
+                max = self.ctx.max_replay,
+                "too far behind to replay; resetting the client to the live position"
+            );
+            for (key, what) in catch_up {
+                let (CatchUp::Behind { requested, server } | CatchUp::Ahead { requested, server }) =
+                    what;
+                self.reset(key, requested, server, TOO_FAR_BEHIND_RESET)
+                    .await?;
+            }
+            return Ok(0);
+        }
+        let replays = Arc::clone(&self.ctx.replays);
+        let _turn = tokio::select! {
+            _ = self.ctx.shutdown.cancelled() => return Err(End::Shutdown),
+            turn = replays.acquire_owned() => turn.map_err(|_| End::Shutdown)?,
+        };
         let session = replay_session(&self.ctx).map_err(End::Kafka)?;
         let mut replayed = 0;
         for (key, what) in catch_up {
@@ -274,8 +318,17 @@ impl Session {
         let mut offset = from;
         let mut replayed = 0;
         let mut empty_fetches = 0;
+        let started = Instant::now();
         while offset < to {
             self.between_batches().await?;
+            // At most REPLAY_RATE events a second: wait until the events sent so far are due.
+            let due = started + Duration::from_secs_f64(replayed as f64 / REPLAY_RATE as f64);
+            if due > Instant::now() {
+                tokio::select! {
+                    _ = self.ctx.shutdown.cancelled() => return Err(End::Shutdown),
+                    _ = tokio::time::sleep_until(due) => {}
+                }
+            }
             let records = match self.fetch_batch(&log, key, &topic.name, offset).await? {
                 Fetched::Records(records) => records,
                 Fetched::Reset(earliest) => {

@@ -277,6 +277,22 @@ pub struct MinuteRow {
     pub revenue: Money,
 }
 
+/// `GET /api/session` (and the answer to a sign-out): how the server authenticates
+/// (`tokens`, `loopback` or `open`) and who the caller is.
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    pub mode: &'static str,
+    pub authenticated: bool,
+    pub role: Option<crate::access::Role>,
+    pub via: Option<crate::access::Via>,
+}
+
+/// `POST /api/session`: signed in, with this role (the cookie holds the session).
+#[derive(Debug, Serialize)]
+pub struct SignedIn {
+    pub role: crate::access::Role,
+}
+
 /// `GET /healthz`.
 #[derive(Debug, Serialize)]
 pub struct Health {

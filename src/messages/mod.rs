@@ -47,8 +47,18 @@ struct EventFrame<'a> {
     /// A delivery's status in the API's spelling (`in_transit` becomes `In Transit`).
     #[serde(skip_serializing_if = "Option::is_none")]
     delivery_status: Option<&'static str>,
+    /// The record value, or `null` when it is larger than [`MAX_FRAME_DATA`] (only a foreign
+    /// producer writes such records; the order's detail shows them).
     data: &'a RawValue,
+    /// The size of a record value left out of the frame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_omitted_bytes: Option<usize>,
 }
+
+/// Largest record value carried in a live frame. The live ring holds `--live-buffer` frames
+/// for every client together, so this bounds it in bytes as well as in frames (4,096 frames
+/// of at most about 17 KiB: under 70 MiB however large the records in the log are).
+pub const MAX_FRAME_DATA: usize = 16 * 1024;
 
 impl LiveFrame {
     /// The frame for one consumed record; `data` is the record value as JSON text, sent as
@@ -62,7 +72,9 @@ impl LiveFrame {
         seq: u64,
     ) -> Self {
         let fallback;
+        let omitted = (data.len() > MAX_FRAME_DATA).then_some(data.len());
         let data: &RawValue = match serde_json::from_str::<&RawValue>(data.trim()) {
+            _ if omitted.is_some() => crate::domain::json::null_ref(),
             Ok(raw) => raw,
             Err(_) => {
                 fallback = RawValue::from_string(Value::String(data.to_string()).to_string())
@@ -90,6 +102,7 @@ impl LiveFrame {
             payment_status,
             delivery_status,
             data,
+            data_omitted_bytes: omitted,
         };
         Self {
             position,

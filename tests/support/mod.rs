@@ -438,10 +438,13 @@ pub mod http {
                     .await
                     .map_err(|e| e.to_string())?;
             tokio::spawn(connection);
-            let mut request = Request::builder()
-                .method(method)
-                .uri(path)
-                .header("host", addr.to_string());
+            let mut request = Request::builder().method(method).uri(path);
+            if !headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+            {
+                request = request.header("host", addr.to_string());
+            }
             for (name, value) in headers {
                 request = request.header(*name, *value);
             }
