@@ -168,13 +168,33 @@ async fn supervise(
 
 /// Builds a client from the bootstrap list and makes sure the topics exist.
 async fn connect(config: &Config) -> Result<(Client, TopicLayout), KafkaError> {
-    let builder = ClientBuilder::new(config.kafka_brokers.clone())
+    let mut builder = ClientBuilder::new(config.kafka_brokers.clone())
         .client_id(format!("shopstream-{}", env!("CARGO_PKG_VERSION")))
-        .backoff_config(backoff_for(config.kafka_timeout));
+        // rskafka's own retries give up well before our deadline (its deadline counts only the
+        // pauses between tries, not the tries: a refused SASL login takes the broker about
+        // 0.4 s to answer), so that the error that kept it retrying is what the API and
+        // /readyz report, rather than only "did not answer in time". Every call still has
+        // our deadline, and our own layer retries.
+        .backoff_config(backoff_for(config.kafka_timeout / 4));
+    if let Some(sasl) = config.kafka_sasl().map_err(KafkaError::NotConnected)? {
+        builder = builder.sasl_config(sasl_config(sasl));
+    }
     let client = with_deadline("connect", config.kafka_timeout, builder.build()).await?;
     super::nodelay::sweep();
     let topics = ensure_topics(&client, config).await?;
     Ok((client, topics))
+}
+
+/// rskafka's SASL settings (its SASL is pure Rust: PLAIN and SCRAM through rsasl).
+fn sasl_config(sasl: crate::config::SaslCredentials) -> rskafka::client::SaslConfig {
+    use crate::config::SaslMechanism;
+    use rskafka::client::{Credentials, SaslConfig};
+    let credentials = Credentials::new(sasl.username, sasl.password);
+    match sasl.mechanism {
+        SaslMechanism::Plain => SaslConfig::Plain(credentials),
+        SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),
+        SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
+    }
 }
 
 /// Probes the broker until it stops answering for good (returns `true`: reconnect) or
