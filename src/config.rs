@@ -223,6 +223,11 @@ pub struct Config {
     #[arg(long, env = "SHOPSTREAM_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
+    /// One log line per request (method, route template, status, duration, request id,
+    /// trace id), at info level under the target `shopstream::access`.
+    #[arg(long, env = "SHOPSTREAM_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub access_log: bool,
+
     /// SASL authentication to Kafka (over plaintext TCP; see the README on TLS). Needs
     /// `--kafka-sasl-username` and a password (`SHOPSTREAM_KAFKA_SASL_PASSWORD` or
     /// `--kafka-sasl-password-file`).

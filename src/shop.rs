@@ -77,6 +77,8 @@ pub struct WriteOptions {
     pub idempotency: Option<Idempotency>,
     /// Answer only once the read model shows the write (`?wait=true`).
     pub wait_visible: bool,
+    /// The request's W3C trace context, written into the record's headers.
+    pub traceparent: Option<String>,
 }
 
 /// A written (or replayed) event: the answer to a write.
@@ -307,6 +309,12 @@ impl<P: RecordSink> Shop<P> {
                 self.producer_name.as_bytes().to_vec(),
             ),
         ]);
+        if let Some(traceparent) = &options.traceparent {
+            record_headers.insert(
+                headers::TRACEPARENT.to_string(),
+                traceparent.as_bytes().to_vec(),
+            );
+        }
         if let Some(i) = &options.idempotency {
             record_headers.insert(
                 headers::IDEMPOTENCY_KEY.to_string(),
@@ -806,7 +814,7 @@ mod tests {
                 key: "checkout-42".into(),
                 fingerprint: fingerprint.into(),
             }),
-            wait_visible: false,
+            ..WriteOptions::default()
         };
         let first = f
             .shop

@@ -294,6 +294,8 @@ pub mod headers {
     /// Fingerprint of the request that carried the key (a different body under the same key
     /// is refused with 422).
     pub const REQUEST_FINGERPRINT: &str = "request-fingerprint";
+    /// The W3C trace context of the HTTP request that wrote the record.
+    pub const TRACEPARENT: &str = "traceparent";
 }
 
 /// Timestamps as shopstream writes them: RFC 3339, UTC, microseconds.

@@ -39,6 +39,7 @@ use tokio_util::task::TaskTracker;
 pub use error::ApiError;
 
 use crate::AppState;
+use crate::telemetry::RequestContext;
 
 /// The body of every answer: whole in memory (JSON, embedded assets).
 pub type Body = Full<Bytes>;
@@ -132,11 +133,34 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
         let service = {
             let state = Arc::clone(&state);
             let activity = Arc::clone(&activity);
-            service_fn(move |request| {
+            service_fn(move |mut request: Request| {
                 let state = Arc::clone(&state);
                 let in_flight = Activity::begin(&activity);
                 async move {
-                    let response = routes::handle(state, request, peer).await;
+                    let started = std::time::Instant::now();
+                    let header =
+                        |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+                    let context =
+                        RequestContext::from_headers(header("x-request-id"), header("traceparent"));
+                    let method = request.method().clone();
+                    request.extensions_mut().insert(context.clone());
+                    let (mut response, route) =
+                        routes::handle(Arc::clone(&state), request, peer).await;
+                    if let Ok(id) = HeaderValue::from_str(&context.request_id) {
+                        response.headers_mut().insert("x-request-id", id);
+                    }
+                    if state.config.access_log {
+                        tracing::info!(
+                            target: "shopstream::access",
+                            %method,
+                            route,
+                            status = response.status().as_u16(),
+                            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                            request_id = %context.request_id,
+                            trace_id = %context.trace.trace_id_hex(),
+                            %peer,
+                        );
+                    }
                     drop(in_flight);
                     Ok::<_, Infallible>(response)
                 }

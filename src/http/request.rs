@@ -168,9 +168,15 @@ impl RequestParts {
                 ));
             }
         };
+        let traceparent = self
+            .parts
+            .extensions
+            .get::<crate::telemetry::RequestContext>()
+            .map(|context| context.trace.header());
         Ok(WriteOptions {
             idempotency,
             wait_visible,
+            traceparent,
         })
     }
 

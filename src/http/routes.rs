@@ -193,11 +193,31 @@ fn matches<'p>(pattern: &str, segments: &[&'p str]) -> Option<Option<&'p str>> {
     parts.next().is_none().then_some(id)
 }
 
-/// Answers one request from `peer`, with the security headers every answer carries.
-pub async fn handle(state: Arc<AppState>, request: Request, peer: SocketAddr) -> Response {
+/// Answers one request from `peer`, with the security headers every answer carries; also
+/// names the route template it matched (for the access log: `/api/orders/{id}`, never the id).
+pub async fn handle(
+    state: Arc<AppState>,
+    request: Request,
+    peer: SocketAddr,
+) -> (Response, &'static str) {
+    let template = template_of(request.method(), request.uri().path());
     let mut response = answer(state, request, peer).await;
     super::guard::security_headers(response.headers_mut());
-    response
+    (response, template)
+}
+
+/// The route template a request matches: a path of the table, `(file)` for the dashboard's
+/// files, `(none)` otherwise.
+fn template_of(method: &Method, path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match route(method, &segments) {
+        Ok((route, _, _)) => ROUTES
+            .iter()
+            .find(|(_, _, r, _)| *r == route)
+            .map_or("(none)", |(_, pattern, _, _)| pattern),
+        Err(_) if segments.first().is_some_and(|s| *s != "api") => "(file)",
+        Err(_) => "(none)",
+    }
 }
 
 async fn answer(state: Arc<AppState>, request: Request, peer: SocketAddr) -> Response {
