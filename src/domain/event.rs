@@ -268,6 +268,19 @@ impl TopicLayout {
             .expect("a layout always holds the three topics")
     }
 
+    /// Whether `self` is `before` with partitions added to some of its topics (and none taken
+    /// away): the store built for `before` goes on, and the added partitions are consumed from
+    /// their earliest offset.
+    pub fn grows_from(&self, before: &TopicLayout) -> bool {
+        self.topics.len() == before.topics.len()
+            && self.topics.iter().all(|t| {
+                before
+                    .topics
+                    .iter()
+                    .any(|b| b.role == t.role && b.name == t.name && b.partitions <= t.partitions)
+            })
+    }
+
     /// The role of a full topic name, if it is one of ours.
     pub fn role_of(&self, name: &str) -> Option<TopicRole> {
         self.topics.iter().find(|t| t.name == name).map(|t| t.role)
@@ -331,6 +344,17 @@ pub fn derived_event_id(topic_name: &str, partition: i32, offset: i64) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layout_grows_when_partitions_are_added_and_none_removed() {
+        let three = TopicLayout::uniform("p.", 3);
+        let mut more = three.clone();
+        more.topics[1].partitions = 5;
+        assert!(more.grows_from(&three));
+        assert!(three.grows_from(&three));
+        assert!(!three.grows_from(&more));
+        assert!(!TopicLayout::uniform("q.", 5).grows_from(&three));
+    }
 
     #[test]
     fn delivery_status_parsing_is_relaxed() {

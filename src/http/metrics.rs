@@ -72,6 +72,37 @@ pub async fn render(state: &AppState) -> Response {
         );
         family(
             &mut out,
+            "shopstream_batches_unreadable_total",
+            "record batches that could not be read (corrupt bytes), skipped with their offsets",
+            "counter",
+            partitions.iter().map(|p| (label(p), p.unreadable as f64)),
+        );
+        family(
+            &mut out,
+            "shopstream_records_aborted_total",
+            "records of aborted transactions, read past and not applied",
+            "counter",
+            partitions.iter().map(|p| (label(p), p.aborted as f64)),
+        );
+        let stalls = state
+            .catch_up
+            .get()
+            .map(|c| c.stalled())
+            .unwrap_or_default();
+        family(
+            &mut out,
+            "shopstream_partition_stalled",
+            "1 while a partition makes no progress though it has something to read",
+            "gauge",
+            partitions.iter().map(|p| {
+                let stalled = stalls
+                    .iter()
+                    .any(|s| s.topic == p.topic && s.partition == p.partition);
+                (label(p), if stalled { 1.0 } else { 0.0 })
+            }),
+        );
+        family(
+            &mut out,
             "shopstream_offset_resets_total",
             "saved offsets that fell out of retention",
             "counter",

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::messages::api::{
     BrowsedRecord, BrowsedRecords, DeliveryAnswer, ErrorDetail, Health, KafkaOverview, KafkaTopics,
-    OrderAnswer, PartitionRow, Readiness,
+    OrderAnswer, PartitionRow, Readiness, StalledPartition,
 };
 
 use super::request::{json_body, list_query, query_params};
@@ -335,6 +335,7 @@ fn readyz(state: &AppState) -> Response {
                 status: "unavailable",
                 caught_up: None,
                 kafka: None,
+                stalled: Vec::new(),
                 error: Some(ErrorDetail {
                     code,
                     message,
@@ -351,11 +352,25 @@ fn readyz(state: &AppState) -> Response {
             ),
         );
     }
+    // A stalled partition leaves the rest serving: 200, but `degraded`, with the reasons.
+    let stalled: Vec<StalledPartition> = state
+        .catch_up
+        .get()
+        .map(|c| c.stalled())
+        .unwrap_or_default()
+        .into_iter()
+        .map(StalledPartition::from)
+        .collect();
     match state.kafka.ready_session() {
         Ok(session) => json_response(
             StatusCode::OK,
             &Readiness {
-                status: "ready",
+                status: if stalled.is_empty() {
+                    "ready"
+                } else {
+                    "degraded"
+                },
+                stalled,
                 caught_up: Some(state.catch_up.get().is_some_and(|c| c.done())),
                 kafka: Some(KafkaTopics {
                     brokers: &state.config.kafka_brokers,
@@ -544,6 +559,11 @@ async fn kafka_overview(state: &AppState) -> Answer {
     }
     let now = Utc::now();
     let committed = state.store.committed();
+    let stalls = state
+        .catch_up
+        .get()
+        .map(|c| c.stalled())
+        .unwrap_or_default();
     let partitions: Vec<PartitionRow<'_>> = {
         broker
             .iter()
@@ -566,6 +586,12 @@ async fn kafka_overview(state: &AppState) -> Answer {
                     lag_seconds,
                     skipped: progress.map_or(0, |p| p.skipped),
                     offset_resets: progress.map_or(0, |p| p.resets),
+                    unreadable_batches: progress.map_or(0, |p| p.unreadable),
+                    aborted_records: progress.map_or(0, |p| p.aborted),
+                    stalled: stalls
+                        .iter()
+                        .find(|s| s.topic == b.topic && s.partition == b.partition)
+                        .map(|s| s.reason.clone()),
                     last_record_time: progress.and_then(|p| p.last_record_time).map(format_time),
                 }
             })

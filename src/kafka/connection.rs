@@ -46,6 +46,8 @@ pub struct KafkaSession {
     pub generation: u64,
     /// The partition clients built through this session.
     pub(super) partitions: super::partitions::PartitionClients,
+    /// The raw connections that fetches go through ([`super::fetch`]).
+    pub(super) fetchers: super::fetch::Fetchers,
 }
 
 /// What the rest of the server knows about Kafka right now.
@@ -143,6 +145,7 @@ async fn supervise(
                     topics,
                     generation,
                     partitions: Default::default(),
+                    fetchers: super::fetch::Fetchers::new(config.kafka_brokers.clone()),
                 });
                 tx.send_replace(KafkaStatus {
                     session: Some(Arc::clone(&session)),
@@ -219,7 +222,15 @@ async fn monitor(
             tokio::task::spawn_blocking(super::nodelay::sweep);
         }
         match with_deadline("probe", PROBE_DEADLINE, session.client.list_topics()).await {
-            Ok(_) => {
+            Ok(listed) => {
+                // The probe is the periodic metadata refresh too: a topic whose partition count
+                // changed (`kafka-topics --alter --partitions`, or deleted and created again)
+                // gets a new session, so that the producer's partitioner and the consumers
+                // follow the broker's count together.
+                if let Some(change) = super::topics::layout_change(&session.topics, &listed) {
+                    tracing::info!(%change, "the topics' partitions changed; reconnecting to follow them");
+                    return true;
+                }
                 if reported {
                     tracing::info!("Kafka answers again");
                 }

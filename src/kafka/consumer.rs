@@ -3,14 +3,20 @@
 //! instance reads every partition).
 //!
 //! A record that is not JSON or not a known shape is skipped, counted and logged once per
-//! partition; consumption goes on. An offset that fell out of retention resets to the earliest
-//! one and is counted. Every Kafka call goes through [`super::partitions`]: it has a deadline,
+//! partition; consumption goes on. A batch that cannot be read (corrupt bytes) is skipped with
+//! its offsets, counted and logged; transaction markers and aborted transactions are read past.
+//! An offset that fell out of retention resets to the earliest one and is counted.
+//!
+//! Never a silent stall: a partition whose next offset has not moved for [`STALL_AFTER`] while
+//! records wait for it (or while its fetches fail) is reported, with the reason, in
+//! [`CatchUp::stalled`] (read by `/readyz`, `/metrics` and `/api/kafka`) and logged at warn. Every Kafka call goes through [`super::partitions`]: it has a deadline,
 //! and after a failure the partition client is rebuilt (from the newest session, should the
 //! connection have been replaced). The fetch-and-apply step reads through [`PartitionLog`], so
 //! unit tests drive it with a fake log.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rskafka::client::partition::OffsetAt;
@@ -23,7 +29,7 @@ use super::partitions::{Partition, PartitionLog, Use};
 use super::records;
 use crate::domain::event::{Position, TopicRole};
 use crate::model::StoreError;
-use crate::model::store::{FetchedRecord, Store};
+use crate::model::store::{FetchCounts, FetchedRecord, Store};
 
 /// Why one consumer step failed; either way the consumer pauses and tries again.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +49,26 @@ const FETCH_MAX_BYTES: i32 = 256 * 1024;
 const FETCH_MAX_WAIT_MS: i32 = 500;
 /// Pause after a failed fetch, growing to the maximum.
 const RETRY_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+/// How long a partition's next offset may stay put while records wait (or fetches fail)
+/// before it is reported as stalled: several fetches and retries, far longer than a group
+/// commit takes.
+pub const STALL_AFTER: Duration = Duration::from_secs(15);
+/// Unreadable batches logged one by one per partition; after that they are only counted.
+const UNREADABLE_LOGGED: u32 = 5;
+
+/// A partition that makes no progress while it has something to read, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stall {
+    pub topic: TopicRole,
+    pub partition: i32,
+    /// The offset it is stuck at.
+    pub offset: i64,
+    /// Records known to wait past it (`None` when its fetches fail before the broker says).
+    pub lag: Option<i64>,
+    pub reason: String,
+    /// Seconds without progress.
+    pub seconds: u64,
+}
 
 /// Counts how much of the log was replayed at start, and says so once every partition caught up.
 #[derive(Debug)]
@@ -51,6 +77,8 @@ pub struct CatchUp {
     remaining: AtomicUsize,
     replayed: AtomicU64,
     from_store: bool,
+    /// Partitions stalled right now, written by their consumers.
+    stalls: Mutex<BTreeMap<(TopicRole, i32), Stall>>,
 }
 
 impl CatchUp {
@@ -60,7 +88,26 @@ impl CatchUp {
             remaining: AtomicUsize::new(partitions),
             replayed: AtomicU64::new(0),
             from_store,
+            stalls: Mutex::default(),
         }
+    }
+
+    /// The partitions that make no progress while they have something to read.
+    pub fn stalled(&self) -> Vec<Stall> {
+        self.stalls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn set_stall(&self, key: (TopicRole, i32), stall: Option<Stall>) {
+        let mut stalls = self.stalls.lock().unwrap_or_else(|p| p.into_inner());
+        match stall {
+            Some(stall) => stalls.insert(key, stall),
+            None => stalls.remove(&key),
+        };
     }
 
     /// Whether every partition reached the end of the log seen at start.
@@ -84,35 +131,55 @@ impl CatchUp {
     }
 }
 
-/// Starts one consumer per partition of the session's topics.
+/// What every partition consumer shares.
+#[derive(Clone)]
+pub struct ConsumerContext {
+    pub kafka: KafkaConnection,
+    pub store: Arc<Store>,
+    pub catch_up: Arc<CatchUp>,
+    pub kafka_timeout: Duration,
+}
+
+/// Starts one consumer per partition of the session's topics. Each counts towards the replay
+/// at start ([`CatchUp`]).
 pub fn spawn_consumers(
     session: &KafkaSession,
-    kafka: KafkaConnection,
-    store: Arc<Store>,
-    catch_up: Arc<CatchUp>,
+    context: &ConsumerContext,
     shutdown: CancellationToken,
-    kafka_timeout: Duration,
 ) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     for topic in &session.topics.topics {
         for partition in 0..topic.partitions {
-            let consumer = PartitionConsumer {
-                role: topic.role,
-                topic_name: topic.name.clone(),
-                partition,
-                kafka: kafka.clone(),
-                store: Arc::clone(&store),
-                catch_up: Arc::clone(&catch_up),
-                kafka_timeout,
-                logged_skip: false,
-                catch_up_target: None,
-                caught_up: false,
-                replayed: 0,
-            };
-            tasks.spawn(consumer.run(shutdown.clone()));
+            spawn_consumer(&mut tasks, context, topic, partition, true, shutdown.clone());
         }
     }
     tasks
+}
+
+/// Starts the consumer of one partition; `counted`: it takes part in the replay at start (a
+/// partition added to a topic later does not).
+pub fn spawn_consumer(
+    tasks: &mut JoinSet<()>,
+    context: &ConsumerContext,
+    topic: &crate::kafka::TopicInfo,
+    partition: i32,
+    counted: bool,
+    shutdown: CancellationToken,
+) {
+    let consumer = PartitionConsumer::new(context, topic.role, &topic.name, partition, counted);
+    tasks.spawn(consumer.run(shutdown));
+}
+
+/// Whether a partition moves, measured from the last time its next offset changed.
+#[derive(Debug)]
+struct Watch {
+    offset: Option<i64>,
+    since: tokio::time::Instant,
+    /// Where the readable log ended at the last fetch (the last stable offset).
+    end: Option<i64>,
+    /// The last failure since the offset last moved.
+    failure: Option<String>,
+    reported: bool,
 }
 
 struct PartitionConsumer {
@@ -124,37 +191,126 @@ struct PartitionConsumer {
     catch_up: Arc<CatchUp>,
     kafka_timeout: Duration,
     logged_skip: bool,
+    unreadable_logged: u32,
     /// The end of the log when this consumer started: reaching it ends the replay.
     catch_up_target: Option<i64>,
     caught_up: bool,
     replayed: u64,
+    watch: Watch,
 }
 
 impl PartitionConsumer {
+    fn new(
+        context: &ConsumerContext,
+        role: TopicRole,
+        topic_name: &str,
+        partition: i32,
+        counted: bool,
+    ) -> Self {
+        Self {
+            role,
+            topic_name: topic_name.to_string(),
+            partition,
+            kafka: context.kafka.clone(),
+            store: Arc::clone(&context.store),
+            catch_up: Arc::clone(&context.catch_up),
+            kafka_timeout: context.kafka_timeout,
+            logged_skip: false,
+            unreadable_logged: 0,
+            catch_up_target: None,
+            caught_up: !counted,
+            replayed: 0,
+            watch: Watch {
+                offset: None,
+                since: tokio::time::Instant::now(),
+                end: None,
+                failure: None,
+                reported: false,
+            },
+        }
+    }
+
     async fn run(mut self, shutdown: CancellationToken) {
         let mut pause = RETRY_PAUSE.0;
         loop {
             if shutdown.is_cancelled() {
-                return;
+                break;
             }
             let result = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 result = self.step() => result,
             };
             match result {
-                Ok(()) => pause = RETRY_PAUSE.0,
+                Ok(()) => {
+                    pause = RETRY_PAUSE.0;
+                    self.watch.failure = None;
+                    self.observe();
+                }
                 Err(error) => {
                     // Either way the same range is fetched again after the pause: once the store
-                    // takes writes, or through a rebuilt partition client.
+                    // takes writes, or through a rebuilt connection.
                     tracing::debug!(topic = %self.topic_name, partition = self.partition, %error, "fetch and apply failed");
+                    self.watch.failure = Some(error.to_string());
+                    self.observe();
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(pause) => {}
                     }
                     pause = (pause * 2).min(RETRY_PAUSE.1);
                 }
             }
         }
+        self.catch_up.set_stall((self.role, self.partition), None);
+    }
+
+    /// Reports a partition that has not moved for [`STALL_AFTER`] while it has something to
+    /// read or its fetches fail, and clears the report once it moves again.
+    fn observe(&mut self) {
+        let offset = self.store.next_offset(self.role, self.partition);
+        let now = tokio::time::Instant::now();
+        if offset != self.watch.offset {
+            self.watch.offset = offset;
+            self.watch.since = now;
+            if self.watch.reported {
+                self.watch.reported = false;
+                tracing::info!(topic = %self.topic_name, partition = self.partition, offset, "partition moves again");
+                self.catch_up.set_stall((self.role, self.partition), None);
+            }
+            return;
+        }
+        // Idle with nothing to read is no stall: the clock starts when something waits.
+        let waiting = self.watch.failure.is_some()
+            || self
+                .watch
+                .end
+                .is_some_and(|end| offset.is_some_and(|offset| end > offset));
+        if !waiting {
+            self.watch.since = now;
+        }
+        let Some(stall) = stall_of(
+            self.role,
+            self.partition,
+            &self.watch,
+            now.saturating_duration_since(self.watch.since),
+        ) else {
+            if self.watch.reported {
+                self.watch.reported = false;
+                self.catch_up.set_stall((self.role, self.partition), None);
+            }
+            return;
+        };
+        if !self.watch.reported {
+            self.watch.reported = true;
+            tracing::warn!(
+                topic = %self.topic_name,
+                partition = self.partition,
+                offset = stall.offset,
+                lag = stall.lag,
+                reason = %stall.reason,
+                "partition makes no progress (shown in /readyz, /metrics and /api/kafka)"
+            );
+        }
+        self.catch_up.set_stall((self.role, self.partition), Some(stall));
     }
 
     /// One fetch and its application, through the current session.
@@ -182,22 +338,43 @@ impl PartitionConsumer {
                 earliest
             }
         };
-        if self.catch_up_target.is_none() {
+        if self.catch_up_target.is_none() && !self.caught_up {
             self.catch_up_target = Some(log.offset(OffsetAt::Latest).await?);
         }
-        self.check_caught_up(offset, 0);
+        self.check_caught_up(offset, 0, None);
 
-        let records = match log.fetch(offset, FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS).await {
-            Ok(records) => records,
+        let fetched = match log.read(offset, FETCH_MAX_BYTES, FETCH_MAX_WAIT_MS).await {
+            Ok(fetched) => fetched,
             Err(KafkaError::OffsetOutOfRange { .. }) => {
                 return self.reset_out_of_range(log, offset).await;
             }
             Err(error) => return Err(error.into()),
         };
+        self.watch.end = Some(fetched.last_stable_offset.max(0));
 
-        let count = records.len() as u64;
-        let next_offset = records.last().map_or(offset, |r| r.offset + 1);
-        let fetched: Vec<FetchedRecord> = records
+        let count = fetched.records.len() as u64;
+        // Past every whole batch seen: records, transaction markers, aborted and unreadable
+        // batches alike.
+        let next_offset = fetched.next_offset.max(offset);
+        for unreadable in &fetched.unreadable {
+            if self.unreadable_logged < UNREADABLE_LOGGED {
+                self.unreadable_logged += 1;
+                tracing::warn!(
+                    topic = %self.topic_name,
+                    partition = self.partition,
+                    first_offset = unreadable.first,
+                    last_offset = unreadable.last,
+                    reason = %unreadable.reason,
+                    "skipping a batch that cannot be read (counted in /api/kafka)"
+                );
+            }
+        }
+        let counts = FetchCounts {
+            unreadable: fetched.unreadable.len() as u64,
+            aborted: fetched.aborted,
+        };
+        let fetched: Vec<FetchedRecord> = fetched
+            .records
             .into_iter()
             .filter(|r| r.offset >= offset)
             .map(|r| {
@@ -211,12 +388,13 @@ impl PartitionConsumer {
             .collect();
         let outcome = self
             .store
-            .apply_fetched_from(
+            .apply_fetch(
                 self.role,
                 self.partition,
                 Some(offset),
                 fetched,
                 next_offset,
+                counts,
             )
             .await?;
         if let Some((skipped_offset, reason)) = outcome.skipped.first()
@@ -232,21 +410,23 @@ impl PartitionConsumer {
                  further ones on this partition are not logged)"
             );
         }
-        self.check_caught_up(next_offset, count);
+        self.check_caught_up(next_offset, count, self.watch.end);
         Ok(())
     }
 
     /// Counts replayed records and reports this partition once it reached the end of the log
-    /// seen at start.
-    fn check_caught_up(&mut self, position: i64, records: u64) {
+    /// seen at start, or everything a `read_committed` reader may read (an open transaction
+    /// holds the rest back until it ends).
+    fn check_caught_up(&mut self, position: i64, records: u64, readable_end: Option<i64>) {
         if self.caught_up {
             return;
         }
         self.replayed += records;
-        if self
+        let reached = self
             .catch_up_target
             .is_some_and(|target| position >= target)
-        {
+            || readable_end.is_some_and(|end| position >= end);
+        if reached {
             self.caught_up = true;
             self.catch_up
                 .replayed
@@ -256,8 +436,10 @@ impl PartitionConsumer {
         }
     }
 
-    /// The saved offset is no longer in the log (retention, or the topic was recreated):
-    /// resume from the earliest record kept, and count it.
+    /// The saved offset is not in the log (retention removed it, or the topic was deleted and
+    /// created again, so the new log is shorter): resume from the earliest record kept, and
+    /// count it. Never `clamp`: a topic re-created between the two calls may answer
+    /// earliest > latest.
     async fn reset_out_of_range(
         &self,
         log: &impl PartitionLog,
@@ -265,11 +447,7 @@ impl PartitionConsumer {
     ) -> Result<(), StepError> {
         let earliest = log.offset(OffsetAt::Earliest).await?;
         let latest = log.offset(OffsetAt::Latest).await?;
-        let to = if offset > latest {
-            earliest
-        } else {
-            earliest.max(offset)
-        };
+        let to = reset_target(offset, earliest, latest);
         tracing::warn!(
             topic = %self.topic_name,
             partition = self.partition,
@@ -286,6 +464,42 @@ impl PartitionConsumer {
     }
 }
 
+/// Where a partition whose saved `offset` is out of the log's range goes on from: past the end
+/// (a re-created, shorter log) or before the start (retention), the earliest record kept.
+fn reset_target(offset: i64, earliest: i64, latest: i64) -> i64 {
+    if offset > latest || offset < earliest {
+        earliest.max(0)
+    } else {
+        // In range after all (the log moved between the fetch and these calls): go on.
+        offset
+    }
+}
+
+/// The stall a partition is in, if it is in one: no move for [`STALL_AFTER`] while the
+/// readable log goes past it, or while its fetches fail.
+fn stall_of(topic: TopicRole, partition: i32, watch: &Watch, still: Duration) -> Option<Stall> {
+    if still < STALL_AFTER {
+        return None;
+    }
+    let offset = watch.offset?;
+    let lag = watch.end.map(|end| end.saturating_sub(offset).max(0));
+    let reason = match (&watch.failure, lag) {
+        (Some(failure), _) => format!("its fetches fail: {failure}"),
+        (None, Some(lag)) if lag > 0 => {
+            format!("{lag} records wait past offset {offset}, but fetches bring nothing new")
+        }
+        _ => return None,
+    };
+    Some(Stall {
+        topic,
+        partition,
+        offset,
+        lag,
+        reason,
+        seconds: still.as_secs(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -296,14 +510,48 @@ mod tests {
 
     use super::*;
     use crate::kafka::TopicLayout;
+    use crate::kafka::batches::Unreadable;
+    use crate::kafka::fetch::Fetched;
     use crate::model::store::TempDir;
 
-    /// A partition's log in memory: its records from `earliest` on, fetched `max` at a time.
+    /// What one offset of a fake log holds.
+    #[derive(Debug, Clone)]
+    enum Entry {
+        Value(Option<String>),
+        /// A transaction marker.
+        Marker,
+        /// A record of an aborted transaction.
+        Aborted,
+        /// A batch of one record that cannot be read.
+        Corrupt,
+    }
+
+    impl From<Option<String>> for Entry {
+        fn from(value: Option<String>) -> Self {
+            Entry::Value(value)
+        }
+    }
+
+    /// A partition's log in memory: its records from `earliest` on, fetched `max` at a time,
+    /// as [`super::super::batches`] would have decoded them; `failing` makes every fetch fail.
     struct FakeLog {
         earliest: i64,
-        records: Vec<Option<String>>,
+        records: Vec<Entry>,
         max: usize,
         fetches: Mutex<Vec<i64>>,
+        failing: Mutex<Option<String>>,
+    }
+
+    impl FakeLog {
+        fn new(earliest: i64, records: Vec<Entry>, max: usize) -> Self {
+            Self {
+                earliest,
+                records,
+                max,
+                fetches: Mutex::new(Vec::new()),
+                failing: Mutex::new(None),
+            }
+        }
     }
 
     impl FakeLog {
@@ -320,31 +568,52 @@ mod tests {
             })
         }
 
-        async fn fetch(
+        async fn read(
             &self,
             offset: i64,
             _max_bytes: i32,
             _max_wait_ms: i32,
-        ) -> Result<Vec<RecordAndOffset>, KafkaError> {
+        ) -> Result<Fetched, KafkaError> {
             self.fetches.lock().unwrap().push(offset);
+            if let Some(error) = self.failing.lock().unwrap().clone() {
+                return Err(KafkaError::Connection {
+                    operation: "fetch",
+                    message: error,
+                });
+            }
             if offset < self.earliest || offset > self.latest() {
                 return Err(KafkaError::OffsetOutOfRange { operation: "fetch" });
             }
             let from = (offset - self.earliest) as usize;
-            Ok(self.records[from..]
-                .iter()
-                .take(self.max)
-                .enumerate()
-                .map(|(i, value)| RecordAndOffset {
-                    record: Record {
-                        key: None,
-                        value: value.as_ref().map(|v| v.as_bytes().to_vec()),
-                        headers: BTreeMap::new(),
-                        timestamp: Utc.with_ymd_and_hms(2025, 6, 2, 9, 0, 0).unwrap(),
-                    },
-                    offset: offset + i as i64,
-                })
-                .collect())
+            let mut fetched = Fetched {
+                high_watermark: self.latest(),
+                last_stable_offset: self.latest(),
+                next_offset: offset,
+                ..Fetched::default()
+            };
+            for (i, entry) in self.records[from..].iter().take(self.max).enumerate() {
+                let at = offset + i as i64;
+                fetched.next_offset = at + 1;
+                match entry {
+                    Entry::Value(value) => fetched.records.push(RecordAndOffset {
+                        record: Record {
+                            key: None,
+                            value: value.as_ref().map(|v| v.as_bytes().to_vec()),
+                            headers: BTreeMap::new(),
+                            timestamp: Utc.with_ymd_and_hms(2025, 6, 2, 9, 0, 0).unwrap(),
+                        },
+                        offset: at,
+                    }),
+                    Entry::Marker => fetched.markers += 1,
+                    Entry::Aborted => fetched.aborted += 1,
+                    Entry::Corrupt => fetched.unreadable.push(Unreadable {
+                        first: at,
+                        last: at,
+                        reason: "corrupt".into(),
+                    }),
+                }
+            }
+            Ok(fetched)
         }
     }
 
@@ -358,31 +627,29 @@ mod tests {
         let (store, dir) = Store::temporary(4 << 20);
         let layout = TopicLayout::uniform("", 1);
         store.check_layout(&layout).await.unwrap();
-        let consumer = PartitionConsumer {
-            role: TopicRole::Orders,
-            topic_name: "orders".into(),
-            partition: 0,
+        let context = ConsumerContext {
             kafka: KafkaConnection::unconnected(),
             store: Arc::new(store),
             catch_up: Arc::new(CatchUp::new(1, false)),
             kafka_timeout: Duration::from_secs(1),
-            logged_skip: false,
-            catch_up_target: None,
-            caught_up: false,
-            replayed: 0,
         };
+        let consumer = PartitionConsumer::new(&context, TopicRole::Orders, "orders", 0, true);
         (consumer, dir)
     }
 
     #[tokio::test]
     async fn a_fetch_applies_its_events_counts_what_it_skips_and_catches_up() {
         let (mut consumer, _dir) = consumer().await;
-        let log = FakeLog {
-            earliest: 0,
-            records: vec![order("o-1"), Some("not json".into()), None, order("o-2")],
-            max: 3,
-            fetches: Mutex::new(Vec::new()),
-        };
+        let log = FakeLog::new(
+            0,
+            vec![
+                order("o-1").into(),
+                Some("not json".to_string()).into(),
+                None.into(),
+                order("o-2").into(),
+            ],
+            3,
+        );
         consumer.fetch_once(&log).await.unwrap();
         assert_eq!(consumer.store.next_offset(TopicRole::Orders, 0), Some(3));
         assert!(!consumer.catch_up.done(), "one record is left");
@@ -411,12 +678,7 @@ mod tests {
             .reset_offset(TopicRole::Orders, 0, 2)
             .await
             .unwrap();
-        let log = FakeLog {
-            earliest: 5,
-            records: vec![order("o-5"), order("o-6")],
-            max: 10,
-            fetches: Mutex::new(Vec::new()),
-        };
+        let log = FakeLog::new(5, vec![order("o-5").into(), order("o-6").into()], 10);
         consumer.fetch_once(&log).await.unwrap();
         assert_eq!(consumer.store.next_offset(TopicRole::Orders, 0), Some(5));
         consumer.fetch_once(&log).await.unwrap();
@@ -424,5 +686,81 @@ mod tests {
         let committed = consumer.store.committed();
         assert_eq!(committed.progress(TopicRole::Orders, 0).unwrap().resets, 2);
         assert_eq!(*log.fetches.lock().unwrap(), vec![2, 5]);
+    }
+
+    #[tokio::test]
+    async fn markers_aborted_records_and_unreadable_batches_move_the_offset_and_are_counted() {
+        let (mut consumer, _dir) = consumer().await;
+        let log = FakeLog::new(
+            0,
+            vec![
+                order("o-1").into(),
+                Entry::Marker,
+                Entry::Aborted,
+                Entry::Aborted,
+                Entry::Marker,
+                Entry::Corrupt,
+                order("o-2").into(),
+            ],
+            2,
+        );
+        // Fetches of only a marker, only aborted records, or only an unreadable batch still
+        // move on: four fetches, never the same offset twice.
+        for _ in 0..4 {
+            consumer.fetch_once(&log).await.unwrap();
+        }
+        assert_eq!(*log.fetches.lock().unwrap(), vec![0, 2, 4, 6]);
+        assert_eq!(consumer.store.next_offset(TopicRole::Orders, 0), Some(7));
+        assert!(consumer.catch_up.done());
+        let committed = consumer.store.committed();
+        let progress = committed.progress(TopicRole::Orders, 0).unwrap();
+        assert_eq!((progress.unreadable, progress.aborted, progress.skipped), (1, 2, 0));
+        let orders = consumer
+            .store
+            .query(|view| Ok((view.order("o-1")?.is_some(), view.order("o-2")?.is_some())))
+            .await
+            .unwrap();
+        assert_eq!(orders, (true, true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partition_that_cannot_move_while_records_wait_is_reported_until_it_moves() {
+        let (mut consumer, _dir) = consumer().await;
+        let log = FakeLog::new(0, vec![order("o-1").into(), order("o-2").into()], 1);
+        consumer.fetch_once(&log).await.unwrap();
+        consumer.observe();
+        *log.failing.lock().unwrap() = Some("the broker refuses".into());
+        // Failing, but not for long yet: no stall.
+        let error = consumer.fetch_once(&log).await.unwrap_err();
+        consumer.watch.failure = Some(error.to_string());
+        consumer.observe();
+        assert!(consumer.catch_up.stalled().is_empty());
+        tokio::time::advance(STALL_AFTER + Duration::from_secs(1)).await;
+        consumer.observe();
+        let stalled = consumer.catch_up.stalled();
+        assert_eq!(stalled.len(), 1, "{stalled:?}");
+        assert_eq!(stalled[0].offset, 1);
+        assert_eq!(stalled[0].lag, Some(1));
+        assert!(stalled[0].reason.contains("the broker refuses"), "{stalled:?}");
+        // It moves again: the report goes.
+        *log.failing.lock().unwrap() = None;
+        consumer.fetch_once(&log).await.unwrap();
+        consumer.watch.failure = None;
+        consumer.observe();
+        assert!(consumer.catch_up.stalled().is_empty());
+        // Idle at the end of the log is no stall, however long.
+        tokio::time::advance(STALL_AFTER * 4).await;
+        consumer.observe();
+        assert!(consumer.catch_up.stalled().is_empty());
+    }
+
+    #[test]
+    fn an_offset_out_of_the_log_resets_to_the_earliest_even_when_the_log_is_inconsistent() {
+        assert_eq!(reset_target(10, 0, 5), 0, "past the end of a re-created log");
+        assert_eq!(reset_target(2, 5, 9), 5, "before the start (retention)");
+        assert_eq!(reset_target(7, 5, 9), 7, "in range after all");
+        // A topic re-created between the two calls: earliest > latest, no panic.
+        assert_eq!(reset_target(3, 8, 2), 8);
+        assert_eq!(reset_target(3, -1, -1), 0);
     }
 }

@@ -1,4 +1,6 @@
-//! Everything that talks to Kafka, through rskafka only.
+//! Everything that talks to Kafka: through rskafka, except fetches, which shopstream makes and
+//! decodes itself ([`fetch`]: every codec in pure Rust, transaction markers, aborted
+//! transactions).
 //!
 //! - [`connection`]: builds the rskafka client with a deadline on every call, keeps it healthy
 //!   (probing, reconnecting) and tells the rest of the server whether Kafka answers.
@@ -9,14 +11,18 @@
 //! Every call goes through [`with_deadline`]: rskafka retries forever by default, and a server
 //! that hangs because its broker is away is worse than one that answers 503.
 
+pub mod batches;
+pub mod codecs;
 pub mod connection;
 pub mod consumer;
+pub mod fetch;
 pub mod nodelay;
 pub mod offsets;
 pub mod partitions;
 pub mod producer;
 pub mod records;
 pub mod topics;
+pub mod wire;
 
 use std::future::Future;
 use std::time::Duration;
@@ -56,6 +62,12 @@ pub enum KafkaError {
     /// was recreated): the caller moves to an offset the log holds.
     #[error("Kafka `{operation}`: the offset is out of the range of the log")]
     OffsetOutOfRange { operation: &'static str },
+    /// A raw connection of [`fetch`] failed, or the broker answered its request with an error.
+    #[error("Kafka `{operation}` failed: {message}")]
+    Connection {
+        operation: &'static str,
+        message: String,
+    },
     /// No connection to Kafka has been established yet (or it was lost).
     #[error("not connected to Kafka: {0}")]
     NotConnected(String),

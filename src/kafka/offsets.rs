@@ -109,13 +109,14 @@ pub async fn browse(
     let mut records = Vec::new();
     let mut next = from;
     while records.len() < limit && next < latest {
-        let batch = log
-            .fetch(next, BROWSE_FETCH_BYTES, BROWSE_FETCH_WAIT_MS)
+        let fetched = log
+            .read(next, BROWSE_FETCH_BYTES, BROWSE_FETCH_WAIT_MS)
             .await?;
-        if batch.is_empty() {
+        if fetched.next_offset <= next {
             break;
         }
-        for r in batch {
+        let past = fetched.next_offset;
+        for r in fetched.records {
             if r.offset < next || records.len() == limit {
                 continue;
             }
@@ -124,6 +125,11 @@ pub async fn browse(
                 offset: r.offset,
                 record: r.record,
             });
+        }
+        // Past transaction markers, aborted and unreadable batches too (unless the limit
+        // stopped this page inside the fetch).
+        if records.len() < limit {
+            next = next.max(past);
         }
     }
     Ok((records, next))

@@ -20,6 +20,7 @@ use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, Unknown
 use rskafka::record::{Record, RecordAndOffset};
 
 use super::connection::KafkaSession;
+use super::fetch::Fetched;
 use super::{KafkaError, with_deadline};
 use crate::domain::event::TopicRole;
 
@@ -144,20 +145,29 @@ impl Partition {
         self.after(&client, result)
     }
 
-    /// Records from `offset` on, up to about `max_bytes`, waiting up to `max_wait_ms` for the
-    /// first one; the deadline covers the wait.
-    pub async fn fetch(
+    /// What the log holds from `offset` on, up to about `max_bytes`, waiting up to
+    /// `max_wait_ms` for the first record; the deadline covers the wait. Read by shopstream
+    /// itself, not rskafka ([`super::fetch`] says why).
+    pub async fn read(
         &self,
         offset: i64,
         max_bytes: i32,
         max_wait_ms: i32,
-    ) -> Result<Vec<RecordAndOffset>, KafkaError> {
+    ) -> Result<Fetched, KafkaError> {
         let deadline = self.timeout + Duration::from_millis(max_wait_ms.max(0) as u64);
-        let client = self.client().await?;
-        let fetch = client.fetch_records(offset, 1..max_bytes, max_wait_ms);
-        let result = with_deadline("fetch", deadline, fetch).await;
-        let (records, _high_watermark) = self.after(&client, result)?;
-        Ok(records)
+        self.session
+            .fetchers
+            .fetch(
+                self.use_,
+                self.topic,
+                self.topic_name(),
+                self.partition,
+                offset,
+                max_bytes,
+                max_wait_ms,
+                deadline,
+            )
+            .await
     }
 
     /// Writes `records` in one produce request; the offsets Kafka gave them.
@@ -173,12 +183,27 @@ impl Partition {
 pub trait PartitionLog: Send + Sync {
     fn offset(&self, at: OffsetAt) -> impl Future<Output = Result<i64, KafkaError>> + Send;
 
+    /// Everything one fetch read: records, unreadable batches, where to go on from.
+    fn read(
+        &self,
+        offset: i64,
+        max_bytes: i32,
+        max_wait_ms: i32,
+    ) -> impl Future<Output = Result<Fetched, KafkaError>> + Send;
+
+    /// Only the records of one fetch (the replay and the event browser).
     fn fetch(
         &self,
         offset: i64,
         max_bytes: i32,
         max_wait_ms: i32,
-    ) -> impl Future<Output = Result<Vec<RecordAndOffset>, KafkaError>> + Send;
+    ) -> impl Future<Output = Result<Vec<RecordAndOffset>, KafkaError>> + Send {
+        async move {
+            self.read(offset, max_bytes, max_wait_ms)
+                .await
+                .map(|f| f.records)
+        }
+    }
 }
 
 impl PartitionLog for Partition {
@@ -186,12 +211,12 @@ impl PartitionLog for Partition {
         Partition::offset(self, at)
     }
 
-    fn fetch(
+    fn read(
         &self,
         offset: i64,
         max_bytes: i32,
         max_wait_ms: i32,
-    ) -> impl Future<Output = Result<Vec<RecordAndOffset>, KafkaError>> + Send {
-        Partition::fetch(self, offset, max_bytes, max_wait_ms)
+    ) -> impl Future<Output = Result<Fetched, KafkaError>> + Send {
+        Partition::read(self, offset, max_bytes, max_wait_ms)
     }
 }

@@ -120,3 +120,50 @@ async fn wait_for_topics(client: &Client, config: &Config) -> Result<TopicLayout
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// How the partition counts `listed` by the broker differ from `layout`, if they do. A topic
+/// missing from the listing (deleted, not re-created yet) is no change: its consumers report
+/// their failing fetches until it is back.
+pub fn layout_change(layout: &TopicLayout, listed: &[rskafka::topic::Topic]) -> Option<String> {
+    layout.topics.iter().find_map(|topic| {
+        let now = listed.iter().find(|t| t.name == topic.name)?.partitions.len();
+        let now = i32::try_from(now).ok().filter(|n| *n > 0)?;
+        (now != topic.partitions).then(|| {
+            format!(
+                "{} has {now} partitions, was {}",
+                topic.name, topic.partitions
+            )
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(counts: &[(&str, i32)]) -> Vec<rskafka::topic::Topic> {
+        counts
+            .iter()
+            .map(|(name, n)| rskafka::topic::Topic {
+                name: name.to_string(),
+                partitions: (0..*n).collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_grown_or_shrunk_topic_is_a_change_a_missing_one_is_not() {
+        let layout = TopicLayout::uniform("p.", 3);
+        let same = listed(&[("p.orders", 3), ("p.payments", 3), ("p.deliveries", 3)]);
+        assert_eq!(layout_change(&layout, &same), None);
+        let grown = listed(&[("p.orders", 3), ("p.payments", 5), ("p.deliveries", 3)]);
+        assert_eq!(
+            layout_change(&layout, &grown).as_deref(),
+            Some("p.payments has 5 partitions, was 3")
+        );
+        let deleted = listed(&[("p.orders", 3), ("p.deliveries", 3)]);
+        assert_eq!(layout_change(&layout, &deleted), None);
+        let shrunk = listed(&[("p.orders", 1), ("p.payments", 3), ("p.deliveries", 3)]);
+        assert!(layout_change(&layout, &shrunk).is_some());
+    }
+}

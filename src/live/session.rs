@@ -662,7 +662,7 @@ where
 /// A timeout or a lost connection, as opposed to the broker refusing the request.
 fn is_transient(error: &KafkaError) -> bool {
     match error {
-        KafkaError::Timeout { .. } => true,
+        KafkaError::Timeout { .. } | KafkaError::Connection { .. } => true,
         KafkaError::Client { source, .. } => !matches!(source, ClientError::ServerError { .. }),
         _ => false,
     }

@@ -309,8 +309,36 @@ pub struct Readiness<'a> {
     pub caught_up: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaTopics<'a>>,
+    /// Partitions that make no progress while they have something to read (status
+    /// `degraded`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stalled: Vec<StalledPartition>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDetail<'a>>,
+}
+
+/// A partition that makes no progress, and why.
+#[derive(Debug, Serialize)]
+pub struct StalledPartition {
+    pub topic: TopicRole,
+    pub partition: i32,
+    pub offset: i64,
+    pub lag: Option<i64>,
+    pub reason: String,
+    pub seconds: u64,
+}
+
+impl From<crate::kafka::consumer::Stall> for StalledPartition {
+    fn from(s: crate::kafka::consumer::Stall) -> Self {
+        Self {
+            topic: s.topic,
+            partition: s.partition,
+            offset: s.offset,
+            lag: s.lag,
+            reason: s.reason,
+            seconds: s.seconds,
+        }
+    }
 }
 
 /// The brokers shopstream was given and the topics it found.
@@ -342,6 +370,12 @@ pub struct PartitionRow<'a> {
     pub lag_seconds: f64,
     pub skipped: u64,
     pub offset_resets: u64,
+    /// Batches that could not be read (corrupt bytes), skipped with their offsets.
+    pub unreadable_batches: u64,
+    /// Records of aborted transactions, read past and not applied.
+    pub aborted_records: u64,
+    /// Why the partition makes no progress while it has something to read, if it does not.
+    pub stalled: Option<String>,
     pub last_record_time: Option<String>,
 }
 

@@ -161,6 +161,12 @@ pub struct PartitionProgress {
     pub skipped: u64,
     /// Times the saved offset had fallen out of retention and was reset to the earliest.
     pub resets: u64,
+    /// Batches that could not be read (corrupt bytes), skipped with their offsets.
+    #[serde(default)]
+    pub unreadable: u64,
+    /// Records of aborted transactions, read past and not applied.
+    #[serde(default)]
+    pub aborted: u64,
     /// Time of the last record read.
     pub last_record_time: Option<DateTime<Utc>>,
 }
@@ -173,6 +179,8 @@ impl PartitionProgress {
             next_offset: 0,
             skipped: 0,
             resets: 0,
+            unreadable: 0,
+            aborted: 0,
             last_record_time: None,
         }
     }

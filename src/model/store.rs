@@ -151,6 +151,15 @@ pub struct FetchedRecord {
     pub idempotency: Option<(String, String)>,
 }
 
+/// What a fetch read past besides its records, counted with its batch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FetchCounts {
+    /// Batches that could not be read.
+    pub unreadable: u64,
+    /// Records of aborted transactions.
+    pub aborted: u64,
+}
+
 /// What one applied batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BatchOutcome {
@@ -202,6 +211,7 @@ enum Work {
         expected: Option<Option<i64>>,
         records: Vec<FetchedRecord>,
         next_offset: i64,
+        counts: FetchCounts,
         reply: oneshot::Sender<Result<BatchOutcome, StoreError>>,
     },
     Reset {
@@ -366,8 +376,15 @@ impl Store {
         records: Vec<FetchedRecord>,
         next_offset: i64,
     ) -> Result<BatchOutcome, StoreError> {
-        self.apply(topic, partition, None, records, next_offset)
-            .await
+        self.apply(
+            topic,
+            partition,
+            None,
+            records,
+            next_offset,
+            FetchCounts::default(),
+        )
+        .await
     }
 
     /// [`Self::apply_fetched`] for a batch fetched from `expected`, the stored next offset the
@@ -382,8 +399,37 @@ impl Store {
         records: Vec<FetchedRecord>,
         next_offset: i64,
     ) -> Result<BatchOutcome, StoreError> {
-        self.apply(topic, partition, Some(expected), records, next_offset)
-            .await
+        self.apply(
+            topic,
+            partition,
+            Some(expected),
+            records,
+            next_offset,
+            FetchCounts::default(),
+        )
+        .await
+    }
+
+    /// [`Self::apply_fetched_from`] with what the fetch read past besides its records
+    /// (unreadable batches, aborted transactions), counted in the same transaction.
+    pub async fn apply_fetch(
+        &self,
+        topic: TopicRole,
+        partition: i32,
+        expected: Option<i64>,
+        records: Vec<FetchedRecord>,
+        next_offset: i64,
+        counts: FetchCounts,
+    ) -> Result<BatchOutcome, StoreError> {
+        self.apply(
+            topic,
+            partition,
+            Some(expected),
+            records,
+            next_offset,
+            counts,
+        )
+        .await
     }
 
     async fn apply(
@@ -393,6 +439,7 @@ impl Store {
         expected: Option<Option<i64>>,
         records: Vec<FetchedRecord>,
         next_offset: i64,
+        counts: FetchCounts,
     ) -> Result<BatchOutcome, StoreError> {
         self.ask(|reply| Work::Batch {
             topic,
@@ -400,6 +447,7 @@ impl Store {
             expected,
             records,
             next_offset,
+            counts,
             reply,
         })
         .await
@@ -1056,6 +1104,7 @@ impl Applier {
                         expected,
                         records,
                         next_offset,
+                        counts,
                         reply,
                     } => {
                         let stored = changes.progress(topic, partition).map(|p| p.next_offset);
@@ -1071,6 +1120,7 @@ impl Applier {
                             partition,
                             records,
                             next_offset,
+                            counts,
                         );
                         match outcome {
                             Ok(outcome) => replies.push(Reply::Batch(reply, outcome)),
@@ -1228,10 +1278,14 @@ impl Applier {
             view.json("topics", &Key::new(Table::Meta).last(tables::META_TOPICS))?;
         let resumed = match (format, topics) {
             (None, None) if self.progress.is_empty() => Resumed::Empty,
-            (Some(FORMAT_VERSION), Some(topics)) if &topics == layout => Resumed::FromStore {
-                events: self.counters.events,
-                orders: self.counters.orders,
-            },
+            // The same topics, or partitions added to them: what the store holds stays true,
+            // and the new partitions are read from their start.
+            (Some(FORMAT_VERSION), Some(topics)) if layout.grows_from(&topics) => {
+                Resumed::FromStore {
+                    events: self.counters.events,
+                    orders: self.counters.orders,
+                }
+            }
             (Some(FORMAT_VERSION), Some(topics)) => Resumed::Discarded(format!(
                 "built for topics {:?}, now {:?}",
                 topics.topics, layout.topics
@@ -1287,8 +1341,14 @@ fn apply_batch(
     partition: i32,
     records: Vec<FetchedRecord>,
     next_offset: i64,
+    counts: FetchCounts,
 ) -> Result<BatchOutcome, StoreError> {
     let mut outcome = BatchOutcome::default();
+    {
+        let progress = changes.progress_mut(topic, partition);
+        progress.unreadable = progress.unreadable.saturating_add(counts.unreadable);
+        progress.aborted = progress.aborted.saturating_add(counts.aborted);
+    }
     let from = changes.progress_mut(topic, partition).next_offset;
     for record in records {
         if record.offset < from {

@@ -99,7 +99,7 @@ export const kafkaPage = {
       const rows = parts.map((p) =>
         h(
           'tr',
-          { class: p.lag > 0 ? 'row-lag' : null },
+          { class: p.stalled ? 'row-stalled' : p.lag > 0 ? 'row-lag' : null, title: p.stalled ? `Stalled: ${p.stalled}` : null },
           h('th', { scope: 'row' }, h('span', { class: `topic topic-${p.topic}` }, p.topic_name || p.topic)),
           h('td', { class: 'num' }, String(p.partition)),
           h('td', { class: 'num' }, count(p.earliest_offset)),
@@ -108,12 +108,17 @@ export const kafkaPage = {
           h('td', { class: 'num' }, count(p.lag)),
           h('td', { class: 'num' }, seconds(p.lag_seconds)),
           h('td', { class: 'num' }, p.skipped ? h('strong', { class: 'warn' }, count(p.skipped)) : '0'),
+          h('td', { class: 'num' }, p.unreadable_batches ? h('strong', { class: 'warn' }, count(p.unreadable_batches)) : '0'),
           h('td', { class: 'num col-opt' }, count(p.offset_resets)),
           h('td', { class: 'col-opt' }, p.last_record_time ? h('span', { title: fullTime(p.last_record_time) }, ago(p.last_record_time)) : '—'),
         ),
       );
+      // A partition that makes no progress while records wait is said, never left to the lag
+      // column alone.
+      const stalled = parts.filter((p) => p.stalled);
       replace(
         partitionsBox,
+        ...stalled.map((p) => notice('error', `${p.topic_name || p.topic} partition ${p.partition} is stalled at offset ${p.next_offset}: ${p.stalled}`)),
         h(
           'div',
           { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-labelledby': 'parts-h' },
@@ -127,8 +132,8 @@ export const kafkaPage = {
               h(
                 'tr',
                 {},
-                ['Topic', 'Partition', 'Earliest', 'Latest', 'Consumed', 'Lag', 'Lag (time)', 'Skipped', 'Resets', 'Last record'].map((c, i) =>
-                  h('th', { scope: 'col', class: i >= 8 ? 'col-opt' : null }, c),
+                ['Topic', 'Partition', 'Earliest', 'Latest', 'Consumed', 'Lag', 'Lag (time)', 'Skipped', 'Unreadable', 'Resets', 'Last record'].map((c, i) =>
+                  h('th', { scope: 'col', class: i >= 9 ? 'col-opt' : null }, c),
                 ),
               ),
             ),
