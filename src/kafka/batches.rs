@@ -71,7 +71,10 @@ pub fn decode(bytes: &Bytes, from: i64, aborted: &[AbortedTransaction]) -> Decod
     let mut decoded = Decoded::default();
     let mut transactions = Transactions::new(aborted);
     let mut at = 0usize;
-    while let Some(header) = bytes.get(at..).and_then(|rest| rest.get(..BATCH_HEADER.min(17))) {
+    while let Some(header) = bytes
+        .get(at..)
+        .and_then(|rest| rest.get(..BATCH_HEADER.min(17)))
+    {
         let base = i64::from_be_bytes(header[..8].try_into().expect("8 bytes"));
         let length = i32::from_be_bytes(header[LENGTH_AT..12].try_into().expect("4 bytes"));
         let magic = header[MAGIC_AT] as i8;
@@ -88,10 +91,7 @@ pub fn decode(bytes: &Bytes, from: i64, aborted: &[AbortedTransaction]) -> Decod
                 decoded.skip(
                     base,
                     base,
-                    format!(
-                        "batch of {size} bytes, but only {} bytes came",
-                        bytes.len()
-                    ),
+                    format!("batch of {size} bytes, but only {} bytes came", bytes.len()),
                 );
             }
             break;
@@ -129,7 +129,12 @@ pub fn decode(bytes: &Bytes, from: i64, aborted: &[AbortedTransaction]) -> Decod
                 continue;
             }
         };
-        decoded.next_offset = Some(decoded.next_offset.unwrap_or(i64::MIN).max(last.saturating_add(1)));
+        decoded.next_offset = Some(
+            decoded
+                .next_offset
+                .unwrap_or(i64::MIN)
+                .max(last.saturating_add(1)),
+        );
         if last < from {
             continue;
         }
@@ -170,7 +175,11 @@ pub fn decode(bytes: &Bytes, from: i64, aborted: &[AbortedTransaction]) -> Decod
 
 impl Decoded {
     fn skip(&mut self, first: i64, last: i64, reason: String) {
-        self.next_offset = Some(self.next_offset.unwrap_or(i64::MIN).max(last.saturating_add(1)));
+        self.next_offset = Some(
+            self.next_offset
+                .unwrap_or(i64::MIN)
+                .max(last.saturating_add(1)),
+        );
         self.unreadable.push(Unreadable {
             first,
             last,
@@ -180,7 +189,10 @@ impl Decoded {
 }
 
 /// Decodes one whole batch (header checked, CRC included) with the codecs of this crate.
-fn read_batch(batch: &[u8], attributes: i16) -> Result<Vec<kafka_protocol::records::Record>, String> {
+fn read_batch(
+    batch: &[u8],
+    attributes: i16,
+) -> Result<Vec<kafka_protocol::records::Record>, String> {
     let codec = Codec::from_attributes(attributes)
         .ok_or_else(|| format!("unknown compression {}", attributes & 0x7))?;
     let mut buf = Bytes::copy_from_slice(batch);
@@ -319,10 +331,11 @@ mod tests {
                 Codec::Zstd => Compression::Zstd,
             },
         };
-        let compressor = |plain: &mut bytes::BytesMut, out: &mut bytes::BytesMut, _: Compression| {
-            out.extend_from_slice(&encode::compress(codec, plain));
-            Ok(())
-        };
+        let compressor =
+            |plain: &mut bytes::BytesMut, out: &mut bytes::BytesMut, _: Compression| {
+                out.extend_from_slice(&encode::compress(codec, plain));
+                Ok(())
+            };
         RecordBatchEncoder::encode_with_custom_compression(
             &mut out,
             records.iter(),
@@ -350,10 +363,21 @@ mod tests {
     #[test]
     fn batches_of_every_codec_are_read_from_the_offset_asked_for() {
         let mut bytes = Vec::new();
-        let codecs = [Codec::None, Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd];
+        let codecs = [
+            Codec::None,
+            Codec::Gzip,
+            Codec::Snappy,
+            Codec::Lz4,
+            Codec::Zstd,
+        ];
         for (i, codec) in codecs.into_iter().enumerate() {
             let base = i as i64 * 2;
-            bytes.extend(batch(base, &[&format!("a{base}"), &format!("b{base}")], codec, None));
+            bytes.extend(batch(
+                base,
+                &[&format!("a{base}"), &format!("b{base}")],
+                codec,
+                None,
+            ));
         }
         let decoded = decode(&Bytes::from(bytes), 1, &[]);
         assert!(decoded.unreadable.is_empty(), "{:?}", decoded.unreadable);
@@ -449,13 +473,16 @@ mod tests {
         assert!(decoded.unreadable[0].reason.contains("message format v1"));
         let mut overflow = good.clone();
         overflow[..8].copy_from_slice(&i64::MAX.to_be_bytes());
-        overflow[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&5i32.to_be_bytes());
+        overflow[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+            .copy_from_slice(&5i32.to_be_bytes());
         let decoded = decode(&Bytes::from(overflow), 0, &[]);
         assert_eq!(decoded.unreadable.len(), 1);
         for len in 0..good.len() {
             let _ = decode(&Bytes::from(good[..len].to_vec()), 0, &[]);
         }
-        let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let _ = decode(&Bytes::from(noise), 0, &[]);
     }
 }

@@ -184,7 +184,9 @@ mod tests {
 
     #[test]
     fn every_codec_reads_what_its_compressor_wrote() {
-        let plain: Vec<u8> = (0..20_000u32).flat_map(|n| (n % 251).to_le_bytes()).collect();
+        let plain: Vec<u8> = (0..20_000u32)
+            .flat_map(|n| (n % 251).to_le_bytes())
+            .collect();
         for codec in ALL {
             let compressed = encode::compress(codec, &plain);
             assert_eq!(decompress(codec, &compressed).unwrap(), plain, "{codec:?}");

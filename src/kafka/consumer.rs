@@ -150,7 +150,14 @@ pub fn spawn_consumers(
     let mut tasks = JoinSet::new();
     for topic in &session.topics.topics {
         for partition in 0..topic.partitions {
-            spawn_consumer(&mut tasks, context, topic, partition, true, shutdown.clone());
+            spawn_consumer(
+                &mut tasks,
+                context,
+                topic,
+                partition,
+                true,
+                shutdown.clone(),
+            );
         }
     }
     tasks
@@ -310,7 +317,8 @@ impl PartitionConsumer {
                 "partition makes no progress (shown in /readyz, /metrics and /api/kafka)"
             );
         }
-        self.catch_up.set_stall((self.role, self.partition), Some(stall));
+        self.catch_up
+            .set_stall((self.role, self.partition), Some(stall));
     }
 
     /// One fetch and its application, through the current session.
@@ -714,7 +722,10 @@ mod tests {
         assert!(consumer.catch_up.done());
         let committed = consumer.store.committed();
         let progress = committed.progress(TopicRole::Orders, 0).unwrap();
-        assert_eq!((progress.unreadable, progress.aborted, progress.skipped), (1, 2, 0));
+        assert_eq!(
+            (progress.unreadable, progress.aborted, progress.skipped),
+            (1, 2, 0)
+        );
         let orders = consumer
             .store
             .query(|view| Ok((view.order("o-1")?.is_some(), view.order("o-2")?.is_some())))
@@ -741,7 +752,10 @@ mod tests {
         assert_eq!(stalled.len(), 1, "{stalled:?}");
         assert_eq!(stalled[0].offset, 1);
         assert_eq!(stalled[0].lag, Some(1));
-        assert!(stalled[0].reason.contains("the broker refuses"), "{stalled:?}");
+        assert!(
+            stalled[0].reason.contains("the broker refuses"),
+            "{stalled:?}"
+        );
         // It moves again: the report goes.
         *log.failing.lock().unwrap() = None;
         consumer.fetch_once(&log).await.unwrap();
@@ -756,7 +770,11 @@ mod tests {
 
     #[test]
     fn an_offset_out_of_the_log_resets_to_the_earliest_even_when_the_log_is_inconsistent() {
-        assert_eq!(reset_target(10, 0, 5), 0, "past the end of a re-created log");
+        assert_eq!(
+            reset_target(10, 0, 5),
+            0,
+            "past the end of a re-created log"
+        );
         assert_eq!(reset_target(2, 5, 9), 5, "before the start (retention)");
         assert_eq!(reset_target(7, 5, 9), 7, "in range after all");
         // A topic re-created between the two calls: earliest > latest, no panic.

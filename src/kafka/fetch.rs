@@ -206,11 +206,9 @@ impl Fetchers {
             .filter(|t| t.topic.0.as_str() == topic)
             .flat_map(|t| t.partitions)
             .find(|p| p.partition_index == partition)
-            .ok_or_else(|| {
-                KafkaError::Connection {
-                    operation: "fetch",
-                    message: format!("the answer holds no data for {topic}/{partition}"),
-                }
+            .ok_or_else(|| KafkaError::Connection {
+                operation: "fetch",
+                message: format!("the answer holds no data for {topic}/{partition}"),
             })?;
         match data.error_code {
             0 => {}
@@ -277,10 +275,9 @@ async fn lookup_leader(bootstrap: &str, topic: &str, partition: i32) -> Result<S
         .version(ApiKey::Metadata, METADATA_VERSIONS)
         .map_err(wire)?;
     let request = MetadataRequest::default()
-        .with_topics(Some(vec![
-            MetadataRequestTopic::default()
-                .with_name(Some(TopicName(StrBytes::from_string(topic.to_string())))),
-        ]))
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+            TopicName(StrBytes::from_string(topic.to_string())),
+        ))]))
         .with_allow_auto_topic_creation(false);
     let answer: MetadataResponse = connection
         .call(ApiKey::Metadata, version, &request)
@@ -313,7 +310,10 @@ async fn lookup_leader(bootstrap: &str, topic: &str, partition: i32) -> Result<S
         .map(|b| format!("{}:{}", b.host.as_str(), b.port))
         .ok_or_else(|| KafkaError::Connection {
             operation: "metadata",
-            message: format!("the leader of {topic}/{partition} ({}) is not listed", leader.0),
+            message: format!(
+                "the leader of {topic}/{partition} ({}) is not listed",
+                leader.0
+            ),
         })
 }
 

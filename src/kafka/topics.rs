@@ -126,7 +126,11 @@ async fn wait_for_topics(client: &Client, config: &Config) -> Result<TopicLayout
 /// their failing fetches until it is back.
 pub fn layout_change(layout: &TopicLayout, listed: &[rskafka::topic::Topic]) -> Option<String> {
     layout.topics.iter().find_map(|topic| {
-        let now = listed.iter().find(|t| t.name == topic.name)?.partitions.len();
+        let now = listed
+            .iter()
+            .find(|t| t.name == topic.name)?
+            .partitions
+            .len();
         let now = i32::try_from(now).ok().filter(|n| *n > 0)?;
         (now != topic.partitions).then(|| {
             format!(

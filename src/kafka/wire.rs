@@ -81,9 +81,10 @@ impl BrokerConnection {
 
     /// The highest version of `key` both sides speak, within `ours` (lowest, highest).
     pub fn version(&self, key: ApiKey, ours: (i16, i16)) -> Result<i16, WireError> {
-        let (min, max) = self.versions.get(&(key as i16)).copied().ok_or_else(|| {
-            WireError::Protocol(format!("{} does not offer {key:?}", self.addr))
-        })?;
+        let (min, max) =
+            self.versions.get(&(key as i16)).copied().ok_or_else(|| {
+                WireError::Protocol(format!("{} does not offer {key:?}", self.addr))
+            })?;
         let version = max.min(ours.1);
         if version < min.max(ours.0) {
             return Err(WireError::Protocol(format!(
@@ -150,7 +151,12 @@ impl BrokerConnection {
         }
         let decoded = Resp::decode(&mut answer, version).map_err(|e| protocol("answer", e))?;
         if answer.has_remaining() {
-            tracing::debug!(?key, version, left = answer.remaining(), "answer longer than decoded");
+            tracing::debug!(
+                ?key,
+                version,
+                left = answer.remaining(),
+                "answer longer than decoded"
+            );
         }
         Ok(decoded)
     }

@@ -423,13 +423,88 @@ fn decode_fields(
             (event_type, EventBody::Delivery(details))
         }
     };
-    Ok(Event {
+    let event = Event {
         event_id,
         event_type,
         order_id,
         time,
         body,
-    })
+    };
+    check_bounds(&event)?;
+    Ok(event)
+}
+
+/// Most characters of an id (order, event, payment, delivery): ids become keys of the store,
+/// whose keys are bounded, and appear in every list row.
+pub const MAX_ID_CHARS: usize = 128;
+/// Most characters of a free-text field (names, email, product, address, method, reasons).
+pub const MAX_TEXT_CHARS: usize = 1000;
+
+/// What a record from any producer must respect to be applied: ids short and without control
+/// characters, free text bounded (line breaks and tabs allowed), amounts not negative. A record
+/// that does not is skipped with the reason, like any other undecodable record.
+fn check_bounds(event: &Event) -> Result<(), UndecodableRecord> {
+    let id = |name: &str, value: &str| {
+        if value.chars().count() > MAX_ID_CHARS {
+            return Err(UndecodableRecord(format!(
+                "`{name}` is longer than {MAX_ID_CHARS} characters"
+            )));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(UndecodableRecord(format!(
+                "`{name}` holds control characters"
+            )));
+        }
+        Ok(())
+    };
+    let free = |name: &str, value: &str| {
+        if value.chars().count() > MAX_TEXT_CHARS {
+            return Err(UndecodableRecord(format!(
+                "`{name}` is longer than {MAX_TEXT_CHARS} characters"
+            )));
+        }
+        if value
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err(UndecodableRecord(format!(
+                "`{name}` holds control characters"
+            )));
+        }
+        Ok(())
+    };
+    let amount = |name: &str, value: Money| {
+        if value.minor() < 0 {
+            return Err(UndecodableRecord(format!("`{name}` is negative")));
+        }
+        Ok(())
+    };
+    id("order_id", &event.order_id)?;
+    id("event_id", &event.event_id)?;
+    match &event.body {
+        EventBody::OrderCreated(o) => {
+            free("customer_name", &o.customer_name)?;
+            free("customer_email", &o.customer_email)?;
+            free("product", &o.product)?;
+            free("address", &o.address)?;
+            id("currency", &o.currency)?;
+            amount("amount", o.amount)?;
+        }
+        EventBody::OrderCancelled { reason } => free("reason", reason.as_deref().unwrap_or(""))?,
+        EventBody::PaymentProcessed(p) => {
+            id("payment_id", &p.payment_id)?;
+            id("currency", &p.currency)?;
+            free("method", &p.method)?;
+            free("failure_reason", p.failure_reason.as_deref().unwrap_or(""))?;
+            amount("amount", p.amount)?;
+        }
+        EventBody::Delivery(d) => {
+            id("delivery_id", &d.delivery_id)?;
+            free("address", &d.address)?;
+            free("carrier", d.carrier.as_deref().unwrap_or(""))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -677,6 +752,42 @@ mod tests {
         for (bytes, topic, needle) in cases {
             let err = Event::decode(bytes, at(topic, 0), "t", kafka_time()).unwrap_err();
             assert!(err.0.contains(needle), "{err} should mention {needle}");
+        }
+    }
+
+    #[test]
+    fn oversized_ids_control_characters_and_negative_amounts_are_undecodable() {
+        let order = |order_id: &str, name: &str, amount: &str| {
+            format!(
+                r#"{{"order_id": {}, "customer_name": {}, "product": "Lamp", "amount": {amount}}}"#,
+                Value::from(order_id),
+                Value::from(name)
+            )
+        };
+        let decode = |value: String| {
+            Event::decode(
+                value.as_bytes(),
+                at(TopicRole::Orders, 3),
+                "orders",
+                kafka_time(),
+            )
+        };
+        let long_id = "o".repeat(MAX_ID_CHARS + 1);
+        let reason = decode(order(&long_id, "Ann", "1.00")).unwrap_err().0;
+        assert!(reason.contains("`order_id` is longer"), "{reason}");
+        let reason = decode(order("o\u{1}x", "Ann", "1.00")).unwrap_err().0;
+        assert!(reason.contains("control characters"), "{reason}");
+        let reason = decode(order("o-1", &"n".repeat(MAX_TEXT_CHARS + 1), "1.00"))
+            .unwrap_err()
+            .0;
+        assert!(reason.contains("`customer_name` is longer"), "{reason}");
+        let reason = decode(order("o-1", "Ann", "-5.00")).unwrap_err().0;
+        assert!(reason.contains("negative"), "{reason}");
+        // A line break in free text is fine; the largest amount is read exactly.
+        let ok = decode(order("o-1", "Ann\nLee", "999999999999999.99")).unwrap();
+        match ok.body {
+            EventBody::OrderCreated(o) => assert_eq!(o.amount.minor(), 99_999_999_999_999_999),
+            other => panic!("{other:?}"),
         }
     }
 }

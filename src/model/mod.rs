@@ -15,6 +15,7 @@
 //! before the order it pays; folding by time gives the same state whatever the arrival order,
 //! and an event that breaks the lifecycle stays in the timeline, flagged as an anomaly.
 
+pub mod event_time;
 pub mod query;
 pub mod store;
 mod tables;
@@ -63,6 +64,9 @@ pub struct TimelineEntry {
     /// so that a replay from Kafka sends the same frame.
     #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub(crate) status_after: Option<OrderStatus>,
+    /// The Kafka record's timestamp, which bounds the event's own time ([`event_time`]).
+    #[serde(rename = "rt", default, skip_serializing_if = "Option::is_none")]
+    pub record_time: Option<DateTime<Utc>>,
 }
 
 /// What an event did to its order, as its live frame tells it: the order's status right after
@@ -329,12 +333,15 @@ impl Changes {
             );
         }
 
+        // Lists, statistics and "newest wins" read the event's time only within the bounds its
+        // record's timestamp sets.
+        let (at, _) = event_time::bounded(event.time, record_time);
         match &event.body {
-            EventBody::PaymentProcessed(p) => self.record_payment(saved, event, p, position)?,
-            EventBody::Delivery(d) => self.record_delivery(saved, event, d, position)?,
+            EventBody::PaymentProcessed(p) => self.record_payment(saved, event, p, position, at)?,
+            EventBody::Delivery(d) => self.record_delivery(saved, event, d, position, at)?,
             _ => {}
         }
-        self.record_in_order(saved, event, position, data)?;
+        self.record_in_order(saved, event, position, data, record_time)?;
         Ok(Applied::New)
     }
 
@@ -344,6 +351,7 @@ impl Changes {
         event: &Event,
         p: &PaymentDetails,
         position: Position,
+        at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         match p.status {
             PaymentStatus::Success => self.counters.payments_succeeded += 1,
@@ -364,7 +372,7 @@ impl Changes {
             method: p.method.clone(),
             status: p.status,
             failure_reason: p.failure_reason.clone(),
-            time: event.time,
+            time: at,
             position,
         });
         Ok(())
@@ -376,6 +384,7 @@ impl Changes {
         event: &Event,
         d: &DeliveryDetails,
         position: Position,
+        at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let touched = touch(
             &mut self.deliveries,
@@ -387,9 +396,9 @@ impl Changes {
         match &mut touched.after {
             // Updates may be read out of order: the newest by event time wins.
             Some(existing) => {
-                if event.time >= existing.updated_at {
+                if at >= existing.updated_at {
                     existing.status = d.status;
-                    existing.updated_at = event.time;
+                    existing.updated_at = at;
                     existing.position = position;
                     if d.carrier.is_some() {
                         existing.carrier = d.carrier.clone();
@@ -398,8 +407,8 @@ impl Changes {
                         existing.estimated_date = d.estimated_date;
                     }
                 }
-                if event.time < existing.created_at {
-                    existing.created_at = event.time;
+                if at < existing.created_at {
+                    existing.created_at = at;
                 }
             }
             None => {
@@ -411,8 +420,8 @@ impl Changes {
                     status: d.status,
                     carrier: d.carrier.clone(),
                     estimated_date: d.estimated_date,
-                    created_at: event.time,
-                    updated_at: event.time,
+                    created_at: at,
+                    updated_at: at,
                     position,
                 });
             }
@@ -426,7 +435,9 @@ impl Changes {
         event: &Event,
         position: Position,
         data: &str,
+        record_time: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let (at, _) = event_time::bounded(event.time, record_time);
         let touched = touch_order(&mut self.orders, saved, &event.order_id)?;
         touched.changed = true;
         let order = touched.after.get_or_insert_with(|| StoredOrder {
@@ -435,7 +446,7 @@ impl Changes {
                 details: None,
                 created_at: None,
                 status: None,
-                updated_at: event.time,
+                updated_at: at,
                 anomalies: 0,
                 payment_ids: Vec::new(),
                 delivery_ids: Vec::new(),
@@ -460,9 +471,9 @@ impl Changes {
             && record.details.is_none()
         {
             record.details = Some(details.clone());
-            record.created_at = Some(event.time);
+            record.created_at = Some(at);
             self.counters.orders += 1;
-            created_minute = Some((unix_minute(event.time), details.amount.minor()));
+            created_minute = Some((unix_minute(at), details.amount.minor()));
         }
 
         let entry = TimelineEntry {
@@ -474,16 +485,14 @@ impl Changes {
             step: Step::of(&event.body),
             data_key: self.counters.events,
             status_after: None,
+            record_time: Some(record_time),
         };
         let data_key = entry.data_key;
         // The record value is written once, apart from the timeline that is rewritten as
         // the order changes.
         self.event_data.push((entry.data_key, data.to_string()));
-        let at = order
-            .timeline
-            .partition_point(|e| timeline_key(e) <= timeline_key(&entry));
-        order.timeline.insert(at, entry);
-        order.record.updated_at = order.record.updated_at.max(event.time);
+        order.timeline.push(entry);
+        order.record.updated_at = order.record.updated_at.max(at);
         order.record.seq = data_key;
         refold(order);
         let status = order.record.status;
@@ -552,33 +561,28 @@ fn touch_order<'a>(
     touch(orders, order_id, |id| saved.order(id), |o| o.record.clone())
 }
 
-/// Timeline order: event time, then lifecycle rank (an order is created before it is paid,
-/// paid before it ships), then position.
-fn timeline_key(e: &TimelineEntry) -> (DateTime<Utc>, u8, Position) {
-    let rank = match e.event_type {
-        EventType::OrderCreated => 0,
-        EventType::PaymentProcessed => 1,
-        EventType::OrderCancelled => 2,
-        EventType::DeliveryCreated => 3,
-        EventType::DeliveryUpdated => 4,
-    };
-    (e.time, rank, e.position)
-}
-
-/// Recomputes the order's status and anomalies from its timeline.
+/// Puts the order's timeline in order ([`event_time::arrange`]: event time within the bounds
+/// of the records' timestamps, then lifecycle rank, then position) and recomputes the order's
+/// status and anomalies from it. An entry whose time was not taken as written is an anomaly
+/// with that reason, besides any lifecycle step it breaks.
 fn refold(order: &mut StoredOrder) {
+    let times = event_time::arrange(&mut order.timeline);
     let mut status = None;
     let mut anomalies = 0;
-    for entry in &mut order.timeline {
-        match next_status(status, entry.step) {
+    for (entry, time) in order.timeline.iter_mut().zip(times) {
+        let step = match next_status(status, entry.step) {
             Ok(next) => {
                 status = Some(next);
-                entry.anomaly = None;
+                None
             }
-            Err(violation) => {
-                entry.anomaly = Some(violation.0);
-                anomalies += 1;
-            }
+            Err(violation) => Some(violation.0),
+        };
+        entry.anomaly = match (time, step) {
+            (Some(time), Some(step)) => Some(format!("{time}; {step}")),
+            (time, step) => time.or(step),
+        };
+        if entry.anomaly.is_some() {
+            anomalies += 1;
         }
     }
     order.record.status = status;

@@ -53,6 +53,11 @@ impl Model {
 
     /// Applies `event` at the next offset of its topic's partition 0, in a batch of its own.
     async fn put(&mut self, event: &Event) -> Applied {
+        self.put_at(event, event.time).await
+    }
+
+    /// [`Self::put`] with a Kafka record timestamp of its own.
+    async fn put_at(&mut self, event: &Event, record_time: DateTime<Utc>) -> Applied {
         let topic = event.event_type.topic();
         let offset = self.offsets.entry(topic).or_default();
         let at = *offset;
@@ -60,7 +65,7 @@ impl Model {
         let record = FetchedRecord {
             offset: at,
             key: Some(event.order_id.clone()),
-            record_time: event.time,
+            record_time,
             decoded: Ok((event.clone(), event.to_json())),
             idempotency: None,
         };
@@ -542,10 +547,14 @@ async fn a_reopened_store_resumes_with_the_same_state_and_offsets() {
     );
     m.store.close();
 
-    // Another layout: discarded, not misapplied.
+    // Other topics (another prefix): discarded, not misapplied. (More partitions on the same
+    // topics keep the store: `partitions_added_to_the_topics_keep_the_store`.)
     let store = Store::open(settings(&dir)).unwrap();
     assert!(matches!(
-        store.check_layout(&layout(6)).await.unwrap(),
+        store
+            .check_layout(&TopicLayout::uniform("other.", 1))
+            .await
+            .unwrap(),
         Resumed::Discarded(_)
     ));
     assert_eq!(store.query_blocking(|v| v.counters()).unwrap().orders, 0);
@@ -810,4 +819,110 @@ async fn every_frame_carries_the_status_its_event_left_and_a_replay_reads_the_sa
         .collect();
     assert_eq!(replayed, seen);
     assert_eq!(m.order("o1").record.seq, 4);
+}
+
+#[tokio::test]
+async fn an_event_dated_far_after_its_record_counts_at_the_record_time_as_an_anomaly() {
+    let mut m = Model::new().await;
+    m.put(&created("o1", 0, "Ann", 1000)).await;
+    // Dated ten years ahead of its record: it must not empty the per-minute statistics (their
+    // window follows the newest minute) nor sit at the top of the list.
+    let mut future = created("o2", 315_360_000, "Bob", 2000);
+    future.event_id = "o2-created".into();
+    m.put_at(&future, t(60)).await;
+    let o2 = m.order("o2");
+    assert_eq!(o2.record.created_at, Some(t(60)));
+    assert_eq!(o2.record.status, Some(OrderStatus::Pending));
+    assert_eq!(o2.record.anomalies, 1);
+    let why = o2.timeline[0].anomaly.as_deref().unwrap();
+    assert!(why.contains("after its Kafka record's timestamp"), "{why}");
+    assert_eq!(
+        o2.timeline[0].time,
+        t(315_360_000),
+        "the time as written is kept"
+    );
+    let minutes = m
+        .store
+        .query_blocking(|v| Ok((v.minute(unix_minute(t(0)))?, v.minute(unix_minute(t(60)))?)))
+        .unwrap();
+    assert_eq!(
+        minutes.0.map(|s| s.orders),
+        Some(1),
+        "the first minute is still there"
+    );
+    assert_eq!(minutes.1.map(|s| s.orders), Some(1));
+    assert_eq!(m.counters().anomalies, 1);
+    // Absurdly back-dated: same treatment.
+    let ancient = created("o3", -1_767_225_600 + 1, "Cy", 100);
+    m.put_at(&ancient, t(120)).await;
+    let o3 = m.order("o3");
+    assert_eq!(o3.record.created_at, Some(t(120)));
+    assert!(
+        o3.timeline[0]
+            .anomaly
+            .as_deref()
+            .unwrap()
+            .contains("days before")
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_back_dated_before_a_payment_written_long_before_it_does_not_undo_the_payment() {
+    let mut m = Model::new().await;
+    m.put(&created("o1", 0, "Ann", 1000)).await;
+    m.put(&paid("o1", 10, true, 1)).await;
+    // Written an hour after the payment, dated before it.
+    m.put_at(&cancelled("o1", 5), t(3610)).await;
+    let order = m.order("o1");
+    assert_eq!(order.record.status, Some(OrderStatus::Paid));
+    assert_eq!(m.count(OrderStatus::Paid), 1);
+    let last = order.timeline.last().unwrap();
+    assert_eq!(last.event_type, EventType::OrderCancelled);
+    let why = last.anomaly.as_deref().unwrap();
+    assert!(why.contains("placed after it"), "{why}");
+    assert_eq!(order.record.anomalies, 1);
+}
+
+#[tokio::test]
+async fn events_written_together_keep_their_own_times_whatever_the_order_they_are_read_in() {
+    // A backfill: dated months before their records, written within seconds, read payment
+    // first. And a race within the skew: the earlier event wins, as before.
+    let mut m = Model::new().await;
+    m.put_at(&paid("o1", -9_000_000, true, 1), t(2)).await;
+    m.put_at(&created("o1", -9_000_010, "Ann", 1000), t(1))
+        .await;
+    let order = m.order("o1");
+    assert_eq!(order.record.status, Some(OrderStatus::Paid));
+    assert_eq!(order.record.anomalies, 0);
+    assert_eq!(order.record.created_at, Some(t(-9_000_010)));
+
+    m.put_at(&created("o2", 0, "Bob", 1000), t(0)).await;
+    m.put_at(&paid("o2", 20, true, 1), t(20)).await;
+    m.put_at(&cancelled("o2", 15), t(60)).await;
+    let order = m.order("o2");
+    assert_eq!(order.record.status, Some(OrderStatus::Cancelled));
+    assert_eq!(
+        order.record.anomalies, 1,
+        "the later payment is the anomaly"
+    );
+}
+
+#[tokio::test]
+async fn partitions_added_to_the_topics_keep_the_store() {
+    let mut m = Model::new().await;
+    m.put(&created("o1", 0, "Ann", 1000)).await;
+    let resumed = m.store.check_layout(&layout(3)).await.unwrap();
+    assert!(
+        matches!(resumed, Resumed::FromStore { events: 1, .. }),
+        "{resumed:?}"
+    );
+    assert!(
+        m.store
+            .query_blocking(|v| v.stored_order("o1"))
+            .unwrap()
+            .is_some()
+    );
+    // Fewer partitions than the store was built for is another layout.
+    let resumed = m.store.check_layout(&layout(2)).await.unwrap();
+    assert!(matches!(resumed, Resumed::Discarded(_)), "{resumed:?}");
 }
