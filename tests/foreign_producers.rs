@@ -14,7 +14,10 @@ use rskafka::record::Record;
 use serde_json::{Value, json};
 use shopstream::domain::event::derived_event_id;
 use shopstream::domain::partitioner::partition_for_key;
-use support::{Running, Server, TestApp, console_produce, eventually, http, run_with_stdin};
+use support::{
+    Running, Server, TestApp, console_produce, eventually, http, kafka_python_available,
+    run_with_stdin,
+};
 
 /// Partitions of every topic (shopstream's default, not overridden by these tests).
 const PARTITIONS: i32 = 3;
@@ -383,45 +386,6 @@ async fn unreadable_records_are_skipped_counted_and_logged_once() {
     assert_eq!(stats["orders"]["total"], 2, "{stats}");
     assert_eq!(stats["events"], 3, "{stats}");
     eprintln!("unreadable records test took {:?}", started.elapsed());
-}
-
-/// Whether `python3` can import kafka-python, installing it once with pip if not.
-fn kafka_python_available() -> bool {
-    let importable = || {
-        run_with_stdin(
-            Command::new("python3").args(["-c", "import kafka"]),
-            b"",
-            Duration::from_secs(30),
-        )
-        .is_ok_and(|o| o.status.success())
-    };
-    if importable() {
-        return true;
-    }
-    eprintln!("kafka-python is not installed: trying `pip install kafka-python` once");
-    let installed = run_with_stdin(
-        Command::new("python3").args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "kafka-python",
-        ]),
-        b"",
-        Duration::from_secs(180),
-    );
-    match installed {
-        Ok(o) if o.status.success() => importable(),
-        Ok(o) => {
-            eprintln!("pip failed: {}", String::from_utf8_lossy(&o.stderr));
-            false
-        }
-        Err(e) => {
-            eprintln!("pip failed: {e}");
-            false
-        }
-    }
 }
 
 /// A producer written like the seed's: kafka-python, key = order id, value = json.dumps.

@@ -343,8 +343,7 @@ mod tests {
             Some(compressor),
         )
         .unwrap();
-        let bytes = out.to_vec();
-        bytes
+        out.to_vec()
     }
 
     fn values(decoded: &Decoded) -> Vec<(i64, String)> {

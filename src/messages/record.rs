@@ -283,6 +283,14 @@ impl Event {
         // value is kept and sent on as text, so all of it must be UTF-8.
         let text = std::str::from_utf8(value)
             .map_err(|e| UndecodableRecord(format!("not JSON: not UTF-8 ({e})")))?;
+        // The same bound as request bodies: serde_json skips unknown fields without one, and
+        // the value is sent on to clients whose parsers stop at about this depth.
+        if json::nesting_depth(value, json::MAX_DEPTH) > json::MAX_DEPTH {
+            return Err(UndecodableRecord(format!(
+                "nested more than {} levels deep",
+                json::MAX_DEPTH
+            )));
+        }
         let fields: RecordFields<'_> = serde_json::from_str(text).map_err(|e| {
             let first = value.iter().find(|b| !b.is_ascii_whitespace());
             UndecodableRecord(if e.is_syntax() || e.is_eof() {

@@ -1333,6 +1333,7 @@ impl Applier {
 }
 
 /// Applies one partition's batch into the group's changes; returns what it did.
+#[allow(clippy::too_many_arguments)] // the fields of one `Work::Batch`, taken apart
 fn apply_batch(
     saved: &ReadView,
     changes: &mut Changes,

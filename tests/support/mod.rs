@@ -589,6 +589,16 @@ pub fn run_with_stdin(
 /// Java client, default partitioner), one line each, and panics unless every one was sent.
 /// Neither keys nor values may contain a newline; keys may not contain `|`.
 pub fn console_produce(bootstrap: &str, topic: &str, records: &[(&str, &str)]) {
+    console_produce_with(bootstrap, topic, records, &[]);
+}
+
+/// [`console_produce`] with more producer properties (`compression.type=lz4`, say).
+pub fn console_produce_with(
+    bootstrap: &str,
+    topic: &str,
+    records: &[(&str, &str)],
+    properties: &[&str],
+) {
     let mut input = String::new();
     for (key, value) in records {
         assert!(
@@ -598,25 +608,27 @@ pub fn console_produce(bootstrap: &str, topic: &str, records: &[(&str, &str)]) {
         input.push_str(&format!("{key}|{value}\n"));
     }
     let output = run_with_stdin(
-        Command::new(repo_root().join("compose/kafka-local")).args([
-            "java-class",
-            "org.apache.kafka.tools.ConsoleProducer",
-            "--bootstrap-server",
-            bootstrap,
-            "--topic",
-            topic,
-            "--property",
-            "parse.key=true",
-            "--property",
-            "key.separator=|",
-            // Fail within the test's budget instead of the default minute.
-            "--producer-property",
-            "max.block.ms=20000",
-            "--producer-property",
-            "delivery.timeout.ms=20000",
-            "--producer-property",
-            "request.timeout.ms=10000",
-        ]),
+        Command::new(repo_root().join("compose/kafka-local"))
+            .args([
+                "java-class",
+                "org.apache.kafka.tools.ConsoleProducer",
+                "--bootstrap-server",
+                bootstrap,
+                "--topic",
+                topic,
+                "--property",
+                "parse.key=true",
+                "--property",
+                "key.separator=|",
+                // Fail within the test's budget instead of the default minute.
+                "--producer-property",
+                "max.block.ms=20000",
+                "--producer-property",
+                "delivery.timeout.ms=20000",
+                "--producer-property",
+                "request.timeout.ms=10000",
+            ])
+            .args(properties.iter().flat_map(|p| ["--producer-property", p])),
         input.as_bytes(),
         Duration::from_secs(90),
     )
@@ -729,4 +741,87 @@ pub async fn all_order_ids(addr: SocketAddr, page_size: usize) -> Vec<String> {
             None => return ids,
         }
     }
+}
+
+/// Runs one of Kafka's own tools (`compose/kafka-local java-class CLASS ARGS...`) and panics
+/// unless it succeeded; its standard output.
+pub fn kafka_tool(class: &str, args: &[&str]) -> String {
+    let output = run_with_stdin(
+        Command::new(repo_root().join("compose/kafka-local"))
+            .arg("java-class")
+            .arg(class)
+            .args(args),
+        b"",
+        Duration::from_secs(90),
+    )
+    .unwrap_or_else(|e| panic!("{class}: {e}"));
+    assert!(
+        output.status.success(),
+        "{class} {args:?} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Whether `python3` can import kafka-python with its lz4 and zstd codecs, installing them
+/// once with pip if not.
+pub fn kafka_python_available() -> bool {
+    let importable = || {
+        run_with_stdin(
+            Command::new("python3").args(["-c", "import kafka, lz4.frame, zstandard"]),
+            b"",
+            Duration::from_secs(30),
+        )
+        .is_ok_and(|o| o.status.success())
+    };
+    if importable() {
+        return true;
+    }
+    eprintln!("kafka-python (with lz4, zstandard) is not installed: trying pip once");
+    let installed = run_with_stdin(
+        Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "kafka-python",
+            "lz4",
+            "zstandard",
+        ]),
+        b"",
+        Duration::from_secs(300),
+    );
+    match installed {
+        Ok(o) if o.status.success() => importable(),
+        Ok(o) => {
+            eprintln!("pip failed: {}", String::from_utf8_lossy(&o.stderr));
+            false
+        }
+        Err(e) => {
+            eprintln!("pip failed: {e}");
+            false
+        }
+    }
+}
+
+/// Runs a kafka-python `script` with `args` and `stdin`, and returns what it printed on its
+/// last line, parsed as JSON; panics when it failed.
+pub fn python(script: &str, args: &[&str], stdin: &[u8]) -> serde_json::Value {
+    let output = run_with_stdin(
+        Command::new("python3").arg("-c").arg(script).args(args),
+        stdin,
+        Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("python: {e}"));
+    assert!(
+        output.status.success(),
+        "python failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or("null");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("python printed {last:?}: {e}"))
 }
