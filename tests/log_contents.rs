@@ -796,3 +796,121 @@ async fn huge_deep_and_header_heavy_records_are_stored_or_skipped_with_a_reason(
     let totals = consumed_to_the_end(&again).await;
     assert_eq!(totals.skipped, skipped.len() as i64 + 1, "{totals:?}");
 }
+
+/// Files under `dir` whose path ends with `suffix`.
+fn files_under(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(suffix) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_corrupted_on_the_brokers_disk_is_skipped_with_its_offsets_and_counted() {
+    // A broker of the test's own: its log segment is edited while it is stopped. The broker
+    // checks what producers send, so corrupt bytes only reach a consumer from its disk.
+    let broker = support::PrivateBroker::start("corrupt");
+    let prefix = new_prefix("corrupt");
+    let topic = format!("{prefix}orders");
+    {
+        // shopstream creates the topics, then is stopped before anything is written.
+        let app = TestApp::start(&broker.bootstrap, &["--topic-prefix", &prefix]).await;
+        app.wait_ready(READY).await;
+    }
+    let ids = ids_on(0, 3, 4);
+    let client = support::kafka_client(&broker.bootstrap).await;
+    let partition = client
+        .partition_client(
+            &topic,
+            0,
+            rskafka::client::partition::UnknownTopicHandling::Retry,
+        )
+        .await
+        .unwrap();
+    // Three batches: offsets [0], [1, 2] and [3].
+    for batch in [&ids[..1], &ids[1..3], &ids[3..]] {
+        let records = batch
+            .iter()
+            .map(|id| rskafka::record::Record {
+                key: Some(id.as_bytes().to_vec()),
+                value: Some(seed_order(id).into_bytes()),
+                headers: Default::default(),
+                timestamp: chrono::Utc::now(),
+            })
+            .collect();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            partition.produce(
+                records,
+                rskafka::client::partition::Compression::NoCompression,
+            ),
+        )
+        .await
+        .expect("produce timed out")
+        .unwrap();
+    }
+    drop(partition);
+    drop(client);
+
+    // One byte of the second batch's first value changed on disk.
+    tokio::task::spawn_blocking({
+        let dir = broker.dir.clone();
+        let (topic, target) = (topic.clone(), ids[1].clone());
+        let stop = broker.dir.clone();
+        move || {
+            support::kafka_local(&["stop", "--dir", stop.to_str().unwrap()]);
+            let segment = files_under(&dir, ".log")
+                .into_iter()
+                .find(|p| p.to_string_lossy().contains(&format!("{topic}-0/")))
+                .expect("the partition's segment");
+            let mut bytes = std::fs::read(&segment).unwrap();
+            let at = bytes
+                .windows(target.len())
+                .position(|w| w == target.as_bytes())
+                .expect("the record's key in the segment");
+            bytes[at] ^= 0x01;
+            std::fs::write(&segment, bytes).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    tokio::task::spawn_blocking({
+        let dir = broker.dir.clone();
+        let port = broker.port.to_string();
+        move || support::kafka_local(&["start", "--port", &port, "--dir", dir.to_str().unwrap()])
+    })
+    .await
+    .unwrap();
+
+    let app = TestApp::start(&broker.bootstrap, &["--topic-prefix", &prefix]).await;
+    app.wait_ready(READY).await;
+    order(&app, &ids[0]).await;
+    order(&app, &ids[3]).await;
+    let totals = consumed_to_the_end(&app).await;
+    assert_eq!(totals.unreadable, 1, "{totals:?}");
+    assert_eq!(totals.skipped, 0, "{totals:?}");
+    for id in &ids[1..3] {
+        let (status, body) = http::get(app.addr, &format!("/api/orders/{id}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            status, 404,
+            "a record of the corrupt batch was applied: {body}"
+        );
+    }
+    let text = http::send(app.addr, "GET", "/metrics", &[], "").await;
+    let text = String::from_utf8_lossy(&text.raw);
+    assert!(
+        text.contains("shopstream_batches_unreadable_total{topic=\"orders\",partition=\"0\"} 1"),
+        "{text}"
+    );
+}

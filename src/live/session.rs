@@ -167,7 +167,9 @@ impl fmt::Display for End {
 
 /// What one replay fetch brought.
 enum Fetched {
-    Records(Vec<RecordAndOffset>),
+    /// The records, and where the next fetch starts: past transaction markers, aborted and
+    /// unreadable batches too, which hold no record to replay.
+    Records(Vec<RecordAndOffset>, i64),
     /// Retention removed the offset asked for: go on from this one.
     Reset(i64),
 }
@@ -329,8 +331,8 @@ impl Session {
                     _ = tokio::time::sleep_until(due) => {}
                 }
             }
-            let records = match self.fetch_batch(&log, key, &topic.name, offset).await? {
-                Fetched::Records(records) => records,
+            let (records, past) = match self.fetch_batch(&log, key, &topic.name, offset).await? {
+                Fetched::Records(records, past) => (records, past.min(to)),
                 Fetched::Reset(earliest) => {
                     offset = earliest;
                     continue;
@@ -342,6 +344,12 @@ impl Session {
                 .filter(|o| (offset..to).contains(o))
                 .max()
             else {
+                if past > offset {
+                    // Only markers or unreadable batches here: go past them.
+                    offset = past;
+                    self.next.set(key, offset);
+                    continue;
+                }
                 empty_fetches += 1;
                 if empty_fetches == REPLAY_EMPTY_FETCHES {
                     tracing::warn!(session = self.id, topic = %topic.name, partition, offset, to, "no record left to replay in range; skipping to the live stream");
@@ -359,7 +367,7 @@ impl Session {
             replayed += frames.len() as u64;
             self.sent += frames.len() as u64;
             self.send_all(frames).await?;
-            offset = last + 1;
+            offset = (last + 1).max(past);
             self.next.set(key, offset);
         }
         self.next.raise(key, to);
@@ -404,9 +412,9 @@ impl Session {
         topic_name: &str,
         offset: i64,
     ) -> Result<Fetched, End> {
-        let fetch = || log.fetch(offset, REPLAY_FETCH_BYTES, REPLAY_FETCH_WAIT_MS);
+        let fetch = || log.read(offset, REPLAY_FETCH_BYTES, REPLAY_FETCH_WAIT_MS);
         match replay_call(&self.ctx, fetch).await {
-            Ok(records) => Ok(Fetched::Records(records)),
+            Ok(fetched) => Ok(Fetched::Records(fetched.records, fetched.next_offset)),
             Err(End::Kafka(KafkaError::OffsetOutOfRange { .. })) => {
                 let earliest = offset_at(&self.ctx, log, OffsetAt::Earliest).await?;
                 if earliest <= offset {
