@@ -445,8 +445,10 @@ fn decode_fields(
 /// Most characters of an id (order, event, payment, delivery): ids become keys of the store,
 /// whose keys are bounded, and appear in every list row.
 pub const MAX_ID_CHARS: usize = 128;
-/// Most characters of a free-text field (names, email, product, address, method, reasons).
-pub const MAX_TEXT_CHARS: usize = 1000;
+/// Most characters of a free-text field (names, email, product, address, method, reasons):
+/// far above what the API accepts (an address of 300), so that other producers' records are
+/// read as they are, while a field of megabytes is not copied into every list row.
+pub const MAX_TEXT_CHARS: usize = 10_000;
 
 /// What a record from any producer must respect to be applied: ids short and without control
 /// characters, free text bounded (line breaks and tabs allowed), amounts not negative. A record
