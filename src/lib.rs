@@ -14,7 +14,8 @@
 //! - [`model`]: the read model built from consumed events, its queries, and the
 //!   [`model::store::Store`] on disk (fjall) that holds it with its offsets.
 //! - [`kafka`]: rskafka with deadlines: connection and health, topics, the one access layer
-//!   to a partition and the one record decoder, producer lanes, partition consumers.
+//!   to a partition (fetches read by shopstream itself, every codec in pure Rust) and the one
+//!   record decoder, producer lanes, partition consumers.
 //! - [`shop`]: the commands (place, pay, cancel, ship, advance): validate against the read
 //!   model, write the event, answer.
 //! - [`live`]: cursors and the WebSocket sessions (the fan-out ring is the store's).

@@ -570,7 +570,7 @@ async fn kafka_overview(state: &AppState) -> Answer {
             .map(|b| {
                 let progress = committed.progress(b.topic, b.partition);
                 let next = progress.map_or(b.earliest, |p| p.next_offset);
-                let lag = (b.latest - next).max(0);
+                let lag = b.latest.saturating_sub(next).max(0);
                 let lag_seconds = match progress.and_then(|p| p.last_record_time) {
                     Some(last) if lag > 0 => (now - last).num_milliseconds().max(0) as f64 / 1000.0,
                     _ => 0.0,

@@ -358,7 +358,13 @@ impl PartitionConsumer {
             }
             Err(error) => return Err(error.into()),
         };
-        self.watch.end = Some(fetched.last_stable_offset.max(0));
+        // The end of what read_committed may read; brokers that do not say (-1) give the high
+        // watermark only.
+        self.watch.end = Some(if fetched.last_stable_offset >= 0 {
+            fetched.last_stable_offset
+        } else {
+            fetched.high_watermark.max(0)
+        });
 
         let count = fetched.records.len() as u64;
         // Past every whole batch seen: records, transaction markers, aborted and unreadable

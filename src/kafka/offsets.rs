@@ -120,7 +120,7 @@ pub async fn browse(
             if r.offset < next || records.len() == limit {
                 continue;
             }
-            next = r.offset + 1;
+            next = r.offset.saturating_add(1);
             records.push(BrowsedRecord {
                 offset: r.offset,
                 record: r.record,

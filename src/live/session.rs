@@ -367,7 +367,7 @@ impl Session {
             replayed += frames.len() as u64;
             self.sent += frames.len() as u64;
             self.send_all(frames).await?;
-            offset = (last + 1).max(past);
+            offset = last.saturating_add(1).max(past);
             self.next.set(key, offset);
         }
         self.next.raise(key, to);

@@ -37,7 +37,11 @@ pub fn bounded(
     event_time: DateTime<Utc>,
     record_time: DateTime<Utc>,
 ) -> (DateTime<Utc>, Option<String>) {
-    if event_time > record_time + SKEW {
+    // Checked: a record's timestamp may sit at the very end of the range of dates.
+    if record_time
+        .checked_add_signed(SKEW)
+        .is_some_and(|latest| event_time > latest)
+    {
         return (
             record_time,
             Some(format!(
@@ -50,7 +54,10 @@ pub fn bounded(
             )),
         );
     }
-    if event_time < record_time - ABSURD_BEFORE {
+    if record_time
+        .checked_sub_signed(ABSURD_BEFORE)
+        .is_some_and(|earliest| event_time < earliest)
+    {
         return (
             record_time,
             Some(format!(
@@ -103,7 +110,8 @@ pub fn arrange(timeline: &mut Vec<TimelineEntry>) -> Vec<Option<String>> {
         let written = placed[i].entry.record_time.expect("filtered");
         while earlier < k {
             let j = by_written[earlier];
-            if placed[j].entry.record_time.expect("filtered") + SKEW >= written {
+            let before = placed[j].entry.record_time.expect("filtered");
+            if before.checked_add_signed(SKEW).is_none_or(|t| t >= written) {
                 break;
             }
             if floor.as_ref().is_none_or(|(t, _)| placed[j].at > *t) {

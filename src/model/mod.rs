@@ -10,8 +10,8 @@
 //! Applying is idempotent by `event_id`, so replays and producer retries never double count:
 //! every event belongs to one order, and an event whose id is already in that order's
 //! timeline is a duplicate. The timeline is the de-duplication set, kept as long as the order.
-//! An order's status is the fold of its timeline sorted by event time, recomputed whenever an
-//! event joins it. The three topics are consumed independently, so a payment may be read
+//! An order's status is the fold of its timeline sorted by event time (bounded by the records'
+//! Kafka timestamps: [`event_time`]), recomputed whenever an event joins it. The three topics are consumed independently, so a payment may be read
 //! before the order it pays; folding by time gives the same state whatever the arrival order,
 //! and an event that breaks the lifecycle stays in the timeline, flagged as an anomaly.
 

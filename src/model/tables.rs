@@ -411,7 +411,8 @@ impl<'a> WriteTables<'a> {
         let cutoff = changes
             .counters
             .newest_record_time
-            .map(|newest| micros(newest - retention));
+            .and_then(|newest| newest.checked_sub_signed(retention))
+            .map(micros);
         for (key, write) in &changes.idempotency {
             let t = micros(write.record_time);
             if cutoff.is_some_and(|cutoff| t < cutoff) {

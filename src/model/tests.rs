@@ -926,3 +926,17 @@ async fn partitions_added_to_the_topics_keep_the_store() {
     let resumed = m.store.check_layout(&layout(2)).await.unwrap();
     assert!(matches!(resumed, Resumed::Discarded(_)), "{resumed:?}");
 }
+
+#[tokio::test]
+async fn record_timestamps_at_the_ends_of_the_calendar_do_not_panic() {
+    let mut m = Model::new().await;
+    let mut first = created("o1", 0, "Ann", 1000);
+    first.time = DateTime::<Utc>::MAX_UTC;
+    m.put_at(&first, DateTime::<Utc>::MAX_UTC).await;
+    let mut second = created("o2", 0, "Bob", 1000);
+    second.time = DateTime::<Utc>::MIN_UTC;
+    m.put_at(&second, DateTime::<Utc>::MIN_UTC).await;
+    m.put_at(&paid("o1", 0, true, 1), DateTime::<Utc>::MIN_UTC)
+        .await;
+    assert_eq!(m.counters().orders, 2);
+}
