@@ -515,13 +515,57 @@ async fn a_topic_deleted_and_created_again_while_running_resets_and_goes_on() {
         order(&app, id).await;
     }
 
+    recreate(&bootstrap, &topic).await;
+
+    // Two new orders on partition 0 of the new log: its end (2) is before the saved offset (5).
+    let after = ids_on(0, 3, 2);
+    java_produce(&bootstrap, &topic, records(&after), &[]).await;
+    for id in &after {
+        let order = order(&app, id).await;
+        assert_eq!(order["status"], "Pending", "{order}");
+    }
+    let totals = consumed_to_the_end(&app).await;
+    assert!(totals.resets >= 1, "{totals:?}");
+    let kafka = get_ok(app.addr, "/api/kafka").await;
+    let p0 = kafka["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["topic"] == "orders" && p["partition"] == 0)
+        .unwrap()
+        .clone();
+    assert_eq!(p0["next_offset"], 2, "{p0}");
+    // What was read before stays in the read model, and the server still serves.
+    for id in &before {
+        order(&app, id).await;
+    }
+    assert_eq!(http::get(app.addr, "/healthz").await.unwrap().0, 200);
+
+    // Again while shopstream is stopped, and the new log filled past the saved offset (2)
+    // before it starts: the offsets are in range, but the topic's id tells the log is another.
+    let data_dir = app.stop(Duration::from_secs(10)).await;
+    recreate(&bootstrap, &topic).await;
+    let third = ids_on(0, 3, 5);
+    java_produce(&bootstrap, &topic, records(&third), &[]).await;
+    let app =
+        TestApp::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir).await;
+    app.wait_ready(READY).await;
+    for id in &third {
+        order(&app, id).await;
+    }
+    let again = consumed_to_the_end(&app).await;
+    assert!(again.resets > totals.resets, "{again:?} after {totals:?}");
+}
+
+/// Deletes `topic` with Kafka's TopicCommand and creates it again with 3 partitions (retrying
+/// while the deletion is still under way).
+async fn recreate(bootstrap: &str, topic: &str) {
     let tool = |args: &[&str]| {
-        let mut all = vec!["--bootstrap-server".to_string(), bootstrap.clone()];
+        let mut all = vec!["--bootstrap-server".to_string(), bootstrap.to_string()];
         all.extend(args.iter().map(|a| a.to_string()));
         all
     };
-    topic_command(tool(&["--delete", "--topic", &topic])).await;
-    // The deletion takes a moment to finish; creating again is refused until it has.
+    topic_command(tool(&["--delete", "--topic", topic])).await;
     eventually(
         "the topic created again",
         Duration::from_secs(60),
@@ -529,7 +573,7 @@ async fn a_topic_deleted_and_created_again_while_running_resets_and_goes_on() {
             let args = tool(&[
                 "--create",
                 "--topic",
-                &topic,
+                topic,
                 "--partitions",
                 "3",
                 "--replication-factor",
@@ -556,30 +600,6 @@ async fn a_topic_deleted_and_created_again_while_running_resets_and_goes_on() {
         },
     )
     .await;
-
-    // Two new orders on partition 0 of the new log: its end (2) is before the saved offset (5).
-    let after = ids_on(0, 3, 2);
-    java_produce(&bootstrap, &topic, records(&after), &[]).await;
-    for id in &after {
-        let order = order(&app, id).await;
-        assert_eq!(order["status"], "Pending", "{order}");
-    }
-    let totals = consumed_to_the_end(&app).await;
-    assert!(totals.resets >= 1, "{totals:?}");
-    let kafka = get_ok(app.addr, "/api/kafka").await;
-    let p0 = kafka["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["topic"] == "orders" && p["partition"] == 0)
-        .unwrap()
-        .clone();
-    assert_eq!(p0["next_offset"], 2, "{p0}");
-    // What was read before stays in the read model, and the server still serves.
-    for id in &before {
-        order(&app, id).await;
-    }
-    assert_eq!(http::get(app.addr, "/healthz").await.unwrap().0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -358,6 +358,35 @@ impl PartitionConsumer {
             }
             Err(error) => return Err(error.into()),
         };
+        let topic_id = fetched.topic_id.map(|id| id.to_string());
+        let saved_id = self
+            .store
+            .committed()
+            .progress(self.role, self.partition)
+            .and_then(|p| p.topic_id.clone());
+        if let (Some(now), Some(saved)) = (&topic_id, &saved_id)
+            && now != saved
+            && let earliest = log.offset(OffsetAt::Earliest).await?.max(0)
+            // Already at the new log's start (its end was before the saved offset, and that
+            // reset came first): the batch below records the new id.
+            && offset != earliest
+        {
+            // Deleted and created again under the same name: the saved offset belongs to the
+            // old log, even where the new one already reaches past it.
+            tracing::warn!(
+                topic = %self.topic_name,
+                partition = self.partition,
+                offset,
+                was = %saved,
+                now = %now,
+                resume_at = earliest,
+                "the topic was deleted and created again (its id changed); resetting"
+            );
+            self.store
+                .reset_offset_of(self.role, self.partition, earliest, topic_id)
+                .await?;
+            return Ok(());
+        }
         // The end of what read_committed may read; brokers that do not say (-1) give the high
         // watermark only.
         self.watch.end = Some(if fetched.last_stable_offset >= 0 {
@@ -386,6 +415,7 @@ impl PartitionConsumer {
         let counts = FetchCounts {
             unreadable: fetched.unreadable.len() as u64,
             aborted: fetched.aborted,
+            topic_id,
         };
         let fetched: Vec<FetchedRecord> = fetched
             .records

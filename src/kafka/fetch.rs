@@ -18,6 +18,10 @@
 //! connection ([`super::wire`]) to the partition's leader, and the batches are framed and
 //! decoded by [`super::batches`] with the pure-Rust codecs of [`super::codecs`].
 //!
+//! Every fetch also says which topic it read by the topic's id (from Metadata, looked up again
+//! every [`TOPIC_ID_FRESH`]): a topic deleted and created again under the same name has a new
+//! id, which the consumers compare with the one their store saved ([`Fetched::topic_id`]).
+//!
 //! Connections are kept per (use, topic, partition), like rskafka's partition clients, so a
 //! consumer's long poll never holds the event browser back. A connection is opened with
 //! `TCP_NODELAY`; every fetch is bounded by the same deadline as rskafka's calls; a connection
@@ -60,6 +64,8 @@ const LEADER_MOVED: [i16; 6] = [
     100, // UNKNOWN_TOPIC_ID
 ];
 const OFFSET_OUT_OF_RANGE: i16 = 1;
+/// How long a topic's id is taken as known before it is looked up again.
+pub const TOPIC_ID_FRESH: Duration = Duration::from_secs(5);
 
 /// What one fetch read from a partition.
 #[derive(Debug, Clone, Default)]
@@ -79,6 +85,9 @@ pub struct Fetched {
     pub high_watermark: i64,
     /// The end of what `read_committed` may read (before an open transaction).
     pub last_stable_offset: i64,
+    /// The id of the topic read (brokers before Kafka 2.8 have none), known as of at most
+    /// [`TOPIC_ID_FRESH`] ago.
+    pub topic_id: Option<uuid::Uuid>,
 }
 
 /// The raw fetch connections of one session, and the leaders they go to.
@@ -88,6 +97,8 @@ pub struct Fetchers {
     slots: Mutex<HashMap<(Use, TopicRole, i32), Slot>>,
     /// Leader address by (topic name, partition).
     leaders: Mutex<HashMap<(String, i32), String>>,
+    /// A topic's id, and when it was looked up.
+    topic_ids: Mutex<HashMap<String, (uuid::Uuid, tokio::time::Instant)>>,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<BrokerConnection>>>;
@@ -98,7 +109,41 @@ impl Fetchers {
             bootstrap,
             slots: Mutex::default(),
             leaders: Mutex::default(),
+            topic_ids: Mutex::default(),
         }
+    }
+
+    /// The topic's id as last looked up, if that was recently.
+    fn fresh_topic_id(&self, topic: &str) -> Option<uuid::Uuid> {
+        self.topic_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+            .filter(|(_, at)| at.elapsed() < TOPIC_ID_FRESH)
+            .map(|(id, _)| *id)
+    }
+
+    fn learn(&self, topic: &str, partition: i32, found: &Found) {
+        self.leaders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((topic.to_string(), partition), found.leader.clone());
+        if let Some(id) = found.topic_id {
+            self.topic_ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(topic.to_string(), (id, tokio::time::Instant::now()));
+        }
+    }
+
+    /// The topic's id: recent, or looked up now (`None` when the lookup fails or the broker
+    /// has no ids; the fetch itself does not fail for it).
+    async fn topic_id(&self, topic: &str, partition: i32) -> Option<uuid::Uuid> {
+        if let Some(id) = self.fresh_topic_id(topic) {
+            return Some(id);
+        }
+        let found = self.lookup(topic, partition).await.ok()?;
+        found.topic_id
     }
 
     fn slot(&self, key: (Use, TopicRole, i32)) -> Slot {
@@ -228,7 +273,9 @@ impl Fetchers {
             Some(bytes) => batches::decode(bytes, offset, &aborted),
             None => batches::Decoded::default(),
         };
+        let topic_id = self.topic_id(topic, partition).await;
         let fetched = Fetched {
+            topic_id,
             records: decoded.records,
             unreadable: decoded.unreadable,
             aborted: decoded.aborted,
@@ -251,15 +298,18 @@ impl Fetchers {
         {
             return Ok(addr.clone());
         }
+        Ok(self.lookup(topic, partition).await?.leader)
+    }
+
+    /// Asks the bootstrap brokers, one after the other, about a partition; remembers what they
+    /// said.
+    async fn lookup(&self, topic: &str, partition: i32) -> Result<Found, KafkaError> {
         let mut last = None;
         for bootstrap in &self.bootstrap {
             match lookup_leader(bootstrap, topic, partition).await {
-                Ok(addr) => {
-                    self.leaders
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(key, addr.clone());
-                    return Ok(addr);
+                Ok(found) => {
+                    self.learn(topic, partition, &found);
+                    return Ok(found);
                 }
                 Err(error) => last = Some(error),
             }
@@ -268,8 +318,14 @@ impl Fetchers {
     }
 }
 
-/// Asks `bootstrap` where the leader of `topic`/`partition` is.
-async fn lookup_leader(bootstrap: &str, topic: &str, partition: i32) -> Result<String, KafkaError> {
+/// What Metadata says of a partition: its leader's address and its topic's id.
+struct Found {
+    leader: String,
+    topic_id: Option<uuid::Uuid>,
+}
+
+/// Asks `bootstrap` where the leader of `topic`/`partition` is, and the topic's id.
+async fn lookup_leader(bootstrap: &str, topic: &str, partition: i32) -> Result<Found, KafkaError> {
     let mut connection = BrokerConnection::connect(bootstrap).await.map_err(wire)?;
     let version = connection
         .version(ApiKey::Metadata, METADATA_VERSIONS)
@@ -303,11 +359,15 @@ async fn lookup_leader(bootstrap: &str, topic: &str, partition: i32) -> Result<S
             topic: topic.to_string(),
             reason: format!("partition {partition} is not in the broker's metadata"),
         })?;
+    let topic_id = Some(found.topic_id).filter(|id| !id.is_nil());
     answer
         .brokers
         .iter()
         .find(|b| b.node_id == leader)
-        .map(|b| format!("{}:{}", b.host.as_str(), b.port))
+        .map(|b| Found {
+            leader: format!("{}:{}", b.host.as_str(), b.port),
+            topic_id,
+        })
         .ok_or_else(|| KafkaError::Connection {
             operation: "metadata",
             message: format!(

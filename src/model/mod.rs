@@ -171,6 +171,10 @@ pub struct PartitionProgress {
     /// Records of aborted transactions, read past and not applied.
     #[serde(default)]
     pub aborted: u64,
+    /// The id of the topic these offsets belong to, when the broker gives ids: a topic deleted
+    /// and created again under the same name has another one, and its offsets start over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_id: Option<String>,
     /// Time of the last record read.
     pub last_record_time: Option<DateTime<Utc>>,
 }
@@ -185,6 +189,7 @@ impl PartitionProgress {
             resets: 0,
             unreadable: 0,
             aborted: 0,
+            topic_id: None,
             last_record_time: None,
         }
     }

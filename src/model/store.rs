@@ -151,13 +151,15 @@ pub struct FetchedRecord {
     pub idempotency: Option<(String, String)>,
 }
 
-/// What a fetch read past besides its records, counted with its batch.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What a fetch read past besides its records, counted with its batch, and the id of the topic
+/// it read (saved with the offsets it reaches).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FetchCounts {
     /// Batches that could not be read.
     pub unreadable: u64,
     /// Records of aborted transactions.
     pub aborted: u64,
+    pub topic_id: Option<String>,
 }
 
 /// What one applied batch did.
@@ -218,6 +220,8 @@ enum Work {
         topic: TopicRole,
         partition: i32,
         to: i64,
+        /// The topic's new id, when the reset is for a topic created again.
+        topic_id: Option<String>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
     Layout {
@@ -460,10 +464,23 @@ impl Store {
         partition: i32,
         to: i64,
     ) -> Result<(), StoreError> {
+        self.reset_offset_of(topic, partition, to, None).await
+    }
+
+    /// [`Self::reset_offset`] for a topic deleted and created again: its offsets belong to the
+    /// topic `topic_id` from now on.
+    pub async fn reset_offset_of(
+        &self,
+        topic: TopicRole,
+        partition: i32,
+        to: i64,
+        topic_id: Option<String>,
+    ) -> Result<(), StoreError> {
         self.ask(|reply| Work::Reset {
             topic,
             partition,
             to,
+            topic_id,
             reply,
         })
         .await
@@ -1134,11 +1151,15 @@ impl Applier {
                         topic,
                         partition,
                         to,
+                        topic_id,
                         reply,
                     } => {
                         let progress = changes.progress_mut(topic, partition);
                         progress.next_offset = to;
                         progress.resets += 1;
+                        if topic_id.is_some() {
+                            progress.topic_id = topic_id;
+                        }
                         replies.push(Reply::Reset(reply));
                     }
                     Work::Layout { .. } => unreachable!("layout checks run alone"),
@@ -1349,6 +1370,9 @@ fn apply_batch(
         let progress = changes.progress_mut(topic, partition);
         progress.unreadable = progress.unreadable.saturating_add(counts.unreadable);
         progress.aborted = progress.aborted.saturating_add(counts.aborted);
+        if counts.topic_id.is_some() {
+            progress.topic_id = counts.topic_id;
+        }
     }
     let from = changes.progress_mut(topic, partition).next_offset;
     for record in records {
