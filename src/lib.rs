@@ -265,63 +265,13 @@ async fn run_pipeline(state: Arc<AppState>, shutdown: CancellationToken) {
     let partitions: usize = layout.topics.iter().map(|t| t.partitions as usize).sum();
     let catch_up = Arc::new(CatchUp::new(partitions, from_store));
     let _ = state.catch_up.set(Arc::clone(&catch_up));
-    let consumers_stop = CancellationToken::new();
     let context = kafka::consumer::ConsumerContext {
         kafka: state.kafka.clone(),
         store: Arc::clone(&state.store),
         catch_up,
         kafka_timeout: state.config.kafka_timeout,
     };
-    let mut consumers =
-        kafka::consumer::spawn_consumers(&session, &context, consumers_stop.clone());
-
-    // Partitions added to a topic while shopstream runs: the connection's probe sees the new
-    // count and publishes a session with it (the producer partitions by it from then on); the
-    // store keeps its state and the new partitions get consumers, from their earliest offset.
-    let mut layout = layout;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            changed = status.changed() => if changed.is_err() { break },
-        }
-        let Some(session) = status.borrow_and_update().session.clone() else {
-            continue;
-        };
-        if session.topics == layout {
-            continue;
-        }
-        if !session.topics.grows_from(&layout) {
-            tracing::warn!(
-                was = ?layout.topics,
-                now = ?session.topics.topics,
-                "a topic has fewer partitions than before (deleted and created again?); the \
-                 consumers go on with the partitions they had, and restarting shopstream \
-                 rebuilds the store for the new layout"
-            );
-            continue;
-        }
-        if let Err(error) = state.store.check_layout(&session.topics).await {
-            tracing::warn!(%error, "cannot record the new partitions in the store; trying at the next change");
-            continue;
-        }
-        for topic in &session.topics.topics {
-            let had = layout.get(topic.role).partitions;
-            for partition in had..topic.partitions {
-                tracing::info!(topic = %topic.name, partition, "consuming a partition added to the topic");
-                kafka::consumer::spawn_consumer(
-                    &mut consumers,
-                    &context,
-                    topic,
-                    partition,
-                    false,
-                    consumers_stop.clone(),
-                );
-            }
-        }
-        layout = session.topics.clone();
-    }
-    consumers_stop.cancel();
-    while consumers.join_next().await.is_some() {}
+    kafka::consumer::run(&session, &context, status, shutdown).await;
     close_store(&state).await;
 }
 

@@ -140,9 +140,69 @@ pub struct ConsumerContext {
     pub kafka_timeout: Duration,
 }
 
+/// Runs one consumer per partition of `session`'s topics until `shutdown`, then stops them.
+///
+/// Partitions added to a topic while shopstream runs: the connection's probe sees the new count
+/// and publishes a session with it (`status`; the producer partitions by it from then on); the
+/// store keeps its state and the new partitions get consumers, from their earliest offset. A
+/// topic with fewer partitions than before (deleted and created again) is only logged.
+pub async fn run(
+    session: &KafkaSession,
+    context: &ConsumerContext,
+    mut status: tokio::sync::watch::Receiver<super::KafkaStatus>,
+    shutdown: CancellationToken,
+) {
+    let stop = CancellationToken::new();
+    let mut consumers = spawn_consumers(session, context, stop.clone());
+    let mut layout = session.topics.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = status.changed() => if changed.is_err() { break },
+        }
+        let Some(session) = status.borrow_and_update().session.clone() else {
+            continue;
+        };
+        if session.topics == layout {
+            continue;
+        }
+        if !session.topics.grows_from(&layout) {
+            tracing::warn!(
+                was = ?layout.topics,
+                now = ?session.topics.topics,
+                "a topic has fewer partitions than before (deleted and created again?); the \
+                 consumers go on with the partitions they had, and restarting shopstream \
+                 rebuilds the store for the new layout"
+            );
+            continue;
+        }
+        if let Err(error) = context.store.check_layout(&session.topics).await {
+            tracing::warn!(%error, "cannot record the new partitions in the store; trying at the next change");
+            continue;
+        }
+        for topic in &session.topics.topics {
+            let had = layout.get(topic.role).partitions;
+            for partition in had..topic.partitions {
+                tracing::info!(topic = %topic.name, partition, "consuming a partition added to the topic");
+                spawn_consumer(
+                    &mut consumers,
+                    context,
+                    topic,
+                    partition,
+                    false,
+                    stop.clone(),
+                );
+            }
+        }
+        layout = session.topics.clone();
+    }
+    stop.cancel();
+    while consumers.join_next().await.is_some() {}
+}
+
 /// Starts one consumer per partition of the session's topics. Each counts towards the replay
 /// at start ([`CatchUp`]).
-pub fn spawn_consumers(
+fn spawn_consumers(
     session: &KafkaSession,
     context: &ConsumerContext,
     shutdown: CancellationToken,
@@ -165,7 +225,7 @@ pub fn spawn_consumers(
 
 /// Starts the consumer of one partition; `counted`: it takes part in the replay at start (a
 /// partition added to a topic later does not).
-pub fn spawn_consumer(
+fn spawn_consumer(
     tasks: &mut JoinSet<()>,
     context: &ConsumerContext,
     topic: &crate::kafka::TopicInfo,
