@@ -145,7 +145,11 @@ async fn supervise(
                     topics,
                     generation,
                     partitions: Default::default(),
-                    fetchers: super::fetch::Fetchers::new(config.kafka_brokers.clone()),
+                    // The settings were checked at start; the connect above used them.
+                    fetchers: super::fetch::Fetchers::new(
+                        config.kafka_brokers.clone(),
+                        config.kafka_sasl().ok().flatten(),
+                    ),
                 });
                 tx.send_replace(KafkaStatus {
                     session: Some(Arc::clone(&session)),

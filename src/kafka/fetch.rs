@@ -94,6 +94,8 @@ pub struct Fetched {
 #[derive(Debug)]
 pub struct Fetchers {
     bootstrap: Vec<String>,
+    /// The SASL login of every connection, when configured.
+    sasl: Option<crate::config::SaslCredentials>,
     slots: Mutex<HashMap<(Use, TopicRole, i32), Slot>>,
     /// Leader address by (topic name, partition).
     leaders: Mutex<HashMap<(String, i32), String>>,
@@ -104,9 +106,10 @@ pub struct Fetchers {
 type Slot = Arc<tokio::sync::Mutex<Option<BrokerConnection>>>;
 
 impl Fetchers {
-    pub fn new(bootstrap: Vec<String>) -> Self {
+    pub fn new(bootstrap: Vec<String>, sasl: Option<crate::config::SaslCredentials>) -> Self {
         Self {
             bootstrap,
+            sasl,
             slots: Mutex::default(),
             leaders: Mutex::default(),
             topic_ids: Mutex::default(),
@@ -211,7 +214,9 @@ impl Fetchers {
             Some(connection) => connection,
             None => {
                 let leader = self.leader(topic, partition).await?;
-                BrokerConnection::connect(&leader).await.map_err(wire)?
+                BrokerConnection::connect(&leader, self.sasl.as_ref())
+                    .await
+                    .map_err(wire)?
             }
         };
         let version = connection
@@ -306,7 +311,7 @@ impl Fetchers {
     async fn lookup(&self, topic: &str, partition: i32) -> Result<Found, KafkaError> {
         let mut last = None;
         for bootstrap in &self.bootstrap {
-            match lookup_leader(bootstrap, topic, partition).await {
+            match lookup_leader(bootstrap, self.sasl.as_ref(), topic, partition).await {
                 Ok(found) => {
                     self.learn(topic, partition, &found);
                     return Ok(found);
@@ -325,8 +330,15 @@ struct Found {
 }
 
 /// Asks `bootstrap` where the leader of `topic`/`partition` is, and the topic's id.
-async fn lookup_leader(bootstrap: &str, topic: &str, partition: i32) -> Result<Found, KafkaError> {
-    let mut connection = BrokerConnection::connect(bootstrap).await.map_err(wire)?;
+async fn lookup_leader(
+    bootstrap: &str,
+    sasl: Option<&crate::config::SaslCredentials>,
+    topic: &str,
+    partition: i32,
+) -> Result<Found, KafkaError> {
+    let mut connection = BrokerConnection::connect(bootstrap, sasl)
+        .await
+        .map_err(wire)?;
     let version = connection
         .version(ApiKey::Metadata, METADATA_VERSIONS)
         .map_err(wire)?;

@@ -7,16 +7,22 @@
 //! so a late answer can never be read as the answer to another request. The socket has
 //! `TCP_NODELAY` set when it is opened (rskafka's sockets get it from [`super::nodelay`]); the
 //! caller bounds every call with the same deadline as rskafka's calls (`--kafka-timeout`).
-//! SASL is not spoken yet, as by the rest of shopstream; when it is, the handshake belongs in
-//! [`BrokerConnection::connect`].
+//! With SASL configured, [`BrokerConnection::connect`] authenticates as rskafka does for its
+//! own connections (SaslHandshake, then SaslAuthenticate steps driven by rsasl, pure Rust), so
+//! every broker connection shopstream opens logs in alike.
 
 use std::collections::HashMap;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::config::{SaslCredentials, SaslMechanism};
 
 /// Largest answer read (a fetch answer holds at least one whole batch, which the broker's
 /// `message.max.bytes` bounds, 1 MiB by default; topics may raise it).
@@ -43,8 +49,9 @@ pub struct BrokerConnection {
 }
 
 impl BrokerConnection {
-    /// Connects to `addr` (`host:port`) and asks which API versions it speaks.
-    pub async fn connect(addr: &str) -> Result<Self, WireError> {
+    /// Connects to `addr` (`host:port`), asks which API versions it speaks, and logs in with
+    /// `sasl` when given.
+    pub async fn connect(addr: &str, sasl: Option<&SaslCredentials>) -> Result<Self, WireError> {
         let io = |e: std::io::Error| WireError::Io {
             addr: addr.to_string(),
             message: e.to_string(),
@@ -72,7 +79,75 @@ impl BrokerConnection {
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
+        if let Some(sasl) = sasl {
+            connection.authenticate(sasl).await?;
+        }
         Ok(connection)
+    }
+
+    /// SASL: the handshake names the mechanism, then rsasl's steps go back and forth in
+    /// SaslAuthenticate requests until it is done. A refusal carries the broker's message
+    /// (never the password).
+    async fn authenticate(&mut self, sasl: &SaslCredentials) -> Result<(), WireError> {
+        use rsasl::prelude::{Mechname, SASLClient, SASLConfig};
+        let mechanism = match sasl.mechanism {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        };
+        let addr = self.addr.clone();
+        let refused = |why: String| {
+            WireError::Protocol(format!("SASL {mechanism} login to {addr} refused: {why}"))
+        };
+        let version = self.version(ApiKey::SaslHandshake, (1, 1))?;
+        let handshake: SaslHandshakeResponse = self
+            .call(
+                ApiKey::SaslHandshake,
+                version,
+                &SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str(mechanism)),
+            )
+            .await?;
+        if handshake.error_code != 0 {
+            let offered: Vec<&str> = handshake.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(refused(format!(
+                "error {} (the broker offers {})",
+                handshake.error_code,
+                offered.join(", ")
+            )));
+        }
+        let config =
+            SASLConfig::with_credentials(None, sasl.username.clone(), sasl.password.clone())
+                .map_err(|e| refused(e.to_string()))?;
+        let name = Mechname::parse(mechanism.as_bytes()).map_err(|e| refused(e.to_string()))?;
+        let mut session = SASLClient::new(config)
+            .start_suggested(&[name])
+            .map_err(|e| refused(e.to_string()))?;
+        let version = self.version(ApiKey::SaslAuthenticate, (0, 2))?;
+        let mut received: Option<Bytes> = None;
+        loop {
+            let mut to_send = Vec::new();
+            let state = session
+                .step(received.as_deref(), &mut to_send)
+                .map_err(|e| refused(e.to_string()))?;
+            if state.has_sent_message() {
+                let answer: SaslAuthenticateResponse = self
+                    .call(
+                        ApiKey::SaslAuthenticate,
+                        version,
+                        &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(to_send)),
+                    )
+                    .await?;
+                if answer.error_code != 0 {
+                    let message = answer.error_message.as_ref().map_or("", |m| m.as_str());
+                    return Err(refused(format!("error {}: {message}", answer.error_code)));
+                }
+                received = Some(answer.auth_bytes);
+            }
+            if state.is_finished() {
+                return Ok(());
+            }
+        }
     }
 
     pub fn addr(&self) -> &str {
