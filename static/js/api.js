@@ -15,11 +15,23 @@ export class ApiError extends Error {
   }
 }
 
+let onUnauthorized = null;
+
+/**
+ * Who hears of a 401 (no credentials, or a session cookie that expired or was signed out):
+ * app.js, which shows the sign-in page. One listener; `null` removes it.
+ */
+export function setUnauthorizedHandler(fn) {
+  onUnauthorized = fn;
+}
+
 /**
  * `GET` unless `method` says otherwise; `body` is sent as JSON. Resolves to the parsed JSON
- * answer; rejects with ApiError (or the AbortError of `signal`).
+ * answer; rejects with ApiError (or the AbortError of `signal`). A 401 is reported to the
+ * unauthorized handler first, unless `reportUnauthorized` is false (the session calls, where a
+ * 401 is an answer: a wrong token).
  */
-export async function api(path, { method = 'GET', body, idempotencyKey, signal } = {}) {
+export async function api(path, { method = 'GET', body, idempotencyKey, signal, reportUnauthorized = true } = {}) {
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (idempotencyKey) headers['Idempotency-Key'] = idempotencyKey;
@@ -45,7 +57,17 @@ export async function api(path, { method = 'GET', body, idempotencyKey, signal }
       data = null;
     }
   }
-  if (!response.ok) throw new ApiError(response.status, data);
+  if (!response.ok) {
+    const error = new ApiError(response.status, data);
+    if (response.status === 401 && reportUnauthorized && onUnauthorized) {
+      try {
+        onUnauthorized(error);
+      } catch (failure) {
+        console.warn('shopstream: the unauthorized handler failed', failure);
+      }
+    }
+    throw error;
+  }
   return data;
 }
 

@@ -11,6 +11,11 @@
 // After a resume the page counts the events it catches up on: it asks /api/kafka for the end of
 // every partition and counts the events below those ends, whether the server replays them from
 // Kafka or sends them live while its own consumers catch up after a restart.
+//
+// With tokens the upgrade needs the session cookie; a refused upgrade (401) looks like any
+// failed connection to the page, so every connection that fails before it opens is reported
+// (`failed`), and the shell asks /api/session whether the session is still there. stop() ends
+// the connection when the visit signs out; start() begins again after the next sign-in.
 
 import { api } from './api.js';
 
@@ -57,6 +62,9 @@ export class Live {
     this.timers = {};
     this.lastHeard = 0;
     this.hasConnected = false;
+    /** Between start() and stop(): connects and reconnects. */
+    this.running = false;
+    this.windowListeners = false;
     /** The name of the server store's event numbering, from its last `hello`. */
     this.store = '';
     this.firstHello = new Promise((resolve) => {
@@ -66,7 +74,7 @@ export class Live {
 
   // --- subscriptions -------------------------------------------------------------------------
 
-  /** `type`: event, state, hello, reset, renumbered, caughtup. Returns the unsubscribe function. */
+  /** `type`: event, state, hello, reset, renumbered, caughtup, failed. Returns the unsubscribe function. */
   on(type, fn) {
     if (!this.listeners.has(type)) this.listeners.set(type, new Set());
     this.listeners.get(type).add(fn);
@@ -91,20 +99,62 @@ export class Live {
   // --- connection ----------------------------------------------------------------------------
 
   start() {
-    try {
-      const saved = sessionStorage.getItem(STORAGE_KEY);
-      if (saved) this.cursor = parseCursor(saved);
-    } catch {
-      /* storage may be disabled */
+    if (this.running) return;
+    this.running = true;
+    this.attempt = 0;
+    if (!this.cursor.size) {
+      try {
+        const saved = sessionStorage.getItem(STORAGE_KEY);
+        if (saved) this.cursor = parseCursor(saved);
+      } catch {
+        /* storage may be disabled */
+      }
     }
-    window.addEventListener('online', () => {
-      if (this.state === 'offline') this.connect();
-    });
-    window.addEventListener('offline', () => {
-      if (this.state !== 'live') this.setState('offline', 'the browser is offline');
-    });
-    window.addEventListener('pagehide', () => this.save(true));
+    if (!this.windowListeners) {
+      this.windowListeners = true;
+      window.addEventListener('online', () => {
+        if (this.running && this.state === 'offline') this.connect();
+      });
+      window.addEventListener('offline', () => {
+        if (this.running && this.state !== 'live') this.setState('offline', 'the browser is offline');
+      });
+      window.addEventListener('pagehide', () => this.save(true));
+    }
     this.connect();
+  }
+
+  /**
+   * Ends the connection and every timer, and reconnects no more until start(). `forget`: the
+   * cursor and the recent events go too (a sign-out: the next session starts from now, and
+   * shows nothing of this one).
+   */
+  stop({ forget = false } = {}) {
+    this.running = false;
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      try {
+        ws.close();
+      } catch {
+        /* already closed */
+      }
+    }
+    this.finishCatchUp(true);
+    for (const name of Object.keys(this.timers)) this.clearTimer(name);
+    if (forget) {
+      this.cursor.clear();
+      this.recent = [];
+      this.lastCatchUp = null;
+      try {
+        sessionStorage.removeItem(STORAGE_KEY);
+      } catch {
+        /* storage may be disabled */
+      }
+    } else {
+      this.save(true);
+    }
+    this.attempt = 0;
+    this.setState('connecting', '');
   }
 
   /** Reconnects at once (the connection pill calls this). */
@@ -115,6 +165,7 @@ export class Live {
   }
 
   connect() {
+    if (!this.running) return;
     this.clearTimer('retry');
     this.clearTimer('countdown');
     if (this.ws) {
@@ -140,6 +191,10 @@ export class Live {
       return;
     }
     this.ws = ws;
+    let opened = false;
+    ws.addEventListener('open', () => {
+      opened = true;
+    });
     ws.addEventListener('message', (m) => {
       if (this.ws === ws) this.onMessage(m.data);
     });
@@ -149,6 +204,8 @@ export class Live {
       this.clearTimer('ping');
       this.finishCatchUp(true);
       this.scheduleReconnect(e.reason);
+      // Refused before it opened (a 401 among other reasons): the shell may ask why.
+      if (!opened) this.emit('failed', { attempt: this.attempt });
     });
   }
 
