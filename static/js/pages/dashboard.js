@@ -6,6 +6,7 @@
 
 import { api, isAbort } from '../api.js';
 import { rules } from '../rules.js';
+import { can, roleNote } from '../session.js';
 import { h, replace, pageHeader, count, money, percent, seconds, throttle, notice } from '../ui.js';
 import { barChart, funnel } from '../charts.js';
 
@@ -262,6 +263,9 @@ function simulatorPanel(ctx) {
   const toggle = h('button', { type: 'button', class: 'btn btn-primary', id: 'sim-toggle' }, 'Start');
   const apply = h('button', { type: 'submit', class: 'btn' }, 'Apply settings');
   const error = h('div', { class: 'field-error', id: 'sim-error' });
+  // Its state is for every role to see; its settings only for the admin (the server refuses the others).
+  const controls = can('admin');
+  const roleLine = controls ? null : h('p', { class: 'muted small', id: 'sim-role' }, roleNote('Starting, stopping and setting the simulator', 'admin'));
   let running = false;
   let available = true;
 
@@ -323,6 +327,7 @@ function simulatorPanel(ctx) {
         available = false;
         state.textContent = 'This server has no simulator.';
         form.hidden = true;
+        if (roleLine) roleLine.hidden = true;
       } else {
         state.textContent = `Cannot read the simulator: ${e.message}`;
       }
@@ -374,7 +379,7 @@ function simulatorPanel(ctx) {
     h('h2', { id: 'sim-h' }, 'Traffic simulator'),
     h('p', { class: 'muted small' }, 'Drives whole lifecycles (order → payment → delivery steps) through the same path as the API.'),
     state,
-    form,
+    controls ? form : roleLine,
   );
 
   read(true);

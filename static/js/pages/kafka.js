@@ -4,6 +4,7 @@
 
 import { api, isAbort, query } from '../api.js';
 import { rules } from '../rules.js';
+import { can, roleNote } from '../session.js';
 import { h, replace, pageHeader, time, count, seconds, ago, notice, orderLink, fullTime, money } from '../ui.js';
 
 const TAIL = 100;
@@ -205,6 +206,16 @@ function frameSummary(f) {
 // --- seek ------------------------------------------------------------------------------------
 
 function seekSection(ctx, partitionsNow) {
+  // The records hold every customer's details as written: the server gives them to the admin only.
+  if (!can('admin')) {
+    return h(
+      'section',
+      { class: 'card', 'aria-labelledby': 'seek-h' },
+      h('h2', { id: 'seek-h' }, 'Browse records'),
+      h('p', { class: 'muted small' }, 'Reads one partition straight from Kafka, from an offset or from a time, including records shopstream skips.'),
+      notice('info', h('p', { id: 'seek-role' }, roleNote('Browsing records', 'admin'))),
+    );
+  }
   const topic = h(
     'select',
     { id: 'seek-topic', name: 'topic' },

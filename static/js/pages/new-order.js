@@ -4,6 +4,7 @@
 
 import { api, isAbort, uuid } from '../api.js';
 import { rules } from '../rules.js';
+import { can, roleNote } from '../session.js';
 import { h, replace, pageHeader, notice, money } from '../ui.js';
 
 /** The form's fields; the currencies, and the one chosen first, are the server's. */
@@ -28,6 +29,13 @@ export const newOrderPage = {
   title: 'New order',
   nav: 'new',
   mount(main, ctx) {
+    if (!can('client')) {
+      main.append(
+        pageHeader('New order'),
+        notice('info', h('p', { id: 'new-order-role' }, roleNote('Placing orders', 'client')), h('p', {}, h('a', { href: '/orders' }, 'See the orders'), '.')),
+      );
+      return () => {};
+    }
     const specs = fields();
     const controls = {};
     const errors = {};

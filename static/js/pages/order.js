@@ -4,6 +4,7 @@
 
 import { api, isAbort, uuid } from '../api.js';
 import { rules, actionsFor, isFinal, nextDeliveryStatus } from '../rules.js';
+import { can, roleNote } from '../session.js';
 import { h, replace, pageHeader, time, fullTime, money, badge, anomalyFlag, notice, throttle, shortId, day } from '../ui.js';
 
 export const orderPage = {
@@ -92,6 +93,16 @@ export const orderPage = {
       const messageBox = h('div', { class: 'action-message', id: 'action-message' });
       if (actionMessage) messageBox.append(notice(actionMessage.kind, actionMessage.text));
       const status = o.status;
+      // Only a role that writes is offered the commands (the server refuses the others: 403).
+      if (!can('client')) {
+        return h(
+          'section',
+          { class: 'card', 'aria-labelledby': 'actions-h' },
+          h('h2', { id: 'actions-h' }, 'Actions'),
+          messageBox,
+          h('p', { class: 'muted', id: 'actions-role' }, roleNote('Acting on an order (paying, cancelling, shipping, moving its delivery)', 'client')),
+        );
+      }
       // One form per command the server's rules allow in this status, in the document's order.
       const forms = actionsFor(rules, status)
         .map((action) => {
