@@ -15,8 +15,10 @@
 //   BROWSER_TESTS     comma-separated test names (or parts of names) to run only those
 //
 // Every wait is bounded, and waits for a condition (an element, a page state, a server answer),
-// never for a fixed time. The last line is `N passed, M failed`; the exit code is non-zero when
-// a test failed or the setup did.
+// never for a fixed time. Every page runs under the server's Content-Security-Policy: a
+// violation (a `securitypolicyviolation` event, or the console's report of one) fails the test
+// it happens in, whatever that test allows. The last line is `N passed, M failed`; the exit code
+// is non-zero when a test failed or the setup did.
 
 import { chromium } from 'playwright-core';
 import { spawn, spawnSync } from 'node:child_process';
@@ -169,8 +171,9 @@ function binary() {
 const servers = new Set();
 
 class Server {
-  constructor({ bin, kafka, port, dataDir, prefix, name }) {
-    Object.assign(this, { bin, kafka, port, dataDir, prefix, name });
+  /** `args`: flags beyond the usual ones (a tokens file, say). */
+  constructor({ bin, kafka, port, dataDir, prefix, name, args = [] }) {
+    Object.assign(this, { bin, kafka, port, dataDir, prefix, name, args });
     this.base = `http://127.0.0.1:${port}`;
     this.child = null;
     this.starts = 0;
@@ -184,7 +187,19 @@ class Server {
     for (const k of Object.keys(env)) if (k.startsWith('SHOPSTREAM_') && k !== 'SHOPSTREAM_BIN') delete env[k];
     this.child = spawn(
       this.bin,
-      ['--kafka', this.kafka, '--listen', `127.0.0.1:${this.port}`, '--data-dir', this.dataDir, '--topic-prefix', this.prefix, '--log-format', 'json'],
+      [
+        '--kafka',
+        this.kafka,
+        '--listen',
+        `127.0.0.1:${this.port}`,
+        '--data-dir',
+        this.dataDir,
+        '--topic-prefix',
+        this.prefix,
+        '--log-format',
+        'json',
+        ...this.args,
+      ],
       { cwd: ROOT, env, stdio: ['ignore', fd, fd] },
     );
     fs.closeSync(fd);
@@ -256,7 +271,25 @@ const EXPECTED = {
   serverDown: /WebSocket connection to .* failed|ERR_CONNECTION_REFUSED|ERR_CONNECTION_RESET|ERR_EMPTY_RESPONSE|status of 503/,
 };
 
-async function openPage(route, { allow = [], width = 1280, height = 900, scheme = 'light', before } = {}) {
+/** Content-Security-Policy violations seen in any page: { url, text }. A test that adds one fails. */
+const cspViolations = [];
+const CSP_CONSOLE = /Content[- ]Security[- ]Policy/i;
+
+/** Notes a CSP violation of `page` (one the page expects, as the check of this check does, aside). */
+function cspViolation(page, text) {
+  if (page?.expectCsp) {
+    page.expectedCsp.push(text);
+    return;
+  }
+  cspViolations.push({ url: page?.url() ?? '?', text });
+  page?.problems?.push(`Content-Security-Policy violation: ${text}`);
+}
+
+/**
+ * Opens `route` of `base` (the shared server unless told) and, unless `live` is false (a page
+ * that must not start, such as the sign-in page), waits for its live connection.
+ */
+async function openPage(route, { allow = [], width = 1280, height = 900, scheme = 'light', before, base, live = true } = {}) {
   const page = await context.newPage();
   if (before) await before(page);
   page.setDefaultTimeout(10_000);
@@ -265,8 +298,14 @@ async function openPage(route, { allow = [], width = 1280, height = 900, scheme 
   await page.emulateMedia({ colorScheme: scheme });
   page.problems = [];
   page.allow = allow;
+  page.expectedCsp = [];
   page.on('console', (m) => {
     consoleLog.push(`[${new Date().toISOString()}] ${page.url()} ${m.type()}: ${m.text()}`);
+    // The browser's own report of a blocked script, style, connection or frame: never allowed.
+    if (CSP_CONSOLE.test(m.text()) && /refused|violat|blocked/i.test(m.text())) {
+      cspViolation(page, `console: ${m.text()}`);
+      return;
+    }
     if (m.type() !== 'error' || page.allow.some((r) => r.test(m.text()))) return;
     // A 503 is the server saying the broker did not answer in time (a loaded machine): the
     // page shows it and carries on; it is noted, not failed.
@@ -286,7 +325,7 @@ async function openPage(route, { allow = [], width = 1280, height = 900, scheme 
   page.on('crash', () => page.problems.push('the page crashed'));
   // What the page does on the network, for waits on it: HTTP requests in flight and when the
   // last one started or ended; live event frames received.
-  page.activity = { inFlight: new Set(), last: Date.now(), events: 0 };
+  page.activity = { inFlight: new Set(), last: Date.now(), events: 0, sockets: 0, socket: null };
   page.on('request', (r) => {
     page.activity.inFlight.add(r);
     page.activity.last = Date.now();
@@ -296,14 +335,17 @@ async function openPage(route, { allow = [], width = 1280, height = 900, scheme 
       page.activity.inFlight.delete(r);
       page.activity.last = Date.now();
     });
-  page.on('websocket', (ws) =>
+  // WebSockets: how many the page opened, and the last one (a page holds one live connection).
+  page.on('websocket', (ws) => {
+    page.activity.sockets += 1;
+    page.activity.socket = ws;
     ws.on('framereceived', ({ payload }) => {
       if (typeof payload === 'string' && payload.startsWith('{"type":"event"')) page.activity.events += 1;
-    }),
-  );
+    });
+  });
   openPages.add(page);
-  await page.goto(server.base + route, { waitUntil: 'load' });
-  await page.waitForSelector('#conn-pill[data-state="live"]', { timeout: 15_000 });
+  await page.goto((base ?? server.base) + route, { waitUntil: 'load' });
+  if (live) await page.waitForSelector('#conn-pill[data-state="live"]', { timeout: 15_000 });
   return page;
 }
 
@@ -1041,6 +1083,263 @@ test('live tables keep at most 200 rows and page back through older ones without
   }
 });
 
+test("pages run under the server's Content-Security-Policy, and this suite sees a violation", async () => {
+  const r = await fetch(`${server.base}/orders`, { signal: AbortSignal.timeout(10_000) });
+  const csp = r.headers.get('content-security-policy') || '';
+  assert(/script-src 'self'/.test(csp) && /style-src 'self'/.test(csp) && !/unsafe-inline/.test(csp), `the page's policy: "${csp}"`);
+  const page = await openPage('/orders');
+  try {
+    await page.locator('main table tbody tr').first().waitFor();
+    // What a page must never do: an inline script and an inline style attribute. Both are
+    // blocked, and both are seen (here set aside, as this page expects them).
+    page.expectCsp = true;
+    await page.evaluate(() => {
+      const script = document.createElement('script');
+      script.textContent = 'window.__inlineRan = true;';
+      document.head.append(script);
+      document.querySelector('main h1').setAttribute('style', 'color: red');
+    });
+    // Each is reported twice, by the event and on the console: all four are in before the page
+    // stops expecting them.
+    const seen = (how, what) => page.expectedCsp.some((v) => v.startsWith('console:') === (how === 'console') && what.test(v));
+    await until(
+      (note) => {
+        note(page.expectedCsp.join(' | '));
+        return ['console', 'event'].every((how) => seen(how, /script/i) && seen(how, /style/i));
+      },
+      { what: 'the violations reported', every: 50 },
+    );
+    page.expectCsp = false;
+    assert((await page.evaluate(() => window.__inlineRan)) === undefined, 'an inline script ran');
+    noProblems(page, 'orders page');
+  } finally {
+    await closePage(page);
+  }
+});
+
+/** An answer of a shopstream to Node, whatever its status: { status, body }. */
+async function request(base, method, route, { body, headers = {} } = {}) {
+  const response = await fetch(base + route, {
+    method,
+    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(20_000),
+  });
+  const text = await response.text();
+  let json = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    /* not JSON */
+  }
+  return { status: response.status, body: json };
+}
+
+test(
+  'with tokens the dashboard asks to sign in: a wrong token is refused, a viewer follows orders live without writes, a session that ends shows the sign-in page again, an admin runs the simulator',
+  async () => {
+    const tokens = Object.fromEntries(['admin', 'client', 'viewer'].map((role) => [role, `${role}-${crypto.randomUUID()}`]));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shopstream-tokens-'));
+    const tokensFile = path.join(dir, 'tokens');
+    fs.writeFileSync(
+      tokensFile,
+      Object.entries(tokens)
+        .map(([role, token]) => `${role}:${token}\n`)
+        .join(''),
+      { mode: 0o600 },
+    );
+    const guarded = new Server({
+      bin,
+      kafka,
+      port: await freePort(),
+      dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'shopstream-t-')),
+      // Topics of its own: its simulator's traffic stays out of the other tests' figures.
+      prefix: `${prefix}tokens-`,
+      name: 'tokens',
+      args: ['--tokens-file', tokensFile],
+    }).start();
+    const bearer = (role) => ({ authorization: `Bearer ${tokens[role]}` });
+    let page = null;
+    try {
+      await guarded.ready();
+      page = await openPage('/orders', {
+        base: guarded.base,
+        live: false,
+        // 401s are answers here (a wrong token, a session that ended); while the server
+        // restarts the page keeps trying to reach it.
+        allow: [/status of 401/, EXPECTED.serverDown],
+      });
+
+      // The sign-in page, in place of the pages and the live connection.
+      await page.waitForSelector('#signin-form');
+      assert((await page.textContent('main h1')) === 'Sign in', 'no "Sign in" heading');
+      assert((await page.title()).startsWith('Sign in'), `the title is "${await page.title()}"`);
+      assert((await page.getAttribute('#signin-token', 'type')) === 'password', 'the token field is not a password field');
+      assert(await page.isHidden('.site-nav'), 'the pages are offered before signing in');
+      assert(await page.isHidden('#conn-pill'), 'the connection indicator shows before signing in');
+      assert(await page.isHidden('#sign-out'), '"Sign out" shows before signing in');
+      assert((await page.locator('#orders-status').count()) === 0, 'the orders page was mounted without a session');
+      assert(page.activity.sockets === 0, 'the live connection was opened without a session');
+      assert((await page.evaluate(() => document.activeElement?.id)) === 'signin-token', 'the token field does not have the focus');
+      const a11y = await accessibilityProblems(page);
+      assert(a11y.length === 0, `the sign-in page: ${a11y.join('; ')}`);
+      await page.evaluate(() => {
+        window.__noReload = 'still here';
+      });
+      await shot(page, 'signin', false);
+      await page.setViewportSize({ width: 390, height: 844 });
+      const narrow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert(narrow <= 1, `the sign-in page is ${narrow}px wider than a phone screen`);
+      await page.setViewportSize({ width: 1280, height: 900 });
+
+      // A wrong token, with the keyboard: refused, with a message, focus back on the field.
+      await page.keyboard.type('this-is-not-a-token-of-this-shop');
+      await page.keyboard.press('Enter');
+      const wrong = page.locator('#signin-error .field-error');
+      await wrong.waitFor();
+      assert(/not valid/.test(await wrong.textContent()), `the error reads "${await wrong.textContent()}"`);
+      assert((await page.getAttribute('#signin-token', 'aria-invalid')) === 'true', 'the field is not marked invalid');
+      assert((await page.evaluate(() => document.activeElement?.id)) === 'signin-token', 'focus did not go back to the field');
+      assert((await page.locator('#signin-form').count()) === 1, 'a wrong token left the sign-in page');
+      await shot(page, 'signin-wrong-token', false);
+
+      // A viewer signs in (Enter again): the page the address names starts, live.
+      await page.fill('#signin-token', tokens.viewer);
+      await page.keyboard.press('Enter');
+      await page.waitForSelector('main[data-page="orders"] #orders-status');
+      await page.waitForSelector('#conn-pill[data-state="live"]');
+      assert((await page.textContent('#session-role')).includes('viewer'), `the header says "${await page.textContent('#session-role')}"`);
+      assert(await page.isVisible('#sign-out'), 'no "Sign out" in the header');
+      assert(await page.isHidden('nav a[data-nav="new"]'), 'a viewer is offered "New order"');
+      assert((await page.evaluate(() => document.activeElement?.tagName)) === 'H1', 'focus did not move to the page heading');
+      const cookie = (await context.cookies(guarded.base)).find((c) => c.name === 'shopstream_session');
+      assert(cookie?.httpOnly && cookie.sameSite === 'Strict', `the session cookie: ${JSON.stringify(cookie && { ...cookie, value: '…' })}`);
+      const withCookie = { cookie: `shopstream_session=${cookie.value}`, 'sec-fetch-site': 'same-origin' };
+
+      // An order placed by a client through the API appears live.
+      const name = `Viewer Watches ${RUN}`;
+      const id = (await call(guarded.base, 'POST', '/api/orders', order(name), bearer('client'))).order.order_id;
+      await rowsWith(page, name).first().waitFor({ timeout: 5000 });
+      await shot(page, 'signin-viewer-orders', false);
+
+      // Its page offers no action; the dashboard no simulator controls; the Kafka page no record browser.
+      await page.click(`main table tbody tr[data-id="${id}"] a[href="/orders/${id}"]`);
+      await page.waitForSelector('main[data-status="Pending"]');
+      assert(/client role/.test(await page.textContent('#actions-role')), 'the order page does not say actions need the client role');
+      assert((await page.locator('.action-form').count()) === 0, 'a viewer is offered order actions');
+      await page.click('nav a[data-nav="dashboard"]');
+      await page.waitForSelector('#sim-role');
+      assert(/admin role/.test(await page.textContent('#sim-role')), 'the simulator does not say it needs the admin role');
+      assert((await page.locator('#sim-toggle, #sim-rate').count()) === 0, 'a viewer is offered the simulator controls');
+      await page.waitForFunction(() => /^(Stopped|Running)/.test(document.querySelector('.sim-state')?.textContent || ''));
+      await page.click('nav a[data-nav="kafka"]');
+      await page.waitForSelector('#seek-role');
+      assert(/admin role/.test(await page.textContent('#seek-role')), 'the record browser does not say it needs the admin role');
+      assert((await page.locator('#seek-topic').count()) === 0, 'a viewer is offered the record browser');
+      await page.waitForFunction(() => document.querySelectorAll('.table-partitions tbody tr').length >= 9);
+      await shot(page, 'signin-viewer-kafka', false);
+      // "New order" typed in the address: a reload keeps the session, and the form is not offered.
+      await page.goto(`${guarded.base}/new`, { waitUntil: 'load' });
+      await page.waitForSelector('#new-order-role');
+      assert((await page.locator('#order-submit, #order-generate').count()) === 0, 'a viewer is offered the order form');
+      await page.waitForSelector('#conn-pill[data-state="live"]');
+      await page.evaluate(() => {
+        window.__noReload = 'still here';
+      });
+      noProblems(page, 'signed in as a viewer');
+
+      // Sign-out: the sign-in page, no live connection, and the cookie is refused from then on.
+      assert((await request(guarded.base, 'GET', '/api/orders?limit=1', { headers: withCookie })).status === 200, 'the cookie does not work before sign-out');
+      await page.click('#sign-out');
+      await page.waitForSelector('#signin-form');
+      assert(/signed out/.test(await page.textContent('#signin-reason')), 'the sign-in page does not say the visitor signed out');
+      assert(await page.isHidden('#session-box'), 'the header still shows who was signed in');
+      await until(() => page.activity.socket?.isClosed(), { what: 'the live connection closed' });
+      const refused = await request(guarded.base, 'GET', '/api/orders?limit=1', { headers: withCookie });
+      assert(refused.status === 401 && refused.body?.error?.code === 'invalid_session', `the old cookie got ${refused.status} ${JSON.stringify(refused.body)}`);
+      const inPage = await page.evaluate(async () => {
+        const r = await fetch('/api/orders?limit=1');
+        await r.text();
+        return r.status;
+      });
+      assert(inPage === 401, `the page's own call after sign-out got ${inPage}`);
+      await shot(page, 'signin-signed-out', false);
+
+      // A session that ends elsewhere: the next call the page makes is refused, and it says so.
+      await page.fill('#signin-token', tokens.viewer);
+      await page.keyboard.press('Enter');
+      await page.waitForSelector('#new-order-role');
+      await page.waitForSelector('#conn-pill[data-state="live"]');
+      const second = (await context.cookies(guarded.base)).find((c) => c.name === 'shopstream_session');
+      const out = await request(guarded.base, 'DELETE', '/api/session', { headers: { cookie: `shopstream_session=${second.value}`, origin: guarded.base } });
+      assert(out.status === 200, `signing out from elsewhere answered ${out.status}`);
+      await page.click('nav a[data-nav="payments"]');
+      await page.waitForSelector('#signin-reason');
+      assert(/session has ended/.test(await page.textContent('#signin-reason')), `the sign-in page says "${await page.textContent('#signin-reason')}"`);
+      await until(() => page.activity.socket?.isClosed(), { what: 'the live connection closed' });
+      await shot(page, 'signin-session-ended', false);
+
+      // The live connection refused: no cookie any more, and the server restarts. Payments
+      // reads nothing after its first page, so only the live connection can notice.
+      await page.fill('#signin-token', tokens.viewer);
+      await page.keyboard.press('Enter');
+      await page.waitForSelector('main[data-page="payments"] #payments-status');
+      await page.waitForSelector('#conn-pill[data-state="live"]');
+      await context.clearCookies();
+      await guarded.stop('SIGTERM');
+      await page.waitForSelector('#conn-pill[data-state="reconnecting"]');
+      guarded.start();
+      await guarded.ready();
+      await page.waitForSelector('#signin-reason', { timeout: 30_000 });
+      assert(
+        /live connection was refused/.test(await page.textContent('#signin-reason')),
+        `the sign-in page says "${await page.textContent('#signin-reason')}"`,
+      );
+      await until(() => page.activity.socket?.isClosed(), { what: 'the live connection closed' });
+      // It stays there: no reload, no more tries to connect.
+      const sockets = page.activity.sockets;
+      await settled(page, { quiet: 1000 });
+      assert(page.activity.sockets === sockets, 'the page goes on opening live connections on the sign-in page');
+      assert((await page.evaluate(() => window.__noReload)) === 'still here', 'the page reloaded');
+
+      // An admin signs in and runs the simulator.
+      await page.fill('#signin-token', tokens.admin);
+      await page.keyboard.press('Enter');
+      await page.waitForSelector('main[data-page="payments"] #payments-status');
+      assert((await page.textContent('#session-role')).includes('admin'), 'the header does not say admin');
+      assert(await page.isVisible('nav a[data-nav="new"]'), 'an admin is not offered "New order"');
+      await page.click('nav a[data-nav="dashboard"]');
+      await page.waitForSelector('#sim-toggle');
+      await page.waitForFunction(() => /^(Stopped|Running)/.test(document.querySelector('.sim-state')?.textContent || ''));
+      await page.fill('#sim-rate', '5');
+      await page.click('#sim-toggle');
+      await page.waitForSelector('.simulator[data-running="true"]');
+      assert((await call(guarded.base, 'GET', '/api/simulator', undefined, bearer('viewer'))).running, 'the simulator does not run');
+      await moreEvents(page, 5);
+      await page.click('#sim-toggle');
+      await page.waitForSelector('.simulator[data-running="false"]');
+      assert(!(await call(guarded.base, 'GET', '/api/simulator', undefined, bearer('viewer'))).running, 'the simulator still runs');
+      await page.click('nav a[data-nav="kafka"]');
+      await page.waitForSelector('#seek-topic');
+      await shot(page, 'signin-admin-kafka', false);
+      // The header with who is signed in still fits a phone.
+      await page.setViewportSize({ width: 390, height: 844 });
+      await rendered(page);
+      const wide = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert(wide <= 1, `signed in, the page is ${wide}px wider than a phone screen`);
+      await shot(page, 'signin-admin-phone', false);
+      assert((await page.evaluate(() => window.__noReload)) === 'still here', 'the page reloaded');
+      noProblems(page, 'sign-in, sign-out and roles');
+    } finally {
+      await call(guarded.base, 'POST', '/api/simulator', { running: false }, bearer('admin')).catch(() => {});
+      if (page) await closePage(page);
+      await context.clearCookies();
+      await guarded.stop();
+    }
+  },
+  { timeout: 240_000 },
+);
+
 // --- the run ---------------------------------------------------------------------------------
 
 async function seed() {
@@ -1099,6 +1398,15 @@ async function main() {
       'starting Chromium',
     );
     log(`# ${(await context.browser()?.version?.()) ?? 'Chromium'} at ${CHROMIUM}`);
+    // Every page reports the Content-Security-Policy violations it sees (the console reports
+    // most of them too; the event also has those the console leaves out).
+    await context.exposeBinding('__shopstreamCspViolation', ({ page }, text) => cspViolation(page, text));
+    await context.addInitScript(() => {
+      document.addEventListener('securitypolicyviolation', (e) => {
+        const where = e.sourceFile ? ` at ${e.sourceFile}:${e.lineNumber}` : '';
+        globalThis.__shopstreamCspViolation?.(`${e.effectiveDirective} blocked ${e.blockedURI || 'inline'}${where}${e.sample ? ` (${e.sample})` : ''}`);
+      });
+    });
 
     const only = (process.env.BROWSER_TESTS || '')
       .split(',')
@@ -1107,8 +1415,11 @@ async function main() {
     for (const t of tests) {
       if (only.length && !only.some((o) => t.name.includes(o))) continue;
       const started = Date.now();
+      const violations = cspViolations.length;
       try {
         await bounded(t.fn(), t.timeout, t.name);
+        const seen = cspViolations.slice(violations);
+        assert(seen.length === 0, `Content-Security-Policy violations: ${seen.map((v) => `${v.url}: ${v.text}`).join(' | ')}`);
         passed += 1;
         log(`ok - ${t.name} (${Date.now() - started} ms)`);
       } catch (error) {
