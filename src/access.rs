@@ -324,6 +324,8 @@ pub struct Access {
     allowed_hosts: Vec<String>,
     /// Signed-out session nonces and when their cookies expire (seconds since 1970).
     revoked: Mutex<HashMap<String, u64>>,
+    /// Where they are kept across restarts.
+    signed_out_file: Option<std::path::PathBuf>,
 }
 
 /// What a request says about itself, as [`Access::decide`] needs it.
@@ -354,6 +356,9 @@ pub struct AccessSettings {
     pub allow_unauthenticated: bool,
     pub allowed_origins: Vec<String>,
     pub allowed_hosts: Vec<String>,
+    /// Where signed-out sessions are kept, so that a restart keeps refusing them (the data
+    /// dir's `signed-out-sessions`); `None` keeps them in memory only.
+    pub signed_out_file: Option<std::path::PathBuf>,
 }
 
 impl Access {
@@ -431,7 +436,8 @@ impl Access {
                 .map(|h| h.trim().to_ascii_lowercase())
                 .filter(|h| !h.is_empty())
                 .collect(),
-            revoked: Mutex::new(HashMap::new()),
+            revoked: Mutex::new(load_signed_out(settings.signed_out_file.as_deref())),
+            signed_out_file: settings.signed_out_file.clone(),
         })
     }
 
@@ -597,6 +603,12 @@ impl Access {
         })
     }
 
+    /// Whether a session cookie still stands: signed by a configured token, not expired, not
+    /// signed out.
+    pub fn session_valid(&self, cookie: &str, now: SystemTime) -> bool {
+        self.session(cookie, now).is_some()
+    }
+
     /// Signs a session out: its cookie is refused from now on (by this instance; other
     /// instances refuse it once it expires).
     pub fn sign_out(&self, cookie: &str, now: SystemTime) {
@@ -620,6 +632,11 @@ impl Access {
             revoked.remove(&soonest);
         }
         revoked.insert(parsed.nonce.to_string(), parsed.expires);
+        if let Some(path) = &self.signed_out_file
+            && let Err(error) = save_signed_out(path, &revoked)
+        {
+            tracing::warn!(path = %path.display(), %error, "cannot keep the signed-out sessions; a restart forgets them");
+        }
     }
 
     fn is_revoked(&self, nonce: &str) -> bool {
@@ -666,6 +683,38 @@ impl Access {
                 || with_default_port(authority, &origin) == with_default_port(&host, &origin)
         })
     }
+}
+
+/// The signed-out sessions kept in `path` (`nonce expires` lines), the expired ones left out.
+fn load_signed_out(path: Option<&Path>) -> HashMap<String, u64> {
+    let Some(text) = path.and_then(|p| std::fs::read_to_string(p).ok()) else {
+        return HashMap::new();
+    };
+    let now = unix(SystemTime::now());
+    text.lines()
+        .filter_map(|line| {
+            let (nonce, expires) = line.split_once(' ')?;
+            let expires: u64 = expires.trim().parse().ok()?;
+            (expires > now && nonce.len() <= 64).then(|| (nonce.to_string(), expires))
+        })
+        .take(MAX_REVOKED)
+        .collect()
+}
+
+/// Writes the signed-out sessions whole (a new file renamed over the old: never half
+/// written). At most [`MAX_REVOKED`] short lines.
+fn save_signed_out(path: &Path, revoked: &HashMap<String, u64>) -> std::io::Result<()> {
+    use std::fmt::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut text = String::with_capacity(revoked.len() * 40);
+    for (nonce, expires) in revoked {
+        let _ = writeln!(text, "{nonce} {expires}");
+    }
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, text)?;
+    std::fs::rename(partial, path)
 }
 
 /// A principal without credentials, on a route that needs none.
@@ -1198,6 +1247,25 @@ mod tests {
         server.safe_method = false;
         server.authorization = Some(&bearer);
         assert!(access.decide(&server, now()).is_ok());
+    }
+
+    #[test]
+    fn a_signed_out_session_stays_signed_out_after_a_restart() {
+        let dir =
+            std::env::temp_dir().join(format!("shopstream-signed-out-{}", uuid::Uuid::new_v4()));
+        let settings = AccessSettings {
+            tokens: Some(format!("viewer:{VIEWER}")),
+            signed_out_file: Some(dir.join("signed-out-sessions")),
+            ..AccessSettings::default()
+        };
+        let first = Access::new(&settings).unwrap();
+        let (kept, _) = first.sign_in(VIEWER, SystemTime::now()).unwrap();
+        let (gone, _) = first.sign_in(VIEWER, SystemTime::now()).unwrap();
+        first.sign_out(&gone, SystemTime::now());
+        let again = Access::new(&settings).unwrap();
+        assert!(again.session_valid(&kept, SystemTime::now()));
+        assert!(!again.session_valid(&gone, SystemTime::now()));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

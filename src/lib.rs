@@ -116,6 +116,7 @@ fn access_rules(config: &Config, addr: SocketAddr) -> Result<access::Access, Run
         allow_unauthenticated: config.allow_unauthenticated,
         allowed_origins: config.allowed_origins.clone(),
         allowed_hosts: config.allowed_hosts.clone(),
+        signed_out_file: Some(config.data_dir.join("signed-out-sessions")),
     })?;
     if let Some(file) = &config.tokens_file
         && access::world_readable(file)

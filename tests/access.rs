@@ -616,3 +616,56 @@ async fn a_bad_tokens_file_stops_the_start_with_the_reason() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_session_ends_when_its_cookie_is_signed_out() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let (server, dir) = start_with_tokens(&[]).await;
+    let origin = server.url("");
+    let origin = origin.trim_end_matches('/').to_string();
+    let cookie = sign_in(&server, VIEWER).await;
+    let mut request = format!("ws://{}/ws", server.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", cookie.parse().unwrap());
+    request
+        .headers_mut()
+        .insert("origin", origin.parse().unwrap());
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("the cookie opens the stream");
+    // Signed out from elsewhere (another tab): the session closes at its next ping (20 s).
+    let out = send(
+        server.addr,
+        "DELETE",
+        "/api/session",
+        &[("cookie", &cookie), ("origin", &origin)],
+        "",
+    )
+    .await;
+    assert_eq!(out.status, 200);
+    let closed = tokio::time::timeout(Duration::from_secs(40), async {
+        while let Some(message) = ws.next().await {
+            match message {
+                Ok(Message::Close(frame)) => return frame.map(|f| (f.code, f.reason.to_string())),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("the session ends within two pings");
+    let (code, reason) = closed.expect("a close frame says why");
+    assert_eq!(code, CloseCode::Policy);
+    assert!(reason.contains("signed out"), "{reason}");
+    server.stop(Duration::from_secs(10)).await;
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -94,6 +94,23 @@ pub fn check(
         .map_err(|refusal| Box::new(refused(&refusal)))
 }
 
+/// For a live session: whether its client may still watch. A session opened with the cookie
+/// ends when the cookie is signed out or expires; bearer and anonymous ones hold for the
+/// process's life (tokens are read at start).
+pub fn still_allowed(
+    state: &std::sync::Arc<AppState>,
+    request: &Request,
+    who: &Principal,
+) -> std::sync::Arc<dyn Fn() -> bool + Send + Sync> {
+    match (who.via, session_cookie(request.headers())) {
+        (crate::access::Via::Cookie, Some(cookie)) => {
+            let state = std::sync::Arc::clone(state);
+            std::sync::Arc::new(move || state.access.session_valid(&cookie, SystemTime::now()))
+        }
+        _ => std::sync::Arc::new(|| true),
+    }
+}
+
 /// The JSON answer to a refusal; a 401 names the scheme to use (`WWW-Authenticate`) and
 /// clears a stale session cookie.
 fn refused(refusal: &Refusal) -> Response {

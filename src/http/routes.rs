@@ -269,7 +269,7 @@ async fn answer(state: Arc<AppState>, request: Request, peer: SocketAddr) -> Res
         Route::Healthz => Ok(healthz(&state)),
         Route::Readyz => Ok(readyz(&state)),
         Route::Metrics => Ok(super::metrics::render(&state).await),
-        Route::Ws => return super::upgrade::handle(state, request).await,
+        Route::Ws => return super::upgrade::handle(state, request, who).await,
         Route::Session => Ok(super::guard::session_view(&state, who)),
         Route::SignIn => super::guard::sign_in(&state, request).await,
         Route::SignOut => Ok(super::guard::sign_out(&state, &request)),

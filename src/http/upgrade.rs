@@ -33,7 +33,12 @@ fn requested_cursor(request: &Request) -> Result<Option<Cursor>, CursorError> {
 
 /// Upgrades `GET /ws` to a live session: checks the cursor, then the WebSocket handshake,
 /// answers 101 and runs the session on its own task.
-pub async fn handle(state: Arc<AppState>, mut request: Request) -> Response {
+pub async fn handle(
+    state: Arc<AppState>,
+    mut request: Request,
+    who: &crate::access::Principal,
+) -> Response {
+    let still_allowed = super::guard::still_allowed(&state, &request, who);
     let requested = match requested_cursor(&request) {
         Ok(cursor) => cursor,
         Err(error) => {
@@ -82,6 +87,7 @@ pub async fn handle(state: Arc<AppState>, mut request: Request) -> Response {
                     shutdown: state.shutdown.clone(),
                     replays: Arc::clone(&state.replays),
                     max_replay: state.config.max_replay,
+                    still_allowed,
                 };
                 Session::run(ctx, ws, requested).await;
             }

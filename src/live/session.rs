@@ -91,6 +91,7 @@ pub const CONCURRENT_REPLAYS: usize = 4;
 const REPLAY_RATE: u64 = 50_000;
 
 const TOO_SLOW: &str = "too slow: resume with your cursor";
+const SIGNED_OUT: &str = "the session was signed out or expired: sign in again";
 const RETENTION_RESET: &str =
     "the requested offset is no longer kept by Kafka (retention); replaying from the earliest kept";
 const PAST_END_RESET: &str = "the requested offset is past the end of the log (was the topic \
@@ -103,7 +104,7 @@ static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// What a session needs of the server: the committed positions and the live frames (the
 /// store), the Kafka connection its replay reads through, and the shutdown signal.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LiveContext {
     pub store: Arc<Store>,
     pub kafka: KafkaConnection,
@@ -113,6 +114,18 @@ pub struct LiveContext {
     pub replays: Arc<tokio::sync::Semaphore>,
     /// Most events one resume may replay; a client further behind gets resets instead.
     pub max_replay: u64,
+    /// Whether the client may still watch (its session cookie may have been signed out or
+    /// expired since the upgrade); asked at every ping.
+    pub still_allowed: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl fmt::Debug for LiveContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveContext")
+            .field("kafka_timeout", &self.kafka_timeout)
+            .field("max_replay", &self.max_replay)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A WebSocket connection, once upgraded.
@@ -129,6 +142,8 @@ enum End {
     TooSlow,
     /// Nothing heard from the client for [`IDLE_TIMEOUT`].
     Idle,
+    /// The session cookie it was opened with was signed out or expired.
+    SignedOut,
     /// A message could not be written within [`SEND_TIMEOUT`].
     Stalled,
     /// Kafka failed during the replay.
@@ -145,6 +160,7 @@ impl End {
             End::Shutdown => Some((CloseCode::Away, "server shutting down")),
             End::TooSlow => Some((CloseCode::Policy, TOO_SLOW)),
             End::Idle => Some((CloseCode::Away, "idle: no pong received")),
+            End::SignedOut => Some((CloseCode::Policy, SIGNED_OUT)),
             End::Kafka(_) => Some((CloseCode::Error, "Kafka is unavailable: retry later")),
             End::Store(_) => Some((CloseCode::Error, "the store is unavailable: retry later")),
         }
@@ -158,6 +174,7 @@ impl fmt::Display for End {
             End::Shutdown => f.write_str("server shutting down"),
             End::TooSlow => f.write_str(TOO_SLOW),
             End::Idle => write!(f, "nothing heard from the client for {IDLE_TIMEOUT:?}"),
+            End::SignedOut => f.write_str(SIGNED_OUT),
             End::Stalled => write!(f, "the client took no message for {SEND_TIMEOUT:?}"),
             End::Kafka(error) => write!(f, "Kafka failed during the replay: {error}"),
             End::Store(error) => write!(f, "the store failed during the replay: {error}"),
@@ -563,6 +580,9 @@ impl Session {
     async fn on_ping_tick(&mut self) -> Result<(), End> {
         if self.last_heard.elapsed() >= IDLE_TIMEOUT {
             return Err(End::Idle);
+        }
+        if !(self.ctx.still_allowed)() {
+            return Err(End::SignedOut);
         }
         self.send_all(vec![Message::Ping(Bytes::new())]).await
     }
