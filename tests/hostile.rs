@@ -624,6 +624,17 @@ async fn every_hostile_request_gets_a_4xx_and_the_server_stays_healthy() {
         still_healthy(server.addr, &what).await;
     }
     assert!(cases.len() >= 60, "{} cases", cases.len());
+    // 6. The probes are open to everyone: they tell no broker address or error text.
+    let ready = exchange(server.addr, "GET", "/readyz", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(ready.status, 200);
+    let bootstrap = support::bootstrap();
+    assert!(
+        !String::from_utf8_lossy(&ready.raw).contains(&bootstrap),
+        "{}",
+        ready.json
+    );
     println!("{}", table.join("\n"));
     // Nothing a refused request asked for happened: the simulator stayed off, no order exists.
     let admin = [("authorization", format!("Bearer {ADMIN}"))];

@@ -100,7 +100,13 @@ impl From<KafkaError> for ApiError {
             KafkaError::Timeout { .. } => "kafka_timeout",
             _ => "kafka_unavailable",
         };
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, error.to_string())
+        // The detail (broker addresses, its error texts) is for the log, not for clients.
+        tracing::debug!(%error, "a request failed on Kafka");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code,
+            error.public_message(),
+        )
     }
 }
 
@@ -110,7 +116,8 @@ impl From<crate::model::StoreError> for ApiError {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
-            format!("the read model's store is not available: {error}"),
+            "the read model's store is not available right now (a full disk or an unwritable \
+             data dir: see the server's log); retry later",
         )
     }
 }

@@ -344,12 +344,13 @@ fn readyz(state: &AppState) -> Response {
             },
         )
     };
-    if let Some(fault) = state.store.fault() {
+    // Everyone may ask (probes): the answer says what is wrong, never where (paths, broker
+    // addresses and error texts are in the log and, for operators, in /api/kafka).
+    if state.store.fault().is_some() {
         return unavailable(
             "store_unavailable",
-            &format!(
-                "the read model's store cannot be written ({fault}); consumption resumes by itself once it can"
-            ),
+            "the read model's store cannot be written (a full disk or an unwritable data dir: \
+             see the server's log); consumption resumes by itself once it can",
         );
     }
     // A stalled partition leaves the rest serving: 200, but `degraded`, with the reasons.
@@ -360,6 +361,12 @@ fn readyz(state: &AppState) -> Response {
         .unwrap_or_default()
         .into_iter()
         .map(StalledPartition::from)
+        .map(|mut stalled| {
+            if let Some((kind, _detail)) = stalled.reason.split_once(": ") {
+                stalled.reason = format!("{kind} (the reason is in /api/kafka and the log)");
+            }
+            stalled
+        })
         .collect();
     match state.kafka.ready_session() {
         Ok(session) => json_response(
@@ -373,13 +380,12 @@ fn readyz(state: &AppState) -> Response {
                 stalled,
                 caught_up: Some(state.catch_up.get().is_some_and(|c| c.done())),
                 kafka: Some(KafkaTopics {
-                    brokers: &state.config.kafka_brokers,
                     topics: &session.topics.topics,
                 }),
                 error: None,
             },
         ),
-        Err(error) => unavailable("kafka_unavailable", &error.to_string()),
+        Err(error) => unavailable("kafka_unavailable", &error.public_message()),
     }
 }
 

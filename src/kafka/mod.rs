@@ -73,6 +73,36 @@ pub enum KafkaError {
     NotConnected(String),
 }
 
+impl KafkaError {
+    /// What a client may be told: the kind of trouble and what to do, without the broker's
+    /// addresses, error texts or shopstream's internals (those go to the log and to
+    /// `/api/kafka`, for operators).
+    pub fn public_message(&self) -> String {
+        match self {
+            KafkaError::Timeout { after, .. } => {
+                format!("Kafka did not answer within {after:?}; retry later")
+            }
+            KafkaError::NotConnected(detail) if detail.to_ascii_lowercase().contains("sasl") => {
+                "the Kafka broker refused shopstream's SASL login (check its user name and \
+                 password); retry later"
+                    .into()
+            }
+            KafkaError::NotConnected(_) => {
+                "shopstream is not connected to Kafka right now; retry later".into()
+            }
+            KafkaError::Topic { topic, .. } => {
+                format!("the Kafka topic {topic} cannot be used right now; retry later")
+            }
+            KafkaError::OffsetOutOfRange { .. } => {
+                "the offset asked for is not in the log (retention, or a recreated topic)".into()
+            }
+            KafkaError::Client { .. }
+            | KafkaError::Write { .. }
+            | KafkaError::Connection { .. } => "Kafka failed the request; retry later".into(),
+        }
+    }
+}
+
 /// Runs one Kafka call with a deadline, naming the operation in the error.
 pub async fn with_deadline<T, F>(
     operation: &'static str,

@@ -341,10 +341,10 @@ impl From<crate::kafka::consumer::Stall> for StalledPartition {
     }
 }
 
-/// The brokers shopstream was given and the topics it found.
+/// The topics shopstream found (the brokers' addresses are in `/api/kafka`, for viewers: the
+/// probes are open to everyone).
 #[derive(Debug, Serialize)]
 pub struct KafkaTopics<'a> {
-    pub brokers: &'a [String],
     pub topics: &'a [TopicInfo],
 }
 
