@@ -108,3 +108,60 @@ async fn writes_answer_503_promptly_while_the_broker_is_away_and_work_again_afte
     let (_, stats) = http::get(server.addr, "/api/stats").await.unwrap();
     assert_eq!(stats["orders"]["total"], 2, "{stats}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_broker_connection_has_tcp_nodelay_also_after_the_broker_restarts() {
+    // In-process: the sockets checked are this process's own, read back with getsockopt.
+    let broker = PrivateBroker::start("nodelay");
+    let prefix = format!("{}.", support::unique_name("nodelay"));
+    let server = TestApp::start(&broker.bootstrap, &["--topic-prefix", &prefix]).await;
+    server.wait_ready(Duration::from_secs(60)).await;
+    let (status, _) = http::post(
+        server.addr,
+        "/api/orders/create?wait=true",
+        &serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201);
+    let all_nodelay = |what: &'static str| async move {
+        support::eventually(what, Duration::from_secs(30), || async {
+            let connections = shopstream::kafka::nodelay::connections_to(broker.port);
+            let without: Vec<_> = connections.iter().filter(|(_, on)| !on).collect();
+            if !connections.is_empty() && without.is_empty() {
+                Ok(connections.len())
+            } else {
+                Err(format!(
+                    "{} connections, without TCP_NODELAY: {without:?}",
+                    connections.len()
+                ))
+            }
+        })
+        .await
+    };
+    let before = all_nodelay("every broker connection has TCP_NODELAY").await;
+    assert!(
+        before >= 2,
+        "producer, consumers and the raw fetches connect: {before}"
+    );
+
+    broker.stop();
+    broker.restart();
+    server.wait_ready(Duration::from_secs(60)).await;
+    support::eventually("writes work again", Duration::from_secs(30), || async {
+        let (status, body) = http::post(
+            server.addr,
+            "/api/orders/create?wait=true",
+            &serde_json::json!({}),
+        )
+        .await?;
+        if status == 201 {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+    .await;
+    // The connections rskafka and the fetches opened again have it too.
+    all_nodelay("every connection opened after the restart has TCP_NODELAY").await;
+}

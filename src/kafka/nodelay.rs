@@ -65,6 +65,26 @@ pub fn switched_total() -> u64 {
     SWITCHED.load(Ordering::Relaxed)
 }
 
+/// The TCP connections of this process to a peer on `port` (a broker), each with whether
+/// `TCP_NODELAY` is on: what an operator (or a test) checks the sweeps by.
+pub fn connections_to(port: u16) -> Vec<(std::net::SocketAddr, bool)> {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<RawFd>().ok())
+        .filter_map(|fd| {
+            // SAFETY: as in `switch_on`: only read through, never closed; a descriptor closed
+            // or reused meanwhile gives an error or another socket of ours.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            let peer = std::net::SocketAddr::try_from(rustix::net::getpeername(fd).ok()??).ok()?;
+            let nodelay = rustix::net::sockopt::tcp_nodelay(fd).ok()?;
+            (peer.port() == port).then_some((peer, nodelay))
+        })
+        .collect()
+}
+
 /// Sets the option on `fd` if it is a TCP socket without it.
 fn switch_on(fd: RawFd) -> bool {
     // SAFETY: the descriptor is only used for the two socket-option calls below and never
