@@ -89,6 +89,14 @@ impl KafkaConnection {
         Self { status: rx }
     }
 
+    /// A handle whose supervisor sees no problem (and no session), for unit tests of what
+    /// asks it whether Kafka is healthy.
+    #[cfg(test)]
+    pub(crate) fn healthy() -> Self {
+        let (_, rx) = watch::channel(KafkaStatus::default());
+        Self { status: rx }
+    }
+
     /// The latest status.
     pub fn status(&self) -> KafkaStatus {
         self.status.borrow().clone()

@@ -606,126 +606,10 @@ fn stall_of(topic: TopicRole, partition: i32, watch: &Watch, still: Duration) ->
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
-
-    use chrono::{TimeZone, Utc};
-    use rskafka::record::{Record, RecordAndOffset};
-
     use super::*;
     use crate::kafka::TopicLayout;
-    use crate::kafka::batches::Unreadable;
-    use crate::kafka::fetch::Fetched;
+    use crate::kafka::fake_log::{Entry, FakeLog, order_created as order};
     use crate::model::store::TempDir;
-
-    /// What one offset of a fake log holds.
-    #[derive(Debug, Clone)]
-    enum Entry {
-        Value(Option<String>),
-        /// A transaction marker.
-        Marker,
-        /// A record of an aborted transaction.
-        Aborted,
-        /// A batch of one record that cannot be read.
-        Corrupt,
-    }
-
-    impl From<Option<String>> for Entry {
-        fn from(value: Option<String>) -> Self {
-            Entry::Value(value)
-        }
-    }
-
-    /// A partition's log in memory: its records from `earliest` on, fetched `max` at a time,
-    /// as [`super::super::batches`] would have decoded them; `failing` makes every fetch fail.
-    struct FakeLog {
-        earliest: i64,
-        records: Vec<Entry>,
-        max: usize,
-        fetches: Mutex<Vec<i64>>,
-        failing: Mutex<Option<String>>,
-    }
-
-    impl FakeLog {
-        fn new(earliest: i64, records: Vec<Entry>, max: usize) -> Self {
-            Self {
-                earliest,
-                records,
-                max,
-                fetches: Mutex::new(Vec::new()),
-                failing: Mutex::new(None),
-            }
-        }
-    }
-
-    impl FakeLog {
-        fn latest(&self) -> i64 {
-            self.earliest + self.records.len() as i64
-        }
-    }
-
-    impl PartitionLog for FakeLog {
-        async fn offset(&self, at: OffsetAt) -> Result<i64, KafkaError> {
-            Ok(match at {
-                OffsetAt::Earliest => self.earliest,
-                _ => self.latest(),
-            })
-        }
-
-        async fn read(
-            &self,
-            offset: i64,
-            _max_bytes: i32,
-            _max_wait_ms: i32,
-        ) -> Result<Fetched, KafkaError> {
-            self.fetches.lock().unwrap().push(offset);
-            if let Some(error) = self.failing.lock().unwrap().clone() {
-                return Err(KafkaError::Connection {
-                    operation: "fetch",
-                    message: error,
-                });
-            }
-            if offset < self.earliest || offset > self.latest() {
-                return Err(KafkaError::OffsetOutOfRange { operation: "fetch" });
-            }
-            let from = (offset - self.earliest) as usize;
-            let mut fetched = Fetched {
-                high_watermark: self.latest(),
-                last_stable_offset: self.latest(),
-                next_offset: offset,
-                ..Fetched::default()
-            };
-            for (i, entry) in self.records[from..].iter().take(self.max).enumerate() {
-                let at = offset + i as i64;
-                fetched.next_offset = at + 1;
-                match entry {
-                    Entry::Value(value) => fetched.records.push(RecordAndOffset {
-                        record: Record {
-                            key: None,
-                            value: value.as_ref().map(|v| v.as_bytes().to_vec()),
-                            headers: BTreeMap::new(),
-                            timestamp: Utc.with_ymd_and_hms(2025, 6, 2, 9, 0, 0).unwrap(),
-                        },
-                        offset: at,
-                    }),
-                    Entry::Marker => fetched.markers += 1,
-                    Entry::Aborted => fetched.aborted += 1,
-                    Entry::Corrupt => fetched.unreadable.push(Unreadable {
-                        first: at,
-                        last: at,
-                        reason: "corrupt".into(),
-                    }),
-                }
-            }
-            Ok(fetched)
-        }
-    }
-
-    fn order(id: &str) -> Option<String> {
-        Some(format!(
-            r#"{{"event_type":"order.created","order_id":"{id}","event_id":"e-{id}","customer_name":"Ann Lee","customer_email":"ann@example.com","product":"Lamp","quantity":1,"amount":12.50,"currency":"EUR","address":"1 Rue A, Paris","timestamp":"2025-06-02T09:00:00Z"}}"#
-        ))
-    }
 
     async fn consumer() -> (PartitionConsumer, TempDir) {
         let (store, dir) = Store::temporary(4 << 20);
@@ -752,15 +636,15 @@ mod tests {
                 None.into(),
                 order("o-2").into(),
             ],
-            3,
-        );
+        )
+        .max(3);
         consumer.fetch_once(&log).await.unwrap();
         assert_eq!(consumer.store.next_offset(TopicRole::Orders, 0), Some(3));
         assert!(!consumer.catch_up.done(), "one record is left");
         consumer.fetch_once(&log).await.unwrap();
         assert_eq!(consumer.store.next_offset(TopicRole::Orders, 0), Some(4));
         assert!(consumer.catch_up.done());
-        assert_eq!(*log.fetches.lock().unwrap(), vec![0, 3]);
+        assert_eq!(log.fetches(), vec![0, 3]);
         let progress = consumer.store.committed();
         let progress = progress.progress(TopicRole::Orders, 0).unwrap();
         assert_eq!(progress.skipped, 2, "the garbage and the tombstone");
@@ -782,14 +666,14 @@ mod tests {
             .reset_offset(TopicRole::Orders, 0, 2)
             .await
             .unwrap();
-        let log = FakeLog::new(5, vec![order("o-5").into(), order("o-6").into()], 10);
+        let log = FakeLog::new(5, vec![order("o-5").into(), order("o-6").into()]).max(10);
         consumer.fetch_once(&log).await.unwrap();
         assert_eq!(consumer.store.next_offset(TopicRole::Orders, 0), Some(5));
         consumer.fetch_once(&log).await.unwrap();
         assert_eq!(consumer.store.next_offset(TopicRole::Orders, 0), Some(7));
         let committed = consumer.store.committed();
         assert_eq!(committed.progress(TopicRole::Orders, 0).unwrap().resets, 2);
-        assert_eq!(*log.fetches.lock().unwrap(), vec![2, 5]);
+        assert_eq!(log.fetches(), vec![2, 5]);
     }
 
     #[tokio::test]
@@ -806,14 +690,14 @@ mod tests {
                 Entry::Corrupt,
                 order("o-2").into(),
             ],
-            2,
-        );
+        )
+        .max(2);
         // Fetches of only a marker, only aborted records, or only an unreadable batch still
         // move on: four fetches, never the same offset twice.
         for _ in 0..4 {
             consumer.fetch_once(&log).await.unwrap();
         }
-        assert_eq!(*log.fetches.lock().unwrap(), vec![0, 2, 4, 6]);
+        assert_eq!(log.fetches(), vec![0, 2, 4, 6]);
         assert_eq!(consumer.store.next_offset(TopicRole::Orders, 0), Some(7));
         assert!(consumer.catch_up.done());
         let committed = consumer.store.committed();
@@ -833,10 +717,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_partition_that_cannot_move_while_records_wait_is_reported_until_it_moves() {
         let (mut consumer, _dir) = consumer().await;
-        let log = FakeLog::new(0, vec![order("o-1").into(), order("o-2").into()], 1);
+        let log = FakeLog::new(0, vec![order("o-1").into(), order("o-2").into()]).max(1);
         consumer.fetch_once(&log).await.unwrap();
         consumer.observe();
-        *log.failing.lock().unwrap() = Some("the broker refuses".into());
+        log.fail_every_fetch(Some("the broker refuses"));
         // Failing, but not for long yet: no stall.
         let error = consumer.fetch_once(&log).await.unwrap_err();
         consumer.watch.failure = Some(error.to_string());
@@ -853,7 +737,7 @@ mod tests {
             "{stalled:?}"
         );
         // It moves again: the report goes.
-        *log.failing.lock().unwrap() = None;
+        log.fail_every_fetch(None);
         consumer.fetch_once(&log).await.unwrap();
         consumer.watch.failure = None;
         consumer.observe();

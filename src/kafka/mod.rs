@@ -6,7 +6,8 @@
 //!   (probing, reconnecting) and tells the rest of the server whether Kafka answers.
 //! - [`topics`]: creates the three topics when missing and learns their partition counts.
 //! - [`partitions`]: the one road to a partition (clients, offsets, fetches, produce) that
-//!   [`producer`], [`consumer`], [`offsets`] and the WebSocket replay share.
+//!   [`producer`], [`consumer`], [`offsets`] and the WebSocket replay share; [`retry`] tries a
+//!   call again after a timeout while Kafka looks healthy.
 //!
 //! Every call goes through [`with_deadline`]: rskafka retries forever by default, and a server
 //! that hangs because its broker is away is worse than one that answers 503.
@@ -15,12 +16,15 @@ pub mod batches;
 pub mod codecs;
 pub mod connection;
 pub mod consumer;
+#[cfg(test)]
+pub mod fake_log;
 pub mod fetch;
 pub mod nodelay;
 pub mod offsets;
 pub mod partitions;
 pub mod producer;
 pub mod records;
+pub mod retry;
 pub mod topics;
 pub mod wire;
 

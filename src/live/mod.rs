@@ -7,6 +7,9 @@
 //! - [`session`]: a WebSocket session: a first frame with the cursor, a replay of what a
 //!   reconnecting client missed (read from Kafka itself), then live frames. The HTTP edge does
 //!   the upgrade ([`crate::http::upgrade`]) and hands the socket over with a narrow context.
+//! - [`replay`]: the replay itself, against the Kafka access layer's `PartitionLog` and a sink of
+//!   frames, so that it is unit-tested with a log in memory.
 
 pub mod cursor;
+pub mod replay;
 pub mod session;

@@ -14,8 +14,8 @@
 //! closed with its cursor and resumes from it; one whose socket takes nothing for 60 s is
 //! dropped (nothing can reach it). Nothing shared is held while writing to a socket.
 //!
-//! Cursors and the replay plan are in [`super::cursor`]. A session gets a narrow
-//! [`LiveContext`], not the whole application state.
+//! Cursors and the replay plan are in [`super::cursor`], the replay itself in
+//! [`super::replay`]. A session gets a narrow [`LiveContext`], not the whole application state.
 //!
 //! # No gap, no duplicate
 //! 1. [`Store::subscribe`](crate::model::store::Store::subscribe) hands over a receiver and the
@@ -42,9 +42,6 @@ use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use rskafka::client::error::Error as ClientError;
-use rskafka::client::partition::OffsetAt;
-use rskafka::record::RecordAndOffset;
 use serde_json::Value;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -55,10 +52,11 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::cursor::{CatchUp, Cursor, PartitionKey, Plan, plan};
-use crate::domain::event::{Event, Position, TopicRole};
+use super::replay::{FrameSink, Replay, behind, text};
+use crate::domain::event::TopicRole;
 use crate::kafka::connection::KafkaSession;
-use crate::kafka::partitions::{Partition, PartitionLog, Use};
-use crate::kafka::records;
+use crate::kafka::partitions::{Partition, Use};
+use crate::kafka::retry::{self, Retrying};
 use crate::kafka::{KafkaConnection, KafkaError};
 use crate::messages::{LiveFrame, PartitionPosition, SessionFrame};
 use crate::model::store::Store;
@@ -72,32 +70,15 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest the closing handshake may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most bytes asked for in one replay fetch.
-const REPLAY_FETCH_BYTES: i32 = 1024 * 1024;
-/// How long the broker may hold a replay fetch open (the offsets replayed exist already).
-const REPLAY_FETCH_WAIT_MS: i32 = 100;
-/// Tries of one Kafka call of the replay while the connection to Kafka looks healthy.
-const REPLAY_ATTEMPTS: u32 = 3;
-/// Fetches in a row that return no record before the replay of a partition gives up on the
-/// rest of its range (only control batches left there).
-const REPLAY_EMPTY_FETCHES: u32 = 3;
 /// Most live frames written before one flush.
 const LIVE_BATCH: usize = 256;
 /// Replays from Kafka running at once; other sessions wait for their turn (their live frames
 /// queue in the ring meanwhile), so that many clients resuming at once cannot make the server
 /// read the log many times over at full speed.
 pub const CONCURRENT_REPLAYS: usize = 4;
-/// Most events one session replays per second.
-const REPLAY_RATE: u64 = 50_000;
 
 const TOO_SLOW: &str = "too slow: resume with your cursor";
 const SIGNED_OUT: &str = "the session was signed out or expired: sign in again";
-const RETENTION_RESET: &str =
-    "the requested offset is no longer kept by Kafka (retention); replaying from the earliest kept";
-const PAST_END_RESET: &str = "the requested offset is past the end of the log (was the topic \
-     recreated?); replaying from the earliest kept";
-const TOO_FAR_BEHIND_RESET: &str = "more events to replay than one resume may (--max-replay): \
-     reload, then follow the live stream from here";
 
 /// Numbers sessions in the logs.
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
@@ -133,7 +114,7 @@ pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Why a session ends.
 #[derive(Debug)]
-enum End {
+pub(super) enum End {
     /// The client closed, or its connection broke: nothing more can be sent.
     ClientGone(String),
     /// The server is shutting down.
@@ -182,26 +163,27 @@ impl fmt::Display for End {
     }
 }
 
-/// What one replay fetch brought.
-enum Fetched {
-    /// The records, and where the next fetch starts: past transaction markers, aborted and
-    /// unreadable batches too, which hold no record to replay.
-    Records(Vec<RecordAndOffset>, i64),
-    /// Retention removed the offset asked for: go on from this one.
-    Reset(i64),
-}
-
 pub(crate) struct Session {
     id: u64,
     ctx: LiveContext,
-    ws: Socket,
-    live: broadcast::Receiver<Arc<LiveFrame>>,
+    client: Client,
     /// Per partition, the next offset the client needs: its cursor right now.
     next: Cursor,
-    ping: Interval,
-    last_heard: Instant,
     /// Event frames sent (replayed and live).
     sent: u64,
+}
+
+/// The client's side of a session: its socket, the live frames queued for it, its pings.
+struct Client {
+    ws: Socket,
+    live: broadcast::Receiver<Arc<LiveFrame>>,
+    /// Frames the live ring holds: a receiver with more unread has lost some.
+    live_buffer: usize,
+    ping: Interval,
+    last_heard: Instant,
+    shutdown: CancellationToken,
+    /// Whether the client may still watch ([`LiveContext::still_allowed`]).
+    still_allowed: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl Session {
@@ -212,14 +194,20 @@ impl Session {
         let plan = plan(&server, requested.as_ref());
         let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let client = Client {
+            ws,
+            live,
+            live_buffer: ctx.store.live_buffer(),
+            ping,
+            last_heard: Instant::now(),
+            shutdown: ctx.shutdown.clone(),
+            still_allowed: Arc::clone(&ctx.still_allowed),
+        };
         let mut session = Session {
             id: SESSION_IDS.fetch_add(1, Ordering::Relaxed),
             ctx,
-            ws,
-            live,
+            client,
             next: plan.start.clone(),
-            ping,
-            last_heard: Instant::now(),
             sent: 0,
         };
         tracing::info!(
@@ -241,6 +229,7 @@ impl Session {
         plan: Plan,
     ) -> End {
         if let Err(end) = self
+            .client
             .send_all(vec![hello(
                 self.ctx.store.numbering(),
                 server,
@@ -256,6 +245,7 @@ impl Session {
             Err(end) => return end,
         };
         if let Err(end) = self
+            .client
             .send_all(vec![text(SessionFrame::CaughtUp { replayed })])
             .await
         {
@@ -266,226 +256,26 @@ impl Session {
 
     // --- replay ------------------------------------------------------------------------------
 
-    /// Replays every partition the client is behind on; returns the number of event frames.
-    /// A client further behind than `--max-replay` events in all gets a reset per partition
-    /// instead (it reloads and follows live from the server's position); the others wait
-    /// for one of the [`CONCURRENT_REPLAYS`] turns.
+    /// Replays every partition the client is behind on ([`super::replay`]); returns the
+    /// number of event frames. A client further behind than `--max-replay` events in all gets
+    /// a reset per partition instead (it reloads and follows live from the server's position);
+    /// the others wait for one of the [`CONCURRENT_REPLAYS`] turns.
     async fn replay(&mut self, catch_up: Vec<(PartitionKey, CatchUp)>) -> Result<u64, End> {
         if catch_up.is_empty() {
             return Ok(0);
         }
-        let behind: u64 = catch_up
-            .iter()
-            .map(|(_, what)| match *what {
-                CatchUp::Behind { requested, server } => server.saturating_sub(requested),
-                // From the earliest kept: at most the whole partition.
-                CatchUp::Ahead { server, .. } => server,
-            })
-            .map(|n| u64::try_from(n).unwrap_or(0))
-            .fold(0u64, u64::saturating_add);
-        if behind > self.ctx.max_replay {
-            tracing::info!(
-                session = self.id,
-                behind,
-                max = self.ctx.max_replay,
-                "too far behind to replay; resetting the client to the live position"
-            );
-            for (key, what) in catch_up {
-                let (CatchUp::Behind { requested, server } | CatchUp::Ahead { requested, server }) =
-                    what;
-                self.reset(key, requested, server, TOO_FAR_BEHIND_RESET)
-                    .await?;
-            }
-            return Ok(0);
-        }
-        let replays = Arc::clone(&self.ctx.replays);
-        let _turn = tokio::select! {
-            _ = self.ctx.shutdown.cancelled() => return Err(End::Shutdown),
-            turn = replays.acquire_owned() => turn.map_err(|_| End::Shutdown)?,
+        let mut replay = Replay {
+            session: self.id,
+            store: &self.ctx.store,
+            shutdown: &self.ctx.shutdown,
+            sink: &mut self.client,
+            next: &mut self.next,
+            replayed: 0,
         };
-        let session = replay_session(&self.ctx).map_err(End::Kafka)?;
-        let mut replayed = 0;
-        for (key, what) in catch_up {
-            replayed += self.replay_partition(&session, key, what).await?;
-        }
-        tracing::debug!(session = self.id, replayed, "replay done");
-        Ok(replayed)
-    }
-
-    async fn replay_partition(
-        &mut self,
-        session: &Arc<KafkaSession>,
-        key: PartitionKey,
-        what: CatchUp,
-    ) -> Result<u64, End> {
-        let (role, partition) = key;
-        let topic = session.topics.get(role);
-        if partition >= topic.partitions {
-            tracing::debug!(session = self.id, %role, partition, "cursor names a partition that does not exist; ignored");
-            return Ok(0);
-        }
-        let log = Partition::new(
-            Arc::clone(session),
-            Use::Replay,
-            role,
-            partition,
-            self.ctx.kafka_timeout,
-        );
-        let Some((from, to)) = self.replay_range(&log, key, what).await? else {
-            return Ok(0);
-        };
-        let mut offset = from;
-        let mut replayed = 0;
-        let mut empty_fetches = 0;
-        let started = Instant::now();
-        while offset < to {
-            self.between_batches().await?;
-            // At most REPLAY_RATE events a second: wait until the events sent so far are due.
-            let due = started + Duration::from_secs_f64(replayed as f64 / REPLAY_RATE as f64);
-            if due > Instant::now() {
-                tokio::select! {
-                    _ = self.ctx.shutdown.cancelled() => return Err(End::Shutdown),
-                    _ = tokio::time::sleep_until(due) => {}
-                }
-            }
-            let (records, past) = match self.fetch_batch(&log, key, &topic.name, offset).await? {
-                Fetched::Records(records, past) => (records, past.min(to)),
-                Fetched::Reset(earliest) => {
-                    offset = earliest;
-                    continue;
-                }
-            };
-            let Some(last) = records
-                .iter()
-                .map(|r| r.offset)
-                .filter(|o| (offset..to).contains(o))
-                .max()
-            else {
-                if past > offset {
-                    // Only markers or unreadable batches here: go past them.
-                    offset = past;
-                    self.next.set(key, offset);
-                    continue;
-                }
-                empty_fetches += 1;
-                if empty_fetches == REPLAY_EMPTY_FETCHES {
-                    tracing::warn!(session = self.id, topic = %topic.name, partition, offset, to, "no record left to replay in range; skipping to the live stream");
-                    break;
-                }
-                continue;
-            };
-            empty_fetches = 0;
-            let decoded: Vec<Replayed> = records
-                .into_iter()
-                .filter(|r| (offset..to).contains(&r.offset))
-                .filter_map(|r| decode_replayed(role, partition, &topic.name, r))
-                .collect();
-            let frames = replay_frames(&self.ctx.store, decoded).await?;
-            replayed += frames.len() as u64;
-            self.sent += frames.len() as u64;
-            self.send_all(frames).await?;
-            offset = last.saturating_add(1).max(past);
-            self.next.set(key, offset);
-        }
-        self.next.raise(key, to);
-        Ok(replayed)
-    }
-
-    /// The offsets to replay for one partition, `[from, to)`, after telling the client about a
-    /// reset when its offset is no longer in the log.
-    async fn replay_range(
-        &mut self,
-        log: &impl PartitionLog,
-        key: PartitionKey,
-        what: CatchUp,
-    ) -> Result<Option<(i64, i64)>, End> {
-        match what {
-            CatchUp::Behind { requested, server } => {
-                let earliest = offset_at(&self.ctx, log, OffsetAt::Earliest).await?;
-                if requested < earliest {
-                    self.reset(key, requested, earliest, RETENTION_RESET)
-                        .await?;
-                }
-                Ok(Some((requested.max(earliest), server)))
-            }
-            CatchUp::Ahead { requested, server } => {
-                let latest = offset_at(&self.ctx, log, OffsetAt::Latest).await?;
-                if requested <= latest {
-                    return Ok(None);
-                }
-                let earliest = offset_at(&self.ctx, log, OffsetAt::Earliest).await?;
-                self.reset(key, requested, earliest, PAST_END_RESET).await?;
-                Ok(Some((earliest, server)))
-            }
-        }
-    }
-
-    /// One batch of records from `offset`; when retention removed `offset` meanwhile, the
-    /// client gets a reset.
-    async fn fetch_batch(
-        &mut self,
-        log: &impl PartitionLog,
-        key: PartitionKey,
-        topic_name: &str,
-        offset: i64,
-    ) -> Result<Fetched, End> {
-        let fetch = || log.read(offset, REPLAY_FETCH_BYTES, REPLAY_FETCH_WAIT_MS);
-        match replay_call(&self.ctx, fetch).await {
-            Ok(fetched) => Ok(Fetched::Records(fetched.records, fetched.next_offset)),
-            Err(End::Kafka(KafkaError::OffsetOutOfRange { .. })) => {
-                let earliest = offset_at(&self.ctx, log, OffsetAt::Earliest).await?;
-                if earliest <= offset {
-                    return Err(End::Kafka(KafkaError::Topic {
-                        topic: topic_name.to_string(),
-                        reason: format!("offset {offset} of partition {} is out of range", key.1),
-                    }));
-                }
-                self.reset(key, offset, earliest, RETENTION_RESET).await?;
-                Ok(Fetched::Reset(earliest))
-            }
-            Err(end) => Err(end),
-        }
-    }
-
-    /// Tells the client its offset for a partition is gone, and moves its cursor there.
-    async fn reset(
-        &mut self,
-        key: PartitionKey,
-        requested: i64,
-        earliest: i64,
-        reason: &str,
-    ) -> Result<(), End> {
-        tracing::info!(session = self.id, topic = %key.0, partition = key.1, requested, earliest, "cursor reset");
-        self.next.set(key, earliest);
-        self.send_all(vec![text(SessionFrame::Reset {
-            topic: key.0,
-            partition: key.1,
-            requested,
-            earliest,
-            reason,
-        })])
-        .await
-    }
-
-    /// Between two replay batches: stop early when shutting down or already too far behind the
-    /// live stream, and handle what the client sent meanwhile.
-    async fn between_batches(&mut self) -> Result<(), End> {
-        if self.ctx.shutdown.is_cancelled() {
-            return Err(End::Shutdown);
-        }
-        // More unread than the ring holds: `recv` would report `Lagged`.
-        if self.live.len() > self.ctx.store.live_buffer() {
-            return Err(End::TooSlow);
-        }
-        while let Some(message) = self.ws.next().now_or_never() {
-            if let Some(reply) = self.on_client(message)? {
-                self.send_all(vec![reply]).await?;
-            }
-        }
-        if self.ping.tick().now_or_never().is_some() {
-            self.on_ping_tick().await?;
-        }
-        Ok(())
+        let result = replay_partitions(&self.ctx, &mut replay, catch_up).await;
+        let replayed = replay.replayed;
+        self.sent += replayed;
+        result.map(|()| replayed)
     }
 
     // --- live --------------------------------------------------------------------------------
@@ -493,15 +283,16 @@ impl Session {
     /// Forwards live frames, answers the client and pings it, until something ends the session.
     async fn forward_live(&mut self) -> End {
         loop {
+            let client = &mut self.client;
             let step = tokio::select! {
-                _ = self.ctx.shutdown.cancelled() => Err(End::Shutdown),
-                message = self.ws.next() => match self.on_client(message) {
-                    Ok(Some(reply)) => self.send_all(vec![reply]).await,
+                _ = client.shutdown.cancelled() => Err(End::Shutdown),
+                message = client.ws.next() => match client.on_client(message) {
+                    Ok(Some(reply)) => client.send_all(vec![reply]).await,
                     Ok(None) => Ok(()),
                     Err(end) => Err(end),
                 },
-                _ = self.ping.tick() => self.on_ping_tick().await,
-                frame = self.live.recv() => match frame {
+                _ = client.ping.tick() => client.on_ping_tick().await,
+                frame = client.live.recv() => match frame {
                     Ok(frame) => self.forward(frame).await,
                     Err(RecvError::Lagged(_)) => Err(End::TooSlow),
                     Err(RecvError::Closed) => Err(End::Shutdown),
@@ -519,7 +310,7 @@ impl Session {
         self.admit(&first, &mut batch);
         let mut lagged = false;
         while batch.len() < LIVE_BATCH {
-            match self.live.try_recv() {
+            match self.client.live.try_recv() {
                 Ok(frame) => self.admit(&frame, &mut batch),
                 Err(TryRecvError::Lagged(_)) => {
                     lagged = true;
@@ -529,7 +320,7 @@ impl Session {
             }
         }
         self.sent += batch.len() as u64;
-        self.send_all(batch).await?;
+        self.client.send_all(batch).await?;
         if lagged { Err(End::TooSlow) } else { Ok(()) }
     }
 
@@ -547,8 +338,95 @@ impl Session {
         batch.push(Message::text(frame.json.as_ref()));
     }
 
-    // --- client, pings, writes, closing ------------------------------------------------------
+    // --- closing -----------------------------------------------------------------------------
 
+    /// Says why (with the client's cursor, to resume from), closes, and waits (bounded) for
+    /// the client's close frame.
+    async fn finish(mut self, end: End) {
+        let cursor = self.next.to_string();
+        tracing::info!(session = self.id, reason = %end, sent = self.sent, %cursor, "live session closed");
+        let Some((code, reason)) = end.close_frame() else {
+            // Sends the answer to a client's close frame, if tungstenite queued one.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.client.ws.flush()).await;
+            return;
+        };
+        let mut messages = Vec::new();
+        if let End::Kafka(error) = &end {
+            messages.push(text(SessionFrame::Error {
+                code: "kafka_unavailable",
+                message: error.to_string(),
+            }));
+        }
+        messages.push(text(SessionFrame::Closing { reason, cursor }));
+        messages.push(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })));
+        let ws = &mut self.client.ws;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async move {
+            for message in messages {
+                ws.feed(message).await?;
+            }
+            ws.flush().await?;
+            // Until the client's close frame (or the connection ends).
+            while let Some(Ok(_)) = ws.next().await {}
+            Ok::<(), WsError>(())
+        })
+        .await;
+    }
+}
+
+/// The replay of every partition in `catch_up`, through the Kafka session of the moment, or
+/// resets when the client is too far behind.
+async fn replay_partitions(
+    ctx: &LiveContext,
+    replay: &mut Replay<'_, Client>,
+    catch_up: Vec<(PartitionKey, CatchUp)>,
+) -> Result<(), End> {
+    let behind = behind(&catch_up);
+    if behind > ctx.max_replay {
+        tracing::info!(
+            session = replay.session,
+            behind,
+            max = ctx.max_replay,
+            "too far behind to replay; resetting the client to the live position"
+        );
+        return replay.skip_all(catch_up).await;
+    }
+    let _turn = tokio::select! {
+        _ = ctx.shutdown.cancelled() => return Err(End::Shutdown),
+        turn = Arc::clone(&ctx.replays).acquire_owned() => turn.map_err(|_| End::Shutdown)?,
+    };
+    let session = replay_session(ctx).map_err(End::Kafka)?;
+    for (key, what) in catch_up {
+        let (role, partition) = key;
+        let topic = session.topics.get(role);
+        if partition >= topic.partitions {
+            tracing::debug!(session = replay.session, %role, partition, "cursor names a partition that does not exist; ignored");
+            continue;
+        }
+        let log = Retrying::new(
+            Partition::new(
+                Arc::clone(&session),
+                Use::Replay,
+                role,
+                partition,
+                ctx.kafka_timeout,
+            ),
+            ctx.kafka.clone(),
+            retry::ATTEMPTS,
+        );
+        replay.partition(&log, key, &topic.name, what).await?;
+    }
+    tracing::debug!(
+        session = replay.session,
+        replayed = replay.replayed,
+        "replay done"
+    );
+    Ok(())
+}
+
+impl Client {
     /// Handles one thing read from the client; returns a reply to send, if any.
     fn on_client(
         &mut self,
@@ -581,7 +459,7 @@ impl Session {
         if self.last_heard.elapsed() >= IDLE_TIMEOUT {
             return Err(End::Idle);
         }
-        if !(self.ctx.still_allowed)() {
+        if !(self.still_allowed)() {
             return Err(End::SignedOut);
         }
         self.send_all(vec![Message::Ping(Bytes::new())]).await
@@ -601,44 +479,36 @@ impl Session {
             within_send_timeout(ws.flush()).await
         };
         tokio::select! {
-            _ = self.ctx.shutdown.cancelled() => Err(End::Shutdown),
+            _ = self.shutdown.cancelled() => Err(End::Shutdown),
             written = write => written,
         }
     }
+}
 
-    /// Says why (with the client's cursor, to resume from), closes, and waits (bounded) for
-    /// the client's close frame.
-    async fn finish(mut self, end: End) {
-        let cursor = self.next.to_string();
-        tracing::info!(session = self.id, reason = %end, sent = self.sent, %cursor, "live session closed");
-        let Some((code, reason)) = end.close_frame() else {
-            // Sends the answer to a client's close frame, if tungstenite queued one.
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.ws.flush()).await;
-            return;
-        };
-        let mut messages = Vec::new();
-        if let End::Kafka(error) = &end {
-            messages.push(text(SessionFrame::Error {
-                code: "kafka_unavailable",
-                message: error.to_string(),
-            }));
+/// The replay writes to the socket, and between two batches stops early when shutting down or
+/// already too far behind the live stream, and answers what the client sent meanwhile.
+impl FrameSink for Client {
+    fn send(&mut self, frames: Vec<Message>) -> impl Future<Output = Result<(), End>> + Send {
+        self.send_all(frames)
+    }
+
+    async fn between_batches(&mut self) -> Result<(), End> {
+        if self.shutdown.is_cancelled() {
+            return Err(End::Shutdown);
         }
-        messages.push(text(SessionFrame::Closing { reason, cursor }));
-        messages.push(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })));
-        let ws = &mut self.ws;
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async move {
-            for message in messages {
-                ws.feed(message).await?;
+        // More unread than the ring holds: `recv` would report `Lagged`.
+        if self.live.len() > self.live_buffer {
+            return Err(End::TooSlow);
+        }
+        while let Some(message) = self.ws.next().now_or_never() {
+            if let Some(reply) = self.on_client(message)? {
+                self.send_all(vec![reply]).await?;
             }
-            ws.flush().await?;
-            // Until the client's close frame (or the connection ends).
-            while let Some(Ok(_)) = ws.next().await {}
-            Ok::<(), WsError>(())
-        })
-        .await;
+        }
+        if self.ping.tick().now_or_never().is_some() {
+            self.on_ping_tick().await?;
+        }
+        Ok(())
     }
 }
 
@@ -658,48 +528,6 @@ fn replay_session(ctx: &LiveContext) -> Result<Arc<KafkaSession>, KafkaError> {
     }
 }
 
-/// A Kafka call of the replay. Gives way to shutdown; a call that timed out or lost its
-/// connection is tried again (up to [`REPLAY_ATTEMPTS`] times) unless the connection
-/// supervisor saw Kafka fail meanwhile: a slow answer under load is not an outage.
-async fn replay_call<T, F, Fut>(ctx: &LiveContext, call: F) -> Result<T, End>
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<T, KafkaError>>,
-{
-    let mut attempt = 1;
-    loop {
-        let result = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return Err(End::Shutdown),
-            result = call() => result,
-        };
-        match result {
-            Ok(value) => return Ok(value),
-            Err(error)
-                if attempt < REPLAY_ATTEMPTS
-                    && is_transient(&error)
-                    && ctx.kafka.status().problem.is_none() =>
-            {
-                tracing::debug!(%error, attempt, "replay call failed; trying again");
-                attempt += 1;
-            }
-            Err(error) => return Err(End::Kafka(error)),
-        }
-    }
-}
-
-/// A timeout or a lost connection, as opposed to the broker refusing the request.
-fn is_transient(error: &KafkaError) -> bool {
-    match error {
-        KafkaError::Timeout { .. } | KafkaError::Connection { .. } => true,
-        KafkaError::Client { source, .. } => !matches!(source, ClientError::ServerError { .. }),
-        _ => false,
-    }
-}
-
-async fn offset_at(ctx: &LiveContext, log: &impl PartitionLog, at: OffsetAt) -> Result<i64, End> {
-    replay_call(ctx, || log.offset(at)).await
-}
-
 /// One write to a client, bounded by [`SEND_TIMEOUT`].
 async fn within_send_timeout(write: impl Future<Output = Result<(), WsError>>) -> Result<(), End> {
     match tokio::time::timeout(SEND_TIMEOUT, write).await {
@@ -707,10 +535,6 @@ async fn within_send_timeout(write: impl Future<Output = Result<(), WsError>>) -
         Ok(Err(error)) => Err(End::ClientGone(error.to_string())),
         Err(_) => Err(End::Stalled),
     }
-}
-
-fn text(frame: SessionFrame<'_>) -> Message {
-    Message::text(frame.to_json())
 }
 
 /// The first frame: the server's cursor, where this session starts, and the server's version.
@@ -733,65 +557,5 @@ fn hello(
                 next_offset,
             })
             .collect(),
-    })
-}
-
-/// The replayed records as the same frames the live stream published for them: what each
-/// event did to its order is read back from the store, which applied every record the
-/// replay reaches (it stops at the server's cursor).
-async fn replay_frames(store: &Store, replayed: Vec<Replayed>) -> Result<Vec<Message>, End> {
-    let wanted: Vec<(String, String)> = replayed
-        .iter()
-        .map(|r| (r.event.order_id.clone(), r.event.event_id.clone()))
-        .collect();
-    let effects = store
-        .query(move |view| view.effects_of(&wanted))
-        .await
-        .map_err(|error| End::Store(error.to_string()))?;
-    Ok(replayed
-        .into_iter()
-        .zip(effects)
-        .map(|(r, effect)| {
-            let effect = effect.unwrap_or_default();
-            let frame = LiveFrame::new(
-                r.position,
-                &r.event,
-                r.key.as_deref(),
-                &r.data,
-                effect.order_status,
-                effect.seq,
-            );
-            Message::text(frame.json.as_ref())
-        })
-        .collect())
-}
-
-/// A record read back from Kafka, decoded exactly as the consumers decode it.
-struct Replayed {
-    position: Position,
-    event: Event,
-    key: Option<String>,
-    data: String,
-}
-
-/// `None` for a record the consumers skip: it never was a frame.
-fn decode_replayed(
-    role: TopicRole,
-    partition: i32,
-    topic_name: &str,
-    r: RecordAndOffset,
-) -> Option<Replayed> {
-    let position = Position {
-        topic: role,
-        partition,
-        offset: r.offset,
-    };
-    let fetched = records::decode(position, topic_name, &r.record);
-    let (event, data) = fetched.decoded.ok()?;
-    Some(Replayed {
-        position,
-        event,
-        key: fetched.key,
-        data,
     })
 }
