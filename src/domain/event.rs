@@ -140,6 +140,15 @@ pub enum PaymentStatus {
 }
 
 impl PaymentStatus {
+    pub const ALL: [PaymentStatus; 2] = [PaymentStatus::Success, PaymentStatus::Failed];
+
+    /// Accepts `SUCCESS`, `failed`, ... (any case).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s))
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             PaymentStatus::Success => "SUCCESS",

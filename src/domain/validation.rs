@@ -17,9 +17,10 @@ use std::ops::RangeInclusive;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::value::RawValue;
 
-use super::event::{DeliveryStatus, OrderDetails, TopicRole, parse_time};
+use super::event::{DeliveryStatus, OrderDetails, PaymentStatus, TopicRole, parse_time};
 use super::gateway;
 use super::json::{self, Kind};
+use super::lifecycle::OrderStatus;
 use super::money::Money;
 
 /// One problem with one field of a request body.
@@ -701,6 +702,140 @@ impl BrowseQuery {
             self.topic
         )))
     }
+}
+
+/// Default page size of a listing.
+pub const LIST_DEFAULT_LIMIT: usize = 50;
+/// Largest page a client may ask for.
+pub const LIST_MAX_LIMIT: usize = 500;
+
+/// What a listing lists: which statuses its `status` filter takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    Orders,
+    Payments,
+    Deliveries,
+}
+
+impl Listing {
+    /// The status `s` names (in any spelling the lifecycle accepts), in its own spelling.
+    fn status(self, s: &str) -> Option<&'static str> {
+        match self {
+            Listing::Orders => OrderStatus::parse(s).map(OrderStatus::as_str),
+            Listing::Payments => PaymentStatus::parse(s).map(PaymentStatus::as_str),
+            Listing::Deliveries => DeliveryStatus::parse(s).map(DeliveryStatus::as_str),
+        }
+    }
+
+    fn statuses(self) -> String {
+        let names: Vec<&str> = match self {
+            Listing::Orders => OrderStatus::ALL.iter().map(|s| s.as_str()).collect(),
+            Listing::Payments => PaymentStatus::ALL.iter().map(|s| s.as_str()).collect(),
+            Listing::Deliveries => DeliveryStatus::ALL.iter().map(|s| s.as_str()).collect(),
+        };
+        names.join(", ")
+    }
+}
+
+/// A listing's parameters; `C` is the read model's page cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListParams<C> {
+    /// The status to show, in its own spelling (`FAILED` for `failed`).
+    pub status: Option<&'static str>,
+    /// Words to find.
+    pub text: Option<String>,
+    pub limit: usize,
+    /// Where the page starts.
+    pub before: Option<C>,
+}
+
+/// `status` (one of the listed kind's, blank for all), `q` (trimmed, blank for none), `limit`
+/// (1 to 500, default 50) and `cursor` (one that `decode_cursor` reads: the server gave it).
+pub fn list_params<C>(
+    params: &HashMap<String, String>,
+    listing: Listing,
+    decode_cursor: impl Fn(&str) -> Option<C>,
+) -> Result<ListParams<C>, InvalidQuery> {
+    let limit = match params.get("limit") {
+        None => LIST_DEFAULT_LIMIT,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=LIST_MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(InvalidQuery(format!(
+                    "limit must be a whole number from 1 to {LIST_MAX_LIMIT}, not {raw:?}"
+                )));
+            }
+        },
+    };
+    let status = match params
+        .get("status")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        None => None,
+        Some(s) => Some(listing.status(s).ok_or_else(|| {
+            InvalidQuery(format!("status {s:?} is not one of {}", listing.statuses()))
+        })?),
+    };
+    let before =
+        match params.get("cursor").filter(|c| !c.is_empty()) {
+            None => None,
+            Some(raw) => Some(decode_cursor(raw).ok_or_else(|| {
+                InvalidQuery(format!("cursor {raw:?} is not one this server gave"))
+            })?),
+        };
+    let text = params
+        .get("q")
+        .map(|q| q.trim().to_string())
+        .filter(|q| !q.is_empty());
+    Ok(ListParams {
+        status,
+        text,
+        limit,
+        before,
+    })
+}
+
+/// `?wait=true` (also `1` or empty) or `false` (also `0`, or absent): whether a write waits
+/// until the read model shows it.
+pub fn wait_param(value: Option<&str>) -> Result<bool, InvalidQuery> {
+    match value {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(InvalidQuery(format!(
+            "wait must be true or false, not {other:?}"
+        ))),
+    }
+}
+
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// An `Idempotency-Key` header that cannot be used; the message says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidIdempotencyKey(pub String);
+
+/// The `Idempotency-Key` header's value: 1 to 255 visible ASCII characters (no space).
+pub fn idempotency_key(value: &[u8]) -> Result<&str, InvalidIdempotencyKey> {
+    // What a header value may hold as text: visible ASCII, spaces and tabs.
+    let text = value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+        .ok_or_else(|| {
+            InvalidIdempotencyKey("Idempotency-Key must be visible ASCII".to_string())
+        })?;
+    if text.is_empty()
+        || text.len() > MAX_IDEMPOTENCY_KEY
+        || !text.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(InvalidIdempotencyKey(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        )));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -1439,6 +1574,140 @@ mod tests {
         ] {
             let error = browse_query(&params(&pairs)).unwrap_err();
             assert!(error.0.contains(names), "{pairs:?}: {error}");
+        }
+    }
+
+    /// A page cursor as the read model writes them, for the listing tests: `<n>_<id>`.
+    fn cursor(raw: &str) -> Option<(u64, String)> {
+        let (n, id) = raw.split_once('_')?;
+        Some((n.parse().ok()?, id.to_string()))
+    }
+
+    #[test]
+    fn a_listing_takes_its_kind_s_statuses_in_any_spelling_and_names_them_in_its_own() {
+        let q = list_params(&params(&[]), Listing::Orders, cursor).unwrap();
+        assert_eq!(
+            q,
+            ListParams {
+                status: None,
+                text: None,
+                limit: 50,
+                before: None
+            }
+        );
+        for (listing, given, own) in [
+            (Listing::Orders, "payment_failed", "Payment Failed"),
+            (Listing::Orders, " Out for Delivery ", "Out for Delivery"),
+            (Listing::Payments, "failed", "FAILED"),
+            (Listing::Deliveries, "in-transit", "In Transit"),
+        ] {
+            let q = list_params(&params(&[("status", given)]), listing, cursor).unwrap();
+            assert_eq!(q.status, Some(own), "{listing:?} {given:?}");
+        }
+        let q = list_params(
+            &params(&[
+                ("status", " "),
+                ("q", "  lamp "),
+                ("limit", "500"),
+                ("cursor", "17_o-1"),
+            ]),
+            Listing::Payments,
+            cursor,
+        )
+        .unwrap();
+        assert_eq!(q.status, None, "a blank status lists them all");
+        assert_eq!(q.text.as_deref(), Some("lamp"));
+        assert_eq!(q.limit, 500);
+        assert_eq!(q.before, Some((17, "o-1".to_string())));
+        let blank = list_params(
+            &params(&[("q", " "), ("cursor", "")]),
+            Listing::Orders,
+            cursor,
+        );
+        assert_eq!(
+            (blank.clone().unwrap().text, blank.unwrap().before),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn a_bad_listing_parameter_is_named_with_what_it_takes() {
+        for (listing, pairs, message) in [
+            (
+                Listing::Orders,
+                vec![("limit", "0")],
+                r#"limit must be a whole number from 1 to 500, not "0""#,
+            ),
+            (
+                Listing::Orders,
+                vec![("limit", "501")],
+                r#"limit must be a whole number from 1 to 500, not "501""#,
+            ),
+            (
+                Listing::Orders,
+                vec![("status", "Lost")],
+                r#"status "Lost" is not one of Pending, Payment Failed, Paid, Shipped, In Transit, Out for Delivery, Delivered, Cancelled"#,
+            ),
+            (
+                Listing::Payments,
+                vec![("status", "Paid")],
+                r#"status "Paid" is not one of SUCCESS, FAILED"#,
+            ),
+            (
+                Listing::Deliveries,
+                vec![("status", "Pending")],
+                r#"status "Pending" is not one of Shipped, In Transit, Out for Delivery, Delivered"#,
+            ),
+            (
+                Listing::Orders,
+                vec![("cursor", "yesterday")],
+                r#"cursor "yesterday" is not one this server gave"#,
+            ),
+        ] {
+            let error = list_params(&params(&pairs), listing, cursor).unwrap_err();
+            assert_eq!(error.0, message, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn wait_is_true_or_false() {
+        for (given, wait) in [
+            (None, false),
+            (Some("false"), false),
+            (Some("0"), false),
+            (Some("true"), true),
+            (Some("1"), true),
+            (Some(""), true),
+        ] {
+            assert_eq!(wait_param(given), Ok(wait), "{given:?}");
+        }
+        assert_eq!(
+            wait_param(Some("yes")).unwrap_err().0,
+            r#"wait must be true or false, not "yes""#
+        );
+    }
+
+    #[test]
+    fn an_idempotency_key_is_1_to_255_visible_ascii_characters() {
+        assert_eq!(idempotency_key(b"order-42/retry:1"), Ok("order-42/retry:1"));
+        let longest = "k".repeat(255);
+        assert_eq!(idempotency_key(longest.as_bytes()), Ok(longest.as_str()));
+        let invisible = "Idempotency-Key must be visible ASCII";
+        let shape = "Idempotency-Key must be 1 to 255 visible ASCII characters";
+        for (key, message) in [
+            (&b"caf\xc3\xa9"[..], invisible),
+            (b"a\x00b", invisible),
+            (b"a\x7fb", invisible),
+            (b"", shape),
+            (b"two words", shape),
+            (b"tab\there", shape),
+            ("k".repeat(256).as_bytes(), shape),
+        ] {
+            assert_eq!(
+                idempotency_key(key),
+                Err(InvalidIdempotencyKey(message.into())),
+                "{key:?}"
+            );
         }
     }
 }

@@ -9,13 +9,12 @@ use hyper::StatusCode;
 use serde_json::value::RawValue;
 
 use super::{ApiError, Request};
-use crate::model::query::{Cursor, DEFAULT_LIMIT, ListQuery, MAX_LIMIT};
+use crate::domain::validation::{self, Listing};
+use crate::model::query::{Cursor, ListQuery};
 use crate::shop::{Idempotency, WriteOptions, fingerprint};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Longest `Idempotency-Key` accepted.
-const MAX_KEY_LEN: usize = 255;
 
 /// The one query-string parser: the parameters of `uri`, percent-decoded (a name given twice
 /// keeps its last value).
@@ -116,8 +115,9 @@ pub struct RequestParts {
 }
 
 impl RequestParts {
-    /// `Idempotency-Key` (with the request's fingerprint) and `?wait=true`. Keys are scoped
-    /// to the client's token: two clients using the same key never see each other's answers.
+    /// `Idempotency-Key` (with the request's fingerprint) and `?wait=true`, checked by
+    /// [`validation`]. Keys are scoped to the client's token: two clients using the same key
+    /// never see each other's answers.
     pub fn write_options(
         &self,
         body: &RawValue,
@@ -126,23 +126,8 @@ impl RequestParts {
         let idempotency = match self.parts.headers.get("idempotency-key") {
             None => None,
             Some(value) => {
-                let key = value.to_str().map_err(|_| {
-                    ApiError::bad_request(
-                        "invalid_idempotency_key",
-                        "Idempotency-Key must be visible ASCII",
-                    )
-                })?;
-                if key.is_empty()
-                    || key.len() > MAX_KEY_LEN
-                    || !key.bytes().all(|b| b.is_ascii_graphic())
-                {
-                    return Err(ApiError::bad_request(
-                        "invalid_idempotency_key",
-                        format!(
-                            "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
-                        ),
-                    ));
-                }
+                let key = validation::idempotency_key(value.as_bytes())
+                    .map_err(|e| ApiError::bad_request("invalid_idempotency_key", e.to_string()))?;
                 let scope = who.idempotency_scope();
                 Some(Idempotency {
                     key: if scope.is_empty() {
@@ -158,16 +143,8 @@ impl RequestParts {
                 })
             }
         };
-        let wait_visible = match self.query().get("wait").map(String::as_str) {
-            None | Some("false") | Some("0") => false,
-            Some("true") | Some("1") | Some("") => true,
-            Some(other) => {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    format!("wait must be true or false, not {other:?}"),
-                ));
-            }
-        };
+        let wait_visible = validation::wait_param(self.query().get("wait").map(String::as_str))
+            .map_err(|e| ApiError::bad_request("invalid_query", e.0))?;
         let traceparent = self
             .parts
             .extensions
@@ -185,56 +162,17 @@ impl RequestParts {
     }
 }
 
-/// `status`, `q`, `limit` (1..=500) and `cursor` of a listing; `valid_status` says which
-/// statuses the listed kind has.
+/// `status`, `q`, `limit` and `cursor` of a listing of `listing`, checked by [`validation`].
 pub fn list_query(
     params: &HashMap<String, String>,
-    valid_status: impl Fn(&str) -> bool,
-    statuses: &str,
+    listing: Listing,
 ) -> Result<ListQuery, ApiError> {
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(raw) => match raw.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    format!("limit must be a whole number from 1 to {MAX_LIMIT}, not {raw:?}"),
-                ));
-            }
-        },
-    };
-    let status = match params
-        .get("status")
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-    {
-        None => None,
-        Some(s) if valid_status(s) => Some(s.to_string()),
-        Some(s) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("status {s:?} is not one of {statuses}"),
-            ));
-        }
-    };
-    let before = match params.get("cursor").filter(|c| !c.is_empty()) {
-        None => None,
-        Some(raw) => Some(Cursor::decode(raw).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_query",
-                format!("cursor {raw:?} is not one this server gave"),
-            )
-        })?),
-    };
-    let text = params
-        .get("q")
-        .map(|q| q.trim().to_string())
-        .filter(|q| !q.is_empty());
+    let params = validation::list_params(params, listing, Cursor::decode)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.0))?;
     Ok(ListQuery {
-        status,
-        text,
-        limit,
-        before,
+        status: params.status.map(str::to_string),
+        text: params.text,
+        limit: params.limit,
+        before: params.before,
     })
 }

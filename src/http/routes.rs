@@ -19,10 +19,8 @@ use super::request::{json_body, list_query, query_params};
 use super::{ApiError, Request, Response, json_bytes_response, json_response, json_text_response};
 use crate::AppState;
 use crate::access::{Needed, Principal};
-use crate::domain::event::{DeliveryStatus, format_time};
-use crate::domain::lifecycle::OrderStatus;
-use crate::domain::validation;
-use crate::model::query::is_payment_status;
+use crate::domain::event::format_time;
+use crate::domain::validation::{self, Listing};
 use crate::model::store::BackupError;
 use crate::shop::Written;
 
@@ -274,16 +272,16 @@ async fn answer(state: Arc<AppState>, request: Request, peer: SocketAddr) -> Res
         Route::SignIn => super::guard::sign_in(&state, request).await,
         Route::SignOut => Ok(super::guard::sign_out(&state, &request)),
         Route::PlaceOrder => place_order(&state, request, who).await,
-        Route::ListOrders => list(&state, &request, Kind::Orders).await,
+        Route::ListOrders => list(&state, &request, Listing::Orders).await,
         Route::PlaceDemoOrder => place_demo_order(&state, request, who).await,
         Route::OrderDetail => order_detail(&state, id).await,
         Route::PayOrder => pay(&state, request, who, Some(id.to_string())).await,
         Route::CancelOrder => cancel(&state, request, who, id).await,
         Route::ShipOrder => ship(&state, request, who, Some(id.to_string())).await,
         Route::Pay => pay(&state, request, who, None).await,
-        Route::ListPayments => list(&state, &request, Kind::Payments).await,
+        Route::ListPayments => list(&state, &request, Listing::Payments).await,
         Route::Ship => ship(&state, request, who, None).await,
-        Route::ListDeliveries => list(&state, &request, Kind::Deliveries).await,
+        Route::ListDeliveries => list(&state, &request, Listing::Deliveries).await,
         Route::DeliveryDetail => delivery_detail(&state, id).await,
         Route::AdvanceDelivery => advance_delivery(&state, request, who, id).await,
         Route::Stats => stats(&state).await,
@@ -466,36 +464,17 @@ async fn advance_delivery(
     ))
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Orders,
-    Payments,
-    Deliveries,
-}
-
-async fn list(state: &AppState, request: &Request, kind: Kind) -> Answer {
+async fn list(state: &AppState, request: &Request, listing: Listing) -> Answer {
     let params = query_params(request);
-    let query = match kind {
-        Kind::Orders => list_query(
-            &params,
-            |s| OrderStatus::parse(s).is_some(),
-            &names(OrderStatus::ALL.iter().map(|s| s.as_str())),
-        )?,
-        Kind::Payments => list_query(&params, is_payment_status, "SUCCESS, FAILED")?,
-        Kind::Deliveries => list_query(
-            &params,
-            |s| DeliveryStatus::parse(s).is_some(),
-            &names(DeliveryStatus::ALL.iter().map(|s| s.as_str())),
-        )?,
-    };
+    let query = list_query(&params, listing)?;
     // Serialised on the blocking thread that read the page.
     let page = state
         .store
         .query(move |view| {
-            Ok(match kind {
-                Kind::Orders => to_json(&view.list_orders(&query)?),
-                Kind::Payments => to_json(&view.list_payments(&query)?),
-                Kind::Deliveries => to_json(&view.list_deliveries(&query)?),
+            Ok(match listing {
+                Listing::Orders => to_json(&view.list_orders(&query)?),
+                Listing::Payments => to_json(&view.list_payments(&query)?),
+                Listing::Deliveries => to_json(&view.list_deliveries(&query)?),
             })
         })
         .await?;
@@ -504,10 +483,6 @@ async fn list(state: &AppState, request: &Request, kind: Kind) -> Answer {
 
 fn to_json(value: &impl serde::Serialize) -> Vec<u8> {
     serde_json::to_vec(value).expect("answers always serialise")
-}
-
-fn names<'a>(all: impl Iterator<Item = &'a str>) -> String {
-    all.collect::<Vec<_>>().join(", ")
 }
 
 async fn order_detail(state: &AppState, order_id: &str) -> Answer {

@@ -41,10 +41,7 @@ impl Rules {
     fn build() -> Rules {
         Rules {
             order_statuses: OrderStatus::ALL.to_vec(),
-            payment_statuses: [PaymentStatus::Success, PaymentStatus::Failed]
-                .iter()
-                .map(|s| s.as_str())
-                .collect(),
+            payment_statuses: PaymentStatus::ALL.iter().map(|s| s.as_str()).collect(),
             delivery_statuses: DeliveryStatus::ALL.to_vec(),
             actions: OrderStatus::ALL.iter().map(|&s| (s, actions(s))).collect(),
             next_delivery_status: DeliveryStatus::ALL

@@ -29,8 +29,7 @@ use crate::messages::api::{
 };
 
 /// Largest page a client may ask for.
-pub const MAX_LIMIT: usize = 500;
-pub const DEFAULT_LIMIT: usize = 50;
+pub const MAX_LIMIT: usize = crate::domain::validation::LIST_MAX_LIMIT;
 /// Most index entries one search request looks at before answering with what it found.
 pub const MAX_SCANNED: usize = 20_000;
 
@@ -273,7 +272,7 @@ impl ReadView {
     }
 
     pub fn list_payments(&self, query: &ListQuery) -> Result<Page<PaymentView>, StoreError> {
-        let status = query.status.as_deref().and_then(payment_status);
+        let status = query.status.as_deref().and_then(PaymentStatus::parse);
         self.list(
             ListKind {
                 kind: Kind::Payments,
@@ -464,15 +463,4 @@ pub fn delivery_view(d: &DeliveryRecord) -> DeliveryView {
         updated_at: format_time(d.updated_at),
         kafka: d.position,
     }
-}
-
-fn payment_status(s: &str) -> Option<PaymentStatus> {
-    [PaymentStatus::Success, PaymentStatus::Failed]
-        .into_iter()
-        .find(|p| p.as_str().eq_ignore_ascii_case(s))
-}
-
-/// Whether `s` names a payment status (`SUCCESS`, `failed`, ...).
-pub fn is_payment_status(s: &str) -> bool {
-    payment_status(s).is_some()
 }
