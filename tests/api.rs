@@ -263,6 +263,10 @@ async fn payment_failures_follow_the_documented_gateway_rules_and_may_be_retried
             .iter()
             .all(|p| p["status"] == "FAILED")
     );
+    assert_eq!(
+        payments["status"], "FAILED",
+        "the filter comes back in the server's spelling"
+    );
     eventually(&server, "/api/deliveries", |d| {
         d["items"].as_array().unwrap().len() == 1
     })
@@ -536,6 +540,7 @@ async fn lists_are_newest_first_with_filters_and_cursor_paging() {
         .await
         .unwrap();
     assert_eq!(pending["items"].as_array().unwrap().len(), 13);
+    assert_eq!(pending["status"], "Pending");
     let (_, paid) = http::get(server.addr, "/api/orders?status=Paid")
         .await
         .unwrap();

@@ -228,6 +228,81 @@ pub fn actions(status: OrderStatus) -> Vec<Action> {
     .collect()
 }
 
+/// Every step of the lifecycle, for the questions asked of [`next_status`] as a whole.
+fn all_steps() -> impl Iterator<Item = Step> {
+    [
+        Step::Create,
+        Step::Cancel,
+        Step::Pay(PaymentStatus::Success),
+        Step::Pay(PaymentStatus::Failed),
+    ]
+    .into_iter()
+    .chain(DeliveryStatus::ALL.into_iter().map(Step::Deliver))
+}
+
+/// The statuses reached from `from` (`None`: not created yet) by `steps`, `from` included, in
+/// lifecycle order.
+fn reachable(from: Option<OrderStatus>, steps: impl Fn(&Step) -> bool) -> Vec<OrderStatus> {
+    let mut seen: Vec<OrderStatus> = from.into_iter().collect();
+    let mut todo = vec![from];
+    while let Some(current) = todo.pop() {
+        for step in all_steps().filter(&steps) {
+            if let Ok(next) = next_status(current, step)
+                && !seen.contains(&next)
+            {
+                seen.push(next);
+                todo.push(Some(next));
+            }
+        }
+    }
+    seen.sort();
+    seen
+}
+
+/// The way of an order that goes well: the statuses reached without a failed payment or a
+/// cancellation, in lifecycle order (Pending, Paid, Shipped, ... Delivered).
+pub fn way() -> Vec<OrderStatus> {
+    reachable(None, |step| {
+        !matches!(step, Step::Cancel | Step::Pay(PaymentStatus::Failed))
+    })
+}
+
+/// The statuses of the orders that reached `status`: on the [`way`], `status` and every status
+/// that comes after it (a delivered order was paid and shipped, even when some of its events
+/// are missing); off the way (Payment Failed, Cancelled), `status` alone.
+pub fn at_or_past(status: OrderStatus) -> Vec<OrderStatus> {
+    if way().contains(&status) {
+        reachable(Some(status), |_| true)
+    } else {
+        vec![status]
+    }
+}
+
+/// The stages of the [`way`]: its statuses in order, those in which an order takes the same
+/// commands together (a parcel in any of its delivery statuses takes `advance`).
+pub fn stages() -> Vec<Vec<OrderStatus>> {
+    let mut stages: Vec<Vec<OrderStatus>> = Vec::new();
+    for status in way() {
+        match stages.last_mut() {
+            Some(stage) if actions(stage[0]) == actions(status) => stage.push(status),
+            _ => stages.push(vec![status]),
+        }
+    }
+    stages
+}
+
+/// The commands that, in `status`, try again the step that failed and led there (`pay` after
+/// a declined payment).
+pub fn retried_actions(status: OrderStatus) -> Vec<Action> {
+    let after_a_failed_payment = OrderStatus::ALL
+        .into_iter()
+        .any(|from| next_status(Some(from), Step::Pay(PaymentStatus::Failed)) == Ok(status));
+    actions(status)
+        .into_iter()
+        .filter(|action| *action == Action::Pay && after_a_failed_payment)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,5 +424,46 @@ mod tests {
             Some(DeliveryStatus::Delivered)
         );
         assert_eq!(next_delivery_status(DeliveryStatus::Delivered), None);
+    }
+
+    #[test]
+    fn the_way_its_stages_and_what_counts_as_having_reached_a_status() {
+        assert_eq!(
+            way(),
+            vec![Pending, Paid, Shipped, InTransit, OutForDelivery, Delivered]
+        );
+        assert_eq!(
+            stages(),
+            vec![
+                vec![Pending],
+                vec![Paid],
+                vec![Shipped, InTransit, OutForDelivery],
+                vec![Delivered]
+            ]
+        );
+        assert_eq!(
+            at_or_past(Pending),
+            OrderStatus::ALL.to_vec(),
+            "every order"
+        );
+        assert_eq!(
+            at_or_past(Paid),
+            vec![Paid, Shipped, InTransit, OutForDelivery, Delivered]
+        );
+        assert_eq!(
+            at_or_past(Shipped),
+            vec![Shipped, InTransit, OutForDelivery, Delivered]
+        );
+        assert_eq!(at_or_past(Delivered), vec![Delivered]);
+        assert_eq!(at_or_past(PaymentFailed), vec![PaymentFailed]);
+        assert_eq!(at_or_past(Cancelled), vec![Cancelled]);
+    }
+
+    #[test]
+    fn only_a_declined_payment_is_retried() {
+        assert_eq!(retried_actions(PaymentFailed), vec![Action::Pay]);
+        for status in OrderStatus::ALL.into_iter().filter(|s| *s != PaymentFailed) {
+            assert_eq!(retried_actions(status), vec![], "{status}");
+        }
     }
 }

@@ -98,6 +98,9 @@ impl Money {
     /// Zero.
     pub const ZERO: Money = Money { minor: 0 };
 
+    /// Decimals of every amount, in every currency: the shop counts in hundredths.
+    pub const DECIMALS: u32 = 2;
+
     /// An amount of `minor` cents.
     #[must_use]
     pub const fn from_minor(minor: i64) -> Money {

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::messages::api::{
     BrowsedRecord, BrowsedRecords, DeliveryAnswer, ErrorDetail, Health, KafkaOverview, KafkaTopics,
-    OrderAnswer, PartitionRow, Readiness, StalledPartition,
+    Listed, OrderAnswer, PartitionRow, Readiness, StalledPartition,
 };
 
 use super::request::{json_body, list_query, query_params};
@@ -471,10 +471,20 @@ async fn list(state: &AppState, request: &Request, listing: Listing) -> Answer {
     let page = state
         .store
         .query(move |view| {
+            let status = query.status.clone();
             Ok(match listing {
-                Listing::Orders => to_json(&view.list_orders(&query)?),
-                Listing::Payments => to_json(&view.list_payments(&query)?),
-                Listing::Deliveries => to_json(&view.list_deliveries(&query)?),
+                Listing::Orders => to_json(&Listed {
+                    page: view.list_orders(&query)?,
+                    status,
+                }),
+                Listing::Payments => to_json(&Listed {
+                    page: view.list_payments(&query)?,
+                    status,
+                }),
+                Listing::Deliveries => to_json(&Listed {
+                    page: view.list_deliveries(&query)?,
+                    status,
+                }),
             })
         })
         .await?;

@@ -12,7 +12,9 @@ use crate::domain::event::{
     DeliveryStatus, EventType, PaymentStatus, Position, TopicInfo, TopicRole,
 };
 use crate::domain::gateway::METHODS;
-use crate::domain::lifecycle::{Action, OrderStatus, actions, next_delivery_status};
+use crate::domain::lifecycle::{
+    Action, OrderStatus, actions, at_or_past, next_delivery_status, retried_actions, stages,
+};
 use crate::domain::money::Money;
 use crate::domain::validation::FieldError;
 use crate::domain::validation::{CURRENCIES, DEFAULT_CURRENCY};
@@ -30,9 +32,22 @@ pub struct Rules {
     pub actions: BTreeMap<OrderStatus, Vec<Action>>,
     /// The status a delivery moves to when it is advanced.
     pub next_delivery_status: BTreeMap<DeliveryStatus, DeliveryStatus>,
+    /// For each order status, the statuses of the orders that reached it: itself and those
+    /// after it on the way of an order that goes well; itself alone off that way.
+    pub at_or_past: BTreeMap<OrderStatus, Vec<OrderStatus>>,
+    /// The way of an order that goes well, in stages: the statuses, in order, in which an
+    /// order takes the same commands go together.
+    pub stages: Vec<Vec<OrderStatus>>,
+    /// The commands that, in a status, try again the step that failed (a declined payment);
+    /// only the statuses that have some.
+    pub retried_actions: BTreeMap<OrderStatus, Vec<Action>>,
     pub payment_methods: &'static [&'static str],
     pub carriers: &'static [&'static str],
     pub currencies: &'static [&'static str],
+    /// How many decimals each currency's amounts have.
+    pub currency_decimals: BTreeMap<&'static str, u32>,
+    /// How many decimals every amount the API writes has.
+    pub amount_decimals: u32,
     pub default_currency: &'static str,
     pub topics: [TopicRole; 3],
 }
@@ -48,9 +63,21 @@ impl Rules {
                 .iter()
                 .filter_map(|&s| next_delivery_status(s).map(|next| (s, next)))
                 .collect(),
+            at_or_past: OrderStatus::ALL
+                .iter()
+                .map(|&s| (s, at_or_past(s)))
+                .collect(),
+            stages: stages(),
+            retried_actions: OrderStatus::ALL
+                .iter()
+                .map(|&s| (s, retried_actions(s)))
+                .filter(|(_, retried)| !retried.is_empty())
+                .collect(),
             payment_methods: &METHODS,
             carriers: &CARRIERS,
             currencies: &CURRENCIES,
+            currency_decimals: CURRENCIES.iter().map(|&c| (c, Money::DECIMALS)).collect(),
+            amount_decimals: Money::DECIMALS,
             default_currency: DEFAULT_CURRENCY,
             topics: TopicRole::ALL,
         }
@@ -123,6 +150,16 @@ pub struct ErrorDetail<'a> {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
+}
+
+/// A listing's answer: a [`Page`] and, when filtered by status, that status in its own
+/// spelling (`FAILED` for `?status=failed`), so that a client matches rows as the server did.
+#[derive(Debug, Serialize)]
+pub struct Listed<T> {
+    #[serde(flatten)]
+    pub page: Page<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 impl<T> Page<T> {
@@ -444,6 +481,47 @@ mod tests {
             rules["payment_statuses"],
             serde_json::json!(["SUCCESS", "FAILED"])
         );
+        assert_eq!(
+            rules["at_or_past"]["Paid"],
+            serde_json::json!([
+                "Paid",
+                "Shipped",
+                "In Transit",
+                "Out for Delivery",
+                "Delivered"
+            ])
+        );
+        assert_eq!(
+            rules["at_or_past"]["Payment Failed"],
+            serde_json::json!(["Payment Failed"])
+        );
+        assert_eq!(
+            rules["at_or_past"]["Pending"], rules["order_statuses"],
+            "every order was placed"
+        );
+        assert_eq!(
+            rules["stages"],
+            serde_json::json!([
+                ["Pending"],
+                ["Paid"],
+                ["Shipped", "In Transit", "Out for Delivery"],
+                ["Delivered"]
+            ])
+        );
+        assert_eq!(
+            rules["retried_actions"],
+            serde_json::json!({"Payment Failed": ["pay"]})
+        );
+        assert_eq!(rules["currency_decimals"]["EUR"], 2);
+        assert_eq!(
+            rules["currency_decimals"]["JPY"], 2,
+            "the shop counts yen in hundredths too"
+        );
+        assert_eq!(
+            rules["currency_decimals"].as_object().unwrap().len(),
+            rules["currencies"].as_array().unwrap().len()
+        );
+        assert_eq!(rules["amount_decimals"], 2);
         assert_eq!(rules["currencies"][0], "EUR");
         assert_eq!(rules["default_currency"], "EUR");
         assert_eq!(rules["carriers"][0], "Colissimo");

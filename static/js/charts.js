@@ -2,6 +2,7 @@
 // a text alternative (the chart's summary for screen readers; every bar has a tooltip).
 
 import { h, hhmm, count } from './ui.js';
+import { funnelCounts } from './rules.js';
 
 const H = 190;
 const compact = new Intl.NumberFormat(undefined, { notation: 'compact', maximumFractionDigits: 1 });
@@ -95,25 +96,30 @@ export function barChart(points, { title, format = count, unit = '', width = 600
   );
 }
 
+/** What the orders in a stage wait for, by the first command they take. */
+const WAITING = { pay: 'waiting for payment', ship: 'waiting to ship', advance: 'on the way' };
+
+/** `Payment Failed` as a label: `Payment failed`. */
+const sentence = (s) => s.charAt(0) + s.slice(1).toLowerCase();
+
 /**
- * The order lifecycle funnel from `by_status` counts: how many orders reached each stage
- * (Pending → Paid → Shipped → Delivered), and where the others are stuck or fell off.
+ * The order lifecycle funnel from `by_status` counts, by the stages and statuses of the rules
+ * document `doc`: how many orders reached each stage (Placed → Paid → Shipped → Delivered), and
+ * where the others are stuck or fell off.
  */
-export function funnel(byStatus, total) {
-  const n = (s) => byStatus?.[s] ?? 0;
-  const delivered = n('Delivered');
-  const shipped = delivered + n('Shipped') + n('In Transit') + n('Out for Delivery');
-  const paid = shipped + n('Paid');
-  const stages = [
-    { label: 'Placed', value: total, note: `${count(n('Pending'))} waiting for payment` },
-    { label: 'Paid', value: paid, note: `${count(n('Paid'))} waiting to ship` },
-    { label: 'Shipped', value: shipped, note: `${count(n('Shipped') + n('In Transit') + n('Out for Delivery'))} on the way` },
-    { label: 'Delivered', value: delivered, note: '' },
-  ];
-  const side = [
-    { label: 'Payment failed', value: n('Payment Failed'), cls: 'bad', note: 'may still be retried' },
-    { label: 'Cancelled', value: n('Cancelled'), cls: 'muted', note: '' },
-  ];
+export function funnel(doc, byStatus, total) {
+  const counts = funnelCounts(doc, byStatus, total);
+  const stages = counts.stages.map((s, i) => ({
+    label: i === 0 ? 'Placed' : sentence(s.status),
+    value: s.value,
+    note: s.actions.length ? `${count(s.waiting)} ${WAITING[s.actions[0]] ?? `waiting to ${s.actions[0]}`}` : '',
+  }));
+  const side = counts.side.map((s) => ({
+    label: sentence(s.status),
+    value: s.value,
+    cls: s.final ? 'muted' : 'bad',
+    note: s.retried ? 'may still be retried' : '',
+  }));
   const pct = (v) => (total ? Math.round((v / total) * 1000) / 10 : 0);
   const row = (s, cls = '') => {
     const bar = h('span', { class: `funnel-bar ${cls}` });

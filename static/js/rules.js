@@ -1,8 +1,10 @@
 // The shop's rules as the server applies them, from one document: `GET /api/rules`, read once
 // at start-up (app.js mounts no page before it is here). It names the order, payment and
-// delivery statuses, the commands an order takes in each status, the status a delivery is
-// advanced to, and the shop's payment methods, carriers, currencies and topics, so that the
-// dashboard keeps no copy of any of them. What an event did comes with its live frame
+// delivery statuses, the commands an order takes in each status (and which of them try again a
+// step that failed), the status a delivery is advanced to, the stages of an order that goes
+// well and which statuses count as having reached each status, and the shop's payment methods,
+// carriers, currencies (with their decimals) and topics, so that the dashboard keeps no copy of
+// any of them. What an event did comes with its live frame
 // (`order_status`, `seq`, `payment_status`, `delivery_status`): pages show it as it is.
 
 import { api } from './api.js';
@@ -11,7 +13,7 @@ import { api } from './api.js';
 export let rules = null;
 
 const LISTS = ['order_statuses', 'payment_statuses', 'delivery_statuses', 'payment_methods', 'carriers', 'currencies', 'topics'];
-const MAPS = ['actions', 'next_delivery_status'];
+const MAPS = ['actions', 'next_delivery_status', 'at_or_past', 'retried_actions', 'currency_decimals'];
 
 /** Reads the document from the server (once: later calls get the same one). */
 export async function loadRules({ signal } = {}) {
@@ -31,6 +33,10 @@ export function checkRules(doc) {
   for (const name of MAPS) {
     if (!doc[name] || typeof doc[name] !== 'object' || Array.isArray(doc[name])) throw new Error(`The rules document has no ${name}`);
   }
+  if (!Array.isArray(doc.stages) || !doc.stages.every((stage) => Array.isArray(stage) && stage.length > 0 && stage.every((s) => typeof s === 'string'))) {
+    throw new Error('The rules document has no list of stages');
+  }
+  if (!Number.isInteger(doc.amount_decimals)) throw new Error('The rules document has no amount_decimals');
   if (typeof doc.default_currency !== 'string') throw new Error('The rules document has no default_currency');
   return deepFreeze(doc);
 }
@@ -50,6 +56,41 @@ export const actionsFor = (doc, status) => own(doc.actions, status) || [];
 
 /** Whether `status` is one the document knows and that takes no command any more (Delivered, Cancelled). */
 export const isFinal = (doc, status) => Array.isArray(own(doc.actions, status)) && doc.actions[status].length === 0;
+
+/** The commands that, in `status`, try again the step that failed and led there (`pay` after a declined payment). */
+export const retriedActions = (doc, status) => own(doc.retried_actions, status) || [];
+
+/** Whether `action` in `status` tries again a step that failed (a payment after a declined one). */
+export const isRetry = (doc, status, action) => retriedActions(doc, status).includes(action);
+
+/** How many orders of the `byStatus` counts reached `status`: those in a status at or past it. */
+export function reached(doc, byStatus, status) {
+  return (own(doc.at_or_past, status) || []).reduce((n, s) => n + (own(byStatus, s) ?? 0), 0);
+}
+
+/**
+ * The lifecycle funnel of the `byStatus` counts. `stages`: one per stage of an order that goes
+ * well, named by its first status, with how many orders reached it (`total` for the first: every
+ * order), how many are in it now and the commands they wait for. `side`: the statuses off that
+ * way, with their counts, whether they are over and whether they may be retried.
+ */
+export function funnelCounts(doc, byStatus, total) {
+  const n = (s) => own(byStatus, s) ?? 0;
+  const stages = doc.stages.map((statuses, i) => ({
+    status: statuses[0],
+    value: i === 0 ? total : reached(doc, byStatus, statuses[0]),
+    waiting: statuses.reduce((sum, s) => sum + n(s), 0),
+    actions: actionsFor(doc, statuses[0]),
+  }));
+  const onTheWay = new Set(doc.stages.flat());
+  const side = doc.order_statuses
+    .filter((s) => !onTheWay.has(s))
+    .map((s) => ({ status: s, value: n(s), final: isFinal(doc, s), retried: retriedActions(doc, s).length > 0 }));
+  return { stages, side };
+}
+
+/** How many decimals an amount in `currency` has (`amount_decimals` without a currency the document knows). */
+export const decimalsOf = (doc, currency) => own(doc.currency_decimals, currency) ?? doc.amount_decimals;
 
 /** The status a delivery in `status` is advanced to; `null` at the end (or for a status the document does not know). */
 export const nextDeliveryStatus = (doc, status) => own(doc.next_delivery_status, status) || null;

@@ -261,6 +261,12 @@ export function mountTable(container, ctx, cfg) {
     try {
       const page = await api(`${cfg.endpoint}${query({ status: filters.status, q: filters.q, limit: PAGE })}`, { signal: controller.signal });
       if (loading !== controller) return;
+      // The status filter in the server's spelling (`FAILED` for `?status=failed`): rows that
+      // arrive live are matched against it as the server matched the page.
+      if (page.status && page.status !== filters.status) {
+        filters.status = page.status;
+        statusSelect.value = page.status;
+      }
       for (const entry of rows.splice(0)) remove(entry);
       hasOlder = false;
       for (const item of page.items) insert(item, null);

@@ -2,6 +2,8 @@
 // the formatters follow the browser's locale (Intl), and `announce()` feeds the polite live
 // region that screen readers read out.
 
+import { rules, decimalsOf } from './rules.js';
+
 /**
  * Builds an element. `attrs`: `class`, `text`, `on<Event>` handlers, `dataset`, boolean
  * attributes (`true` sets, `false`/`null` omits) and any other attribute as a string.
@@ -48,17 +50,18 @@ export function replace(el, ...children) {
 const moneyFormats = new Map();
 
 /**
- * An amount as the API gives it (a JSON number with two decimals), with its currency when
- * known. Always two decimals, as the shop counts every currency in hundredths.
+ * An amount as the API gives it (a JSON number), with its currency when known, and as many
+ * decimals as the shop's rules give that currency (`decimalsOf`).
  */
 export function money(amount, currency) {
   if (amount === null || amount === undefined || amount === '') return '—';
   const n = typeof amount === 'number' ? amount : Number(amount);
   if (!Number.isFinite(n)) return String(amount);
-  const key = currency || '';
+  const decimals = rules ? decimalsOf(rules, currency) : undefined;
+  const key = `${currency || ''}/${decimals}`;
   let format = moneyFormats.get(key);
   if (!format) {
-    const options = { minimumFractionDigits: 2, maximumFractionDigits: 2 };
+    const options = decimals === undefined ? {} : { minimumFractionDigits: decimals, maximumFractionDigits: decimals };
     try {
       format = currency ? new Intl.NumberFormat(undefined, { style: 'currency', currency, ...options }) : new Intl.NumberFormat(undefined, options);
     } catch {

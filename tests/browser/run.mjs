@@ -774,6 +774,54 @@ test('the Kafka page shows offsets and lag, and reads records by offset and by t
   }
 });
 
+test("the funnel, the retry of a declined payment and the payments filter follow the server's rules", async () => {
+  // A customer whose card is always declined (the gateway's test domain): Payment Failed.
+  const name = `Declined ${RUN}`;
+  const created = await call(server.base, 'POST', '/api/orders?wait=true', order(name, { customer_email: `declined.${RUN}@decline.test` }));
+  const id = created.order.order_id;
+  const paid = await call(server.base, 'POST', `/api/orders/${id}/payments?wait=true`, { method: 'PayPal' });
+  assert(paid.payment.status === 'FAILED', `the payment was ${paid.payment.status}`);
+  const dashboard = await openPage('/');
+  const detail = await openPage(`/orders/${id}`);
+  const payments = await openPage('/payments?status=failed');
+  try {
+    const rows = (box) =>
+      dashboard.$$eval(`.${box} .funnel-row`, (r) =>
+        r.map((x) => [x.querySelector('.funnel-label').textContent, x.querySelector('.funnel-note')?.textContent ?? '']),
+      );
+    await dashboard.waitForFunction(() => document.querySelectorAll('.funnel-stages .funnel-row').length > 0);
+    const stages = await rows('funnel-stages');
+    assert(JSON.stringify(stages.map(([label]) => label)) === JSON.stringify(['Placed', 'Paid', 'Shipped', 'Delivered']), `stages: ${stages.join(' | ')}`);
+    assert(
+      / waiting for payment$/.test(stages[0][1]) && / waiting to ship$/.test(stages[1][1]) && / on the way$/.test(stages[2][1]),
+      `notes: ${stages.join(' | ')}`,
+    );
+    const side = await rows('funnel-side');
+    assert(
+      JSON.stringify(side) ===
+        JSON.stringify([
+          ['Payment failed', 'may still be retried'],
+          ['Cancelled', ''],
+        ]),
+      `side rows: ${side.join(' | ')}`,
+    );
+
+    await detail.waitForSelector('main[data-status="Payment Failed"]');
+    const label = await detail.textContent('#action-pay');
+    assert(/^Retry payment of /.test(label.trim()), `the pay button reads "${label}"`);
+
+    // A status typed in another spelling: the list and its live rows use the server's.
+    await payments.waitForFunction(() => document.querySelector('#payments-status')?.value === 'FAILED');
+    await payments
+      .locator('main table tbody tr', { hasText: id.slice(0, 8) })
+      .first()
+      .waitFor();
+    for (const p of [dashboard, detail, payments]) noProblems(p, p.url());
+  } finally {
+    for (const p of [dashboard, detail, payments]) await closePage(p);
+  }
+});
+
 test('without the rules document the dashboard says why it cannot start, keeps the connection indicator, and starts once the rules can be read', async () => {
   // The page's requests for /api/rules fail (as when the server cannot be reached) until
   // `refuse` is turned off; everything else reaches the server.

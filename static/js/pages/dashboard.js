@@ -5,7 +5,7 @@
 // 10 s (so the per-minute charts move on even when nothing happens).
 
 import { api, isAbort } from '../api.js';
-import { rules } from '../rules.js';
+import { rules, funnelCounts } from '../rules.js';
 import { can, roleNote } from '../session.js';
 import { h, replace, pageHeader, count, money, percent, seconds, throttle, notice } from '../ui.js';
 import { barChart, funnel } from '../charts.js';
@@ -165,10 +165,11 @@ export const dashboardPage = {
       const p = s.payments || {};
       setFigure(figures.success, percent(p.success_ratio), `${count(p.succeeded)} succeeded · ${count(p.failed)} failed`);
       const by = s.orders?.by_status || {};
+      const arrived = funnelCounts(rules, by, total).stages.at(-1);
       setFigure(
         figures.delivering,
         count(s.orders?.in_delivery),
-        `${count(by.Delivered)} delivered · ${count(s.deliveries?.total)} ${s.deliveries?.total === 1 ? 'parcel' : 'parcels'} in all`,
+        `${count(arrived.value)} ${arrived.status.toLowerCase()} · ${count(s.deliveries?.total)} ${s.deliveries?.total === 1 ? 'parcel' : 'parcels'} in all`,
       );
       setFigure(figures.anomalies, count(s.anomalies), 'events that broke the lifecycle');
       figures.anomalies.card.classList.toggle('counter-alert', (s.anomalies || 0) > 0);
@@ -176,7 +177,7 @@ export const dashboardPage = {
 
       lastStats = s;
       drawCharts();
-      replace(funnelBox, funnel(by, total));
+      replace(funnelBox, funnel(rules, by, total));
     }
 
     function drawCharts() {

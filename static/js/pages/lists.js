@@ -138,7 +138,7 @@ export const paymentsPage = {
         { label: 'Kafka', className: 'col-opt', render: (p) => kafkaPosition(p.kafka) },
       ],
       matches: (p, f) => {
-        if (f.status && p.status !== f.status.toUpperCase()) return false;
+        if (f.status && p.status !== f.status) return false;
         if (!f.q) return true;
         const q = lower(f.q);
         return String(p.order_id).includes(q) || String(p.payment_id).includes(q) || has(p.method, q);

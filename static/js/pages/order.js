@@ -3,7 +3,7 @@
 // an order takes, and the status a delivery moves to, come from the server's rules document.
 
 import { api, isAbort, uuid } from '../api.js';
-import { rules, actionsFor, isFinal, nextDeliveryStatus } from '../rules.js';
+import { rules, actionsFor, isFinal, isRetry, nextDeliveryStatus } from '../rules.js';
 import { can, roleNote } from '../session.js';
 import { h, replace, pageHeader, time, fullTime, money, badge, anomalyFlag, notice, throttle, shortId, day } from '../ui.js';
 
@@ -168,7 +168,7 @@ export const orderPage = {
         { id: 'pay-method', name: 'method' },
         rules.payment_methods.map((m) => h('option', { value: m }, m)),
       );
-      const label = o.status === 'Payment Failed' ? `Retry payment of ${money(o.amount, o.currency)}` : `Pay ${money(o.amount, o.currency)}`;
+      const label = isRetry(rules, o.status, 'pay') ? `Retry payment of ${money(o.amount, o.currency)}` : `Pay ${money(o.amount, o.currency)}`;
       return actionForm('pay', h('div', { class: 'field' }, h('label', { for: 'pay-method' }, 'Payment method'), select), label, async (key) => {
         const r = await api(`/api/orders/${encodeURIComponent(id)}/payments?wait=true`, {
           method: 'POST',
