@@ -1,6 +1,8 @@
 //! Nothing acknowledged is lost, and restarts resume from the store's offsets: kill -9 in the
 //! middle of a burst of writes, clean restarts, a restart without a store, an old snapshot and a
-//! corrupt store.
+//! corrupt store. The binary runs as a child process where it must die (kill -9, SIGTERM) or
+//! fail to start; every other instance runs in-process ([`TestApp`]), and how much of the log
+//! a start replayed is read from `GET /api/kafka` (`start`).
 
 mod support;
 
@@ -8,15 +10,15 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use support::{Server, http};
+use serde_json::json;
+use support::{Running, Server, TestApp, http};
 
 const READY: Duration = Duration::from_secs(60);
 
 /// Waits until the server replayed the log (`/readyz` says `caught_up`).
-async fn wait_caught_up(server: &Server) {
+async fn wait_caught_up(server: &impl Running) {
     support::eventually("caught up", READY, || async {
-        match http::get(server.addr, "/readyz").await {
+        match http::get(server.addr(), "/readyz").await {
             Ok((200, body)) if body["caught_up"] == true => Ok(()),
             Ok((status, body)) => Err(format!("{status} {body}; logs:\n{}", server.logs())),
             Err(error) => Err(error),
@@ -25,16 +27,27 @@ async fn wait_caught_up(server: &Server) {
     .await;
 }
 
-/// The `replayed_records` of the "caught up with the log" line.
-fn replayed(server: &Server) -> Option<u64> {
-    server.logs().lines().find_map(|line| {
-        let event: Value = serde_json::from_str(line).ok()?;
-        (event["message"] == "caught up with the log")
-            .then(|| event["replayed_records"].as_u64())?
-    })
+/// Where the replay at start began and how many records it read (`GET /api/kafka`'s
+/// `start`), once caught up.
+async fn start_replay(server: &impl Running) -> (String, u64) {
+    wait_caught_up(server).await;
+    let (status, kafka) = http::get(server.addr(), "/api/kafka").await.unwrap();
+    assert_eq!(status, 200, "{kafka}");
+    let start = &kafka["start"];
+    (
+        start["from"].as_str().unwrap_or_default().to_string(),
+        start["replayed_records"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{kafka}")),
+    )
 }
 
-#[tokio::test]
+/// How many records the replay at start read.
+async fn replayed(server: &impl Running) -> u64 {
+    start_replay(server).await.1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_burst_loses_no_acknowledged_order_and_duplicates_none() {
     let bootstrap = support::bootstrap();
     let prefix = format!("{}.", support::unique_name("kill9"));
@@ -76,7 +89,8 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_order_and_duplicates_none()
         acknowledged.len()
     );
 
-    let restarted = Server::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir);
+    let restarted =
+        TestApp::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir).await;
     wait_caught_up(&restarted).await;
     let listed = check_every_order_once(&restarted, &acknowledged, 0).await;
     let (_, stats) = http::get(restarted.addr, "/api/stats").await.unwrap();
@@ -86,11 +100,11 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_order_and_duplicates_none()
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_taken_while_running_starts_another_instance_from_its_offsets() {
     let bootstrap = support::bootstrap();
     let prefix = format!("{}.", support::unique_name("backup"));
-    let server = Server::start(&bootstrap, &["--topic-prefix", &prefix]);
+    let server = TestApp::start(&bootstrap, &["--topic-prefix", &prefix]).await;
     server.wait_ready(READY).await;
     wait_caught_up(&server).await;
     let place = |n: usize| async move {
@@ -128,9 +142,12 @@ async fn a_backup_taken_while_running_starts_another_instance_from_its_offsets()
     // Another instance on a copy of the first backup reads only what came after it.
     let copy = std::env::temp_dir().join(support::unique_name("restored"));
     copy_dir(&backup_dir, &copy);
-    let restored = Server::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], copy);
-    wait_caught_up(&restored).await;
-    assert_eq!(replayed(&restored), Some(2), "{}", restored.logs());
+    let restored =
+        TestApp::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], copy).await;
+    assert_eq!(
+        start_replay(&restored).await,
+        ("stored offsets".to_string(), 2)
+    );
     assert_eq!(support::all_order_ids(restored.addr, 500).await.len(), 7);
 }
 
@@ -147,10 +164,11 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_restart_resumes_from_the_saved_offsets() {
     let bootstrap = support::bootstrap();
     let prefix = format!("{}.", support::unique_name("resume"));
+    // A child process: the restart after SIGTERM is what is checked.
     let mut first = Server::start(&bootstrap, &["--topic-prefix", &prefix]);
     first.wait_ready(READY).await;
     // Caught up with the (empty) log before writing: the 20 orders then arrive live, not as
@@ -162,19 +180,17 @@ async fn a_clean_restart_resumes_from_the_saved_offsets() {
             .unwrap();
         assert_eq!(status, 201);
     }
-    wait_caught_up(&first).await;
-    assert_eq!(replayed(&first), Some(0));
+    assert_eq!(replayed(&first).await, 0);
     assert!(first.terminate(Duration::from_secs(20)).success());
     let data_dir = first.into_data_dir();
     assert!(data_dir.join("store").is_dir(), "no store in the data dir");
 
     // While it is down, another instance writes 7 more orders.
-    let other = Server::start(&bootstrap, &["--topic-prefix", &prefix]);
+    let other = TestApp::start(&bootstrap, &["--topic-prefix", &prefix]).await;
     other.wait_ready(READY).await;
-    wait_caught_up(&other).await;
     assert_eq!(
-        replayed(&other),
-        Some(20),
+        start_replay(&other).await,
+        ("earliest offsets".to_string(), 20),
         "a fresh instance replays the whole log"
     );
     for _ in 0..7 {
@@ -186,25 +202,23 @@ async fn a_clean_restart_resumes_from_the_saved_offsets() {
 
     // The restart reads only what it missed, and ends with all 27.
     let restarted =
-        Server::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir.clone());
-    wait_caught_up(&restarted).await;
-    assert!(
-        restarted
-            .logs()
-            .contains("resuming from the store's offsets"),
-        "{}",
-        restarted.logs()
+        TestApp::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir.clone())
+            .await;
+    assert_eq!(
+        start_replay(&restarted).await,
+        ("stored offsets".to_string(), 7)
     );
-    assert_eq!(replayed(&restarted), Some(7), "{}", restarted.logs());
     assert_eq!(support::all_order_ids(restarted.addr, 500).await.len(), 27);
-    drop(restarted);
+    let data_dir = restarted.stop(Duration::from_secs(20)).await;
 
     // Without its store, the same restart replays everything and reaches the same state.
     let data_dir_2 = std::env::temp_dir().join(support::unique_name("nostore"));
     let from_scratch =
-        Server::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir_2);
-    wait_caught_up(&from_scratch).await;
-    assert_eq!(replayed(&from_scratch), Some(27));
+        TestApp::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir_2).await;
+    assert_eq!(
+        start_replay(&from_scratch).await,
+        ("earliest offsets".to_string(), 27)
+    );
     assert_eq!(
         support::all_order_ids(from_scratch.addr, 500).await.len(),
         27
@@ -212,7 +226,7 @@ async fn a_clean_restart_resumes_from_the_saved_offsets() {
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_snapshot_is_noticed_and_the_log_replayed() {
     let bootstrap = support::bootstrap();
     let prefix = format!("{}.", support::unique_name("oldsnap"));
@@ -220,14 +234,11 @@ async fn an_old_snapshot_is_noticed_and_the_log_replayed() {
     std::fs::create_dir_all(&data_dir).unwrap();
     std::fs::write(data_dir.join("snapshot.json"), b"{ torn").unwrap();
     let server =
-        Server::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir.clone());
+        TestApp::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir.clone())
+            .await;
     server.wait_ready(READY).await;
-    wait_caught_up(&server).await;
-    assert!(
-        server.logs().contains("no longer used"),
-        "{}",
-        server.logs()
-    );
+    // Noticed: the old state is gone, and the log was read from its start.
+    assert_eq!(start_replay(&server).await.0, "earliest offsets");
     assert!(!data_dir.join("snapshot.json").exists());
     let (status, _) = http::post(server.addr, "/api/orders/create?wait=true", &json!({}))
         .await
@@ -248,11 +259,11 @@ fn overwrite_files(path: &std::path::Path) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_store_stops_the_start_with_the_way_out_and_rebuild_replays() {
     let bootstrap = support::bootstrap();
     let prefix = format!("{}.", support::unique_name("corrupt"));
-    let first = Server::start(&bootstrap, &["--topic-prefix", &prefix]);
+    let first = TestApp::start(&bootstrap, &["--topic-prefix", &prefix]).await;
     first.wait_ready(READY).await;
     wait_caught_up(&first).await;
     for _ in 0..3 {
@@ -261,10 +272,11 @@ async fn a_corrupt_store_stops_the_start_with_the_way_out_and_rebuild_replays() 
             .unwrap();
         assert_eq!(status, 201);
     }
-    let data_dir = first.into_data_dir();
+    let data_dir = first.stop(Duration::from_secs(20)).await;
     overwrite_files(&data_dir.join("store"));
 
-    // The start stops with the way out named, instead of serving a broken read model.
+    // The start stops with the way out named, instead of serving a broken read model: a child
+    // process, as the binary's exit is what is checked.
     let mut refused = std::process::Command::new(env!("CARGO_BIN_EXE_shopstream"))
         .args([
             "--kafka",
@@ -297,17 +309,15 @@ async fn a_corrupt_store_stops_the_start_with_the_way_out_and_rebuild_replays() 
     assert!(!status.success(), "started on a corrupt store: {logs}");
     assert!(logs.contains("--rebuild-store"), "{logs}");
 
-    let rebuilt = Server::start_with_data_dir(
+    let rebuilt = TestApp::start_with_data_dir(
         &bootstrap,
         &["--topic-prefix", &prefix, "--rebuild-store"],
-        data_dir.clone(),
-    );
+        data_dir,
+    )
+    .await;
     rebuilt.wait_ready(READY).await;
-    wait_caught_up(&rebuilt).await;
-    assert_eq!(replayed(&rebuilt), Some(3), "{}", rebuilt.logs());
+    assert_eq!(replayed(&rebuilt).await, 3);
     assert_eq!(support::all_order_ids(rebuilt.addr, 500).await.len(), 3);
-    drop(rebuilt);
-    let _ = std::fs::remove_dir_all(&data_dir);
 }
 
 /// Places demo orders from `writers` tasks until the server stops answering; returns the ids
@@ -341,11 +351,11 @@ fn burst(
 /// Every acknowledged order is listed exactly once, and the statistics agree; returns the
 /// listed ids.
 async fn check_every_order_once(
-    server: &Server,
+    server: &impl Running,
     acknowledged: &[String],
     cycle: usize,
 ) -> Vec<String> {
-    let listed = support::all_order_ids(server.addr, 500).await;
+    let listed = support::all_order_ids(server.addr(), 500).await;
     let unique: HashSet<&String> = listed.iter().collect();
     assert_eq!(
         unique.len(),
@@ -358,7 +368,7 @@ async fn check_every_order_once(
             "cycle {cycle}: order {id} was answered 201 but is gone after kill -9"
         );
     }
-    let (_, stats) = http::get(server.addr, "/api/stats").await.unwrap();
+    let (_, stats) = http::get(server.addr(), "/api/stats").await.unwrap();
     assert_eq!(
         stats["orders"]["total"].as_u64().unwrap() as usize,
         listed.len(),
@@ -367,7 +377,7 @@ async fn check_every_order_once(
     listed
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_kills_at_random_moments_lose_and_duplicate_nothing() {
     use rand::{Rng, SeedableRng};
     const KILLS: usize = 20;
@@ -401,11 +411,9 @@ async fn twenty_kills_at_random_moments_lose_and_duplicate_nothing() {
         acknowledged.len()
     );
     let last =
-        Server::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir.clone());
+        TestApp::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir).await;
     wait_caught_up(&last).await;
     check_every_order_once(&last, &acknowledged, KILLS).await;
-    drop(last);
-    let _ = std::fs::remove_dir_all(&data_dir);
 }
 
 /// A small tmpfs of our own as the data dir (root only: `mount -t tmpfs`), unmounted on drop.
@@ -447,7 +455,7 @@ impl Drop for SmallDisk {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_pauses_consumption_answers_503_and_recovers_without_loss() {
     let Some(disk) = SmallDisk::mount(24) else {
         // `mount` needs root; CI runs as root, so there this test always runs.
@@ -458,7 +466,8 @@ async fn a_full_disk_pauses_consumption_answers_503_and_recovers_without_loss() 
     let prefix = format!("{}.", support::unique_name("diskfull"));
     let data_dir = disk.0.join("data");
     let server =
-        Server::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir.clone());
+        TestApp::start_with_data_dir(&bootstrap, &["--topic-prefix", &prefix], data_dir.clone())
+            .await;
     wait_caught_up(&server).await;
     let mut acknowledged = Vec::new();
     for _ in 0..5 {
@@ -492,8 +501,7 @@ async fn a_full_disk_pauses_consumption_answers_503_and_recovers_without_loss() 
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "the full disk never showed in /readyz: {readyz}; logs:\n{}",
-            server.logs()
+            "the full disk never showed in /readyz: {readyz}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -524,5 +532,6 @@ async fn a_full_disk_pauses_consumption_answers_503_and_recovers_without_loss() 
     .await;
     let unique: HashSet<&String> = listed.iter().collect();
     assert_eq!(unique.len(), listed.len(), "an order is listed twice");
-    drop(server);
+    // Stopped before the disk is unmounted: the store lets go of its files.
+    server.stop(Duration::from_secs(20)).await;
 }

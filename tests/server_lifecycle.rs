@@ -1,13 +1,17 @@
-//! The shopstream binary against the real broker: topics, health, readiness, routing, shutdown.
+//! shopstream against the real broker: topics, health, readiness, routing, shutdown. The binary
+//! runs as a child process where the process itself is what is checked (SIGTERM and its exit
+//! status, flags refused, a busy address); the rest runs in-process ([`TestApp`]).
 
 mod support;
 
 use std::time::Duration;
 
-use support::{Server, http};
+use support::{Server, TestApp, http, logs};
 
 #[tokio::test]
 async fn starts_creates_its_topics_and_becomes_ready() {
+    // A child process: how the binary ends on SIGTERM (its exit status, its last log line) is
+    // part of what is checked.
     let bootstrap = support::bootstrap();
     let prefix = format!("{}.", support::unique_name("start"));
     let mut server = Server::start(
@@ -56,37 +60,48 @@ async fn starts_creates_its_topics_and_becomes_ready() {
     assert!(server.logs().contains("\"stopped\""), "{}", server.logs());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_instance_finds_existing_topics_and_keeps_their_partition_count() {
     let bootstrap = support::bootstrap();
     let prefix = format!("{}.", support::unique_name("existing"));
-    let first = Server::start(
+    let first = TestApp::start(
         &bootstrap,
         &["--topic-prefix", &prefix, "--partitions", "2"],
-    );
+    )
+    .await;
     first.wait_ready(Duration::from_secs(60)).await;
-    // Asked for 5, but the topics exist with 2: the broker's layout wins.
-    let second = Server::start(
+    // Asked for 5, but the topics exist with 2: the broker's layout wins, and says so.
+    let second = TestApp::start(
         &bootstrap,
         &["--topic-prefix", &prefix, "--partitions", "5"],
-    );
+    )
+    .await;
     second.wait_ready(Duration::from_secs(60)).await;
     let (_, body) = http::get(second.addr, "/readyz").await.unwrap();
     for topic in body["kafka"]["topics"].as_array().unwrap() {
         assert_eq!(topic["partitions"], 2, "{topic}");
     }
+    let warnings = logs::lines(|line| {
+        line["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("another partition count"))
+            && line["topic"]
+                .as_str()
+                .is_some_and(|t| t.starts_with(&prefix))
+    });
+    assert_eq!(warnings.len(), 3, "one per topic: {warnings:?}");
     assert!(
-        second.logs().contains("another partition count"),
-        "{}",
-        second.logs()
+        warnings
+            .iter()
+            .all(|w| w["partitions"] == 2 && w["configured"] == 5)
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_and_methods_get_json_errors() {
     // Routing needs no broker: point at a port where nothing listens.
     let nowhere = format!("127.0.0.1:{}", support::free_port());
-    let server = Server::start(&nowhere, &[]);
+    let server = TestApp::start(&nowhere, &[]).await;
     // Under /api an unknown path is a JSON 404 (elsewhere the dashboard's routes answer).
     let (status, body) = http::get(server.addr, "/api/no/such/page").await.unwrap();
     assert_eq!(status, 404);
@@ -105,10 +120,10 @@ async fn unknown_routes_and_methods_get_json_errors() {
     assert_eq!(body["error"]["code"], "method_not_allowed");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_broker_it_is_alive_but_not_ready_and_says_why() {
     let nowhere = format!("127.0.0.1:{}", support::free_port());
-    let server = Server::start(&nowhere, &["--kafka-timeout", "1s"]);
+    let server = TestApp::start(&nowhere, &["--kafka-timeout", "1s"]).await;
     let (status, _) = http::get(server.addr, "/healthz").await.unwrap();
     assert_eq!(status, 200);
     let (status, body) = http::get(server.addr, "/readyz").await.unwrap();

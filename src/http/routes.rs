@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::messages::api::{
     BrowsedRecord, BrowsedRecords, DeliveryAnswer, ErrorDetail, Health, KafkaOverview, KafkaTopics,
-    Listed, OrderAnswer, PartitionRow, Readiness, StalledPartition,
+    Listed, OrderAnswer, PartitionRow, Readiness, StalledPartition, StartReplay,
 };
 
 use super::request::{json_body, list_query, query_params};
@@ -593,6 +593,10 @@ async fn kafka_overview(state: &AppState) -> Answer {
         &KafkaOverview {
             brokers: &state.config.kafka_brokers,
             caught_up: state.catch_up.get().is_some_and(|c| c.done()),
+            start: state.catch_up.get().map(|c| StartReplay {
+                from: c.from(),
+                replayed_records: c.replayed(),
+            }),
             live_clients: state.store.live_clients(),
             partitions,
         },

@@ -110,6 +110,20 @@ impl CatchUp {
         };
     }
 
+    /// Where the replay at start began: `stored offsets` or `earliest offsets`.
+    pub fn from(&self) -> &'static str {
+        if self.from_store {
+            "stored offsets"
+        } else {
+            "earliest offsets"
+        }
+    }
+
+    /// Records the replay at start read so far (all of them once [`Self::done`]).
+    pub fn replayed(&self) -> u64 {
+        self.replayed.load(Ordering::Acquire)
+    }
+
     /// Whether every partition reached the end of the log seen at start.
     pub fn done(&self) -> bool {
         self.remaining.load(Ordering::Acquire) == 0
@@ -118,12 +132,8 @@ impl CatchUp {
     fn partition_done(&self) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             tracing::info!(
-                replayed_records = self.replayed.load(Ordering::Acquire),
-                from = if self.from_store {
-                    "stored offsets"
-                } else {
-                    "earliest offsets"
-                },
+                replayed_records = self.replayed(),
+                from = self.from(),
                 elapsed_ms = self.started.elapsed().as_millis() as u64,
                 "caught up with the log"
             );

@@ -387,8 +387,19 @@ pub struct KafkaTopics<'a> {
 pub struct KafkaOverview<'a> {
     pub brokers: &'a [String],
     pub caught_up: bool,
+    /// The replay of the log at start, once the consumers run.
+    pub start: Option<StartReplay>,
     pub live_clients: usize,
     pub partitions: Vec<PartitionRow<'a>>,
+}
+
+/// Where the replay at start began and how much of the log it read (all it will once
+/// `caught_up`): a restart from the store reads only what came after its offsets.
+#[derive(Debug, Serialize)]
+pub struct StartReplay {
+    /// `stored offsets` or `earliest offsets`.
+    pub from: &'static str,
+    pub replayed_records: u64,
 }
 
 /// One partition on the broker and shopstream's position in it.

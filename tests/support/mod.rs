@@ -8,8 +8,10 @@
 //! - [`PrivateBroker`]: a broker of a test's own, for tests that stop it.
 //! - [`TestApp`]: shopstream in the test's own process (`shopstream::serve` on port 0), with
 //!   settings a test may shrink (the live buffer, timeouts); stopped when dropped.
+//! - [`logs`]: what the TestApps of a test process log, for the tests that check a log line.
 //! - [`Server`]: the real `shopstream` binary as a child process, killed when dropped: for
-//!   the tests where the process must die (kill -9, SIGTERM) or its log is read.
+//!   the tests where the process must die (kill -9, SIGTERM, a start that fails) and for the
+//!   static binaries.
 //! - [`http`]: a tiny HTTP/1.1 client (hyper) for calling the server.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
@@ -144,11 +146,25 @@ impl Drop for PrivateBroker {
 /// A running shopstream, in-process or a child process: what helpers need of either.
 pub trait Running {
     fn addr(&self) -> SocketAddr;
+
+    /// Whether it stopped already (it will never be ready then).
+    fn stopped(&self) -> bool {
+        false
+    }
+
+    /// What it logged, for a failure's message.
+    fn logs(&self) -> String {
+        String::new()
+    }
 }
 
 impl Running for TestApp {
     fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    fn stopped(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| t.is_finished())
     }
 }
 
@@ -156,6 +172,27 @@ impl Running for Server {
     fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    fn logs(&self) -> String {
+        Server::logs(self)
+    }
+}
+
+/// Waits (bounded) until `/readyz` answers 200.
+pub async fn wait_ready(server: &impl Running, within: Duration) {
+    eventually("shopstream ready", within, || async {
+        assert!(
+            !server.stopped(),
+            "shopstream stopped before it was ready; logs:\n{}",
+            server.logs()
+        );
+        match http::get(server.addr(), "/readyz").await {
+            Ok((200, _)) => Ok(()),
+            Ok((status, body)) => Err(format!("/readyz {status} {body}; logs:\n{}", server.logs())),
+            Err(error) => Err(error),
+        }
+    })
+    .await;
 }
 
 /// shopstream running in this test's process, on a free loopback port, with its own data
@@ -178,6 +215,7 @@ impl TestApp {
 
     pub async fn start_with_data_dir(bootstrap: &str, extra: &[&str], data_dir: PathBuf) -> Self {
         use clap::Parser;
+        logs::capture();
         let args = [
             "shopstream",
             "--kafka",
@@ -206,20 +244,7 @@ impl TestApp {
 
     /// Waits (bounded) until `/readyz` answers 200.
     pub async fn wait_ready(&self, within: Duration) {
-        let started = Instant::now();
-        loop {
-            if let Ok((200, _)) = http::get(self.addr, "/readyz").await {
-                return;
-            }
-            if self.task.as_ref().is_some_and(|t| t.is_finished()) {
-                panic!("shopstream stopped before it was ready");
-            }
-            assert!(
-                started.elapsed() < within,
-                "shopstream not ready after {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_ready(self, within).await;
     }
 
     /// Stops it as SIGTERM would (bounded) and hands back its data directory, kept.
@@ -248,6 +273,62 @@ impl Drop for TestApp {
     }
 }
 
+/// What the [`TestApp`]s of this test process log, kept in memory as JSON lines (as
+/// `--log-format json` writes them): warnings and the access log (`shopstream::access`). Every
+/// TestApp of a test binary writes here: a test picks its own lines by what only it has, its
+/// topic names or its request ids.
+pub mod logs {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use tracing_subscriber::EnvFilter;
+
+    /// What is captured, in the form of `RUST_LOG`.
+    const CAPTURED: &str = "warn,shopstream::access=info";
+
+    fn lines_so_far() -> &'static Arc<Mutex<Vec<u8>>> {
+        static BYTES: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+        BYTES.get_or_init(Arc::default)
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Installs the capture as this process's subscriber, once.
+    pub fn capture() {
+        static INSTALLED: OnceLock<()> = OnceLock::new();
+        INSTALLED.get_or_init(|| {
+            let bytes = Arc::clone(lines_so_far());
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(EnvFilter::new(CAPTURED))
+                .with_writer(move || Sink(Arc::clone(&bytes)))
+                .json()
+                .flatten_event(true)
+                .try_init();
+        });
+    }
+
+    /// Every line captured so far that `wanted` keeps.
+    pub fn lines(wanted: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
+        let bytes = lines_so_far().lock().unwrap().clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .filter(|line| wanted(line))
+            .collect()
+    }
+}
+
 /// The `shopstream` binary running as a child process, with JSON logs captured.
 pub struct Server {
     child: Child,
@@ -265,7 +346,8 @@ impl Server {
     }
 
     pub fn start_with_data_dir(bootstrap: &str, extra: &[&str], data_dir: PathBuf) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shopstream"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shopstream"));
+        command
             .args([
                 "--kafka",
                 bootstrap,
@@ -277,43 +359,8 @@ impl Server {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start shopstream");
-
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&logs);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
-                    && event["message"] == "listening"
-                    && let Some(addr) = event["addr"].as_str()
-                {
-                    let _ = addr_tx.send(addr.parse::<SocketAddr>().unwrap());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = match addr_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "shopstream did not listen; logs:\n{}",
-                    logs.lock().unwrap().join("\n")
-                );
-            }
-        };
-        Self {
-            child,
-            addr,
-            logs,
-            data_dir,
-        }
+            .env("RUST_LOG", "info");
+        Self::spawn(command, data_dir, Duration::from_secs(30))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -327,18 +374,7 @@ impl Server {
 
     /// Waits (bounded) until `/readyz` answers 200.
     pub async fn wait_ready(&self, within: Duration) {
-        let started = Instant::now();
-        loop {
-            if let Ok((200, _)) = http::get(self.addr, "/readyz").await {
-                return;
-            }
-            assert!(
-                started.elapsed() < within,
-                "shopstream not ready after {within:?}; logs:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_ready(self, within).await;
     }
 
     /// Kills the process with SIGKILL (no chance to save anything) and hands back its data
@@ -663,12 +699,14 @@ where
     }
 }
 
-/// Servers started from any command line, for tests/static_binary.rs: a static binary entered
-/// into an empty root with `chroot`, or run under `qemu-aarch64-static`.
+/// Servers started from any command line: the binary built for the tests ([`Server::start`]),
+/// or for tests/static_binary.rs a static binary entered into an empty root with `chroot`, or
+/// run under `qemu-aarch64-static`.
 impl Server {
     /// Starts `command`, which must run shopstream with `--listen 127.0.0.1:0 --log-format json`
     /// (the address is read from its `listening` log line), and waits up to `listen_within` for
-    /// it to listen. `cleanup` (its data dir, or the whole empty root) is removed on drop.
+    /// it to listen; its log is kept ([`Server::logs`]). `cleanup` (its data dir, or the whole
+    /// empty root) is removed on drop.
     pub fn spawn(mut command: Command, cleanup: PathBuf, listen_within: Duration) -> Self {
         let mut child = command
             .stdin(Stdio::null())
