@@ -28,8 +28,8 @@ use crate::model::store::Store;
 const REPLAY_FETCH_BYTES: i32 = 1024 * 1024;
 /// How long the broker may hold a replay fetch open (the offsets replayed exist already).
 const REPLAY_FETCH_WAIT_MS: i32 = 100;
-/// Fetches in a row that return no record before the replay of a partition gives up on the
-/// rest of its range (only control batches left there).
+/// Fetches in a row that bring nothing (no record, no batch to go past) before the replay of
+/// a partition gives up on the rest of its range (the log ends before it: a recreated topic).
 const REPLAY_EMPTY_FETCHES: u32 = 3;
 /// Most events one session replays per second.
 const REPLAY_RATE: u64 = 50_000;
