@@ -10,6 +10,7 @@
 //! - [`config`]: flags and environment variables.
 //! - [`access`]: who may do what: roles, tokens, session cookies, the cross-site rules.
 //! - [`telemetry`]: logging (text or JSON).
+//! - [`metrics`]: the instruments behind `/metrics` (prometheus-client) and the `/proc` readers.
 //! - [`domain`]: pure shop logic: money, partitioner, event records, lifecycle, validation.
 //! - [`model`]: the read model built from consumed events, its queries, and the
 //!   [`model::store::Store`] on disk (fjall) that holds it with its offsets.
@@ -32,6 +33,7 @@ pub mod http;
 pub mod kafka;
 pub mod live;
 pub mod messages;
+pub mod metrics;
 pub mod model;
 pub mod shop;
 pub mod shutdown;
