@@ -73,6 +73,9 @@ pub struct AppState {
     /// Set once the consumers started; tells whether the replay at start is over.
     pub catch_up: std::sync::OnceLock<Arc<CatchUp>>,
     pub started_at: Instant,
+    /// The instruments of `/metrics`: observed by the HTTP wrapper, the producer's lanes, the
+    /// store's applier and the live sessions; read by scrapes.
+    pub metrics: metrics::Metrics,
     /// Cancelled at shutdown (live sessions close with a close frame).
     pub shutdown: CancellationToken,
     /// The live WebSocket sessions, awaited (bounded) at shutdown so their close frames go out.
@@ -182,6 +185,11 @@ pub async fn serve(
     let background = shutdown.child_token();
     let kafka = KafkaConnection::start(Arc::clone(&config), background.clone());
     let producer = Producer::new(kafka.clone(), config.kafka_timeout, background.clone());
+    let metrics = metrics::Metrics::new(
+        http::routes::templates(),
+        producer.metrics(),
+        store.commit_durations(),
+    );
     let shop = Arc::new(Shop::new(Arc::clone(&store), producer));
     let simulator = Arc::new(simulator::Simulator::new(config.simulate));
     tokio::spawn(Arc::clone(&simulator).run(Arc::clone(&shop), background.clone()));
@@ -194,6 +202,7 @@ pub async fn serve(
         simulator,
         catch_up: std::sync::OnceLock::new(),
         started_at: Instant::now(),
+        metrics,
         shutdown: shutdown.clone(),
         sessions: tokio_util::task::TaskTracker::new(),
         live_permits: Arc::new(tokio::sync::Semaphore::new(

@@ -149,13 +149,20 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
                     if let Ok(id) = HeaderValue::from_str(&context.request_id) {
                         response.headers_mut().insert("x-request-id", id);
                     }
+                    let elapsed = started.elapsed();
+                    state.metrics.requests.observe(
+                        &method,
+                        route,
+                        response.status().as_u16(),
+                        elapsed,
+                    );
                     if state.config.access_log {
                         tracing::info!(
                             target: "shopstream::access",
                             %method,
                             route,
                             status = response.status().as_u16(),
-                            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                            duration_ms = elapsed.as_secs_f64() * 1000.0,
                             request_id = %context.request_id,
                             trace_id = %context.trace.trace_id_hex(),
                             %peer,

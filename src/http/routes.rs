@@ -204,6 +204,15 @@ pub async fn handle(
     (response, template)
 }
 
+/// Every route template [`handle`] can name a request by (the metrics label its requests with
+/// them).
+pub fn templates() -> impl Iterator<Item = &'static str> {
+    ROUTES
+        .iter()
+        .map(|(_, pattern, _, _)| *pattern)
+        .chain(["(file)", "(none)"])
+}
+
 /// The route template a request matches: a path of the table, `(file)` for the dashboard's
 /// files, `(none)` otherwise.
 fn template_of(method: &Method, path: &str) -> &'static str {
@@ -266,7 +275,7 @@ async fn answer(state: Arc<AppState>, request: Request, peer: SocketAddr) -> Res
     let answer: Answer = match route {
         Route::Healthz => Ok(healthz(&state)),
         Route::Readyz => Ok(readyz(&state)),
-        Route::Metrics => Ok(super::metrics::render(&state).await),
+        Route::Metrics => Ok(super::metrics::render(&state, &request).await),
         Route::Ws => return super::upgrade::handle(state, request, who).await,
         Route::Session => Ok(super::guard::session_view(&state, who)),
         Route::SignIn => super::guard::sign_in(&state, request).await,

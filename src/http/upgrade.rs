@@ -88,6 +88,7 @@ pub async fn handle(
                     replays: Arc::clone(&state.replays),
                     max_replay: state.config.max_replay,
                     still_allowed,
+                    delivery: state.metrics.live_delivery.clone(),
                 };
                 Session::run(ctx, ws, requested).await;
             }

@@ -79,6 +79,17 @@ pub struct CatchUp {
     from_store: bool,
     /// Partitions stalled right now, written by their consumers.
     stalls: Mutex<BTreeMap<(TopicRole, i32), Stall>>,
+    /// Where each partition's log ended at its consumer's last fetch answer, written by the
+    /// consumers; read by `/metrics` (lag without asking the broker again).
+    log_ends: Mutex<BTreeMap<(TopicRole, i32), LogEnd>>,
+}
+
+/// A partition's end as a fetch answer gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogEnd {
+    pub high_watermark: i64,
+    /// The end of what `read_committed` may read (`None` when the broker did not say).
+    pub last_stable_offset: Option<i64>,
 }
 
 impl CatchUp {
@@ -89,7 +100,23 @@ impl CatchUp {
             replayed: AtomicU64::new(0),
             from_store,
             stalls: Mutex::default(),
+            log_ends: Mutex::default(),
         }
+    }
+
+    /// Each partition's log end as its consumer last learnt it.
+    pub fn log_ends(&self) -> BTreeMap<(TopicRole, i32), LogEnd> {
+        self.log_ends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_log_end(&self, key: (TopicRole, i32), end: LogEnd) {
+        self.log_ends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, end);
     }
 
     /// The partitions that make no progress while they have something to read.
@@ -457,6 +484,14 @@ impl PartitionConsumer {
                 .await?;
             return Ok(());
         }
+        self.catch_up.set_log_end(
+            (self.role, self.partition),
+            LogEnd {
+                high_watermark: fetched.high_watermark.max(0),
+                last_stable_offset: (fetched.last_stable_offset >= 0)
+                    .then_some(fetched.last_stable_offset),
+            },
+        );
         // The end of what read_committed may read; brokers that do not say (-1) give the high
         // watermark only.
         self.watch.end = Some(if fetched.last_stable_offset >= 0 {
@@ -651,6 +686,14 @@ mod tests {
         consumer.fetch_once(&log).await.unwrap();
         assert_eq!(consumer.store.next_offset(TopicRole::Orders, 0), Some(3));
         assert!(!consumer.catch_up.done(), "one record is left");
+        // The fetch answer's log end is kept for /metrics' lag.
+        assert_eq!(
+            consumer.catch_up.log_ends().get(&(TopicRole::Orders, 0)),
+            Some(&LogEnd {
+                high_watermark: 4,
+                last_stable_offset: Some(4),
+            })
+        );
         consumer.fetch_once(&log).await.unwrap();
         assert_eq!(consumer.store.next_offset(TopicRole::Orders, 0), Some(4));
         assert!(consumer.catch_up.done());

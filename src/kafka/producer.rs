@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rskafka::record::Record;
@@ -19,6 +19,9 @@ use super::connection::KafkaConnection;
 use super::partitions::{Partition, Use};
 use crate::domain::event::{Position, TopicRole};
 use crate::domain::partitioner::partition_for_key;
+use crate::metrics::{ProduceMetrics, TopicLabels};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 
 /// Most records in one produce request.
 const MAX_BATCH_RECORDS: usize = 500;
@@ -83,6 +86,8 @@ pub struct Producer {
     /// Highest offset this instance wrote per partition (read-your-writes for commands).
     written: Arc<Mutex<HashMap<PartitionKey, i64>>>,
     shutdown: CancellationToken,
+    /// Acknowledgement durations and failures per topic, observed by the lanes.
+    metrics: ProduceMetrics,
 }
 
 impl std::fmt::Debug for Producer {
@@ -99,7 +104,13 @@ impl Producer {
             lanes: Arc::default(),
             written: Arc::default(),
             shutdown,
+            metrics: ProduceMetrics::default(),
         }
+    }
+
+    /// What the lanes measure (for `/metrics`).
+    pub fn metrics(&self) -> ProduceMetrics {
+        self.metrics.clone()
     }
 
     /// The partition of `key` on `topic`, as every Kafka client computes it.
@@ -179,11 +190,16 @@ impl Producer {
             .entry((topic, partition))
             .or_insert_with(|| {
                 let (sender, receiver) = mpsc::channel(LANE_QUEUE);
+                let labels = TopicLabels {
+                    topic: topic.as_str(),
+                };
                 let lane = Lane {
                     topic,
                     partition,
                     kafka: self.kafka.clone(),
                     timeout: self.timeout,
+                    acknowledged: self.metrics.acknowledged.get_or_create_owned(&labels),
+                    failed: self.metrics.failed.get_or_create_owned(&labels),
                 };
                 tokio::spawn(lane.run(receiver, self.shutdown.clone()));
                 sender
@@ -197,6 +213,9 @@ struct Lane {
     partition: i32,
     kafka: KafkaConnection,
     timeout: Duration,
+    /// This topic's series, looked up once: a produce request observes without a lookup.
+    acknowledged: Histogram,
+    failed: Counter,
 }
 
 impl Lane {
@@ -230,6 +249,7 @@ impl Lane {
         let (records, replies): (Vec<Record>, Vec<_>) =
             batch.into_iter().map(|job| (job.record, job.reply)).unzip();
         let count = records.len();
+        let started = Instant::now();
         let result = match self.kafka.ready_session() {
             Ok(session) => {
                 Partition::new(
@@ -244,6 +264,12 @@ impl Lane {
             }
             Err(error) => Err(error),
         };
+        match &result {
+            Ok(_) => self.acknowledged.observe(started.elapsed().as_secs_f64()),
+            Err(_) => {
+                self.failed.inc();
+            }
+        }
         match result {
             Ok(offsets) if offsets.len() == count => {
                 for (reply, offset) in replies.into_iter().zip(offsets) {

@@ -98,6 +98,8 @@ pub struct LiveContext {
     /// Whether the client may still watch (its session cookie may have been signed out or
     /// expired since the upgrade); asked at every ping.
     pub still_allowed: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// `shopstream_live_delivery_duration_seconds`: observed once per live frame written.
+    pub delivery: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl fmt::Debug for LiveContext {
@@ -307,11 +309,12 @@ impl Session {
     /// Sends `first` and whatever else is already queued (up to a batch), then flushes once.
     async fn forward(&mut self, first: Arc<LiveFrame>) -> Result<(), End> {
         let mut batch = Vec::new();
-        self.admit(&first, &mut batch);
+        let mut built = Vec::new();
+        self.admit(&first, &mut batch, &mut built);
         let mut lagged = false;
         while batch.len() < LIVE_BATCH {
             match self.client.live.try_recv() {
-                Ok(frame) => self.admit(&frame, &mut batch),
+                Ok(frame) => self.admit(&frame, &mut batch, &mut built),
                 Err(TryRecvError::Lagged(_)) => {
                     lagged = true;
                     break;
@@ -321,11 +324,21 @@ impl Session {
         }
         self.sent += batch.len() as u64;
         self.client.send_all(batch).await?;
+        // Written and flushed: each frame's way from its commit to this client ends here.
+        for at in built {
+            self.ctx.delivery.observe(at.elapsed().as_secs_f64());
+        }
         if lagged { Err(End::TooSlow) } else { Ok(()) }
     }
 
-    /// Queues a live frame unless the client has it already; moves the cursor past it.
-    fn admit(&mut self, frame: &LiveFrame, batch: &mut Vec<Message>) {
+    /// Queues a live frame unless the client has it already (with when it was built); moves the
+    /// cursor past it.
+    fn admit(
+        &mut self,
+        frame: &LiveFrame,
+        batch: &mut Vec<Message>,
+        built: &mut Vec<std::time::Instant>,
+    ) {
         let key = (frame.position.topic, frame.position.partition);
         if self
             .next
@@ -336,6 +349,7 @@ impl Session {
         }
         self.next.set(key, frame.position.offset + 1);
         batch.push(Message::text(frame.json.as_ref()));
+        built.push(frame.built_at);
     }
 
     // --- closing -----------------------------------------------------------------------------

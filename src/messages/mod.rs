@@ -20,6 +20,9 @@ pub struct LiveFrame {
     pub event_id: String,
     /// The whole frame as JSON text.
     pub json: Arc<str>,
+    /// When it was built: right after its group commit, as it goes out to the live ring (the
+    /// start of `shopstream_live_delivery_duration_seconds`).
+    pub built_at: std::time::Instant,
 }
 
 /// The wire shape of an event frame.
@@ -108,6 +111,7 @@ impl LiveFrame {
             position,
             event_id: event.event_id.clone(),
             json: Arc::from(serde_json::to_string(&frame).expect("frames always serialise")),
+            built_at: std::time::Instant::now(),
         }
     }
 }

@@ -253,6 +253,9 @@ struct Shared {
     closing: std::sync::atomic::AtomicBool,
     /// Set while a backup is being written (one at a time).
     backing_up: std::sync::atomic::AtomicBool,
+    /// Observed by the applier once per successful group commit that carries records; read by
+    /// `/metrics`.
+    commit_durations: prometheus_client::metrics::histogram::Histogram,
 }
 
 #[derive(Debug)]
@@ -307,6 +310,7 @@ impl Store {
             closing: std::sync::atomic::AtomicBool::new(false),
             backing_up: std::sync::atomic::AtomicBool::new(false),
             numbering: RwLock::new(String::new()),
+            commit_durations: crate::metrics::duration_histogram(),
         });
         let (sender, receiver) = std_mpsc::channel();
         let applier = Applier {
@@ -524,6 +528,12 @@ impl Store {
     /// Why the store cannot be written right now, if it cannot.
     pub fn fault(&self) -> Option<String> {
         self.shared.fault.borrow().clone()
+    }
+
+    /// How long its group commits take: one observation per commit that carries records (the
+    /// batches of every partition waiting, applied, written with their offsets and committed).
+    pub fn commit_durations(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.shared.commit_durations.clone()
     }
 
     /// Size of the store on disk in bytes.
@@ -1052,9 +1062,20 @@ impl Applier {
         let mut changes = Changes::new(self.counters.clone(), self.progress.clone());
         let mut frames = Vec::new();
         let mut replies = Vec::with_capacity(group.len());
+        // Consumers idle at the end of the log hand over empty batches twice a second: only
+        // commits that carry records are measured.
+        let carries_records = group
+            .iter()
+            .any(|work| matches!(work, Work::Batch { records, .. } if !records.is_empty()));
+        let started = Instant::now();
         let result = self.try_commit(group, &mut changes, &mut frames, &mut replies);
         match result {
             Ok(()) => {
+                if carries_records {
+                    self.shared
+                        .commit_durations
+                        .observe(started.elapsed().as_secs_f64());
+                }
                 self.counters = changes.counters;
                 self.progress = changes.progress;
                 if self.shared.fault.borrow().is_some() {
