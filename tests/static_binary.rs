@@ -461,16 +461,17 @@ async fn a_broker_name_resolves_through_etc_hosts_like_in_a_container() {
     let mut server = start_in_root(&root, &by_name, "nohosts", &["--kafka-timeout", "2s"]);
     let (status, _) = http::get(server.addr, "/healthz").await.unwrap();
     assert_eq!(status, 200);
+    // /readyz says only that it is not connected (never where, nor the error text): the
+    // failed attempt itself shows in the log.
     let reason = support::eventually(
-        "a /readyz 503 giving the failed connection attempt",
+        "a /readyz 503 once the connection attempt failed",
         Duration::from_secs(30),
         || async {
             let (status, body) = http::get(server.addr, "/readyz").await?;
             let message = body["error"]["message"].as_str().unwrap_or_default();
-            // Before the first attempt ended it says "connecting to Kafka".
             if status == 503
-                && message.contains("connect")
-                && !message.ends_with("connecting to Kafka")
+                && message.contains("not connected to Kafka")
+                && server.logs().contains("cannot connect to Kafka")
             {
                 Ok(message.to_string())
             } else {
@@ -480,11 +481,6 @@ async fn a_broker_name_resolves_through_etc_hosts_like_in_a_container() {
     )
     .await;
     eprintln!("/readyz without /etc/hosts: {reason}");
-    assert!(
-        server.logs().contains("cannot connect to Kafka"),
-        "{}",
-        server.logs()
-    );
     let out = run(
         in_root(&root).args(["healthcheck", "--url", &server.url("/readyz")]),
         Duration::from_secs(30),
