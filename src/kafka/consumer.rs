@@ -112,6 +112,16 @@ impl CatchUp {
             .clone()
     }
 
+    /// The end learnt from the offset lookup at start, until the first fetch answers: an
+    /// idle partition's long poll may take a while, and a scrape should see its end already.
+    fn set_log_end_if_unknown(&self, key: (TopicRole, i32), end: LogEnd) {
+        self.log_ends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_insert(end);
+    }
+
     fn set_log_end(&self, key: (TopicRole, i32), end: LogEnd) {
         self.log_ends
             .lock()
@@ -444,7 +454,15 @@ impl PartitionConsumer {
             }
         };
         if self.catch_up_target.is_none() && !self.caught_up {
-            self.catch_up_target = Some(log.offset(OffsetAt::Latest).await?);
+            let latest = log.offset(OffsetAt::Latest).await?;
+            self.catch_up_target = Some(latest);
+            self.catch_up.set_log_end_if_unknown(
+                (self.role, self.partition),
+                LogEnd {
+                    high_watermark: latest.max(0),
+                    last_stable_offset: None,
+                },
+            );
         }
         self.check_caught_up(offset, 0, None);
 
