@@ -246,7 +246,23 @@ pub struct Config {
     /// `SHOPSTREAM_KAFKA_SASL_PASSWORD`, from the environment only.
     #[arg(skip = Secret::from_env("SHOPSTREAM_KAFKA_SASL_PASSWORD"))]
     pub kafka_sasl_password: Secret,
+
+    /// The Kafka consumer group the consumed offsets are committed to, for monitoring only
+    /// (`kafka-consumer-groups.sh --describe --group NAME`, Kafka consoles): shopstream resumes
+    /// from its store, never from the group. One group per instance, since every instance reads
+    /// every partition. Default: `shopstream-<host name>-<listen port>`.
+    #[arg(long, env = "SHOPSTREAM_CONSUMER_GROUP", value_parser = parse_group)]
+    pub consumer_group: Option<String>,
+
+    /// How often the consumed offsets are committed to the consumer group when they moved
+    /// (e.g. `5s`), or `off` to commit none.
+    #[arg(long, env = "SHOPSTREAM_GROUP_COMMIT_INTERVAL", default_value = "5s", value_parser = parse_interval)]
+    pub group_commit_interval: Interval,
 }
+
+/// A period that may be switched off (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval(pub Option<Duration>);
 
 /// The SASL mechanisms shopstream speaks to Kafka, all in pure Rust (rskafka's SASL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -347,6 +363,67 @@ impl Config {
     /// Full topic name for `orders`, `payments` or `deliveries`.
     pub fn topic_name(&self, base: &str) -> String {
         format!("{}{}", self.topic_prefix, base)
+    }
+
+    /// The consumer group of this instance: `--consumer-group`, or one named after the host and
+    /// the port it listens on (`port`: the bound one, since `--listen` may ask for port 0), so
+    /// that two instances never share a group (a shared group would show the positions of
+    /// whichever committed last) and a restarted one finds its group again.
+    pub fn consumer_group_name(&self, port: u16) -> String {
+        match &self.consumer_group {
+            Some(group) => group.clone(),
+            None => default_group(&host_name(), port),
+        }
+    }
+}
+
+/// `shopstream-<host>-<port>`.
+fn default_group(host: &str, port: u16) -> String {
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(200)
+        .collect();
+    if host.is_empty() {
+        format!("shopstream-{port}")
+    } else {
+        format!("shopstream-{host}-{port}")
+    }
+}
+
+/// This machine's host name (a Kubernetes pod's name, a container's id, a board's name),
+/// read with `uname`: it needs no `/etc` or `/proc`, which a `FROM scratch` image lacks.
+fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .trim()
+        .to_string()
+}
+
+/// A consumer group id: printable, no spaces, at most 255 characters (the group coordinator
+/// takes any string; these keep it usable on a command line).
+fn parse_group(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() || s.len() > 255 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "`{s}` is not a consumer group name (1 to 255 visible characters, no spaces)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// `off`, or a duration.
+fn parse_interval(s: &str) -> Result<Interval, String> {
+    match s.trim() {
+        "off" | "none" | "0" => Ok(Interval(None)),
+        other => parse_duration(other).map(|d| Interval(Some(d))),
     }
 }
 
@@ -582,6 +659,35 @@ mod tests {
             panic!()
         };
         assert_eq!(hc.timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn the_consumer_group_is_named_by_its_flag_or_after_the_host_and_port() {
+        let c = Config::try_parse_from(["shopstream"]).unwrap();
+        assert_eq!(
+            c.group_commit_interval,
+            Interval(Some(Duration::from_secs(5)))
+        );
+        let named = c.consumer_group_name(8080);
+        assert!(
+            named.starts_with("shopstream-") && named.ends_with("-8080"),
+            "{named}"
+        );
+        assert_ne!(named, c.consumer_group_name(8081), "one group per instance");
+        assert_eq!(default_group("board 7/α", 80), "shopstream-board_7__-80");
+        assert_eq!(default_group("", 80), "shopstream-80");
+        let c = Config::try_parse_from([
+            "shopstream",
+            "--consumer-group",
+            "shop-eu-1",
+            "--group-commit-interval",
+            "off",
+        ])
+        .unwrap();
+        assert_eq!(c.consumer_group_name(8080), "shop-eu-1");
+        assert_eq!(c.group_commit_interval, Interval(None));
+        assert!(Config::try_parse_from(["shopstream", "--consumer-group", "a b"]).is_err());
+        assert!(Config::try_parse_from(["shopstream", "--consumer-group", ""]).is_err());
     }
 
     #[test]

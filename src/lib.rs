@@ -213,7 +213,8 @@ pub async fn serve(
         )),
     });
 
-    let pipeline = tokio::spawn(run_pipeline(Arc::clone(&state), background.clone()));
+    let group = config.consumer_group_name(addr.port());
+    let pipeline = tokio::spawn(run_pipeline(Arc::clone(&state), background.clone(), group));
 
     tracing::info!(
         %addr,
@@ -236,8 +237,10 @@ pub async fn serve(
 }
 
 /// Waits for Kafka, checks that the store was built for these topics, runs the partition
-/// consumers; at shutdown stops them and closes the store with a last durable commit.
-async fn run_pipeline(state: Arc<AppState>, shutdown: CancellationToken) {
+/// consumers (and beside them the commits to the consumer `group`); at shutdown stops them,
+/// closes the store with a last durable commit, and commits its offsets to the group a last
+/// time.
+async fn run_pipeline(state: Arc<AppState>, shutdown: CancellationToken, group: String) {
     let mut status = state.kafka.subscribe();
     let session = loop {
         if let Some(session) = status.borrow_and_update().session.clone() {
@@ -277,6 +280,24 @@ async fn run_pipeline(state: Arc<AppState>, shutdown: CancellationToken) {
     let partitions: usize = layout.topics.iter().map(|t| t.partitions as usize).sum();
     let catch_up = Arc::new(CatchUp::new(partitions, from_store));
     let _ = state.catch_up.set(Arc::clone(&catch_up));
+    let commits = state.config.group_commit_interval.0.map(|every| {
+        let committer = kafka::group::GroupCommitter::new(
+            group,
+            state.config.kafka_brokers.clone(),
+            // Checked at start; the Kafka connection uses the same.
+            state.config.kafka_sasl().ok().flatten(),
+            state.config.kafka_timeout,
+        );
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(kafka::group::run(
+            committer,
+            state.kafka.clone(),
+            Arc::clone(&state.store),
+            every,
+            stop.clone(),
+        ));
+        (stop, task)
+    });
     let context = kafka::consumer::ConsumerContext {
         kafka: state.kafka.clone(),
         store: Arc::clone(&state.store),
@@ -285,6 +306,11 @@ async fn run_pipeline(state: Arc<AppState>, shutdown: CancellationToken) {
     };
     kafka::consumer::run(&session, &context, status, shutdown).await;
     close_store(&state).await;
+    if let Some((stop, task)) = commits {
+        // The group ends where the store ended.
+        stop.cancel();
+        let _ = task.await;
+    }
 }
 
 /// Lets the applier finish what it was handed and make it durable.

@@ -8,6 +8,8 @@
 //! - [`partitions`]: the one road to a partition (clients, offsets, fetches, produce) that
 //!   [`producer`], [`consumer`], [`offsets`] and the WebSocket replay share; [`retry`] tries a
 //!   call again after a timeout while Kafka looks healthy.
+//! - [`group`]: the consumed offsets committed to a consumer group, for Kafka's own tools
+//!   (FindCoordinator and OffsetCommit over the raw connections of [`wire`]).
 //!
 //! Every call goes through [`with_deadline`]: rskafka retries forever by default, and a server
 //! that hangs because its broker is away is worse than one that answers 503.
@@ -19,6 +21,7 @@ pub mod consumer;
 #[cfg(test)]
 pub mod fake_log;
 pub mod fetch;
+pub mod group;
 pub mod nodelay;
 pub mod offsets;
 pub mod partitions;

@@ -1,6 +1,6 @@
 //! A raw connection to one broker, speaking Kafka's wire protocol through `kafka-protocol`,
-//! for the requests rskafka cannot make as shopstream needs them (today: the fetches of
-//! [`super::fetch`]).
+//! for the requests rskafka cannot make as shopstream needs them: the fetches of
+//! [`super::fetch`], and the consumer-group commits of [`super::group`].
 //!
 //! One request at a time per connection: a caller owns the connection while its request is in
 //! flight, and a connection whose request failed or ran out of time is dropped, never reused,
