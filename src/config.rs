@@ -258,6 +258,10 @@ pub struct Config {
     /// (e.g. `5s`), or `off` to commit none.
     #[arg(long, env = "SHOPSTREAM_GROUP_COMMIT_INTERVAL", default_value = "5s", value_parser = parse_interval)]
     pub group_commit_interval: Interval,
+
+    /// How often long work (the replay of the log at start) reports its progress in the log.
+    #[arg(long, env = "SHOPSTREAM_PROGRESS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub progress_interval: Duration,
 }
 
 /// A period that may be switched off (`off`).
@@ -668,6 +672,7 @@ mod tests {
             c.group_commit_interval,
             Interval(Some(Duration::from_secs(5)))
         );
+        assert_eq!(c.progress_interval, Duration::from_secs(5));
         let named = c.consumer_group_name(8080);
         assert!(
             named.starts_with("shopstream-") && named.ends_with("-8080"),

@@ -237,9 +237,9 @@ pub async fn serve(
 }
 
 /// Waits for Kafka, checks that the store was built for these topics, runs the partition
-/// consumers (and beside them the commits to the consumer `group`); at shutdown stops them,
-/// closes the store with a last durable commit, and commits its offsets to the group a last
-/// time.
+/// consumers (and beside them the report of the replay's progress and the commits to the
+/// consumer `group`); at shutdown stops them, closes the store with a last durable commit, and
+/// commits its offsets to the group a last time.
 async fn run_pipeline(state: Arc<AppState>, shutdown: CancellationToken, group: String) {
     let mut status = state.kafka.subscribe();
     let session = loop {
@@ -280,6 +280,11 @@ async fn run_pipeline(state: Arc<AppState>, shutdown: CancellationToken, group: 
     let partitions: usize = layout.topics.iter().map(|t| t.partitions as usize).sum();
     let catch_up = Arc::new(CatchUp::new(partitions, from_store));
     let _ = state.catch_up.set(Arc::clone(&catch_up));
+    tokio::spawn(follow_replay(
+        Arc::clone(&catch_up),
+        state.config.progress_interval,
+        shutdown.clone(),
+    ));
     let commits = state.config.group_commit_interval.0.map(|every| {
         let committer = kafka::group::GroupCommitter::new(
             group,
@@ -310,6 +315,33 @@ async fn run_pipeline(state: Arc<AppState>, shutdown: CancellationToken, group: 
         // The group ends where the store ended.
         stop.cancel();
         let _ = task.await;
+    }
+}
+
+/// Reports the replay at start while it runs: a log line every `every`.
+async fn follow_replay(catch_up: Arc<CatchUp>, every: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = catch_up.wait_done() => break,
+            _ = ticks.tick() => {}
+        }
+        let progress = catch_up.progress();
+        if progress.caught_up {
+            break;
+        }
+        tracing::info!(
+            records_done = progress.records_done,
+            records_total = progress.records_total,
+            percent = (progress.fraction() * 1000.0).round() / 10.0,
+            records_per_second = progress.records_per_second.map(|r| r.round()),
+            eta_seconds = progress.eta.map(|eta| eta.as_secs()),
+            partitions_done = progress.partitions_done,
+            partitions = progress.partitions,
+            "catching up with the log"
+        );
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::messages::api::{
     BrowsedRecord, BrowsedRecords, DeliveryAnswer, ErrorDetail, Health, KafkaOverview, KafkaTopics,
-    Listed, OrderAnswer, PartitionRow, Readiness, StalledPartition, StartReplay,
+    Listed, OrderAnswer, PartitionRow, Readiness, Replay, StalledPartition, StartReplay,
 };
 
 use super::request::{json_body, list_query, query_params};
@@ -274,7 +274,7 @@ async fn answer(state: Arc<AppState>, request: Request, peer: SocketAddr) -> Res
     let who = &principal;
     let answer: Answer = match route {
         Route::Healthz => Ok(healthz(&state)),
-        Route::Readyz => Ok(readyz(&state)),
+        Route::Readyz => readyz(&state, &request),
         Route::Metrics => Ok(super::metrics::render(&state, &request).await),
         Route::Ws => return super::upgrade::handle(state, request, who).await,
         Route::Session => Ok(super::guard::session_view(&state, who)),
@@ -334,7 +334,22 @@ fn healthz(state: &AppState) -> Response {
 }
 
 /// 200 only while the broker answers and the topics exist; 503 with the reason otherwise.
-fn readyz(state: &AppState) -> Response {
+/// `?caught_up=true` (a startup probe's) also wants the replay at start to be over: 503
+/// `catching_up`, with its progress, until then.
+fn readyz(state: &AppState, request: &Request) -> Answer {
+    let wants_caught_up = match query_params(request).get("caught_up").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("caught_up is true or false, not `{other}`"),
+            ));
+        }
+    };
+    let replay = state.catch_up.get().map(|c| c.progress());
+    let caught_up = replay.as_ref().is_some_and(|r| r.caught_up);
     let unavailable = |code, message: &str| {
         json_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -342,6 +357,7 @@ fn readyz(state: &AppState) -> Response {
                 status: "unavailable",
                 caught_up: None,
                 kafka: None,
+                replay: None,
                 stalled: Vec::new(),
                 error: Some(ErrorDetail {
                     code,
@@ -354,11 +370,11 @@ fn readyz(state: &AppState) -> Response {
     // Everyone may ask (probes): the answer says what is wrong, never where (paths, broker
     // addresses and error texts are in the log and, for operators, in /api/kafka).
     if state.store.fault().is_some() {
-        return unavailable(
+        return Ok(unavailable(
             "store_unavailable",
             "the read model's store cannot be written (a full disk or an unwritable data dir: \
              see the server's log); consumption resumes by itself once it can",
-        );
+        ));
     }
     // A stalled partition leaves the rest serving: 200, but `degraded`, with the reasons.
     let stalled: Vec<StalledPartition> = state
@@ -375,25 +391,48 @@ fn readyz(state: &AppState) -> Response {
             stalled
         })
         .collect();
-    match state.kafka.ready_session() {
-        Ok(session) => json_response(
-            StatusCode::OK,
+    let session = match state.kafka.ready_session() {
+        Ok(session) => session,
+        Err(error) => return Ok(unavailable("kafka_unavailable", &error.public_message())),
+    };
+    let kafka = Some(KafkaTopics {
+        topics: &session.topics.topics,
+    });
+    if wants_caught_up && !caught_up {
+        let message = replay
+            .as_ref()
+            .map_or_else(|| "the consumers are starting".to_string(), |r| r.summary());
+        return Ok(json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
             &Readiness {
-                status: if stalled.is_empty() {
-                    "ready"
-                } else {
-                    "degraded"
-                },
+                status: "catching_up",
+                caught_up: Some(false),
+                kafka,
+                replay: replay.map(Replay::from),
                 stalled,
-                caught_up: Some(state.catch_up.get().is_some_and(|c| c.done())),
-                kafka: Some(KafkaTopics {
-                    topics: &session.topics.topics,
+                error: Some(ErrorDetail {
+                    code: "catching_up",
+                    message: &message,
+                    ..ErrorDetail::default()
                 }),
-                error: None,
             },
-        ),
-        Err(error) => unavailable("kafka_unavailable", &error.public_message()),
+        ));
     }
+    Ok(json_response(
+        StatusCode::OK,
+        &Readiness {
+            status: if stalled.is_empty() {
+                "ready"
+            } else {
+                "degraded"
+            },
+            stalled,
+            caught_up: Some(caught_up),
+            kafka,
+            replay: replay.map(Replay::from),
+            error: None,
+        },
+    ))
 }
 
 /// 201 with where the event landed; a repeated `Idempotency-Key` gets the same answer, marked.

@@ -74,6 +74,7 @@ pub struct Stall {
 #[derive(Debug)]
 pub struct CatchUp {
     started: Instant,
+    partitions: usize,
     remaining: AtomicUsize,
     replayed: AtomicU64,
     from_store: bool,
@@ -82,6 +83,92 @@ pub struct CatchUp {
     /// Where each partition's log ended at its consumer's last fetch answer, written by the
     /// consumers; read by `/metrics` (lag without asking the broker again).
     log_ends: Mutex<BTreeMap<(TopicRole, i32), LogEnd>>,
+    /// Each partition's part of the replay, written by its consumer as it goes.
+    spans: Mutex<BTreeMap<(TopicRole, i32), Span>>,
+    /// How long the replay took, once it is over.
+    took: std::sync::OnceLock<Duration>,
+    /// Becomes `true` once every partition caught up, for those who wait for it.
+    finished: tokio::sync::watch::Sender<bool>,
+}
+
+/// One partition's part of the replay at start, in offsets: from where it started to the end of
+/// its log at start, and where it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: i64,
+    target: i64,
+    position: i64,
+}
+
+impl Span {
+    fn total(&self) -> u64 {
+        self.target.saturating_sub(self.start).max(0) as u64
+    }
+
+    fn done(&self) -> u64 {
+        (self.position.saturating_sub(self.start).max(0) as u64).min(self.total())
+    }
+}
+
+/// How far the replay at start has come. Counted in offsets: records, transaction markers and
+/// skipped batches alike, from each partition's starting offset to the end its log had when
+/// the replay started (what is written meanwhile is live traffic, not replay).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayProgress {
+    pub caught_up: bool,
+    pub records_done: u64,
+    /// Known once every partition looked up its end (`partitions_known`); a lower bound before.
+    pub records_total: u64,
+    pub partitions: usize,
+    pub partitions_known: usize,
+    pub partitions_done: usize,
+    /// Since the replay started; frozen once it is over.
+    pub elapsed: Duration,
+    /// Records done per second since the start of the replay (`None` before the first).
+    pub records_per_second: Option<f64>,
+    /// At that rate, how long the rest takes (`None` while the rate or the total is unknown).
+    pub eta: Option<Duration>,
+}
+
+impl ReplayProgress {
+    /// Done, as a share of the total (1.0 once caught up).
+    pub fn fraction(&self) -> f64 {
+        if self.caught_up {
+            1.0
+        } else if self.records_total == 0 {
+            0.0
+        } else {
+            self.records_done as f64 / self.records_total as f64
+        }
+    }
+
+    /// One line for people: the log, systemd's `STATUS=`.
+    pub fn summary(&self) -> String {
+        if self.caught_up {
+            return format!(
+                "caught up with the log ({} records replayed in {:.1} s)",
+                self.records_done,
+                self.elapsed.as_secs_f64()
+            );
+        }
+        let mut line = format!(
+            "catching up with the log: {:.0}% ({} of {} records",
+            self.fraction() * 100.0,
+            self.records_done,
+            self.records_total
+        );
+        if let Some(rate) = self.records_per_second {
+            line.push_str(&format!(", {rate:.0} records/s"));
+        }
+        if let Some(eta) = self.eta {
+            line.push_str(&format!(
+                ", about {} s left",
+                eta.as_secs_f64().ceil() as u64
+            ));
+        }
+        line.push(')');
+        line
+    }
 }
 
 /// A partition's end as a fetch answer gave it.
@@ -96,11 +183,15 @@ impl CatchUp {
     pub fn new(partitions: usize, from_store: bool) -> Self {
         Self {
             started: Instant::now(),
+            partitions,
             remaining: AtomicUsize::new(partitions),
             replayed: AtomicU64::new(0),
             from_store,
             stalls: Mutex::default(),
             log_ends: Mutex::default(),
+            spans: Mutex::default(),
+            took: std::sync::OnceLock::new(),
+            finished: tokio::sync::watch::Sender::new(partitions == 0),
         }
     }
 
@@ -127,6 +218,79 @@ impl CatchUp {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, end);
+    }
+
+    /// A partition's replay starts at `start` and ends at `target` (its log's end at start).
+    fn begin(&self, key: (TopicRole, i32), start: i64, target: i64) {
+        self.spans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_insert(Span {
+                start,
+                target,
+                position: start,
+            });
+    }
+
+    /// A partition's replay reached `position`.
+    fn advance(&self, key: (TopicRole, i32), position: i64) {
+        if let Some(span) = self
+            .spans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&key)
+        {
+            span.position = position;
+        }
+    }
+
+    /// How far the replay has come, with a rate and an estimate of the time left.
+    pub fn progress(&self) -> ReplayProgress {
+        let caught_up = self.done();
+        let spans = self.spans.lock().unwrap_or_else(|p| p.into_inner());
+        let records_done: u64 = spans.values().map(Span::done).sum();
+        let records_total: u64 = spans.values().map(Span::total).sum();
+        let partitions_known = spans.len();
+        drop(spans);
+        let elapsed = self
+            .took
+            .get()
+            .copied()
+            .unwrap_or_else(|| self.started.elapsed());
+        let seconds = elapsed.as_secs_f64();
+        let records_per_second =
+            (records_done > 0 && seconds > 0.0).then(|| records_done as f64 / seconds);
+        let eta = if caught_up {
+            Some(Duration::ZERO)
+        } else {
+            records_per_second
+                .filter(|_| partitions_known == self.partitions)
+                .map(|rate| {
+                    Duration::from_secs_f64(
+                        (records_total.saturating_sub(records_done) as f64 / rate).min(1e9),
+                    )
+                })
+        };
+        ReplayProgress {
+            caught_up,
+            records_done,
+            records_total,
+            partitions: self.partitions,
+            partitions_known,
+            partitions_done: self
+                .partitions
+                .saturating_sub(self.remaining.load(Ordering::Acquire)),
+            elapsed,
+            records_per_second,
+            eta,
+        }
+    }
+
+    /// Waits until every partition caught up.
+    pub async fn wait_done(&self) {
+        let mut finished = self.finished.subscribe();
+        let _ = finished.wait_for(|done| *done).await;
     }
 
     /// The partitions that make no progress while they have something to read.
@@ -168,6 +332,8 @@ impl CatchUp {
 
     fn partition_done(&self) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _ = self.took.set(self.started.elapsed());
+            self.finished.send_replace(true);
             tracing::info!(
                 replayed_records = self.replayed(),
                 from = self.from(),
@@ -454,12 +620,14 @@ impl PartitionConsumer {
             }
         };
         if self.catch_up_target.is_none() && !self.caught_up {
-            let latest = log.offset(OffsetAt::Latest).await?;
-            self.catch_up_target = Some(latest);
+            let target = log.offset(OffsetAt::Latest).await?;
+            self.catch_up_target = Some(target);
+            self.catch_up
+                .begin((self.role, self.partition), offset, target);
             self.catch_up.set_log_end_if_unknown(
                 (self.role, self.partition),
                 LogEnd {
-                    high_watermark: latest.max(0),
+                    high_watermark: target.max(0),
                     last_stable_offset: None,
                 },
             );
@@ -593,6 +761,13 @@ impl PartitionConsumer {
             .catch_up_target
             .is_some_and(|target| position >= target)
             || readable_end.is_some_and(|end| position >= end);
+        // Reached through the readable end (an open transaction holds the rest back): what
+        // is left of this partition's part is not replay any more.
+        let at = match self.catch_up_target {
+            Some(target) if reached => position.max(target),
+            _ => position,
+        };
+        self.catch_up.advance((self.role, self.partition), at);
         if reached {
             self.caught_up = true;
             self.catch_up
@@ -701,6 +876,10 @@ mod tests {
             ],
         )
         .max(3);
+        let before = consumer.catch_up.progress();
+        assert_eq!((before.records_done, before.records_total), (0, 0));
+        assert_eq!((before.partitions, before.partitions_known), (1, 0));
+        assert_eq!(before.eta, None, "no end known yet");
         consumer.fetch_once(&log).await.unwrap();
         assert_eq!(consumer.store.next_offset(TopicRole::Orders, 0), Some(3));
         assert!(!consumer.catch_up.done(), "one record is left");
@@ -712,9 +891,30 @@ mod tests {
                 last_stable_offset: Some(4),
             })
         );
+        let midway = consumer.catch_up.progress();
+        assert_eq!((midway.records_done, midway.records_total), (3, 4));
+        assert_eq!((midway.partitions_known, midway.partitions_done), (1, 0));
+        assert!(!midway.caught_up);
+        assert!(midway.records_per_second.is_some_and(|r| r > 0.0));
+        assert!(midway.eta.is_some());
+        assert!(
+            midway
+                .summary()
+                .starts_with("catching up with the log: 75% (3 of 4 records"),
+            "{}",
+            midway.summary()
+        );
         consumer.fetch_once(&log).await.unwrap();
         assert_eq!(consumer.store.next_offset(TopicRole::Orders, 0), Some(4));
         assert!(consumer.catch_up.done());
+        let done = consumer.catch_up.progress();
+        assert_eq!((done.records_done, done.records_total), (4, 4));
+        assert_eq!((done.partitions_done, done.eta), (1, Some(Duration::ZERO)));
+        assert_eq!(done.fraction(), 1.0);
+        // Whoever waits for the end of the replay is told.
+        tokio::time::timeout(Duration::from_secs(1), consumer.catch_up.wait_done())
+            .await
+            .expect("the replay is over");
         assert_eq!(log.fetches(), vec![0, 3]);
         let progress = consumer.store.committed();
         let progress = progress.progress(TopicRole::Orders, 0).unwrap();

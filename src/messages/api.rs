@@ -343,12 +343,47 @@ pub struct Readiness<'a> {
     pub caught_up: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaTopics<'a>>,
+    /// How far the replay of the log at start has come (once the consumers started).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<Replay>,
     /// Partitions that make no progress while they have something to read (status
     /// `degraded`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stalled: Vec<StalledPartition>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDetail<'a>>,
+}
+
+/// The replay of the log at start: records (offsets) done out of those to go, a rate and an
+/// estimate of the time left. `records_total` is final once `total_known` (every partition
+/// looked up the end of its log); `eta_seconds` is `null` until then, and while nothing moved.
+#[derive(Debug, Serialize)]
+pub struct Replay {
+    pub records_done: u64,
+    pub records_total: u64,
+    pub total_known: bool,
+    pub percent: f64,
+    pub records_per_second: Option<f64>,
+    pub eta_seconds: Option<u64>,
+    pub elapsed_seconds: f64,
+    pub partitions_done: usize,
+    pub partitions: usize,
+}
+
+impl From<crate::kafka::consumer::ReplayProgress> for Replay {
+    fn from(p: crate::kafka::consumer::ReplayProgress) -> Self {
+        Self {
+            records_done: p.records_done,
+            records_total: p.records_total,
+            total_known: p.partitions_known == p.partitions,
+            percent: (p.fraction() * 1000.0).round() / 10.0,
+            records_per_second: p.records_per_second.map(f64::round),
+            eta_seconds: p.eta.map(|eta| eta.as_secs_f64().ceil() as u64),
+            elapsed_seconds: (p.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+            partitions_done: p.partitions_done,
+            partitions: p.partitions,
+        }
+    }
 }
 
 /// A partition that makes no progress, and why.
