@@ -1034,6 +1034,90 @@ test('after a server restart the page resumes from its cursor: what it missed sh
   }
 });
 
+/** Writes `n` seed-shaped orders to `topic` with Kafka's own console producer. */
+function produceOrders(topic, n) {
+  const lines = [];
+  for (let i = 0; i < n; i += 1) {
+    const id = `replay-${RUN}-${i}`;
+    const value = {
+      order_id: id,
+      customer_name: 'Ada Lovelace',
+      customer_email: `ada${i}@example.com`,
+      product: 'Engine',
+      amount: 12.5,
+      status: 'Pending',
+      timestamp: '2025-03-01T10:00:00Z',
+      address: '12 St James Square, London',
+    };
+    lines.push(`${id}|${JSON.stringify(value)}`);
+  }
+  const r = spawnSync(
+    path.join(ROOT, 'compose', 'kafka-local'),
+    [
+      'java-class',
+      'org.apache.kafka.tools.ConsoleProducer',
+      '--bootstrap-server',
+      kafka,
+      '--topic',
+      topic,
+      '--property',
+      'parse.key=true',
+      '--property',
+      'key.separator=|',
+      '--producer-property',
+      'linger.ms=5',
+    ],
+    { cwd: ROOT, input: lines.join('\n') + '\n', encoding: 'utf8', timeout: 120_000, stdio: ['pipe', 'ignore', 'pipe'] },
+  );
+  assert(r.status === 0 && !/ERROR/.test(r.stderr || ''), `console producer to ${topic} failed (${r.status ?? r.signal}): ${(r.stderr || '').slice(0, 500)}`);
+}
+
+test('while a server replays a long log at start, the dashboard shows how far it is, and the bar goes once it is caught up', async () => {
+  const RECORDS = 10_000;
+  const replayPrefix = `${prefix}replay.`;
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'shopstream-r-'));
+  const replayer = new Server({ bin, kafka, port: await freePort(), dataDir, prefix: replayPrefix, name: 'replayer' });
+  let page = null;
+  try {
+    // Its topics exist once it ran; the log then grows while it is stopped.
+    replayer.start();
+    await replayer.ready();
+    await replayer.stop('SIGTERM');
+    produceOrders(`${replayPrefix}orders`, RECORDS);
+    replayer.args = ['--rebuild-store'];
+    replayer.start();
+    await until(
+      async (note) => {
+        const r = await fetch(`${replayer.base}/readyz`, { signal: AbortSignal.timeout(3000) }).catch(() => null);
+        const body = r ? await r.json().catch(() => ({})) : {};
+        note(JSON.stringify(body).slice(0, 200));
+        if (body.caught_up === true) throw Object.assign(new Error('the replay was over before the page could open'), { fatal: true });
+        return body.replay?.total_known;
+      },
+      { timeout: 60_000, every: 50, what: 'the replay under way' },
+    );
+    page = await openPage('/', { base: replayer.base, live: false });
+    await page.waitForSelector('#replay:not([hidden])', { timeout: 10_000 });
+    await page.waitForFunction(() => Number(document.querySelector('#replay-bar')?.value) > 0, null, { timeout: 10_000 });
+    const text = await page.textContent('#replay-line');
+    log(`#   the page says: "${text}"`);
+    assert(
+      /^[\d,.\s\u202f]+ of 10[,.\s\u202f]?000 records · [\d,.\s\u202f]+ records\/s · (about .+ left|estimating the time left)$/.test(text),
+      `the replay line reads "${text}"`,
+    );
+    assert((await page.getAttribute('#replay-bar', 'max')) === '100', 'the bar is not a percentage');
+    await shot(page, 'dashboard-replaying', false);
+    await page.waitForSelector('#replay', { state: 'hidden', timeout: 120_000 });
+    const over = await call(replayer.base, 'GET', '/readyz');
+    assert(over.caught_up === true && over.replay.records_done === RECORDS, `after the bar went: ${JSON.stringify(over.replay)}`);
+    noProblems(page, 'dashboard during the replay');
+  } finally {
+    if (page) await closePage(page);
+    await replayer.stop('SIGTERM');
+    servers.delete(replayer);
+  }
+});
+
 /** Every page with traffic flowing, light and wide, dark and narrower: the test output's pictures. */
 async function gallery() {
   for (const spec of PAGES.filter((p) => !['not-found', 'new-order'].includes(p.name))) {

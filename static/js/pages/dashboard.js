@@ -1,5 +1,6 @@
 // Dashboard: key figures, orders and revenue per minute over the last hour, the lifecycle
-// funnel, the pipeline's health and the traffic simulator's controls.
+// funnel, the pipeline's health and the traffic simulator's controls; while the server replays
+// the log at start, a progress bar above them.
 //
 // Figures come from /api/stats, read again when events arrive (at most every 500 ms) and every
 // 10 s (so the per-minute charts move on even when nothing happens).
@@ -9,6 +10,7 @@ import { rules, funnelCounts } from '../rules.js';
 import { can, roleNote } from '../session.js';
 import { h, replace, pageHeader, count, money, percent, seconds, throttle, notice } from '../ui.js';
 import { barChart, funnel } from '../charts.js';
+import { describeReplay } from '../replay.js';
 
 const reducedMotion = matchMedia('(prefers-reduced-motion: reduce)');
 
@@ -44,6 +46,7 @@ export const dashboardPage = {
 
     main.append(
       pageHeader('Dashboard', h('p', { class: 'lede' }, 'The shop right now, from the events consumed off Kafka. Figures move as events arrive.')),
+      replayPanel(ctx),
       errorBox,
       h(
         'section',
@@ -243,6 +246,72 @@ export const dashboardPage = {
     };
   },
 };
+
+// --- the replay at start ---------------------------------------------------------------------
+
+/** How often /readyz is read while the server catches up with the log. */
+const REPLAY_POLL_MS = 1000;
+
+/**
+ * A bar and a line of figures while the server replays the log (a new or rebuilt store), read
+ * from /readyz every second until it is caught up, and again whenever the live connection
+ * says hello (the server may have restarted). Hidden otherwise.
+ */
+function replayPanel(ctx) {
+  const bar = h('progress', {
+    class: 'replay-bar',
+    id: 'replay-bar',
+    max: '100',
+    value: '0',
+    'aria-labelledby': 'replay-h',
+    'aria-describedby': 'replay-line',
+  });
+  const line = h('p', { class: 'replay-line', id: 'replay-line' });
+  const panel = h(
+    'section',
+    { class: 'notice notice-info replay', id: 'replay', 'aria-labelledby': 'replay-h', hidden: true },
+    h('h2', { id: 'replay-h', class: 'replay-title' }, 'Catching up with the log'),
+    bar,
+    line,
+    h('p', { class: 'muted small' }, 'The figures below are those of the events read so far; they grow until the server has read the whole log.'),
+  );
+  let timer = null;
+  const stop = () => {
+    clearTimeout(timer);
+    timer = null;
+  };
+  const read = async () => {
+    stop();
+    let again = true;
+    try {
+      const readyz = await api('/readyz', { signal: ctx.signal, reportUnauthorized: false });
+      const shown = describeReplay(readyz);
+      panel.hidden = !shown;
+      if (shown) {
+        bar.value = shown.percent;
+        bar.textContent = `${Math.round(shown.percent)} %`;
+        line.textContent = shown.text;
+      }
+      // Before the consumers start there is no replay yet: ask again until caught up.
+      again = readyz?.caught_up !== true;
+    } catch (error) {
+      if (isAbort(error)) return;
+      // 503 while Kafka is away: nothing to show now, ask again.
+    }
+    if (again && !ctx.signal.aborted) timer = setTimeout(read, REPLAY_POLL_MS);
+  };
+  const offHello = ctx.live.on('hello', () => read());
+  ctx.signal.addEventListener(
+    'abort',
+    () => {
+      stop();
+      offHello();
+    },
+    { once: true },
+  );
+  read();
+  return panel;
+}
 
 // --- simulator -------------------------------------------------------------------------------
 
