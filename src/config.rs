@@ -259,7 +259,8 @@ pub struct Config {
     #[arg(long, env = "SHOPSTREAM_GROUP_COMMIT_INTERVAL", default_value = "5s", value_parser = parse_interval)]
     pub group_commit_interval: Interval,
 
-    /// How often long work (the replay of the log at start) reports its progress in the log.
+    /// How often long work (the replay of the log at start) reports its progress in the log
+    /// and to systemd.
     #[arg(long, env = "SHOPSTREAM_PROGRESS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub progress_interval: Duration,
 }

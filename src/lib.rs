@@ -23,6 +23,8 @@
 //! - [`messages`]: the JSON shopstream sends, as typed structs (so far the live event frame).
 //! - [`http`]: the hyper server, routing, handlers, the WebSocket upgrade, the JSON error type.
 //! - [`shutdown`]: SIGINT/SIGTERM to a cancellation token.
+//! - [`notify`]: systemd's readiness protocol (`READY=1` once caught up, `STATUS=`,
+//!   `STOPPING=1`).
 //!
 //! [`run`] wires them together; `main.rs` only parses the configuration and calls it.
 
@@ -35,6 +37,7 @@ pub mod live;
 pub mod messages;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod shop;
 pub mod shutdown;
 pub mod simulator;
@@ -213,8 +216,18 @@ pub async fn serve(
         )),
     });
 
+    // Under systemd (`Type=notify`): told when the replay is over, and when stopping.
+    let notifier = notify::Notifier::from_env().map(Arc::new);
+    if let Some(notifier) = &notifier {
+        notifier.status("connecting to Kafka", None);
+    }
     let group = config.consumer_group_name(addr.port());
-    let pipeline = tokio::spawn(run_pipeline(Arc::clone(&state), background.clone(), group));
+    let pipeline = tokio::spawn(run_pipeline(
+        Arc::clone(&state),
+        background.clone(),
+        notifier.clone(),
+        group,
+    ));
 
     tracing::info!(
         %addr,
@@ -223,6 +236,9 @@ pub async fn serve(
         "listening"
     );
     http::serve(listener, Arc::clone(&state), shutdown.clone()).await;
+    if let Some(notifier) = &notifier {
+        notifier.stopping("stopping: closing live sessions and committing what was applied");
+    }
     state.sessions.close();
     if tokio::time::timeout(Duration::from_secs(5), state.sessions.wait())
         .await
@@ -240,7 +256,12 @@ pub async fn serve(
 /// consumers (and beside them the report of the replay's progress and the commits to the
 /// consumer `group`); at shutdown stops them, closes the store with a last durable commit, and
 /// commits its offsets to the group a last time.
-async fn run_pipeline(state: Arc<AppState>, shutdown: CancellationToken, group: String) {
+async fn run_pipeline(
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+    notifier: Option<Arc<notify::Notifier>>,
+    group: String,
+) {
     let mut status = state.kafka.subscribe();
     let session = loop {
         if let Some(session) = status.borrow_and_update().session.clone() {
@@ -282,6 +303,7 @@ async fn run_pipeline(state: Arc<AppState>, shutdown: CancellationToken, group: 
     let _ = state.catch_up.set(Arc::clone(&catch_up));
     tokio::spawn(follow_replay(
         Arc::clone(&catch_up),
+        notifier,
         state.config.progress_interval,
         shutdown.clone(),
     ));
@@ -318,10 +340,18 @@ async fn run_pipeline(state: Arc<AppState>, shutdown: CancellationToken, group: 
     }
 }
 
-/// Reports the replay at start while it runs: a log line every `every`.
-async fn follow_replay(catch_up: Arc<CatchUp>, every: Duration, shutdown: CancellationToken) {
+/// Reports the replay at start while it runs: a log line and systemd's `STATUS=` every
+/// `every` (extending systemd's start timeout while records move), then `READY=1` once it is
+/// over.
+async fn follow_replay(
+    catch_up: Arc<CatchUp>,
+    notifier: Option<Arc<notify::Notifier>>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_done = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -342,6 +372,15 @@ async fn follow_replay(catch_up: Arc<CatchUp>, every: Duration, shutdown: Cancel
             partitions = progress.partitions,
             "catching up with the log"
         );
+        if let Some(notifier) = &notifier {
+            // Records move: the start is not stuck, give it three more reports' time.
+            let moving = progress.records_done > last_done;
+            notifier.status(&progress.summary(), moving.then_some(every * 3));
+        }
+        last_done = progress.records_done;
+    }
+    if let Some(notifier) = &notifier {
+        notifier.ready(&catch_up.progress().summary());
     }
 }
 
