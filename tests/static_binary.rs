@@ -792,6 +792,17 @@ fn env_value(service: &Yaml, key: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
+/// A KRaft cluster id: 16 bytes in base64url without padding (22 characters, the last one
+/// carrying no bits past the 128th), as `kafka-storage.sh random-uuid` prints.
+fn valid_cluster_id(id: &str) -> bool {
+    const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    id.len() == 22
+        && id.chars().all(|c| ALPHABET.contains(c))
+        && ALPHABET
+            .find(id.chars().last().unwrap())
+            .is_some_and(|last| last % 16 == 0)
+}
+
 #[test]
 fn compose_file_wires_kafka_kraft_and_shopstream() {
     let path = repo_root().join("compose/compose.yaml");
@@ -812,6 +823,7 @@ fn compose_file_wires_kafka_kraft_and_shopstream() {
     // quorum naming exactly the nodes of its group, each advertising its own service name.
     let single = ["kafka"];
     let cluster = ["kafka-1", "kafka-2", "kafka-3"];
+    let mut kafka_volumes = std::collections::HashSet::new();
     for (group, replication, min_isr) in [(&single[..], "1", "1"), (&cluster[..], "3", "2")] {
         let mut expected_voters = Vec::new();
         for name in group {
@@ -855,6 +867,28 @@ fn compose_file_wires_kafka_kraft_and_shopstream() {
                     && test.contains("--bootstrap-server localhost:9092"),
                 "{name}: health check {test}"
             );
+            // Its log in a named volume of its own, where the image's user may write
+            // (/var/lib/kafka/data; the image's default log dir is under /tmp, in the
+            // container), so that `down` then `up` keeps the log shopstream's offsets point
+            // into; and a fixed cluster id, so that the next container finds the formatted log.
+            let log_dirs = get("KAFKA_LOG_DIRS");
+            assert_eq!(log_dirs, "/var/lib/kafka/data", "{name}");
+            let mounts = strings(&broker["volumes"]);
+            assert_eq!(mounts.len(), 1, "{name}: {mounts:?}");
+            let (volume, target) = mounts[0].split_once(':').unwrap();
+            assert_eq!(target, log_dirs, "{name}");
+            assert!(
+                doc["volumes"]
+                    .as_hash()
+                    .expect("top-level volumes")
+                    .contains_key(&Yaml::String(volume.into())),
+                "{name}: volume {volume} is not declared"
+            );
+            assert!(
+                kafka_volumes.insert(volume.to_string()),
+                "{name} shares its volume {volume}"
+            );
+            assert!(valid_cluster_id(&get("CLUSTER_ID")), "{name}");
         }
         for name in group {
             assert_eq!(
@@ -864,20 +898,12 @@ fn compose_file_wires_kafka_kraft_and_shopstream() {
             );
         }
     }
-    // The three nodes form one cluster: one id, a valid one (22 characters of base64url).
+    // The three nodes form one cluster: one id.
     let ids: Vec<String> = cluster
         .iter()
         .map(|n| env_value(service(n), "CLUSTER_ID").unwrap())
         .collect();
     assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
-    assert!(
-        ids[0].len() == 22
-            && ids[0]
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-        "CLUSTER_ID {}",
-        ids[0]
-    );
     for name in cluster.iter().chain(["shopstream-cluster"].iter()) {
         assert_eq!(profiles(name), ["cluster"], "{name}");
     }
@@ -886,6 +912,7 @@ fn compose_file_wires_kafka_kraft_and_shopstream() {
     // shopstream: built from compose/Dockerfile, started once its brokers are healthy, pointed
     // at them, its /data in a named volume, only variables the binary reads.
     let known = known_env_vars();
+    let mut groups = std::collections::HashSet::new();
     let volumes = doc["volumes"].as_hash().expect("top-level volumes");
     for (name, brokers, replication, port) in [
         ("shopstream", &single[..], "1", "8080"),
@@ -924,6 +951,14 @@ fn compose_file_wires_kafka_kraft_and_shopstream() {
         for (key, _) in environment(app) {
             assert!(known.contains(&key), "{name}: the binary reads no {key}");
         }
+        // A container's host name changes with every new container: the consumer group
+        // Kafka's tools show is named, once per instance.
+        let group = env_value(app, "SHOPSTREAM_CONSUMER_GROUP")
+            .unwrap_or_else(|| panic!("{name}: no SHOPSTREAM_CONSUMER_GROUP"));
+        assert!(
+            groups.insert(group.clone()),
+            "{name} shares the group {group}"
+        );
         assert_eq!(strings(&app["ports"]), [format!("{port}:8080")], "{name}");
         let mounts = strings(&app["volumes"]);
         assert_eq!(mounts.len(), 1, "{name}: {mounts:?}");
