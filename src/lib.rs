@@ -340,9 +340,9 @@ async fn run_pipeline(
     }
 }
 
-/// Reports the replay at start while it runs: a log line and systemd's `STATUS=` every
-/// `every` (extending systemd's start timeout while records move), then `READY=1` once it is
-/// over.
+/// Reports the replay at start while it runs: a log line (target `shopstream::progress`) and
+/// systemd's `STATUS=` every `every` (extending systemd's start timeout while records move),
+/// then `READY=1` once it is over.
 async fn follow_replay(
     catch_up: Arc<CatchUp>,
     notifier: Option<Arc<notify::Notifier>>,
@@ -363,6 +363,7 @@ async fn follow_replay(
             break;
         }
         tracing::info!(
+            target: "shopstream::progress",
             records_done = progress.records_done,
             records_total = progress.records_total,
             percent = (progress.fraction() * 1000.0).round() / 10.0,

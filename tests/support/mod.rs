@@ -274,7 +274,8 @@ impl Drop for TestApp {
 }
 
 /// What the [`TestApp`]s of this test process log, kept in memory as JSON lines (as
-/// `--log-format json` writes them): warnings and the access log (`shopstream::access`). Every
+/// `--log-format json` writes them): warnings, the access log (`shopstream::access`) and the
+/// progress reports (`shopstream::progress`). Every
 /// TestApp of a test binary writes here: a test picks its own lines by what only it has, its
 /// topic names or its request ids.
 pub mod logs {
@@ -283,8 +284,9 @@ pub mod logs {
 
     use tracing_subscriber::EnvFilter;
 
-    /// What is captured, in the form of `RUST_LOG`.
-    const CAPTURED: &str = "warn,shopstream::access=info";
+    /// What is captured, in the form of `RUST_LOG`: warnings, the access log and the progress
+    /// reports of long work.
+    const CAPTURED: &str = "warn,shopstream::access=info,shopstream::progress=info";
 
     fn lines_so_far() -> &'static Arc<Mutex<Vec<u8>>> {
         static BYTES: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
