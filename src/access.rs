@@ -50,7 +50,7 @@ const COOKIE_VERSION: &str = "v1";
 
 /// What a token may do. `Viewer` < `Client` < `Admin`; `Metrics` may read `/metrics` only,
 /// so that a Prometheus scraper never holds a token that can do more.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Metrics,
@@ -122,7 +122,7 @@ impl Needed {
 }
 
 /// How a request proved who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Via {
     /// No token is configured: a loopback client (or any client, with

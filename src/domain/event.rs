@@ -16,7 +16,17 @@ use super::money::Money;
 
 /// The three topics, by the role they play (their names may carry a prefix).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum TopicRole {
@@ -62,7 +72,17 @@ impl fmt::Display for TopicRole {
 
 /// Where a record sits in Kafka.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 pub struct Position {
     pub topic: TopicRole,
@@ -71,7 +91,9 @@ pub struct Position {
 }
 
 /// What happened, as `event_type` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub enum EventType {
     #[serde(rename = "order.created")]
     OrderCreated,
@@ -131,7 +153,9 @@ pub struct OrderDetails {
 }
 
 /// Outcome of a payment, with the seed's spelling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub enum PaymentStatus {
     #[serde(rename = "SUCCESS")]
     Success,
@@ -171,7 +195,17 @@ pub struct PaymentDetails {
 /// Where a parcel is, with the seed's spelling ("In Transit", ...). Ordered: a delivery only
 /// moves forward.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 pub enum DeliveryStatus {
     #[serde(rename = "Shipped")]
@@ -238,7 +272,7 @@ pub enum EventBody {
 
 /// One topic as the broker knows it (learnt by `kafka::topics`, kept by the store so that a
 /// changed layout is noticed).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TopicInfo {
     /// Which of the three topics this is.
     pub role: TopicRole,

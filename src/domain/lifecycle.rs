@@ -17,7 +17,17 @@ use std::fmt;
 use super::event::{DeliveryStatus, EventBody, PaymentStatus, normalise};
 
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 pub enum OrderStatus {
     #[serde(rename = "Pending")]
@@ -187,7 +197,7 @@ pub fn next_status(current: Option<OrderStatus>, step: Step) -> Result<OrderStat
 }
 
 /// A command the shop's API takes on an order, each one event of the lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// `POST /api/orders/{id}/payments` (a failed payment may be retried).

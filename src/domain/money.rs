@@ -224,6 +224,57 @@ impl Serialize for Money {
     }
 }
 
+/// How the API and the records write an amount: a JSON number with exactly two decimals
+/// (`999.99`, `12.00`), never in exponent form. Requests take more ([`amount_input_schema`]).
+impl utoipa::PartialSchema for Money {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        schema_from(serde_json::json!({
+            "type": "number",
+            "format": "decimal",
+            "minimum": 0,
+            "maximum": 999_999_999_999_999.99,
+            "description": "An exact amount, written as a JSON number with exactly two decimals \
+                (`999.99`, `12.00`) and never in exponent form: read it from its text as a \
+                decimal (or into integer cents), not as binary floating point.",
+            "examples": [999.99, 12.0],
+        }))
+    }
+}
+
+impl utoipa::ToSchema for Money {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Amount".into()
+    }
+}
+
+/// An amount a request may send: a decimal string or a JSON number, at most 2 decimals, no
+/// exponent, no leading zeros, greater than 0, at most `max` when given (the text rules of
+/// [`Money::parse_decimal`]).
+pub fn amount_input_schema(max: Option<Money>) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    let mut number = serde_json::json!({"type": "number", "exclusiveMinimum": 0});
+    if let Some(max) = max {
+        number["maximum"] = serde_json::Value::from(max.minor() as f64 / 100.0);
+    }
+    schema_from(serde_json::json!({
+        "description": format!(
+            "An exact amount: a decimal string or a JSON number, with at most {} decimals, \
+             no exponent, no leading zeros, no sign, spaces or separators; greater than 0{}.",
+            Money::DECIMALS,
+            max.map(|m| format!(" and at most {m}")).unwrap_or_default()
+        ),
+        "oneOf": [
+            {"type": "string", "pattern": "^([1-9][0-9]{0,14}(\\.[0-9]{1,2})?|0\\.([1-9][0-9]?|0[1-9]))$"},
+            number,
+        ],
+        "examples": ["999.99", 12.5],
+    }))
+}
+
+/// A schema written as JSON (those the derive cannot say).
+fn schema_from(value: serde_json::Value) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    serde_json::from_value(value).expect("a valid schema")
+}
+
 /// A JSON number or string, under [`Money::from_json`]'s rules.
 impl<'de> Deserialize<'de> for Money {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Money, D::Error> {

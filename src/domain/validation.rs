@@ -24,7 +24,7 @@ use super::lifecycle::OrderStatus;
 use super::money::Money;
 
 /// One problem with one field of a request body.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// The field's name; `""` for the body as a whole.
     pub field: String,
@@ -100,21 +100,24 @@ pub const MAX_QUANTITY: u32 = 1000;
 /// The currency of an order that names none, as in the seed.
 pub const DEFAULT_CURRENCY: &str = "EUR";
 
-const NAME_MAX: usize = 100;
+pub const NAME_MAX: usize = 100;
 /// RFC 5321's limit on a whole address.
-const EMAIL_MAX: usize = 254;
+pub const EMAIL_MAX: usize = 254;
 /// RFC 5321's limit on the part before the `@`.
 const EMAIL_LOCAL_MAX: usize = 64;
 /// DNS's limit on one label of a domain.
 const DOMAIN_LABEL_MAX: usize = 63;
-const PRODUCT_MAX: usize = 200;
-const ADDRESS_MAX: usize = 300;
+pub const PRODUCT_MAX: usize = 200;
+pub const ADDRESS_MAX: usize = 300;
 /// Order ids are UUIDs when shopstream makes them; foreign producers get some room.
-const ORDER_ID_MAX: usize = 100;
-const CARRIER_MAX: usize = 60;
-const REASON_MAX: usize = 200;
+pub const ORDER_ID_MAX: usize = 100;
+pub const CARRIER_MAX: usize = 60;
+pub const REASON_MAX: usize = 200;
 /// For fields checked against a list afterwards: the list's message says more than a length.
 const NO_MAX: usize = usize::MAX;
+
+/// Longest token a sign-in reads (the longest a token may be).
+pub const SIGN_IN_TOKEN_MAX: usize = 512;
 
 /// Most problems listed in one answer (the last of them counts the rest).
 pub const MAX_REPORTED: usize = 20;
@@ -560,7 +563,7 @@ pub fn cancel_request(body: &RawValue) -> Result<Option<String>, Invalid> {
 /// [`Invalid`] with every problem found.
 pub fn sign_in(body: &RawValue) -> Result<String, Invalid> {
     let mut f = Fields::new(body, &["token"])?;
-    let token = f.required_text("token", 512);
+    let token = f.required_text("token", SIGN_IN_TOKEN_MAX);
     f.finish(token)
 }
 
@@ -629,7 +632,7 @@ pub struct BrowseQuery {
 
 /// Most records the event browser shows at once.
 pub const BROWSE_MAX_LIMIT: usize = 200;
-const BROWSE_DEFAULT_LIMIT: usize = 50;
+pub const BROWSE_DEFAULT_LIMIT: usize = 50;
 
 /// `topic` (required), `partition` (default 0; checked against the topic with
 /// [`BrowseQuery::check_partition`] once its partitions are known), `limit` (1 to 200, default

@@ -6,6 +6,8 @@
 //! - [`guard`]: who may ask what (tokens, roles, origins, hosts), the sign-in, and the security
 //!   headers of every answer.
 //! - [`routes`]: one `match` from (method, path) to a handler.
+//! - [`openapi`]: `GET /api/openapi.json`, described from the route table and the answer
+//!   types.
 //! - [`error`]: the one error type every handler returns.
 //! - [`upgrade`]: the WebSocket handshake of `GET /ws`, which hands the socket to a live
 //!   session.
@@ -14,6 +16,7 @@ pub mod assets;
 pub mod error;
 pub mod guard;
 pub mod metrics;
+pub mod openapi;
 pub mod request;
 pub mod routes;
 pub mod upgrade;

@@ -28,7 +28,7 @@ type Answer = Result<Response, ApiError>;
 
 /// What a request asks for, once routed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
+pub(super) enum Route {
     Healthz,
     Readyz,
     Metrics,
@@ -56,13 +56,15 @@ enum Route {
     Session,
     SignIn,
     SignOut,
+    OpenApi,
+    AsyncApi,
 }
 
 /// The one route table: method, path (a `{id}` segment matches any one segment), route, and
 /// the least role that may use it (see [`crate::access`]; the README maps them). A `GET`
 /// route answers `HEAD` too. A path that matches with another method is a 405 whose `Allow`
 /// header lists the methods of its routes.
-const ROUTES: &[(&str, &str, Route, Needed)] = &[
+pub(super) const ROUTES: &[(&str, &str, Route, Needed)] = &[
     ("GET", "/healthz", Route::Healthz, Needed::Probe),
     ("GET", "/readyz", Route::Readyz, Needed::Probe),
     ("GET", "/metrics", Route::Metrics, Needed::Metrics),
@@ -135,6 +137,10 @@ const ROUTES: &[(&str, &str, Route, Needed)] = &[
         Needed::Admin,
     ),
     ("POST", "/api/store/backup", Route::Backup, Needed::Admin),
+    // The documents describe the API and the records; like the dashboard's files, they hold
+    // no data.
+    ("GET", "/api/openapi.json", Route::OpenApi, Needed::Public),
+    ("GET", "/api/asyncapi.json", Route::AsyncApi, Needed::Public),
 ];
 
 /// Why a request has no route.
@@ -303,6 +309,11 @@ async fn answer(state: Arc<AppState>, request: Request, peer: SocketAddr) -> Res
         Route::Simulator => Ok(json_response(StatusCode::OK, &state.simulator.view())),
         Route::SimulatorSettings => simulator_settings(&state, request).await,
         Route::Backup => backup(&state).await,
+        Route::OpenApi => Ok(json_text_response(StatusCode::OK, super::openapi::json())),
+        Route::AsyncApi => Ok(json_text_response(
+            StatusCode::OK,
+            crate::messages::asyncapi::json(),
+        )),
     };
     answer.unwrap_or_else(ApiError::into_response)
 }

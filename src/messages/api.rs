@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::domain::demo::CARRIERS;
 use serde_json::value::RawValue;
@@ -21,10 +22,11 @@ use crate::domain::validation::{CURRENCIES, DEFAULT_CURRENCY};
 
 /// `GET /api/rules`: the shop's vocabulary and lifecycle, from the rules the server itself
 /// applies, so that the dashboard holds no copy of them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Rules {
     /// Every order status, in lifecycle order.
     pub order_statuses: Vec<OrderStatus>,
+    #[schema(value_type = Vec<PaymentStatus>)]
     pub payment_statuses: Vec<&'static str>,
     /// Every delivery status, in the order a parcel goes through them.
     pub delivery_statuses: Vec<DeliveryStatus>,
@@ -49,6 +51,7 @@ pub struct Rules {
     /// How many decimals every amount the API writes has.
     pub amount_decimals: u32,
     pub default_currency: &'static str,
+    #[schema(value_type = Vec<TopicRole>, min_items = 3, max_items = 3)]
     pub topics: [TopicRole; 3],
 }
 
@@ -92,13 +95,19 @@ impl Rules {
 
 /// The answer to a write: the record value under the kind of thing written, and where the
 /// event landed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct WriteAck<'a> {
+    /// The order's record value (`order.created` or `order.cancelled`), as written to Kafka.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::record::order_value_schema)]
     pub order: Option<&'a RawValue>,
+    /// The payment's record value, as written to Kafka.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::record::payment_value_schema)]
     pub payment: Option<&'a RawValue>,
+    /// The delivery's record value, as written to Kafka.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = super::record::delivery_value_schema)]
     pub delivery: Option<&'a RawValue>,
     pub kafka: Position,
 }
@@ -121,13 +130,13 @@ impl<'a> WriteAck<'a> {
 }
 
 /// `{"error": {...}}`: every error answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody<'a> {
     pub error: ErrorDetail<'a>,
 }
 
 /// A stable machine `code`, a `message` a person can act on, and what else helps.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct ErrorDetail<'a> {
     pub code: &'a str,
     pub message: &'a str,
@@ -136,9 +145,11 @@ pub struct ErrorDetail<'a> {
     pub field: Option<&'a str>,
     /// Every field error of a validation error.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<FieldError>>)]
     pub fields: Option<&'a [FieldError]>,
     /// The methods a path answers (a 405).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
     pub allow: Option<&'a [String]>,
     /// Where a written event landed (a write that was not visible in time).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -146,7 +157,7 @@ pub struct ErrorDetail<'a> {
 }
 
 /// A page of a list: newest first; `next_cursor` goes on where it stopped.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
@@ -154,7 +165,7 @@ pub struct Page<T> {
 
 /// A listing's answer: a [`Page`] and, when filtered by status, that status in its own
 /// spelling (`FAILED` for `?status=failed`), so that a client matches rows as the server did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Listed<T> {
     #[serde(flatten)]
     pub page: Page<T>,
@@ -173,11 +184,13 @@ impl<T> Page<T> {
 
 /// An order without its timeline (a list row); the order's fields are absent while only
 /// events of other topics were read for it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderSummary {
     pub order_id: String,
     pub status: Option<OrderStatus>,
+    #[schema(format = DateTime)]
     pub created_at: Option<String>,
+    #[schema(format = DateTime)]
     pub updated_at: String,
     pub anomalies: usize,
     /// The number of the last event applied to the order (see the live frames' `seq`).
@@ -198,51 +211,61 @@ pub struct OrderSummary {
     pub address: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentView {
     pub payment_id: String,
     pub order_id: String,
     pub amount: Money,
     pub currency: String,
     pub method: String,
+    #[schema(value_type = PaymentStatus)]
     pub status: &'static str,
     pub failure_reason: Option<String>,
+    #[schema(format = DateTime)]
     pub timestamp: String,
     pub kafka: Position,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryView {
     pub delivery_id: String,
     pub order_id: String,
     pub address: String,
+    #[schema(value_type = DeliveryStatus)]
     pub status: &'static str,
     pub carrier: Option<String>,
+    #[schema(format = Date)]
     pub estimated_date: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
     pub kafka: Position,
 }
 
 /// One event of an order's timeline, with its record value as it was written.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TimelineItem {
     pub event_id: String,
     pub event_type: EventType,
     pub topic: TopicRole,
     pub partition: i32,
     pub offset: i64,
+    #[schema(format = DateTime)]
     pub time: String,
     /// The order's status after this event, along the history in timeline order (an anomaly
     /// leaves it as it was).
     pub order_status: Option<OrderStatus>,
+    /// The record value as its producer wrote it (shopstream's are described by
+    /// `/api/asyncapi.json`; another producer's may hold other fields); `null` if not JSON.
+    #[schema(value_type = Value)]
     pub data: Option<Box<RawValue>>,
     /// Why the event breaks the lifecycle, if it does.
     pub anomaly: Option<String>,
 }
 
 /// An order, its timeline across the three topics, its payments and deliveries.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderDetail {
     #[serde(flatten)]
     pub summary: OrderSummary,
@@ -252,19 +275,19 @@ pub struct OrderDetail {
 }
 
 /// `GET /api/orders/{id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderAnswer {
     pub order: OrderDetail,
 }
 
 /// `GET /api/deliveries/{id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryAnswer {
     pub delivery: DeliveryView,
 }
 
 /// `GET /api/stats`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Stats {
     pub orders: OrderCounts,
     pub revenue: Vec<Revenue>,
@@ -275,7 +298,7 @@ pub struct Stats {
     pub events: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderCounts {
     pub total: u64,
     /// Every status, zero included.
@@ -284,13 +307,13 @@ pub struct OrderCounts {
 }
 
 /// Revenue of paid orders in one currency.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Revenue {
     pub currency: String,
     pub amount: Money,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentCounts {
     pub succeeded: u64,
     pub failed: u64,
@@ -298,14 +321,16 @@ pub struct PaymentCounts {
     pub success_ratio: Option<f64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryCounts {
     pub total: u64,
 }
 
 /// Orders created in one minute and their revenue.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MinuteRow {
+    /// The minute's start.
+    #[schema(format = DateTime)]
     pub minute: String,
     pub orders: u64,
     pub revenue: Money,
@@ -313,8 +338,9 @@ pub struct MinuteRow {
 
 /// `GET /api/session` (and the answer to a sign-out): how the server authenticates
 /// (`tokens`, `loopback` or `open`) and who the caller is.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionView {
+    #[schema(schema_with = session_mode_schema)]
     pub mode: &'static str,
     pub authenticated: bool,
     pub role: Option<crate::access::Role>,
@@ -322,22 +348,24 @@ pub struct SessionView {
 }
 
 /// `POST /api/session`: signed in, with this role (the cookie holds the session).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SignedIn {
     pub role: crate::access::Role,
 }
 
 /// `GET /healthz`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
+    #[schema(schema_with = health_status_schema)]
     pub status: &'static str,
     pub version: &'static str,
     pub uptime_seconds: u64,
 }
 
 /// `GET /readyz`: ready, or unavailable with the reason.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness<'a> {
+    #[schema(schema_with = readiness_status_schema)]
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caught_up: Option<bool>,
@@ -387,7 +415,7 @@ impl From<crate::kafka::consumer::ReplayProgress> for Replay {
 }
 
 /// A partition that makes no progress, and why.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StalledPartition {
     pub topic: TopicRole,
     pub partition: i32,
@@ -412,14 +440,16 @@ impl From<crate::kafka::consumer::Stall> for StalledPartition {
 
 /// The topics shopstream found (the brokers' addresses are in `/api/kafka`, for viewers: the
 /// probes are open to everyone).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct KafkaTopics<'a> {
+    #[schema(value_type = Vec<TopicInfo>)]
     pub topics: &'a [TopicInfo],
 }
 
 /// `GET /api/kafka`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct KafkaOverview<'a> {
+    #[schema(value_type = Vec<String>)]
     pub brokers: &'a [String],
     pub caught_up: bool,
     /// The replay of the log at start, once the consumers run.
@@ -430,15 +460,16 @@ pub struct KafkaOverview<'a> {
 
 /// Where the replay at start began and how much of the log it read (all it will once
 /// `caught_up`): a restart from the store reads only what came after its offsets.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StartReplay {
     /// `stored offsets` or `earliest offsets`.
+    #[schema(schema_with = start_from_schema)]
     pub from: &'static str,
     pub replayed_records: u64,
 }
 
 /// One partition on the broker and shopstream's position in it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PartitionRow<'a> {
     pub topic: TopicRole,
     pub topic_name: &'a str,
@@ -456,11 +487,12 @@ pub struct PartitionRow<'a> {
     pub aborted_records: u64,
     /// Why the partition makes no progress while it has something to read, if it does not.
     pub stalled: Option<String>,
+    #[schema(format = DateTime)]
     pub last_record_time: Option<String>,
 }
 
 /// `GET /api/events`: records of one partition, read from Kafka.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BrowsedRecords {
     pub topic: TopicRole,
     pub partition: i32,
@@ -469,22 +501,26 @@ pub struct BrowsedRecords {
 }
 
 /// One record as the log holds it, and what shopstream reads in it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BrowsedRecord {
     pub offset: i64,
+    /// The record's Kafka timestamp.
+    #[schema(format = DateTime)]
     pub timestamp: String,
     pub key: Option<String>,
     pub headers: BTreeMap<String, String>,
     /// The event type shopstream reads, `null` for a record it skips.
+    #[schema(value_type = Option<EventType>)]
     pub event_type: Option<&'static str>,
     /// The value as written, `null` when it is not JSON.
+    #[schema(value_type = Value)]
     pub data: Option<Box<RawValue>>,
     /// Why shopstream skips the record.
     pub error: Option<String>,
 }
 
 /// `GET /api/simulator`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SimulatorView {
     pub running: bool,
     pub rate: f64,
@@ -495,11 +531,44 @@ pub struct SimulatorView {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SimulatorCounts {
     pub orders: u64,
     pub payments: u64,
     pub deliveries: u64,
+}
+
+/// A string that is one of `values`, for the `&'static str` fields whose values are fixed.
+fn one_of(values: &[&str], description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    let schema = serde_json::json!({"type": "string", "enum": values, "description": description});
+    serde_json::from_value(schema).expect("a string enum is a schema")
+}
+
+fn session_mode_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    one_of(
+        &["tokens", "loopback", "open"],
+        "How the server authenticates: tokens are configured; no token and loopback clients \
+         only; no token and every client (`--allow-unauthenticated`).",
+    )
+}
+
+fn health_status_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    one_of(&["ok"], "Always `ok`: the process serves.")
+}
+
+fn readiness_status_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    one_of(
+        &["ready", "degraded", "unavailable"],
+        "`ready`; `degraded` (200) while a partition is stalled; `unavailable` (503) with the \
+         reason in `error`.",
+    )
+}
+
+fn start_from_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    one_of(
+        &["stored offsets", "earliest offsets"],
+        "Where the replay at start began.",
+    )
 }
 
 #[cfg(test)]

@@ -1,9 +1,13 @@
 //! The JSON shopstream sends, as typed serde structs, in one place: the frames of the live
 //! stream here (the event frame is built once per committed event by the store and shared by
-//! every client), the API's answers in [`api`], Kafka record values in [`record`].
+//! every client), the API's answers in [`api`], Kafka record values in [`record`], the
+//! request bodies' schemas in [`requests`], and the records' AsyncAPI document in
+//! [`asyncapi`].
 
 pub mod api;
+pub mod asyncapi;
 pub mod record;
+pub mod requests;
 
 use std::sync::Arc;
 

@@ -16,67 +16,172 @@ use crate::domain::event::{
     normalise, parse_time,
 };
 use crate::domain::json::{self, Kind};
+use crate::domain::lifecycle::OrderStatus;
 use crate::domain::money::Money;
+use utoipa::{PartialSchema, ToSchema};
 
-/// The value of an `order.created` record.
-#[derive(Serialize)]
-struct OrderCreatedValue<'a> {
+/// The value of an `order.created` record: the seed's order fields and shopstream's own, in
+/// name order.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct OrderCreatedValue<'a> {
     address: &'a str,
     amount: Money,
+    /// ISO 4217 code.
     currency: &'a str,
     customer_email: &'a str,
     customer_name: &'a str,
+    /// The de-duplication key: a UUID from shopstream, derived from the record's position for
+    /// a foreign record without one.
+    #[schema(format = "uuid")]
     event_id: &'a str,
+    #[schema(schema_with = order_created_type)]
     event_type: &'static str,
+    /// The record's key too.
     order_id: &'a str,
     product: &'a str,
+    #[schema(minimum = 1)]
     quantity: u32,
+    /// The seed's field: always `Pending` on a new order.
+    #[schema(schema_with = pending_status)]
     status: &'static str,
+    /// When the event happened: RFC 3339, UTC, microseconds.
+    #[schema(format = DateTime)]
     timestamp: String,
 }
 
 /// The value of an `order.cancelled` record.
-#[derive(Serialize)]
-struct OrderCancelledValue<'a> {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct OrderCancelledValue<'a> {
+    #[schema(format = "uuid")]
     event_id: &'a str,
+    #[schema(schema_with = order_cancelled_type)]
     event_type: &'static str,
     order_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
+    #[schema(schema_with = cancelled_status)]
     status: &'static str,
+    #[schema(format = DateTime)]
     timestamp: String,
 }
 
 /// The value of a `payment.processed` record.
-#[derive(Serialize)]
-struct PaymentValue<'a> {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PaymentValue<'a> {
     amount: Money,
     currency: &'a str,
+    #[schema(format = "uuid")]
     event_id: &'a str,
+    #[schema(schema_with = payment_processed_type)]
     event_type: &'static str,
+    /// Why the gateway declined (`card_declined`, `insufficient_funds`, `limit_exceeded`,
+    /// `amount_mismatch`); only on a failed payment.
     #[serde(skip_serializing_if = "Option::is_none")]
     failure_reason: Option<&'a str>,
     method: &'a str,
     order_id: &'a str,
     payment_id: &'a str,
+    #[schema(value_type = PaymentStatus)]
     status: &'static str,
+    #[schema(format = DateTime)]
     timestamp: String,
 }
 
 /// The value of a `delivery.created` or `delivery.updated` record.
-#[derive(Serialize)]
-struct DeliveryValue<'a> {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DeliveryValue<'a> {
     address: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     carrier: Option<&'a str>,
     delivery_id: &'a str,
     /// `null` when unknown: the seed's records always have the field.
+    #[schema(format = Date, required = true)]
     estimated_date: Option<String>,
+    #[schema(format = "uuid")]
     event_id: &'a str,
+    #[schema(schema_with = delivery_type)]
     event_type: &'static str,
     order_id: &'a str,
+    #[schema(value_type = DeliveryStatus)]
     status: &'static str,
+    #[schema(format = DateTime)]
     timestamp: String,
+}
+
+/// A string that can only be `value`.
+fn constant(value: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    schema(serde_json::json!({"type": "string", "enum": [value]}))
+}
+
+fn schema(value: serde_json::Value) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    serde_json::from_value(value).expect("a valid schema")
+}
+
+fn order_created_type() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    constant(EventType::OrderCreated.as_str())
+}
+
+fn order_cancelled_type() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    constant(EventType::OrderCancelled.as_str())
+}
+
+fn payment_processed_type() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    constant(EventType::PaymentProcessed.as_str())
+}
+
+fn delivery_type() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    schema(serde_json::json!({
+        "type": "string",
+        "enum": [EventType::DeliveryCreated.as_str(), EventType::DeliveryUpdated.as_str()],
+    }))
+}
+
+fn pending_status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    constant(OrderStatus::Pending.as_str())
+}
+
+fn cancelled_status() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    constant(OrderStatus::Cancelled.as_str())
+}
+
+/// A reference to the component schema of `T`.
+fn reference<T: ToSchema>() -> serde_json::Value {
+    serde_json::json!({"$ref": format!("#/components/schemas/{}", T::name())})
+}
+
+/// The value of an orders record: `order.created` or `order.cancelled`.
+pub fn order_value_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    schema(serde_json::json!({
+        "oneOf": [reference::<OrderCreatedValue<'static>>(), reference::<OrderCancelledValue<'static>>()],
+    }))
+}
+
+/// The value of a payments record.
+pub fn payment_value_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    schema(reference::<PaymentValue<'static>>())
+}
+
+/// The value of a deliveries record.
+pub fn delivery_value_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    schema(reference::<DeliveryValue<'static>>())
+}
+
+/// The record value schemas by name, each with the schemas it refers to.
+pub fn value_schemas() -> Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)> {
+    let mut schemas = Vec::new();
+    for (name, schema) in [
+        (OrderCreatedValue::name(), OrderCreatedValue::schema()),
+        (OrderCancelledValue::name(), OrderCancelledValue::schema()),
+        (PaymentValue::name(), PaymentValue::schema()),
+        (DeliveryValue::name(), DeliveryValue::schema()),
+    ] {
+        schemas.push((name.into_owned(), schema));
+    }
+    OrderCreatedValue::schemas(&mut schemas);
+    OrderCancelledValue::schemas(&mut schemas);
+    PaymentValue::schemas(&mut schemas);
+    DeliveryValue::schemas(&mut schemas);
+    schemas
 }
 
 /// One record value, of whichever event.

@@ -155,7 +155,7 @@ pub struct IdempotentWrite {
 }
 
 /// Consumption state of one partition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PartitionProgress {
     pub topic: TopicRole,
     pub partition: i32,
@@ -176,6 +176,7 @@ pub struct PartitionProgress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic_id: Option<String>,
     /// Time of the last record read.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_record_time: Option<DateTime<Utc>>,
 }
 

@@ -680,9 +680,10 @@ impl Drop for Store {
 }
 
 /// What one backup wrote.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct BackupReport {
     /// The data dir to start shopstream on to run from the copy.
+    #[schema(value_type = String)]
     pub data_dir: PathBuf,
     pub keys: u64,
     pub bytes: u64,
