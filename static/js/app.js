@@ -25,6 +25,7 @@ import { ordersPage, paymentsPage, deliveriesPage } from './pages/lists.js';
 import { orderPage } from './pages/order.js';
 import { kafkaPage } from './pages/kafka.js';
 import { newOrderPage } from './pages/new-order.js';
+import { apiDocsPage } from './pages/api-docs.js';
 
 const notFoundPage = {
   title: 'Not found',
@@ -43,6 +44,7 @@ const ROUTES = [
   [/^\/deliveries\/?$/, deliveriesPage],
   [/^\/kafka\/?$/, kafkaPage],
   [/^\/new\/?$/, newOrderPage],
+  [/^\/docs\/?$/, apiDocsPage],
 ];
 
 const live = new Live();

@@ -524,6 +524,13 @@ const PAGES = [
     },
   },
   {
+    name: 'api',
+    route: () => '/docs',
+    ready: async (p) => {
+      await p.waitForSelector('#api-records-h');
+    },
+  },
+  {
     name: 'not-found',
     route: () => '/no/such/page',
     ready: async (p) => {
@@ -584,6 +591,28 @@ test('pages work at phone width in the dark theme, and the keyboard reaches the 
     const current = await page.getAttribute('nav a[href="/kafka"]', 'aria-current');
     assert(current === 'page', 'the Kafka link is not marked as the current page');
     noProblems(page, 'keyboard navigation');
+  } finally {
+    await closePage(page);
+  }
+});
+
+test('the API page shows every operation of the OpenAPI document, its answers and the records', async () => {
+  const doc = await call(server.base, 'GET', '/api/openapi.json');
+  const operations = Object.values(doc.paths).flatMap((item) => Object.keys(item)).length;
+  const page = await openPage('/docs');
+  try {
+    await page.waitForSelector('#api-records-h');
+    assert((await page.locator('details.api-operation').count()) === operations, `the page lists ${operations} operations`);
+    const list = page.locator('details#getApiOrders');
+    await list.locator('summary').click();
+    const text = await list.innerText();
+    for (const expected of ['limit', '200', '401', 'unauthenticated', 'viewer']) assert(text.includes(expected), `GET /api/orders shows ${expected}: ${text}`);
+    await page.click('a[href="#schema-ErrorBody"] >> nth=0');
+    await page.waitForFunction(() => location.hash === '#schema-ErrorBody');
+    const records = await page.locator('section[aria-label="Topic orders"]').innerText();
+    assert(records.includes('order.created') && records.includes('order.cancelled'), records);
+    assert((await page.locator('a[href="/api/asyncapi.json"]').count()) === 1, 'the AsyncAPI document is linked');
+    noProblems(page, 'API page');
   } finally {
     await closePage(page);
   }
