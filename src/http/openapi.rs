@@ -76,6 +76,9 @@ fn reference(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
 
+/// A success answer: status, description, content (media type and schema; `None`: empty).
+type Answer = (u16, &'static str, Option<(&'static str, Value)>);
+
 /// What one operation gives besides the errors every operation of its kind gives.
 struct Operation {
     tag: &'static str,
@@ -84,8 +87,8 @@ struct Operation {
     parameters: Vec<Value>,
     /// The body's schema, and whether a body is required.
     body: Option<(Value, bool)>,
-    /// Success answers: status, description, content (media type and schema; `None`: empty).
-    answers: Vec<(u16, &'static str, Option<(&'static str, Value)>)>,
+    /// Success answers.
+    answers: Vec<Answer>,
     /// This route's own error codes by status.
     errors: Vec<(u16, &'static [&'static str])>,
     /// A shop command: honours `Idempotency-Key` and `?wait=true`, answers 503 while Kafka or
