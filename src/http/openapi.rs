@@ -243,12 +243,19 @@ fn describe(route: Route, schemas: &mut Schemas) -> Operation {
             let mut op = Op::new(
                 "operations",
                 "Prometheus metrics",
-                "The Prometheus text exposition format.",
+                "The Prometheus text exposition format (`text/plain; version=0.0.4`), or \
+                 OpenMetrics 1.0 (`application/openmetrics-text; version=1.0.0`) to a scraper \
+                 whose `Accept` asks for it.",
             );
             op.answers.push((
                 200,
                 "The metrics.",
                 Some(("text/plain", json!({ "type": "string" }))),
+            ));
+            op.answers.push((
+                200,
+                "The metrics.",
+                Some(("application/openmetrics-text", json!({ "type": "string" }))),
             ));
             op
         }
@@ -684,6 +691,12 @@ fn operation(
 
     let mut responses = Map::new();
     for (status, description, content) in &op.answers {
+        let key = status.to_string();
+        if let (Some(existing), Some((media_type, schema))) = (responses.get_mut(&key), content) {
+            // Another media type of the same answer.
+            existing["content"][*media_type] = json!({ "schema": schema });
+            continue;
+        }
         let mut response = json!({
             "description": description,
             "headers": { "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" } },
@@ -698,7 +711,7 @@ fn operation(
                 "schema": { "type": "string", "const": "true" },
             });
         }
-        responses.insert(status.to_string(), response);
+        responses.insert(key, response);
     }
     for (status, codes) in common_errors(&op, needed) {
         responses.insert(
