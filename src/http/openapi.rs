@@ -227,17 +227,26 @@ fn describe(route: Route, schemas: &mut Schemas) -> Operation {
                 "operations",
                 "Readiness",
                 "200 while the broker answers and the topics exist (`caught_up`: whether the \
-                 replay at start is over; `degraded` with the stalled partitions while one makes \
-                 no progress), 503 with the reason otherwise. It says what is wrong, never where. \
-                 Open to everyone, always.",
+                 replay at start is over, `replay`: its progress; `degraded` with the stalled \
+                 partitions while one makes no progress), 503 with the reason otherwise. It says \
+                 what is wrong, never where. Open to everyone, always.",
             )
+            .parameter(query(
+                "caught_up",
+                "`true` (a startup probe's): also 503 `catching_up`, with the progress, until \
+                 the replay at start is over."
+                    .to_string(),
+                json!({ "type": "string", "enum": ["true", "false", "1", "0", ""] }),
+            ))
             .ok(200, "Ready, or degraded.", readiness.clone())
             .ok(
                 503,
                 "Not ready: `status` is `unavailable` and `error` says why (`kafka_unavailable`, \
-                 `store_unavailable`).",
+                 `store_unavailable`), or `catching_up` while the replay at start goes on and \
+                 `?caught_up=true` was asked.",
                 readiness,
             )
+            .errors(400, QUERY)
         }
         Route::Metrics => {
             let mut op = Op::new(

@@ -385,7 +385,7 @@ pub struct Readiness<'a> {
 /// The replay of the log at start: records (offsets) done out of those to go, a rate and an
 /// estimate of the time left. `records_total` is final once `total_known` (every partition
 /// looked up the end of its log); `eta_seconds` is `null` until then, and while nothing moved.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Replay {
     pub records_done: u64,
     pub records_total: u64,
@@ -558,9 +558,10 @@ fn health_status_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
 
 fn readiness_status_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     one_of(
-        &["ready", "degraded", "unavailable"],
+        &["ready", "degraded", "unavailable", "catching_up"],
         "`ready`; `degraded` (200) while a partition is stalled; `unavailable` (503) with the \
-         reason in `error`.",
+         reason in `error`; `catching_up` (503, only when `?caught_up=true` was asked) while \
+         the replay at start goes on, with its progress in `replay`.",
     )
 }
 
