@@ -91,6 +91,10 @@ impl TraceContext {
     pub fn trace_id_hex(&self) -> String {
         hex(&self.trace_id)
     }
+
+    pub fn span_id_hex(&self) -> String {
+        hex(&self.span_id)
+    }
 }
 
 /// What one HTTP request is known by in the logs and in the records it writes.

@@ -84,6 +84,30 @@ async fn a_request_is_logged_once_and_its_trace_reaches_the_record() {
         "the sampled flag is kept: {traceparent}"
     );
 
+    // The consumer that applied the event says so under the same trace, with the span the
+    // record carries as its parent.
+    let record_span = traceparent.split('-').nth(2).unwrap().to_string();
+    let applied = support::eventually(
+        "the consumer's trace line",
+        Duration::from_secs(10),
+        || async {
+            let lines = support::logs::lines(|l| {
+                l["target"] == "shopstream::trace"
+                    && l["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+            });
+            lines
+                .into_iter()
+                .next()
+                .ok_or_else(|| "no line yet".to_string())
+        },
+    )
+    .await;
+    assert_eq!(applied["message"], "event applied", "{applied}");
+    assert_eq!(applied["parent_span_id"], record_span.as_str(), "{applied}");
+    assert_eq!(applied["offset"], position["offset"], "{applied}");
+    assert_eq!(applied["partition"], position["partition"], "{applied}");
+    assert!(applied["since_written_ms"].as_i64().is_some(), "{applied}");
+
     // One access line per request, with the route's template, never the id.
     let lines = support::eventually("the access lines", Duration::from_secs(10), || async {
         let lines: Vec<Value> = support::logs::lines(|l| {

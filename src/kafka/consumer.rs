@@ -708,11 +708,18 @@ impl PartitionConsumer {
             aborted: fetched.aborted,
             topic_id,
         };
+        // The traces the records carry, kept only when someone follows them (RUST_LOG with
+        // shopstream::trace=debug): a request's trace then runs to the event's application.
+        let follow_traces = tracing::enabled!(target: TRACE_TARGET, tracing::Level::DEBUG);
+        let mut traces = Vec::new();
         let fetched: Vec<FetchedRecord> = fetched
             .records
             .into_iter()
             .filter(|r| r.offset >= offset)
             .map(|r| {
+                if follow_traces && let Some(trace) = record_trace(&r.record) {
+                    traces.push((r.offset, trace, r.record.timestamp));
+                }
                 let position = Position {
                     topic: self.role,
                     partition: self.partition,
@@ -732,6 +739,19 @@ impl PartitionConsumer {
                 counts,
             )
             .await?;
+        let applied_at = chrono::Utc::now();
+        for (offset, trace, written) in traces {
+            tracing::debug!(
+                target: TRACE_TARGET,
+                trace_id = %trace.trace_id_hex(),
+                parent_span_id = %trace.span_id_hex(),
+                topic = %self.topic_name,
+                partition = self.partition,
+                offset,
+                since_written_ms = (applied_at - written).num_milliseconds(),
+                "event applied"
+            );
+        }
         if let Some((skipped_offset, reason)) = outcome.skipped.first()
             && !self.logged_skip
         {
@@ -840,6 +860,17 @@ fn stall_of(topic: TopicRole, partition: i32, watch: &Watch, still: Duration) ->
         reason,
         seconds: still.as_secs(),
     })
+}
+
+/// The log target of the consumer's per-event trace lines (off unless asked for).
+pub const TRACE_TARGET: &str = "shopstream::trace";
+
+/// The W3C trace context a record's `traceparent` header carries, when it is well formed.
+fn record_trace(record: &rskafka::record::Record) -> Option<crate::telemetry::TraceContext> {
+    let header = record
+        .headers
+        .get(crate::domain::event::headers::TRACEPARENT)?;
+    crate::telemetry::TraceContext::parse(std::str::from_utf8(header).ok()?)
 }
 
 #[cfg(test)]

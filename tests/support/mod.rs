@@ -286,7 +286,8 @@ pub mod logs {
 
     /// What is captured, in the form of `RUST_LOG`: warnings, the access log and the progress
     /// reports of long work.
-    const CAPTURED: &str = "warn,shopstream::access=info,shopstream::progress=info";
+    const CAPTURED: &str =
+        "warn,shopstream::access=info,shopstream::progress=info,shopstream::trace=debug";
 
     fn lines_so_far() -> &'static Arc<Mutex<Vec<u8>>> {
         static BYTES: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
