@@ -1,34 +1,54 @@
-//! Load run of the real `shopstream` binary against a real broker, with references measured
+//! Load runs of the real `shopstream` binary against a real broker, with references measured
 //! on the same machine in the same run.
 //!
-//! `cargo bench --bench http_load [-- load|startup]`
+//! `cargo bench --bench http_load [-- load|startup|latency|fanout]` (no word: every part)
 //!
-//! 1. **POST rate.** The release binary runs with a fresh `--topic-prefix`; C concurrent
+//! 1. **load: POST rate.** The release binary runs with a fresh `--topic-prefix`; C concurrent
 //!    keep-alive HTTP/1.1 connections send `POST /api/orders` (valid demo orders) until a
-//!    fixed count is answered or a time limit passes. Reported: requests/s and latency
-//!    percentiles, and the server's CPU time per order (from `/proc`), for each connection
-//!    count. Reference: Kafka's own `org.apache.kafka.tools.ProducerPerformance`, same record
-//!    size, `acks=all`, `linger.ms=5`, a million records (so that the JVM's start and warm-up
-//!    do not dominate it), to a topic with the same partition count, so the result reads as
-//!    "shopstream's POST rate is x of what the broker takes from its reference producer on
-//!    this machine".
-//! 2. **Start-up with a full log.** Orders are produced straight into a fresh prefix's
-//!    `orders` topic (rskafka, big batches, shopstream's record shape), then shopstream starts
-//!    on an empty data dir and is timed until `/readyz` says `caught_up`; it is stopped with
-//!    SIGTERM and started again on the same data dir (its store and offsets), timed again.
-//!    Reference: the same records decoded and applied into a temporary store in this process.
+//!    fixed count is answered or a time limit passes, for every C of the sweep. Reported:
+//!    requests/s, latency percentiles, and CPU per order from `/proc`: the server's and the
+//!    broker's JVMs', counted from the first request until the server applied the last event
+//!    (every partition's lag is 0 in `/api/kafka`), so consumption deferred past the last
+//!    answer is not free. The load client's own CPU is shown as the share of its one core, to
+//!    tell when the client rather than the server is the limit. Two references, same record
+//!    size, in the same run:
+//!    - Kafka's own `org.apache.kafka.tools.ProducerPerformance`, `acks=all`, `linger.ms=5`,
+//!      a million records (so that the JVM's start and warm-up do not dominate it), with the
+//!      broker's CPU per record and the tool's own;
+//!    - *direct*: the same order records produced by shopstream's own producer (its lanes:
+//!      one batch per partition of whatever queued during the previous request, rskafka,
+//!      acks=all) inside this process, with as many writers in flight as HTTP connections,
+//!      without HTTP and without the consumer: what the Kafka client and the broker cost
+//!      alone, so that the rest of the server's cost reads as HTTP plus consuming and applying.
+//! 2. **startup: start-up with a full log.** Orders are produced straight into a fresh
+//!    prefix's `orders` topic (rskafka, big batches, shopstream's record shape), then
+//!    shopstream starts on an empty data dir and is timed until `/readyz` says `caught_up`; it
+//!    is stopped with SIGTERM and started again on the same data dir (its store and offsets),
+//!    timed again. Reference: the same records decoded and applied into a temporary store in
+//!    this process.
+//! 3. **latency: POST to live frame**, open loop (see `http_load/live.rs`): orders sent at
+//!    fixed times at each rate, on a fresh store and on one holding many orders; a WebSocket
+//!    client time-stamps each order's frame.
+//! 4. **fanout**: many WebSocket clients while orders arrive at a fixed rate: frames per
+//!    second, POST to frame per client, frames lost to clients that stayed connected.
 //!
 //! The broker is the one in `KAFKA_BOOTSTRAP`, or the local one of `compose/kafka-local`
-//! (started if needed, and stopped at the end only when this run started it). Everything
-//! talks to 127.0.0.1; every wait is bounded; the topics this run created are deleted.
+//! (started if needed, and stopped at the end only when this run started it). Its JVMs' pids
+//! come from `compose/kafka-local status` (set `KAFKA_LOCAL_DIR` to its state dir) or from
+//! `SHOPSTREAM_BENCH_BROKER_PIDS`. Everything talks to 127.0.0.1; every wait is bounded; the
+//! topics this run created are deleted.
 //!
-//! Environment (all optional): `SHOPSTREAM_BENCH_CONNECTIONS` (`32,64,256`: one run per count),
-//! `SHOPSTREAM_BENCH_REFERENCE_RECORDS` (1000000, never fewer), `SHOPSTREAM_BENCH_REQUESTS`
-//! (20000), `SHOPSTREAM_BENCH_SECONDS` (20, the longest the measured load may run),
-//! `SHOPSTREAM_BENCH_STARTUP_ORDERS` (100000), `SHOPSTREAM_BENCH_KEEP_BROKER=1` (never stop
-//! the local broker).
+//! Environment (all optional): `SHOPSTREAM_BENCH_CONNECTIONS` (`1,8,16,32,48,64,128,256,512,
+//! 1024`: one run per count), `SHOPSTREAM_BENCH_REFERENCE_RECORDS` (1000000, never fewer),
+//! `SHOPSTREAM_BENCH_REQUESTS` (20000), `SHOPSTREAM_BENCH_SECONDS` (20, the longest the
+//! measured load may run), `SHOPSTREAM_BENCH_DIRECT_RECORDS` (100000) and
+//! `SHOPSTREAM_BENCH_DIRECT_WRITERS` (256), `SHOPSTREAM_BENCH_STARTUP_ORDERS` (100000),
+//! `SHOPSTREAM_BENCH_KEEP_BROKER=1` (never stop the local broker), and those of the live
+//! parts (see `http_load/live.rs`).
 
 mod common;
+#[path = "http_load/live.rs"]
+mod live;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -52,6 +72,7 @@ use rskafka::record::Record;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use common::{
@@ -62,7 +83,8 @@ use shopstream::domain::demo;
 use shopstream::domain::event::{Event, EventBody, EventType, Position, TopicRole, headers};
 use shopstream::domain::partitioner::partition_for_key;
 use shopstream::domain::validation;
-use shopstream::kafka::TopicLayout;
+use shopstream::kafka::producer::{OutgoingRecord, Producer};
+use shopstream::kafka::{KafkaConnection, TopicLayout};
 use shopstream::model::store::{FetchedRecord, Store};
 use support::{Server, http};
 
@@ -83,10 +105,16 @@ struct Settings {
     reference_records: u64,
     requests: u64,
     max_duration: Duration,
+    /// Records and writers in flight of the direct (in-process producer) reference.
+    direct_records: usize,
+    direct_writers: usize,
     startup_orders: usize,
     keep_broker: bool,
     run_load: bool,
     run_startup: bool,
+    run_latency: bool,
+    run_fanout: bool,
+    live: live::LiveSettings,
 }
 
 impl Settings {
@@ -113,15 +141,20 @@ impl Settings {
                         .collect::<Vec<_>>()
                 })
                 .filter(|list| !list.is_empty())
-                .unwrap_or_else(|| vec![32, 64, 256]),
+                .unwrap_or_else(|| vec![1, 8, 16, 32, 48, 64, 128, 256, 512, 1024]),
             reference_records: number("SHOPSTREAM_BENCH_REFERENCE_RECORDS", 1_000_000, 20_000_000)
                 .max(1_000_000),
             requests: number("SHOPSTREAM_BENCH_REQUESTS", 20_000, 5_000_000),
             max_duration: Duration::from_secs(number("SHOPSTREAM_BENCH_SECONDS", 20, 600)),
+            direct_records: number("SHOPSTREAM_BENCH_DIRECT_RECORDS", 100_000, 5_000_000) as usize,
+            direct_writers: number("SHOPSTREAM_BENCH_DIRECT_WRITERS", 256, 4096) as usize,
             startup_orders: number("SHOPSTREAM_BENCH_STARTUP_ORDERS", 100_000, 5_000_000) as usize,
             keep_broker: std::env::var("SHOPSTREAM_BENCH_KEEP_BROKER").is_ok_and(|v| v == "1"),
             run_load: selected("load"),
             run_startup: selected("startup"),
+            run_latency: selected("latency"),
+            run_fanout: selected("fanout"),
+            live: live::LiveSettings::from_env(),
         }
     }
 }
@@ -150,6 +183,16 @@ async fn run(settings: &Settings, bootstrap: &str) -> Result<(), String> {
     } else {
         None
     };
+    let latency = if settings.run_latency {
+        Some(live::latency_phase(&settings.live, bootstrap, &client, &mut created_topics).await)
+    } else {
+        None
+    };
+    let fanout = if settings.run_fanout {
+        Some(live::fanout_phase(&settings.live, bootstrap, &client, &mut created_topics).await)
+    } else {
+        None
+    };
     delete_topics(&client, &created_topics).await;
 
     let mut reference_failed = None;
@@ -168,8 +211,19 @@ async fn run(settings: &Settings, bootstrap: &str) -> Result<(), String> {
             Err(e) => eprintln!("start-up run failed: {e}"),
         }
     }
-    match (load, startup) {
-        (Some(Err(e)), _) | (_, Some(Err(e))) => Err(e),
+    match &latency {
+        Some(Ok(report)) => report.print(),
+        Some(Err(e)) => eprintln!("latency run failed: {e}"),
+        None => {}
+    }
+    match &fanout {
+        Some(Ok(report)) => report.print(),
+        Some(Err(e)) => eprintln!("fan-out run failed: {e}"),
+        None => {}
+    }
+    match (load, startup, latency, fanout) {
+        (Some(Err(e)), ..) | (_, Some(Err(e)), ..) => Err(e),
+        (_, _, Some(Err(e)), _) | (.., Some(Err(e))) => Err(e),
         _ => reference_failed.map_or(Ok(()), Err),
     }
 }
@@ -398,6 +452,8 @@ struct Reference {
     p95_ms: f64,
     p99_ms: f64,
     line: String,
+    /// Broker CPU per record, and the tool's own (its JVM) as the client's.
+    cpu: CpuUse,
 }
 
 /// Parses "N records sent, X records/sec (Y MB/sec), A ms avg latency, M ms max latency,
@@ -433,11 +489,13 @@ fn parse_reference(stdout: &str) -> Option<Reference> {
         p95_ms,
         p99_ms,
         line: line.trim().to_string(),
+        cpu: CpuUse::default(),
     })
 }
 
 async fn producer_performance(
     bootstrap: &str,
+    broker: &BrokerPids,
     topic: &str,
     records: u64,
     record_size: usize,
@@ -460,18 +518,158 @@ async fn producer_performance(
         "linger.ms=5",
     ]);
     eprintln!("reference: {command:?}");
+    let before = CpuSample::now(None, broker);
+    let tool_before = children_cpu_time();
     let output = tokio::task::spawn_blocking(move || {
         support::run_with_stdin(&mut command, b"", REFERENCE_TIMEOUT)
     })
     .await
     .map_err(|e| e.to_string())??;
+    let after = CpuSample::now(None, broker);
+    let tool = tool_before
+        .zip(children_cpu_time())
+        .map(|(a, b)| b.saturating_sub(a));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    parse_reference(&stdout).ok_or_else(|| {
+    let mut reference = parse_reference(&stdout).ok_or_else(|| {
         format!(
             "ProducerPerformance gave no summary ({}):\n{stdout}\n{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         )
+    })?;
+    // The JVM's start is in its CPU time too: with a million records it is a small part.
+    reference.cpu = CpuUse {
+        broker_us: before.per(&after, reference.records).broker_us,
+        client_us: tool.map(|t| t.as_secs_f64() * 1e6 / reference.records.max(1) as f64),
+        ..CpuUse::default()
+    };
+    Ok(reference)
+}
+
+/// The direct reference: shopstream's producer in this process.
+struct Direct {
+    records: usize,
+    writers: usize,
+    per_second: f64,
+    /// Latency of each send, µs, sorted.
+    latencies: Vec<u64>,
+    /// `client_us` is this process: shopstream's producer lanes and rskafka.
+    cpu: CpuUse,
+}
+
+/// Order records as shopstream writes them (value, key, headers), built before the clock runs.
+fn direct_records(count: usize) -> Vec<OutgoingRecord> {
+    let mut rng = rand::rng();
+    (0..count)
+        .map(|_| {
+            let order_id = Uuid::new_v4().to_string();
+            let time = Utc::now();
+            let event = order_event(
+                order_id.clone(),
+                time,
+                EventBody::OrderCreated(demo::demo_order(&mut rng)),
+            );
+            OutgoingRecord {
+                key: order_id,
+                value: event.to_bytes(),
+                headers: BTreeMap::from([
+                    (headers::EVENT_TYPE.to_string(), b"order.created".to_vec()),
+                    (
+                        headers::CONTENT_TYPE.to_string(),
+                        b"application/json".to_vec(),
+                    ),
+                    (headers::PRODUCER.to_string(), b"shopstream-bench".to_vec()),
+                ]),
+                time,
+            }
+        })
+        .collect()
+}
+
+/// Writes `direct_records` order records through shopstream's own `Producer` (its lanes and
+/// their batching, rskafka, acks=all) from `direct_writers` tasks that each wait for their
+/// acknowledgement before the next send, as an HTTP connection does. No HTTP, no consumer.
+async fn direct_reference(
+    settings: &Settings,
+    bootstrap: &str,
+    broker: &BrokerPids,
+    client: &Client,
+    created: &mut Vec<String>,
+) -> Result<Direct, String> {
+    use clap::Parser;
+
+    let prefix = unique_prefix("direct");
+    for role in TopicRole::ALL {
+        create_topic(client, &format!("{prefix}{role}"), created).await?;
+    }
+    let config = shopstream::Config::try_parse_from([
+        "shopstream",
+        "--kafka",
+        bootstrap,
+        "--topic-prefix",
+        &prefix,
+    ])
+    .map_err(|e| e.to_string())?;
+    let timeout = config.kafka_timeout;
+    let shutdown = CancellationToken::new();
+    let kafka = KafkaConnection::start(Arc::new(config), shutdown.clone());
+    let producer = Producer::new(kafka.clone(), timeout, shutdown.clone());
+    let started = Instant::now();
+    while kafka.ready_session().is_err() {
+        if started.elapsed() > READY_TIMEOUT {
+            shutdown.cancel();
+            return Err("the in-process producer did not connect".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let records = Arc::new(direct_records(settings.direct_records));
+    eprintln!(
+        "direct: {} records from {} writers through shopstream's producer",
+        records.len(),
+        settings.direct_writers
+    );
+    let next = Arc::new(AtomicU64::new(0));
+    let before = CpuSample::now(None, broker);
+    let mut writers = JoinSet::new();
+    for _ in 0..settings.direct_writers {
+        let (producer, records, next) = (producer.clone(), Arc::clone(&records), Arc::clone(&next));
+        writers.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failed = 0u64;
+            loop {
+                let ticket = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(record) = records.get(ticket) else {
+                    break;
+                };
+                let sent = Instant::now();
+                match producer.send(TopicRole::Orders, record.clone()).await {
+                    Ok(_) => latencies.push(sent.elapsed().as_micros() as u64),
+                    Err(_) => failed += 1,
+                }
+            }
+            (latencies, failed)
+        });
+    }
+    let mut latencies = Vec::with_capacity(records.len());
+    let mut failed = 0;
+    while let Some(done) = writers.join_next().await {
+        let (l, f) = done.map_err(|e| e.to_string())?;
+        latencies.extend(l);
+        failed += f;
+    }
+    let after = CpuSample::now(None, broker);
+    shutdown.cancel();
+    if failed > 0 {
+        eprintln!("direct: {failed} sends failed");
+    }
+    latencies.sort_unstable();
+    let written = latencies.len() as u64;
+    Ok(Direct {
+        records: records.len(),
+        writers: settings.direct_writers,
+        per_second: written as f64 / after.at.duration_since(before.at).as_secs_f64(),
+        latencies,
+        cpu: before.per(&after, written),
     })
 }
 
@@ -508,14 +706,18 @@ struct LoadReport {
     record_size: usize,
     warm_up: u64,
     result: LoadResult,
-    /// The server's CPU time (user + system, from `/proc`) per answered order, in µs.
-    server_cpu_per_order_us: Option<f64>,
+    /// CPU (user + system, from `/proc`) per answered order, from the first request until
+    /// the last event was applied.
+    cpu: CpuUse,
+    /// From the last answer until the server had applied every event.
+    drain: Duration,
 }
 
-/// Every connection count's run, then the reference once.
+/// Every connection count's run, then the references once.
 struct LoadSweep {
     runs: Vec<LoadReport>,
     reference: Result<Reference, String>,
+    direct: Result<Direct, String>,
 }
 
 /// The load runs (a fresh shopstream on fresh topics each), then Kafka's own producer on the
@@ -526,16 +728,28 @@ async fn load_sweep(
     client: &Client,
     created: &mut Vec<String>,
 ) -> Result<LoadSweep, String> {
+    let broker = BrokerPids::find(bootstrap);
     let mut runs = Vec::new();
     for &connections in &settings.connections {
-        runs.push(load_phase(settings, connections, bootstrap, client, created).await?);
+        runs.push(load_phase(settings, connections, bootstrap, &broker, client, created).await?);
     }
     let record_size = runs.first().map_or(0, |r| r.record_size);
+    let direct = direct_reference(settings, bootstrap, &broker, client, created).await;
     let topic = format!("{}perf", unique_prefix("reference"));
     create_topic(client, &topic, created).await?;
-    let reference =
-        producer_performance(bootstrap, &topic, settings.reference_records, record_size).await;
-    Ok(LoadSweep { runs, reference })
+    let reference = producer_performance(
+        bootstrap,
+        &broker,
+        &topic,
+        settings.reference_records,
+        record_size,
+    )
+    .await;
+    Ok(LoadSweep {
+        runs,
+        reference,
+        direct,
+    })
 }
 
 /// CPU time (user + system) of process `pid` so far, from `/proc/<pid>/stat`.
@@ -548,10 +762,155 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// CPU time of this process's children that were waited for (`cutime` + `cstime`): what a
+/// tool run to its end, and everything it waited for in turn, used.
+fn children_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(13)?.parse::<u64>().ok()? + fields.get(14)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The broker's JVM processes, whose CPU time `/proc` gives.
+struct BrokerPids(Vec<u32>);
+
+impl BrokerPids {
+    /// From `SHOPSTREAM_BENCH_BROKER_PIDS` (comma-separated), or from `compose/kafka-local
+    /// status` (its `KAFKA_LOCAL_DIR`): the running nodes whose broker address is in
+    /// `bootstrap`. Empty (and said so) when neither names a live java process.
+    fn find(bootstrap: &str) -> Self {
+        let listed: Vec<u32> = match std::env::var("SHOPSTREAM_BENCH_BROKER_PIDS") {
+            Ok(pids) => pids
+                .split(',')
+                .filter_map(|p| p.trim().parse().ok())
+                .collect(),
+            Err(_) => Command::new(support::repo_root().join("compose/kafka-local"))
+                .arg("status")
+                .output()
+                .map(|out| {
+                    String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .filter(|line| line.ends_with("running"))
+                        .filter(|line| {
+                            line.split_whitespace()
+                                .skip_while(|w| *w != "broker")
+                                .nth(1)
+                                .is_some_and(|addr| bootstrap.split(',').any(|b| b == addr))
+                        })
+                        .filter_map(|line| {
+                            line.split_whitespace()
+                                .skip_while(|w| *w != "pid")
+                                .nth(1)?
+                                .parse()
+                                .ok()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let pids: Vec<u32> = listed
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "java")
+            })
+            .collect();
+        if pids.is_empty() {
+            eprintln!(
+                "the broker's JVM pids are unknown (set KAFKA_LOCAL_DIR to its state dir, or \
+                 SHOPSTREAM_BENCH_BROKER_PIDS): no broker CPU figures"
+            );
+        } else {
+            eprintln!("broker JVM pids: {pids:?}");
+        }
+        Self(pids)
+    }
+
+    fn cpu(&self) -> Option<Duration> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.iter().map(|&pid| cpu_time(pid)).sum()
+    }
+}
+
+/// CPU times of the server, the broker and this process (the load client) at one instant.
+#[derive(Clone, Copy)]
+struct CpuSample {
+    at: Instant,
+    server: Option<Duration>,
+    broker: Option<Duration>,
+    client: Option<Duration>,
+}
+
+/// CPU per unit of work between two samples, in µs, and the client's share of its one core.
+#[derive(Clone, Copy, Default)]
+struct CpuUse {
+    server_us: Option<f64>,
+    broker_us: Option<f64>,
+    client_us: Option<f64>,
+    /// Client CPU ÷ wall time: near 1.0, the single-threaded client is the limit.
+    client_core: Option<f64>,
+}
+
+impl CpuSample {
+    fn now(server: Option<u32>, broker: &BrokerPids) -> Self {
+        Self {
+            at: Instant::now(),
+            server: server.and_then(cpu_time),
+            broker: broker.cpu(),
+            client: cpu_time(std::process::id()),
+        }
+    }
+
+    fn per(&self, later: &CpuSample, count: u64) -> CpuUse {
+        let per = |a: Option<Duration>, b: Option<Duration>| {
+            a.zip(b)
+                .map(|(a, b)| b.saturating_sub(a).as_secs_f64() * 1e6 / count.max(1) as f64)
+        };
+        let wall = later.at.duration_since(self.at).as_secs_f64();
+        CpuUse {
+            server_us: per(self.server, later.server),
+            broker_us: per(self.broker, later.broker),
+            client_us: per(self.client, later.client),
+            client_core: self
+                .client
+                .zip(later.client)
+                .map(|(a, b)| b.saturating_sub(a).as_secs_f64() / wall.max(1e-9)),
+        }
+    }
+}
+
+fn us(value: Option<f64>) -> String {
+    value.map_or("-".to_string(), |v| format!("{v:.1}"))
+}
+
+/// Waits (bounded) until the server consumed and applied everything in its topics: every
+/// partition's lag is 0 in `/api/kafka`.
+async fn wait_applied(addr: SocketAddr) -> Result<Duration, String> {
+    let started = Instant::now();
+    loop {
+        if let Ok((200, body)) = http::get(addr, "/api/kafka").await
+            && let Some(partitions) = body["partitions"].as_array()
+            && !partitions.is_empty()
+            && partitions.iter().all(|p| p["lag"] == 0)
+        {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            return Err(format!(
+                "shopstream did not apply its topics within {READY_TIMEOUT:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn load_phase(
     settings: &Settings,
     connections: usize,
     bootstrap: &str,
+    broker: &BrokerPids,
     client: &Client,
     created: &mut Vec<String>,
 ) -> Result<LoadReport, String> {
@@ -593,7 +952,9 @@ async fn load_phase(
         "load: {} requests on {} connections (at most {:?})",
         settings.requests, connections, settings.max_duration
     );
-    let cpu_before = cpu_time(server.pid());
+    // The warm-up's events are applied before the measured window opens.
+    wait_applied(server.addr).await?;
+    let before = CpuSample::now(Some(server.pid()), broker);
     let result = run_load(
         server.addr,
         &bodies,
@@ -602,66 +963,82 @@ async fn load_phase(
         settings.max_duration,
     )
     .await;
-    let cpu = cpu_before.zip(cpu_time(server.pid()));
+    let drain = wait_applied(server.addr).await;
+    let after = CpuSample::now(Some(server.pid()), broker);
     let _ = server.terminate(STOP_TIMEOUT);
     drop(server);
+    let drain = drain?;
     if result.ok == 0 {
         return Err(format!("no request succeeded: {:?}", result.failures));
     }
+    let mut cpu = before.per(&after, result.ok);
+    // The client's share of its core while it was sending, not while the server drained.
+    cpu.client_core = cpu.client_core.map(|share| {
+        share * after.at.duration_since(before.at).as_secs_f64() / result.elapsed.as_secs_f64()
+    });
 
     Ok(LoadReport {
         connections,
         record_size,
         warm_up: warm.ok,
-        server_cpu_per_order_us: cpu
-            .map(|(before, after)| (after - before).as_secs_f64() * 1e6 / result.ok as f64),
+        cpu,
+        drain,
         result,
     })
 }
 
 impl LoadSweep {
     fn print(&self, settings: &Settings) {
+        let record_size = self.runs.first().map_or(0, |r| r.record_size);
         println!();
         println!(
             "POST /api/orders: keep-alive HTTP/1.1 connections, {} requests asked per run (time \
-             limit {:?}), a fresh shopstream on fresh topics per run",
+             limit {:?}), a fresh shopstream on fresh topics per run; CPU per order from the \
+             first request until every event was applied",
             settings.requests, settings.max_duration,
         );
-        let reference = self.reference.as_ref().ok();
+        let kafka = self.reference.as_ref().ok();
+        let direct = self.direct.as_ref().ok();
         println!(
-            "{:>11} | {:>9} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>12} | {:>10}",
-            "connections",
+            "{:>5} | {:>7} | {:>7} | {:>7} | {:>7} | {:>8} | {:>8} | {:>8} | {:>6} | {:>8} | {:>7} | {:>8}",
+            "conns",
             "per s",
-            "mean ms",
             "p50 ms",
             "p90 ms",
             "p99 ms",
             "max ms",
-            "CPU µs/order",
-            "÷ Kafka"
+            "srv µs",
+            "brk µs",
+            "client",
+            "drain ms",
+            "÷ Kafka",
+            "÷ direct"
         );
-        println!("{}", "-".repeat(11 + 9 + 8 * 5 + 12 + 10 + 3 * 8));
+        println!("{}", "-".repeat(5 + 7 * 5 + 8 * 5 + 6 + 11 * 3));
         for run in &self.runs {
             let r = &run.result;
             let rate = r.ok as f64 / r.elapsed.as_secs_f64();
-            let mean = r.latencies.iter().sum::<u64>() as f64 / r.latencies.len().max(1) as f64;
             println!(
-                "{:>11} | {:>9.0} | {:>8.2} | {:>8} | {:>8} | {:>8} | {:>8} | {:>12} | {:>10}",
+                "{:>5} | {:>7.0} | {:>7} | {:>7} | {:>7} | {:>8} | {:>8} | {:>8} | {:>6} | {:>8} | {:>7} | {:>8}",
                 run.connections,
                 rate,
-                mean / 1000.0,
                 ms(percentile(&r.latencies, 50.0)),
                 ms(percentile(&r.latencies, 90.0)),
                 ms(percentile(&r.latencies, 99.0)),
                 ms(r.latencies.last().copied().unwrap_or(0)),
-                run.server_cpu_per_order_us
-                    .map_or("-".to_string(), |us| format!("{us:.1}")),
-                reference.map_or("-".to_string(), |k| format!("{:.3}", rate / k.per_second)),
+                us(run.cpu.server_us),
+                us(run.cpu.broker_us),
+                run.cpu
+                    .client_core
+                    .map_or("-".to_string(), |c| format!("{:.0}%", c * 100.0)),
+                run.drain.as_millis(),
+                kafka.map_or("-".to_string(), |k| format!("{:.3}", rate / k.per_second)),
+                direct.map_or("-".to_string(), |d| format!("{:.3}", rate / d.per_second)),
             );
             let failed: u64 = r.failures.values().sum();
             if failed > 0 || r.timed_out {
                 println!(
-                    "{:>11}   201: {}, failed: {failed} {:?}{}, after {} warm-up requests",
+                    "{:>5}   201: {}, failed: {failed} {:?}{}, after {} warm-up requests",
                     "",
                     r.ok,
                     r.failures,
@@ -674,30 +1051,69 @@ impl LoadSweep {
                 );
             }
         }
+        println!(
+            "(srv / brk: CPU µs per order of the shopstream process / of the broker's JVMs; \
+             client: the load client's share of its one core while sending; drain: from the \
+             last answer until the server had applied every event)"
+        );
+        println!("references, same record size ({record_size} bytes), {PARTITIONS} partitions:");
+        match &self.direct {
+            Ok(d) => println!(
+                "  direct (shopstream's producer lanes + rskafka in the bench process, no HTTP, \
+                 no consumer): {} records from {} writers, acks=all: {:.0} records/s, p50 {} ms, \
+                 p99 {} ms; CPU µs per record: client {} (bench process), broker {}",
+                d.records,
+                d.writers,
+                d.per_second,
+                ms(percentile(&d.latencies, 50.0)),
+                ms(percentile(&d.latencies, 99.0)),
+                us(d.cpu.client_us),
+                us(d.cpu.broker_us),
+            ),
+            Err(e) => println!("  direct: failed, no ratio: {e}"),
+        }
         match &self.reference {
             Ok(k) => {
                 println!(
-                    "reference: Kafka ProducerPerformance, {} records of {} bytes, acks=all, \
-                     linger.ms=5: {:.0} records/s (avg {:.2} ms, p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, \
-                     max {:.0} ms)",
+                    "  Kafka ProducerPerformance, {} records, acks=all, linger.ms=5: {:.0} \
+                     records/s (avg {:.2} ms, p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max \
+                     {:.0} ms); CPU µs per record: client {} (its JVM, start included), broker {}",
                     k.records,
-                    self.runs.first().map_or(0, |r| r.record_size),
                     k.per_second,
                     k.avg_ms,
                     k.p50_ms,
                     k.p95_ms,
                     k.p99_ms,
-                    k.max_ms
+                    k.max_ms,
+                    us(k.cpu.client_us),
+                    us(k.cpu.broker_us),
                 );
-                println!("ProducerPerformance said: {}", k.line);
+                println!("  ProducerPerformance said: {}", k.line);
             }
-            Err(e) => println!("Kafka ProducerPerformance failed, no ratio: {e}"),
+            Err(e) => println!("  Kafka ProducerPerformance failed, no ratio: {e}"),
+        }
+        if let (Some(best), Some(d)) = (
+            self.runs
+                .iter()
+                .filter_map(|r| r.cpu.server_us.map(|us| (us, r)))
+                .min_by(|a, b| a.0.total_cmp(&b.0)),
+            direct,
+        ) && let Some(client_us) = d.cpu.client_us
+        {
+            println!(
+                "  the server's lowest CPU per order ({:.1} µs at {} connections) less the direct \
+                 producer's {:.1} µs per record: {:.1} µs for HTTP, the event, consuming and \
+                 applying",
+                best.0,
+                best.1.connections,
+                client_us,
+                best.0 - client_us
+            );
         }
         println!(
-            "(record value {} bytes, {PARTITIONS} partitions. shopstream: closed loop, latency \
-             per HTTP request, CPU of the server process only (the client and the broker share \
-             the machine); the tool: open loop, latency per record inside its own batches)",
-            self.runs.first().map_or(0, |r| r.record_size)
+            "(shopstream: closed loop, latency per HTTP request; ProducerPerformance: open loop, \
+             latency per record inside its own batches. Client, server and broker share the \
+             machine's cores.)"
         );
     }
 }
