@@ -47,8 +47,12 @@ enum StepError {
 const FETCH_MAX_BYTES: i32 = 256 * 1024;
 /// How long the broker may hold a fetch open waiting for new records.
 const FETCH_MAX_WAIT_MS: i32 = 500;
-/// Pause after a failed fetch, growing to the maximum.
-const RETRY_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+/// Pause after a failed fetch, growing to the maximum. The maximum is also how late, at
+/// worst, a partition resumes after its new leader took over (a broker killed or paused), on
+/// top of the cluster's own failover; the shop's next command on an order waits for it, as it
+/// needs the order read. A failed fetch costs one leader lookup, so trying again within a
+/// second is cheap enough (README "Fault campaign").
+const RETRY_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_millis(800));
 /// How long a partition's next offset may stay put while records wait (or fetches fail)
 /// before it is reported as stalled: several fetches and retries, far longer than a group
 /// commit takes.

@@ -306,20 +306,29 @@ impl Fetchers {
         Ok(self.lookup(topic, partition).await?.leader)
     }
 
-    /// Asks the bootstrap brokers, one after the other, about a partition; remembers what they
-    /// said.
+    /// Asks every bootstrap broker at once about a partition and goes with the first answer;
+    /// remembers what it said.
+    ///
+    /// One after the other, a broker that accepts connections but does not answer (paused,
+    /// swapping, behind a black hole) held every lookup until the fetch's deadline, and with
+    /// it every partition whose leader had moved, though the other brokers knew the new
+    /// leader. A lookup is rare (after a failed fetch, and for the topic id every
+    /// [`TOPIC_ID_FRESH`]), so asking all of them costs little.
     async fn lookup(&self, topic: &str, partition: i32) -> Result<Found, KafkaError> {
-        let mut last = None;
-        for bootstrap in &self.bootstrap {
-            match lookup_leader(bootstrap, self.sasl.as_ref(), topic, partition).await {
-                Ok(found) => {
-                    self.learn(topic, partition, &found);
-                    return Ok(found);
-                }
-                Err(error) => last = Some(error),
-            }
+        if self.bootstrap.is_empty() {
+            return Err(KafkaError::NotConnected("no bootstrap broker".into()));
         }
-        Err(last.unwrap_or_else(|| KafkaError::NotConnected("no bootstrap broker".into())))
+        let asks = self.bootstrap.iter().map(|bootstrap| {
+            Box::pin(lookup_leader(
+                bootstrap,
+                self.sasl.as_ref(),
+                topic,
+                partition,
+            ))
+        });
+        let (found, _slower) = futures_util::future::select_ok(asks).await?;
+        self.learn(topic, partition, &found);
+        Ok(found)
     }
 }
 
