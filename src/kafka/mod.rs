@@ -133,10 +133,18 @@ where
 
 /// rskafka's internal retries, bounded by the same deadline as the call around them, so a
 /// failing call gives up (and its error reaches us) instead of retrying in the background.
+///
+/// While a dead broker's partitions wait for new leaders, every try finds the old leader in
+/// the metadata and fails at once; the first try after the cluster moved them succeeds. So
+/// the longest pause between tries is part of what a write waits on top of the cluster's
+/// failover: half a second (it was 1 s, and the fault campaign measured writes answering up
+/// to 2.5 s after the cluster had moved the leaders; README "Fault campaign"). Not less: a
+/// refused SASL login takes the broker about 0.4 s a try, and more tries within `deadline`
+/// would bring its error close to the call's own deadline.
 pub fn backoff_for(deadline: Duration) -> BackoffConfig {
     BackoffConfig {
         init_backoff: Duration::from_millis(50),
-        max_backoff: Duration::from_secs(1),
+        max_backoff: Duration::from_millis(500),
         base: 2.0,
         deadline: Some(deadline),
     }
