@@ -77,6 +77,11 @@ impl Class {
             .collect()
     }
 
+    /// A fault of a broker process, which waits for the cluster to be whole first.
+    pub fn is_broker(self) -> bool {
+        matches!(self, Class::BrokerKill9 | Class::BrokerPause)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Class::ShopKill9 => "shopstream kill -9",
@@ -140,6 +145,8 @@ pub struct KillPause {
     pub node: usize,
     pub detection: Option<f64>,
     pub pause: f64,
+    /// The command that waited longest, as its client saw it.
+    pub longest: String,
 }
 
 struct Rig {
@@ -260,7 +267,7 @@ pub async fn run(settings: Settings) -> Outcome {
     let mut checked_ops = 0;
     let mut last_check = 0;
     for (cycle, class) in deck.iter().enumerate() {
-        let calm = rng.random_range(400..1500);
+        let calm = rng.random_range(300..1000);
         tokio::time::sleep(Duration::from_millis(calm)).await;
         rig.notice_crashes().await;
         let fault = rig.inject(cycle, *class, &mut rng).await;
@@ -332,12 +339,32 @@ pub async fn run(settings: Settings) -> Outcome {
     }
 }
 
-/// Every class about equally often, shuffled.
+/// Every class about equally often, shuffled; a broker fault follows another only after
+/// [`BROKER_SPACING`] other cycles while others are left, so that the restart of a killed
+/// broker (many seconds of JVM start) runs during them instead of holding the next one up.
 fn schedule(cycles: usize, classes: &[Class], rng: &mut StdRng) -> Vec<Class> {
-    let mut deck: Vec<Class> = (0..cycles).map(|i| classes[i % classes.len()]).collect();
-    deck.shuffle(rng);
+    let mut pool: Vec<Class> = (0..cycles).map(|i| classes[i % classes.len()]).collect();
+    pool.shuffle(rng);
+    let mut deck = Vec::with_capacity(cycles);
+    let mut since_broker = usize::MAX;
+    while !pool.is_empty() {
+        let pick = if since_broker < BROKER_SPACING {
+            pool.iter().position(|c| !c.is_broker()).unwrap_or(0)
+        } else {
+            0
+        };
+        let class = pool.remove(pick);
+        since_broker = if class.is_broker() {
+            0
+        } else {
+            since_broker.saturating_add(1)
+        };
+        deck.push(class);
+    }
     deck
 }
+
+const BROKER_SPACING: usize = 3;
 
 impl Rig {
     /// An instance whose process ended by itself is a crash: recorded, and started again.
@@ -409,7 +436,7 @@ impl Rig {
                     fault.detected = detected;
                     // Stay down a little longer, so the recovery after detection is observed
                     // with the broker still gone; then restart it in the background.
-                    let hold = rng.random_range(2000..4000);
+                    let hold = rng.random_range(1000..2500);
                     tokio::time::sleep(Duration::from_millis(hold)).await;
                     let cluster = Arc::clone(&self.cluster);
                     self.restarting = Some(tokio::task::spawn_blocking(move || {
@@ -420,7 +447,7 @@ impl Rig {
                         seconds(detected.map(|d| d - fault.start))
                     );
                 } else {
-                    let hold = Duration::from_millis(rng.random_range(5500..9000));
+                    let hold = Duration::from_millis(rng.random_range(5500..7500));
                     self.cluster.signal(node, rustix::process::Signal::STOP);
                     tokio::time::sleep(hold).await;
                     self.cluster.signal(node, rustix::process::Signal::CONT);
@@ -460,7 +487,7 @@ impl Rig {
                                 )
                                 .await;
                         }
-                        let hold = rng.random_range(2000..6000);
+                        let hold = rng.random_range(1500..4000);
                         fault.detail =
                             format!("{which}: +{latency} ms ±{jitter} each way for {hold} ms");
                         hold
@@ -469,7 +496,7 @@ impl Rig {
                         for name in &names {
                             self.proxy.set_enabled(name, false).await;
                         }
-                        let hold = rng.random_range(1000..4000);
+                        let hold = rng.random_range(1000..3000);
                         fault.detail = format!("{which}: connections cut, refused for {hold} ms");
                         hold
                     }
@@ -479,7 +506,7 @@ impl Rig {
                                 .add_toxic(name, "timeout", json!({"timeout": 0}))
                                 .await;
                         }
-                        let hold = rng.random_range(2000..8000);
+                        let hold = rng.random_range(2000..5000);
                         fault.detail = format!("{which}: every byte dropped for {hold} ms");
                         hold
                     }
@@ -493,7 +520,7 @@ impl Rig {
                 let filler = tokio::task::spawn_blocking(move || super::instances::fill(&disk_dir))
                     .await
                     .unwrap();
-                let hold = rng.random_range(2000..5000);
+                let hold = rng.random_range(1500..3500);
                 tokio::time::sleep(Duration::from_millis(hold)).await;
                 let _ = std::fs::remove_file(&filler);
                 fault.detail = format!("instance 0's data dir full for {hold} ms");
@@ -677,8 +704,9 @@ async fn caught_up(
 }
 
 /// The pause of the writes after each broker kill: from the kill to the last
-/// acknowledgement of a command that was in flight at the kill or sent before the next
-/// cycle and had to wait (a failure, or more than a second).
+/// acknowledgement of a command that was in flight at the kill or sent until 5 s after the
+/// restart began (and before the next fault), and had to wait (a failure, or more than a
+/// second).
 pub fn kill_pauses(faults: &[Fault], ops: &[OpRecord]) -> Vec<KillPause> {
     let mut pauses = Vec::new();
     for (k, f) in faults.iter().enumerate() {
@@ -692,19 +720,37 @@ pub fn kill_pauses(faults: &[Fault], ops: &[OpRecord]) -> Vec<KillPause> {
             .nth(1)
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
-        let pause = ops
+        let waited = ops
             .iter()
-            .filter(|o| o.ack().is_some() && o.done_at > f.start && o.first_sent < next)
+            // Commands sent until a little after the broker's restart began; a later one in
+            // flight at the next fault belongs to that one.
+            .filter(|o| {
+                o.ack().is_some() && o.done_at > f.start && o.first_sent < next.min(f.healed + 5.0)
+            })
             .filter(|o| {
                 o.failures > 0 || o.visibility_retries > 0 || o.done_at - o.first_sent > 1.0
             })
-            .map(|o| o.done_at - o.first_sent.max(f.start))
-            .fold(0.0, f64::max);
+            .map(|o| (o.done_at - o.first_sent.max(f.start), o))
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        let pause = waited.map_or(0.0, |w| w.0);
+        let longest = waited.map_or(String::new(), |(_, o)| {
+            format!(
+                "{:?} sent at {:+.2} s, answered by instance {} at {:+.2} s; {} tries, {} failed, {} waits for the order to be read",
+                o.kind,
+                o.first_sent - f.start,
+                o.ack().map_or(9, |a| a.instance),
+                o.done_at - f.start,
+                o.attempts,
+                o.failures,
+                o.visibility_retries
+            )
+        });
         pauses.push(KillPause {
             cycle: f.cycle,
             node,
             detection: f.detected.map(|d| d - f.start),
             pause,
+            longest,
         });
     }
     pauses
@@ -932,6 +978,9 @@ fn report(
             beyond.map_or("?".into(), |b| format!("{b:+.2} s")),
             if ok { "ok" } else { "OVER" }
         );
+        if !ok {
+            let _ = writeln!(out, "      longest wait: {}", k.longest);
+        }
     }
     let mut pauses: Vec<f64> = kills.iter().map(|k| k.pause).collect();
     pauses.sort_by(|a, b| a.total_cmp(b));

@@ -536,7 +536,14 @@ pub fn check(
         }
     }
 
-    // Duplicates: one key, one event.
+    // Duplicates: one key, one event. Without keys in the log this would see nothing.
+    if !records.is_empty() && records.iter().all(|r| r.key.is_none()) {
+        report(
+            Kind::Unexpected,
+            "no record of the log carries an idempotency-key header: duplicates cannot be told"
+                .into(),
+        );
+    }
     let mut by_key: HashMap<&str, BTreeSet<&str>> = HashMap::new();
     for r in records {
         if let Some(key) = &r.key {
