@@ -16,8 +16,15 @@
 //!   measure without compose/kafka-local's); `SHOPSTREAM_FAULT_PORT` moves the ports (29092
 //!   on, see tests/faults/cluster.rs).
 //!
-//! Seeds that found bugs, kept so they can be replayed (`SHOPSTREAM_FAULT_SEED=<seed>`) —
-//! see the README's "Fault campaign" for what each found.
+//! Seeds worth replaying (`SHOPSTREAM_FAULT_SEED=<seed>`):
+//! - 101 with `SHOPSTREAM_FAULT_CLASSES=broker-kill SHOPSTREAM_FAULT_CYCLES=5`: five kills of
+//!   a leader, the before/after failover figures of the README's "Fault campaign" (writes
+//!   paused up to 14.1 s, 5.2 s beyond the cluster's detection, with Kafka's defaults and the
+//!   shopstream before; the fixes are in src/kafka/{consumer,fetch,mod}.rs);
+//! - 20261206 and 10863299162892273332: CI-mode runs of every class, no anomaly.
+//!
+//! No seed so far found an acknowledged order lost, a duplicate, an event out of causal order
+//! or a divergence.
 
 mod faults;
 mod support;

@@ -1,5 +1,5 @@
 //! A three-broker Kafka cluster of the campaign's own (`compose/kafka-local start --nodes 3` on
-//! free ports and a state dir of its own), stopped and wiped when dropped.
+//! the fixed ports of [`base_port`] and a state dir of its own), stopped and wiped when dropped.
 //!
 //! Every broker has two client listeners: `PLAINTEXT` (the brokers among themselves, the
 //! checker, the leader watch) and `SHOP`, the one shopstream reaches through the fault proxy.
@@ -47,8 +47,8 @@ pub struct PartitionState {
 pub type Leadership = BTreeMap<(String, i32), PartitionState>;
 
 impl Cluster {
-    /// Picks free ports, starts the three nodes and waits until they serve (blocking: run it
-    /// before the load starts).
+    /// Checks that its ports are free, starts the three nodes and waits until they serve
+    /// (blocking: run it before the load starts).
     pub fn start(name: &str, extra_config: Option<String>) -> Self {
         let dir = std::env::temp_dir().join(support::unique_name(name));
         let base = base_port();
