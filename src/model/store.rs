@@ -66,8 +66,14 @@ const FORMAT_VERSION: u32 = 7;
 /// How often a commit is made durable (fsync).
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
 /// Most records in one group commit: enough to share a commit's fixed costs (counters,
-/// word counts, the journal write), few enough that the work in flight stays small.
-const GROUP_RECORDS: usize = 1_000;
+/// word counts, the journal write), few enough that the work in flight stays small. While
+/// the consumers catch up, several partitions' fetches (256 KiB, about 800 records each) are
+/// usually waiting: one commit takes them together, and an order whose creation, payment
+/// and delivery land in the same group is read and written once instead of three times.
+/// Measured on a replay of 100,000 orders (`cargo bench --bench history`): 1,000 records
+/// gave 4,400-5,900 events/s, 4,096 gave 8,600 (peak RSS 148 to 171 MiB), 8,192 no more
+/// speed for 40 MiB more.
+const GROUP_RECORDS: usize = 4_096;
 
 /// Why the store could not be read or written.
 #[derive(Debug, Clone, thiserror::Error)]
