@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::Request;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -655,23 +655,7 @@ impl Conn {
             self.host.parse().map_err(|_| "bad host".to_string())?,
         );
         let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            let sender = self.connect().await?;
-            sender
-                .ready()
-                .await
-                .map_err(|e| format!("connection: {e}"))?;
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| format!("request: {e}"))?;
-            let status = response.status().as_u16();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("body: {e}"))?
-                .to_bytes();
-            Ok::<_, String>((status, body))
+            common::exchange(self.connect().await?, request).await
         })
         .await;
         match answer {

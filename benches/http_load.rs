@@ -62,7 +62,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{TimeDelta, Utc};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::Request;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -357,18 +357,9 @@ async fn connection_loop(
             .expect("a valid request");
         let started = Instant::now();
         let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            conn.ready().await.map_err(|e| format!("connection: {e}"))?;
-            let response = conn
-                .send_request(request)
+            common::exchange(conn, request)
                 .await
-                .map_err(|e| format!("request: {e}"))?;
-            let status = response.status().as_u16();
-            response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("body: {e}"))?;
-            Ok::<u16, String>(status)
+                .map(|(status, _)| status)
         })
         .await;
         let took = started.elapsed();

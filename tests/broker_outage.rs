@@ -90,20 +90,7 @@ async fn writes_answer_503_promptly_while_the_broker_is_away_and_work_again_afte
 
     broker.restart();
     server.wait_ready(Duration::from_secs(60)).await;
-    support::eventually("writes resume", Duration::from_secs(30), || async {
-        let (status, body) = http::post(
-            server.addr,
-            "/api/orders/create?wait=true",
-            &serde_json::json!({}),
-        )
-        .await?;
-        if status == 201 {
-            Ok(())
-        } else {
-            Err(format!("{status} {body}"))
-        }
-    })
-    .await;
+    writes_resume(server.addr).await;
     // Both orders, the one before and the one after the outage, are there.
     let (_, stats) = http::get(server.addr, "/api/stats").await.unwrap();
     assert_eq!(stats["orders"]["total"], 2, "{stats}");
@@ -148,13 +135,16 @@ async fn every_broker_connection_has_tcp_nodelay_also_after_the_broker_restarts(
     broker.stop();
     broker.restart();
     server.wait_ready(Duration::from_secs(60)).await;
-    support::eventually("writes work again", Duration::from_secs(30), || async {
-        let (status, body) = http::post(
-            server.addr,
-            "/api/orders/create?wait=true",
-            &serde_json::json!({}),
-        )
-        .await?;
+    writes_resume(server.addr).await;
+    // The connections rskafka and the fetches opened again have it too.
+    all_nodelay("every connection opened after the restart has TCP_NODELAY").await;
+}
+
+/// Waits (bounded) until an order is placed and read back again after an outage.
+async fn writes_resume(addr: std::net::SocketAddr) {
+    support::eventually("writes resume", Duration::from_secs(30), || async {
+        let (status, body) =
+            http::post(addr, "/api/orders/create?wait=true", &serde_json::json!({})).await?;
         if status == 201 {
             Ok(())
         } else {
@@ -162,6 +152,4 @@ async fn every_broker_connection_has_tcp_nodelay_also_after_the_broker_restarts(
         }
     })
     .await;
-    // The connections rskafka and the fetches opened again have it too.
-    all_nodelay("every connection opened after the restart has TCP_NODELAY").await;
 }

@@ -1,9 +1,13 @@
 //! What the load benchmarks (`http_load`, `history`) share: the broker they run against, Kafka
-//! calls with a deadline, topics created and deleted, and valid order bodies.
+//! calls with a deadline, topics created and deleted, valid order bodies, and one HTTP exchange.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::client::conn::http1::SendRequest;
 use rskafka::client::Client;
 use serde_json::{Value, json};
 
@@ -170,4 +174,28 @@ pub async fn connect(bootstrap: &str) -> Result<Client, String> {
         rskafka::client::ClientBuilder::new(brokers).build().await
     })
     .await
+}
+
+/// Status and body of one request on an open HTTP/1 connection. No deadline: callers put
+/// [`REQUEST_TIMEOUT`] around it, and drop the connection when it fails.
+pub async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Result<(u16, Bytes), String> {
+    sender
+        .ready()
+        .await
+        .map_err(|e| format!("connection: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok((status, body))
 }

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::Request;
 use hyper::client::conn::http1::SendRequest;
 use rskafka::client::Client;
@@ -45,7 +45,7 @@ use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{REQUEST_TIMEOUT, create_topic, order_bodies};
+use crate::common::{REQUEST_TIMEOUT, create_topic, exchange, order_bodies};
 use crate::support::Server;
 use crate::{
     BrokerPids, CpuSample, CpuUse, STOP_TIMEOUT, fill_orders, ms, percentile, unique_prefix, us,
@@ -188,22 +188,7 @@ async fn post_one(
         .body(Full::new(body))
         .expect("a valid request");
     sent.slip = due.elapsed();
-    let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        conn.ready().await.map_err(|e| format!("connection: {e}"))?;
-        let response = conn
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?
-            .to_bytes();
-        Ok::<_, String>((status, body))
-    })
-    .await;
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut conn, request)).await;
     sent.answered = due.elapsed();
     match answer {
         Ok(Ok((201, body))) => {
