@@ -10,7 +10,6 @@
 //! [`MAX_SCANNED`] candidates with a cursor to go on from.
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 pub use super::tables::ReadView;
@@ -69,7 +68,8 @@ pub struct ListQuery {
 /// What one list kind needs: its tables, how to read its status, how to show a row.
 struct ListKind<T, V> {
     kind: Kind,
-    records: Table,
+    /// Reads a record by its id.
+    read: fn(&ReadView, &str) -> Result<Option<T>, StoreError>,
     status_code: Option<u8>,
     matches_status: Box<dyn Fn(&T) -> bool>,
     words: fn(&T) -> std::collections::BTreeSet<String>,
@@ -99,7 +99,7 @@ fn index_keys<'a>(view: &'a ReadView, prefix: Key, before: Option<&Cursor>) -> K
 impl ReadView {
     /// An order without its timeline.
     pub fn order(&self, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
-        self.json("order", &Key::new(Table::Orders).last(order_id))
+        self.read_order_record(order_id)
     }
 
     pub fn stored_order(&self, order_id: &str) -> Result<Option<StoredOrder>, StoreError> {
@@ -140,15 +140,7 @@ impl ReadView {
         self.read_counters()
     }
 
-    fn record<T: DeserializeOwned>(&self, table: Table, id: &str) -> Result<Option<T>, StoreError> {
-        self.json("record", &Key::new(table).last(id))
-    }
-
-    fn list<T: DeserializeOwned, V>(
-        &self,
-        kind: ListKind<T, V>,
-        query: &ListQuery,
-    ) -> Result<Page<V>, StoreError> {
+    fn list<T, V>(&self, kind: ListKind<T, V>, query: &ListQuery) -> Result<Page<V>, StoreError> {
         let before = query.before.as_ref();
         let limit = query.limit.clamp(1, MAX_LIMIT);
         if let Some(id) = query.text.as_deref().and_then(query_id) {
@@ -162,9 +154,13 @@ impl ReadView {
             // Nothing to look for (only punctuation): nothing matches.
             return Ok(Page::last(Vec::new()));
         }
-        let mut rarest: Option<(u64, &str)> = None;
+        let mut rarest: Option<(usize, &str)> = None;
         for word in &wanted {
-            let n = self.word_count(kind.kind, word)?;
+            let n = self.word_entries(kind.kind, word, tables::WORD_COUNT_CAP)?;
+            if n == 0 {
+                // A word no record holds: nothing matches every word.
+                return Ok(Page::last(Vec::new()));
+            }
             if rarest.is_none_or(|(best, _)| n < best) {
                 rarest = Some((n, word.as_str()));
             }
@@ -189,7 +185,7 @@ impl ReadView {
                 more = true;
                 break;
             }
-            let Some(record) = self.record::<T>(kind.records, &id)? else {
+            let Some(record) = (kind.read)(self, &id)? else {
                 continue;
             };
             if filtered {
@@ -219,7 +215,7 @@ impl ReadView {
     }
 
     /// The rows an id names (as written, or lower-case), newest first, below the cursor.
-    fn list_by_id<T: DeserializeOwned, V>(
+    fn list_by_id<T, V>(
         &self,
         kind: &ListKind<T, V>,
         id: &str,
@@ -235,7 +231,7 @@ impl ReadView {
         ids.dedup();
         let mut rows = Vec::new();
         for id in ids {
-            let Some(record) = self.record::<T>(kind.records, &id)? else {
+            let Some(record) = (kind.read)(self, &id)? else {
                 continue;
             };
             let at = (micros((kind.time)(&record)), id);
@@ -257,7 +253,7 @@ impl ReadView {
         self.list(
             ListKind {
                 kind: Kind::Orders,
-                records: Table::Orders,
+                read: |view, id| view.order(id),
                 status_code: status.map(tables::order_status_code),
                 matches_status: Box::new(move |o: &OrderRecord| {
                     status.is_none_or(|s| o.status == Some(s))
@@ -276,7 +272,7 @@ impl ReadView {
         self.list(
             ListKind {
                 kind: Kind::Payments,
-                records: Table::Payments,
+                read: |view, id| view.payment(id),
                 status_code: status.map(tables::payment_status_code),
                 matches_status: Box::new(move |p: &PaymentRecord| {
                     status.is_none_or(|s| p.status == s)
@@ -300,7 +296,7 @@ impl ReadView {
         self.list(
             ListKind {
                 kind: Kind::Deliveries,
-                records: Table::Deliveries,
+                read: |view, id| view.delivery(id),
                 status_code: status.map(tables::delivery_status_code),
                 matches_status: Box::new(move |d: &DeliveryRecord| {
                     status.is_none_or(|s| d.status == s)

@@ -12,13 +12,12 @@
 //! |---|---|---|
 //! | `Meta` | name | format version, topic layout, counters |
 //! | `Progress` | topic, partition | [`PartitionProgress`] |
-//! | `Orders`, `Timelines` | order id | [`OrderRecord`], its timeline (without record values) |
+//! | `Orders` | order id | [`OrderRecord`] and its timeline (without record values): [`encode_order`] |
 //! | `Events` (keyspace `events`) | [`TimelineEntry::data_key`] | the record value |
 //! | `Payments`, `Deliveries` | id | the record |
 //! | `*ByTime` | time, id | empty |
 //! | `*ByStatus` | status, time, id | empty |
 //! | `Search` | kind, word 0, time, id | empty |
-//! | `WordCounts` | kind, word | records holding the word (u64) |
 //! | `Idempotency` | key | [`IdempotentWrite`] |
 //! | `IdempotencyByTime` | record time, key | empty, for pruning |
 //! | `Minutes` | unix minute | [`MinuteStats`] |
@@ -45,7 +44,6 @@ pub enum Table {
     Meta = 1,
     Progress,
     Orders,
-    Timelines,
     Events,
     Payments,
     Deliveries,
@@ -56,7 +54,6 @@ pub enum Table {
     DeliveriesByTime,
     DeliveriesByStatus,
     Search,
-    WordCounts,
     Idempotency,
     IdempotencyByTime,
     Minutes,
@@ -88,6 +85,10 @@ impl Kind {
 
 /// Most pruned entries per commit, so that pruning never makes one commit long.
 const PRUNE_PER_COMMIT: usize = 2_000;
+
+/// Most index entries counted to tell how common a search word is ([`ReadView::word_entries`]):
+/// past this a word is as common as any other for choosing the walk.
+pub const WORD_COUNT_CAP: usize = 2_048;
 
 /// A key under construction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +152,28 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// An order's value: the length of its record's JSON (4 bytes, big-endian), that JSON, then its
+/// timeline's JSON. One key per order, and list rows still decode the record alone.
+pub fn encode_order(order: &StoredOrder) -> Vec<u8> {
+    let mut bytes = vec![0; 4];
+    serde_json::to_writer(&mut bytes, &order.record).expect("stored records always serialise");
+    let record_len = u32::try_from(bytes.len() - 4).expect("an order record is far below 4 GiB");
+    bytes[..4].copy_from_slice(&record_len.to_be_bytes());
+    serde_json::to_writer(&mut bytes, &order.timeline).expect("stored records always serialise");
+    bytes
+}
+
+/// The record's and the timeline's JSON of an order's value ([`encode_order`]).
+fn split_order(bytes: &[u8]) -> Result<(&[u8], &[u8]), StoreError> {
+    let corrupt = || StoreError::Corrupt("order: value too short".into());
+    let (len, rest) = bytes.split_first_chunk::<4>().ok_or_else(corrupt)?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err(corrupt());
+    }
+    Ok(rest.split_at(len))
 }
 
 pub fn micros(t: DateTime<Utc>) -> i64 {
@@ -282,15 +305,25 @@ impl ReadView {
     }
 
     pub(super) fn read_order(&self, order_id: &str) -> Result<Option<StoredOrder>, StoreError> {
-        let Some(record) =
-            self.json::<OrderRecord>("order", &Key::new(Table::Orders).last(order_id))?
-        else {
+        let Some(value) = self.get(&Key::new(Table::Orders).last(order_id))? else {
             return Ok(None);
         };
-        let timeline: Vec<TimelineEntry> = self
-            .json("timeline", &Key::new(Table::Timelines).last(order_id))?
-            .unwrap_or_default();
-        Ok(Some(StoredOrder { record, timeline }))
+        let (record, timeline) = split_order(&value)?;
+        Ok(Some(StoredOrder {
+            record: decode("order", record)?,
+            timeline: decode::<Vec<TimelineEntry>>("timeline", timeline)?,
+        }))
+    }
+
+    /// An order's record without its timeline.
+    pub(super) fn read_order_record(
+        &self,
+        order_id: &str,
+    ) -> Result<Option<OrderRecord>, StoreError> {
+        match self.get(&Key::new(Table::Orders).last(order_id))? {
+            Some(value) => Ok(Some(decode("order", split_order(&value)?.0)?)),
+            None => Ok(None),
+        }
     }
 
     /// The record value of a timeline entry.
@@ -301,14 +334,22 @@ impl ReadView {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
-    pub(super) fn word_count(&self, kind: Kind, word: &str) -> Result<u64, StoreError> {
-        let key = Key::new(Table::WordCounts).byte(kind as u8).last(word);
-        Ok(self.get(&key)?.map_or(0, |v| {
-            v.as_ref()
-                .try_into()
-                .map(u64::from_be_bytes)
-                .unwrap_or_default()
-        }))
+    /// How many records of `kind` hold `word`, counted up to `cap`. Counting on a search
+    /// instead of keeping a count per word saves every write a read and a write per word.
+    pub(super) fn word_entries(
+        &self,
+        kind: Kind,
+        word: &str,
+        cap: usize,
+    ) -> Result<usize, StoreError> {
+        let prefix = Key::new(Table::Search).byte(kind as u8).word(word);
+        let upper = prefix.clone().byte(0xff);
+        let mut n = 0;
+        for key in self.snapshot.range(&self.shop, prefix.0..upper.0).take(cap) {
+            key.key()?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Every partition's saved progress.
@@ -358,8 +399,6 @@ impl Lookup for ReadView {
 pub struct WriteTables<'a> {
     saved: &'a ReadView,
     batch: fjall::OwnedWriteBatch,
-    /// Per-word count changes of this commit, written once per word at the end.
-    word_deltas: HashMap<(Kind, String), i64>,
 }
 
 impl<'a> WriteTables<'a> {
@@ -367,7 +406,6 @@ impl<'a> WriteTables<'a> {
         Self {
             saved,
             batch: db.batch(),
-            word_deltas: HashMap::new(),
         }
     }
 
@@ -393,8 +431,7 @@ impl<'a> WriteTables<'a> {
     pub fn write(&mut self, changes: &Changes, retention: TimeDelta) -> Result<(), StoreError> {
         for (id, before, after) in changed(&changes.orders) {
             self.reindex(Kind::Orders, id, before, &after.record);
-            self.put(Key::new(Table::Orders).last(id), encode(&after.record));
-            self.put(Key::new(Table::Timelines).last(id), encode(&after.timeline));
+            self.put(Key::new(Table::Orders).last(id), encode_order(after));
         }
         for (data_key, data) in &changes.event_data {
             self.batch
@@ -440,7 +477,6 @@ impl<'a> WriteTables<'a> {
                 self.delete(Key(key.to_vec()));
             }
         }
-        self.write_word_counts()?;
         self.put_meta(META_COUNTERS, encode(&changes.counters));
         for key in &changes.changed_progress {
             if let Some(p) = changes.progress.get(key) {
@@ -529,34 +565,13 @@ impl<'a> WriteTables<'a> {
         if let Some((t, words)) = &before {
             for word in words {
                 self.delete(entry(word, *t));
-                *self.word_deltas.entry((kind, word.clone())).or_default() -= 1;
             }
         }
         if let Some((t, words)) = &after {
             for word in words {
                 self.put(entry(word, *t), fjall::Slice::empty());
-                *self.word_deltas.entry((kind, word.clone())).or_default() += 1;
             }
         }
-    }
-
-    fn write_word_counts(&mut self) -> Result<(), StoreError> {
-        for ((kind, word), delta) in std::mem::take(&mut self.word_deltas) {
-            if delta == 0 {
-                continue;
-            }
-            let next = self
-                .saved
-                .word_count(kind, &word)?
-                .saturating_add_signed(delta);
-            let key = Key::new(Table::WordCounts).byte(kind as u8).last(&word);
-            if next == 0 {
-                self.delete(key);
-            } else {
-                self.put(key, next.to_be_bytes().to_vec());
-            }
-        }
-        Ok(())
     }
 
     /// Forgets idempotency keys whose record is older than `cutoff` (microseconds), a bounded
@@ -575,5 +590,44 @@ impl<'a> WriteTables<'a> {
             self.delete(Key::new(Table::Idempotency).last(&idempotency_key));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_order_value_holds_its_record_then_its_timeline() {
+        let record = OrderRecord {
+            order_id: "o1".into(),
+            details: None,
+            created_at: None,
+            status: None,
+            updated_at: Utc::now(),
+            anomalies: 0,
+            payment_ids: vec!["p1".into()],
+            delivery_ids: Vec::new(),
+            seq: 7,
+        };
+        let order = StoredOrder {
+            record: record.clone(),
+            timeline: Vec::new(),
+        };
+        let value = encode_order(&order);
+        let (r, t) = split_order(&value).unwrap();
+        assert_eq!(decode::<OrderRecord>("order", r).unwrap(), record);
+        assert!(
+            decode::<Vec<TimelineEntry>>("timeline", t)
+                .unwrap()
+                .is_empty()
+        );
+        // A value cut short is a clear corruption, not a panic.
+        for cut in [0, 3, 4, value.len() - t.len() - 1] {
+            assert!(matches!(
+                split_order(&value[..cut]),
+                Err(StoreError::Corrupt(_))
+            ));
+        }
     }
 }
