@@ -142,6 +142,7 @@ fn op(kind: OpKind, key: &str, event: &str, sent: f64, done: f64) -> OpRecord {
         failures: 0,
         first_failure: None,
         visibility_retries: 0,
+        failed_tries: Vec::new(),
         racing: false,
         unexpected: Vec::new(),
     }

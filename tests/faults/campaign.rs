@@ -734,8 +734,22 @@ pub fn kill_pauses(faults: &[Fault], ops: &[OpRecord]) -> Vec<KillPause> {
             .max_by(|a, b| a.0.total_cmp(&b.0));
         let pause = waited.map_or(0.0, |w| w.0);
         let longest = waited.map_or(String::new(), |(_, o)| {
+            // What each failed try met, in time from the kill: what the write waited for.
+            let tries: String = o
+                .failed_tries
+                .iter()
+                .map(|t| {
+                    format!(
+                        "\n        try on instance {} from {:+.2} s to {:+.2} s: {}",
+                        t.instance,
+                        t.sent - f.start,
+                        t.answered - f.start,
+                        t.answer
+                    )
+                })
+                .collect();
             format!(
-                "{:?} sent at {:+.2} s, answered by instance {} at {:+.2} s; {} tries, {} failed, {} waits for the order to be read",
+                "{:?} sent at {:+.2} s, answered by instance {} at {:+.2} s; {} tries, {} failed, {} waits for the order to be read{tries}",
                 o.kind,
                 o.first_sent - f.start,
                 o.ack().map_or(9, |a| a.instance),

@@ -95,10 +95,23 @@ pub struct OpRecord {
     pub first_failure: Option<f64>,
     /// 404/409 answers retried while the instance had not read the order yet.
     pub visibility_retries: u32,
+    /// What each failed try met, so that a long wait in the report says what it waited for.
+    pub failed_tries: Vec<FailedTry>,
     /// One of a pair sent at once to the two instances (no causal order between them).
     pub racing: bool,
     /// Answers that no request of a well-behaved client should get (422, 400, ...).
     pub unexpected: Vec<String>,
+}
+
+/// One try that timed out, could not connect or got a 5xx.
+#[derive(Debug, Clone)]
+pub struct FailedTry {
+    pub instance: usize,
+    /// Seconds on the campaign's clock.
+    pub sent: f64,
+    pub answered: f64,
+    /// The status and error code and message, or why there was no answer.
+    pub answer: String,
 }
 
 impl OpRecord {
@@ -467,6 +480,7 @@ async fn command(
         failures: 0,
         first_failure: None,
         visibility_retries: 0,
+        failed_tries: Vec::new(),
         racing,
         unexpected: Vec::new(),
     };
@@ -527,7 +541,17 @@ async fn command(
                 }
                 break;
             }
-            Ok(reply) if reply.status >= 500 => true,
+            Ok(reply) if reply.status >= 500 => Some(format!(
+                "{} {}: {}",
+                reply.status,
+                code_of(&reply.json),
+                reply.json["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(120)
+                    .collect::<String>()
+            )),
             // The instance has not read the order (or its last change) yet. A racing command
             // may meet a 404 too (sent at once to the instance that did not take the order);
             // its 409 is the race lost, an answer.
@@ -559,9 +583,15 @@ async fn command(
                 break;
             }
             // No answer in time, or no connection: the write may or may not have happened.
-            Err(_) => true,
+            Err(error) => Some(format!("no answer: {error}")),
         };
-        if failed {
+        if let Some(answer) = failed {
+            op.failed_tries.push(FailedTry {
+                instance: target,
+                sent,
+                answered: clock.now(),
+                answer,
+            });
             op.failures += 1;
             op.first_failure.get_or_insert(sent);
             if instances > 1 {
