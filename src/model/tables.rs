@@ -66,7 +66,7 @@ pub const META_NUMBERING: &str = "numbering";
 pub const META_COUNTERS: &str = "counters";
 
 /// Which list a `Search` entry belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Orders = 0,
     Payments = 1,
@@ -304,26 +304,37 @@ impl ReadView {
             .map(|guard| guard.into_inner().map(|(k, _)| k).map_err(StoreError::from))
     }
 
-    pub(super) fn read_order(&self, order_id: &str) -> Result<Option<StoredOrder>, StoreError> {
-        let Some(value) = self.get(&Key::new(Table::Orders).last(order_id))? else {
-            return Ok(None);
-        };
-        let (record, timeline) = split_order(&value)?;
-        Ok(Some(StoredOrder {
-            record: decode("order", record)?,
-            timeline: decode::<Vec<TimelineEntry>>("timeline", timeline)?,
-        }))
+    /// An order's value ([`encode_order`]) handed to `read` as its record's and its timeline's
+    /// JSON.
+    fn with_order<T>(
+        &self,
+        order_id: &str,
+        read: impl FnOnce(&[u8], &[u8]) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        match self.get(&Key::new(Table::Orders).last(order_id))? {
+            Some(value) => {
+                let (record, timeline) = split_order(&value)?;
+                read(record, timeline).map(Some)
+            }
+            None => Ok(None),
+        }
     }
 
-    /// An order's record without its timeline.
+    pub(super) fn read_order(&self, order_id: &str) -> Result<Option<StoredOrder>, StoreError> {
+        self.with_order(order_id, |record, timeline| {
+            Ok(StoredOrder {
+                record: decode("order", record)?,
+                timeline: decode::<Vec<TimelineEntry>>("timeline", timeline)?,
+            })
+        })
+    }
+
+    /// An order's record without its timeline (its JSON is not even parsed).
     pub(super) fn read_order_record(
         &self,
         order_id: &str,
     ) -> Result<Option<OrderRecord>, StoreError> {
-        match self.get(&Key::new(Table::Orders).last(order_id))? {
-            Some(value) => Ok(Some(decode("order", split_order(&value)?.0)?)),
-            None => Ok(None),
-        }
+        self.with_order(order_id, |record, _| decode("order", record))
     }
 
     /// The record value of a timeline entry.
