@@ -15,12 +15,19 @@
 //!   `SHOPSTREAM_FAULT_BROKER_CONFIG=<lines>` adds broker settings (Kafka's defaults, to
 //!   measure without compose/kafka-local's); `SHOPSTREAM_FAULT_PORT` moves the ports (29092
 //!   on, see tests/faults/cluster.rs).
+//! - To study a failover: `SHOPSTREAM_TEST_LOG_DIR=<dir>` keeps every instance's log there
+//!   (`shopstream-<pid>.log`) and the brokers' `server.log` at the end, and
+//!   `SHOPSTREAM_FAULT_RUST_LOG` sets the instances' `RUST_LOG` (`info,rskafka=info` shows
+//!   rskafka's leader lookups). The report's times count from the moment printed at the start.
 //!
 //! Seeds worth replaying (`SHOPSTREAM_FAULT_SEED=<seed>`):
 //! - 101 with `SHOPSTREAM_FAULT_CLASSES=broker-kill SHOPSTREAM_FAULT_CYCLES=5`: five kills of
 //!   a leader, the before/after failover figures of the README's "Fault campaign" (writes
 //!   paused up to 14.1 s, 5.2 s beyond the cluster's detection, with Kafka's defaults and the
 //!   shopstream before; the fixes are in src/kafka/{consumer,fetch,mod}.rs);
+//! - 1168861515870562494 with `SHOPSTREAM_FAULT_CLASSES=broker-kill SHOPSTREAM_FAULT_CYCLES=30`:
+//!   the replica fetch settings of compose/kafka-local (README "Fault campaign": 27 of 30 kills
+//!   within detection + 2 s with Kafka's defaults, 30 of 30 with them);
 //! - 20261206 and 10863299162892273332: CI-mode runs of every class, no anomaly.
 //!
 //! No seed so far found an acknowledged order lost, a duplicate, an event out of causal order

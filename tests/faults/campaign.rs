@@ -165,9 +165,16 @@ pub async fn run(settings: Settings) -> Outcome {
     let started = Instant::now();
     let clock = Clock(started);
     let mut rng = StdRng::seed_from_u64(settings.seed);
+    // The report's times count from here; its wall-clock time lines them up with the logs.
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     eprintln!(
-        "fault campaign: seed {} ({} cycles; SHOPSTREAM_FAULT_SEED={} replays this schedule)",
-        settings.seed, settings.cycles, settings.seed
+        "fault campaign: seed {} ({} cycles; SHOPSTREAM_FAULT_SEED={} replays this schedule); its clock's 0 s is {:.3} s past the Unix epoch",
+        settings.seed,
+        settings.cycles,
+        settings.seed,
+        wall.as_secs_f64()
     );
 
     let cluster = Arc::new(
@@ -816,11 +823,13 @@ fn broker_settings(cluster: &Cluster) -> String {
     };
     format!(
         "broker.session.timeout.ms={} broker.heartbeat.interval.ms={} replica.lag.time.max.ms={} \
-         controller.quorum.fetch.timeout.ms={}",
+         controller.quorum.fetch.timeout.ms={} replica.fetch.backoff.ms={} replica.fetch.wait.max.ms={}",
         get("broker.session.timeout.ms", "9000 (default)"),
         get("broker.heartbeat.interval.ms", "2000 (default)"),
         get("replica.lag.time.max.ms", "30000 (default)"),
         get("controller.quorum.fetch.timeout.ms", "2000 (default)"),
+        get("replica.fetch.backoff.ms", "1000 (default)"),
+        get("replica.fetch.wait.max.ms", "500 (default)"),
     )
 }
 

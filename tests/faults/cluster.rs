@@ -177,6 +177,13 @@ impl Drop for Cluster {
         for n in 1..=NODES {
             self.signal(n, rustix::process::Signal::CONT);
         }
+        // Kept for a study of the campaign (see tests/support's log copies).
+        if let Some(keep) = std::env::var_os("SHOPSTREAM_TEST_LOG_DIR") {
+            for n in 1..=NODES {
+                let log = self.node_dir(n).join("logs/server.log");
+                let _ = std::fs::copy(log, PathBuf::from(&keep).join(format!("broker-{n}.log")));
+            }
+        }
         let _ = Command::new(support::repo_root().join("compose/kafka-local"))
             .args(["stop", "--wipe", "--dir", support::path_str(&self.dir)])
             .env("KAFKA_LOCAL_STOP_TIMEOUT", "5")

@@ -128,8 +128,13 @@ impl Instances {
             .args(["--replication-factor", "3", "--partitions", "3"])
             .arg("--data-dir")
             .arg(&self.data_dirs[i])
-            // rskafka's retries log at info: a campaign would keep megabytes of them.
-            .env("RUST_LOG", "info,rskafka=warn");
+            // rskafka's retries log at info: a campaign would keep megabytes of them. To study
+            // a failover, SHOPSTREAM_FAULT_RUST_LOG (with SHOPSTREAM_TEST_LOG_DIR) says more.
+            .env(
+                "RUST_LOG",
+                std::env::var("SHOPSTREAM_FAULT_RUST_LOG")
+                    .unwrap_or_else(|_| "info,rskafka=warn".to_string()),
+            );
         // The data dir outlives the process: Server::spawn removes its "cleanup" path when
         // dropped, so it gets an empty one of its own.
         let server = Server::spawn(command, PathBuf::new(), Duration::from_secs(60));

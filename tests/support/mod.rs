@@ -721,8 +721,13 @@ impl Server {
         let (addr_tx, addr_rx) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         let sink = Arc::clone(&logs);
+        let mut copy = log_copy(child.id());
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(file) = copy.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(file, "{line}");
+                }
                 if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
                     && event["message"] == "listening"
                     && let Some(addr) = event["addr"].as_str()
@@ -757,6 +762,15 @@ impl Server {
     pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().unwrap()
     }
+}
+
+/// With `SHOPSTREAM_TEST_LOG_DIR` set, a file there (`shopstream-<pid>.log`) that keeps a
+/// spawned server's log beyond the test: the in-memory copy goes with the process's handle,
+/// and a fault campaign's instances come and go hundreds of times.
+fn log_copy(pid: u32) -> Option<std::fs::File> {
+    let dir = PathBuf::from(std::env::var_os("SHOPSTREAM_TEST_LOG_DIR")?);
+    std::fs::create_dir_all(&dir).ok()?;
+    std::fs::File::create(dir.join(format!("shopstream-{pid}.log"))).ok()
 }
 
 /// Every order id the server lists, newest first, following `next_cursor` page by page.
