@@ -28,6 +28,9 @@
 //! - 1168861515870562494 with `SHOPSTREAM_FAULT_CLASSES=broker-kill SHOPSTREAM_FAULT_CYCLES=30`:
 //!   the replica fetch settings of compose/kafka-local (README "Fault campaign": 27 of 30 kills
 //!   within detection + 2 s with Kafka's defaults, 30 of 30 with them);
+//! - 777 with `SHOPSTREAM_FAULT_CLASSES=broker-pause SHOPSTREAM_FAULT_CYCLES=20`: twenty
+//!   paused brokers, the before/after of the produce path's leader lookups (README "Fault
+//!   campaign"; src/kafka/{connection,fetch,partitions}.rs);
 //! - 20261206 and 10863299162892273332: CI-mode runs of every class, no anomaly.
 //!
 //! No seed so far found an acknowledged order lost, a duplicate, an event out of causal order

@@ -41,6 +41,9 @@ const RECONNECT_BACKOFF: (Duration, Duration) =
 #[derive(Debug)]
 pub struct KafkaSession {
     pub client: Client,
+    /// How this session's rskafka clients are built; the partition clients get clients of
+    /// their own, bootstrapped at their leader ([`super::partitions`] says why).
+    pub(super) recipe: ClientRecipe,
     pub topics: TopicLayout,
     /// Increases by one with each new connection.
     pub generation: u64,
@@ -150,6 +153,7 @@ async fn supervise(
                 );
                 let session = Arc::new(KafkaSession {
                     client,
+                    recipe: ClientRecipe::new(&config),
                     topics,
                     generation,
                     partitions: Default::default(),
@@ -181,19 +185,44 @@ async fn supervise(
     }
 }
 
+/// What every rskafka client of shopstream is built with, whichever brokers it starts from.
+#[derive(Debug, Clone)]
+pub(super) struct ClientRecipe {
+    backoff: rskafka::BackoffConfig,
+    sasl: Option<crate::config::SaslCredentials>,
+}
+
+impl ClientRecipe {
+    /// The settings were checked at start (an unusable SASL setting is no recipe's concern:
+    /// [`connect`] reports it).
+    fn new(config: &Config) -> Self {
+        Self {
+            // rskafka's own retries give up well before our deadline (its deadline counts only
+            // the pauses between tries, not the tries: a refused SASL login takes the broker
+            // about 0.4 s to answer), so that the error that kept it retrying is what the API
+            // and /readyz report, rather than only "did not answer in time". Every call still
+            // has our deadline, and our own layer retries.
+            backoff: backoff_for(config.kafka_timeout / 4),
+            sasl: config.kafka_sasl().ok().flatten(),
+        }
+    }
+
+    /// A builder of a client that starts from `brokers`.
+    pub(super) fn builder(&self, brokers: Vec<String>) -> ClientBuilder {
+        let builder = ClientBuilder::new(brokers)
+            .client_id(format!("shopstream-{}", env!("CARGO_PKG_VERSION")))
+            .backoff_config(self.backoff.clone());
+        match &self.sasl {
+            Some(sasl) => builder.sasl_config(sasl_config(sasl.clone())),
+            None => builder,
+        }
+    }
+}
+
 /// Builds a client from the bootstrap list and makes sure the topics exist.
 async fn connect(config: &Config) -> Result<(Client, TopicLayout), KafkaError> {
-    let mut builder = ClientBuilder::new(config.kafka_brokers.clone())
-        .client_id(format!("shopstream-{}", env!("CARGO_PKG_VERSION")))
-        // rskafka's own retries give up well before our deadline (its deadline counts only the
-        // pauses between tries, not the tries: a refused SASL login takes the broker about
-        // 0.4 s to answer), so that the error that kept it retrying is what the API and
-        // /readyz report, rather than only "did not answer in time". Every call still has
-        // our deadline, and our own layer retries.
-        .backoff_config(backoff_for(config.kafka_timeout / 4));
-    if let Some(sasl) = config.kafka_sasl().map_err(KafkaError::NotConnected)? {
-        builder = builder.sasl_config(sasl_config(sasl));
-    }
+    config.kafka_sasl().map_err(KafkaError::NotConnected)?;
+    let builder = ClientRecipe::new(config).builder(config.kafka_brokers.clone());
     let client = with_deadline("connect", config.kafka_timeout, builder.build()).await?;
     super::nodelay::sweep();
     let topics = ensure_topics(&client, config).await?;
@@ -233,7 +262,25 @@ async fn monitor(
             // open files (WebSockets, store tables), so off the async threads.
             tokio::task::spawn_blocking(super::nodelay::sweep);
         }
-        match with_deadline("probe", PROBE_DEADLINE, session.client.list_topics()).await {
+        // Through the raw connections, every bootstrap broker asked at once: rskafka's
+        // listing goes to one cached broker, and a broker of a cluster that stopped answering
+        // without closing its connections (paused, swapping) would make shopstream refuse
+        // every write, and rebuild its client, while the other brokers serve.
+        let names: Vec<String> = session
+            .topics
+            .topics
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        let probe = session.fetchers.list_topics(&names);
+        let listed = match tokio::time::timeout(PROBE_DEADLINE, probe).await {
+            Ok(listed) => listed,
+            Err(_) => Err(KafkaError::Timeout {
+                operation: "probe",
+                after: PROBE_DEADLINE,
+            }),
+        };
+        match listed {
             Ok(listed) => {
                 // The probe is the periodic metadata refresh too: a topic whose partition count
                 // changed (`kafka-topics --alter --partitions`, or deleted and created again)

@@ -306,35 +306,140 @@ impl Fetchers {
         Ok(self.lookup(topic, partition).await?.leader)
     }
 
-    /// Asks every bootstrap broker at once about a partition and goes with the first answer;
-    /// remembers what it said.
+    /// Asks every bootstrap broker at once about a partition and goes with the freshest of
+    /// the first answers; remembers what it said.
     ///
     /// One after the other, a broker that accepts connections but does not answer (paused,
     /// swapping, behind a black hole) held every lookup until the fetch's deadline, and with
     /// it every partition whose leader had moved, though the other brokers knew the new
-    /// leader. A lookup is rare (after a failed fetch, and for the topic id every
-    /// [`TOPIC_ID_FRESH`]), so asking all of them costs little.
+    /// leader. A lookup is rare (after a failed fetch, for the topic id every
+    /// [`TOPIC_ID_FRESH`], when a partition client is built, and every half second of a write
+    /// that takes over a second), so asking all of them costs little.
+    ///
+    /// The first answer is not always the freshest: a broker that was paused answers at once
+    /// when it resumes, from metadata that still names it the leader. So the answers that come
+    /// within [`LATER_ANSWERS`] of the first are weighed too, and the highest leader epoch wins.
     async fn lookup(&self, topic: &str, partition: i32) -> Result<Found, KafkaError> {
+        use futures_util::StreamExt;
         if self.bootstrap.is_empty() {
             return Err(KafkaError::NotConnected("no bootstrap broker".into()));
         }
-        let asks = self.bootstrap.iter().map(|bootstrap| {
-            Box::pin(lookup_leader(
-                bootstrap,
-                self.sasl.as_ref(),
-                topic,
-                partition,
-            ))
-        });
-        let (found, _slower) = futures_util::future::select_ok(asks).await?;
-        self.learn(topic, partition, &found);
-        Ok(found)
+        let mut asks: futures_util::stream::FuturesUnordered<_> = self
+            .bootstrap
+            .iter()
+            .map(|bootstrap| lookup_leader(bootstrap, self.sasl.as_ref(), topic, partition))
+            .collect();
+        let mut best: Option<Found> = None;
+        let mut last_error = None;
+        while let Some(answer) = asks.next().await {
+            match answer {
+                Ok(found) => {
+                    best = Some(found);
+                    break;
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        let Some(mut best) = best else {
+            return Err(last_error
+                .unwrap_or_else(|| KafkaError::NotConnected("no bootstrap broker".into())));
+        };
+        let later = async {
+            while let Some(answer) = asks.next().await {
+                if let Ok(found) = answer
+                    && found.leader_epoch > best.leader_epoch
+                {
+                    best = found;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LATER_ANSWERS, later).await;
+        self.learn(topic, partition, &best);
+        Ok(best)
     }
+
+    /// Where the partition's leader is now and its leader epoch, as [`Self::lookup`] finds it
+    /// (never from the cache): the produce path builds its clients there, and watches a slow
+    /// write for a newer epoch.
+    pub(super) async fn current_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(String, i32), KafkaError> {
+        let found = self.lookup(topic, partition).await?;
+        Ok((found.leader, found.leader_epoch))
+    }
+}
+
+/// How long a lookup still listens after its first answer (every broker on a healthy cluster
+/// answers a Metadata request within a few milliseconds).
+const LATER_ANSWERS: Duration = Duration::from_millis(50);
+
+impl Fetchers {
+    /// The partitions of `topics` as the first bootstrap broker to answer lists them (a topic
+    /// the broker does not know is left out): the connection's probe, which one broker that
+    /// stopped answering must not fail while the others answer.
+    pub(super) async fn list_topics(
+        &self,
+        topics: &[String],
+    ) -> Result<Vec<rskafka::topic::Topic>, KafkaError> {
+        if self.bootstrap.is_empty() {
+            return Err(KafkaError::NotConnected("no bootstrap broker".into()));
+        }
+        let asks = self
+            .bootstrap
+            .iter()
+            .map(|bootstrap| Box::pin(list_partitions(bootstrap, self.sasl.as_ref(), topics)));
+        let (listed, _slower) = futures_util::future::select_ok(asks).await?;
+        Ok(listed)
+    }
+}
+
+/// Asks `bootstrap` for the partitions of `topics`.
+async fn list_partitions(
+    bootstrap: &str,
+    sasl: Option<&crate::config::SaslCredentials>,
+    topics: &[String],
+) -> Result<Vec<rskafka::topic::Topic>, KafkaError> {
+    let mut connection = BrokerConnection::connect(bootstrap, sasl)
+        .await
+        .map_err(wire)?;
+    let version = connection
+        .version(ApiKey::Metadata, METADATA_VERSIONS)
+        .map_err(wire)?;
+    let request = MetadataRequest::default()
+        .with_topics(Some(
+            topics
+                .iter()
+                .map(|topic| {
+                    MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(topic.clone()))))
+                })
+                .collect(),
+        ))
+        .with_allow_auto_topic_creation(false);
+    let answer: MetadataResponse = connection
+        .call(ApiKey::Metadata, version, &request)
+        .await
+        .map_err(wire)?;
+    Ok(answer
+        .topics
+        .iter()
+        .filter(|t| t.error_code == 0)
+        .filter_map(|t| {
+            Some(rskafka::topic::Topic {
+                name: t.name.as_ref()?.0.to_string(),
+                partitions: t.partitions.iter().map(|p| p.partition_index).collect(),
+            })
+        })
+        .collect())
 }
 
 /// What Metadata says of a partition: its leader's address and its topic's id.
 struct Found {
     leader: String,
+    /// The partition's leader epoch (-1 from brokers before Metadata v7): higher is newer.
+    leader_epoch: i32,
     topic_id: Option<uuid::Uuid>,
 }
 
@@ -371,11 +476,11 @@ async fn lookup_leader(
     if found.error_code != 0 {
         return Err(broker_error("metadata", found.error_code));
     }
-    let leader = found
+    let (leader, leader_epoch) = found
         .partitions
         .iter()
         .find(|p| p.partition_index == partition)
-        .map(|p| p.leader_id)
+        .map(|p| (p.leader_id, p.leader_epoch))
         .ok_or_else(|| KafkaError::Topic {
             topic: topic.to_string(),
             reason: format!("partition {partition} is not in the broker's metadata"),
@@ -387,6 +492,7 @@ async fn lookup_leader(
         .find(|b| b.node_id == leader)
         .map(|b| Found {
             leader: format!("{}:{}", b.host.as_str(), b.port),
+            leader_epoch,
             topic_id,
         })
         .ok_or_else(|| KafkaError::Connection {

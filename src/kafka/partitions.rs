@@ -3,7 +3,9 @@
 //! event browser and the WebSocket replay alike.
 //!
 //! Partition clients live in the [`KafkaSession`] they were built from, so a reconnect (a new
-//! session) rebuilds them all without anyone comparing generations. Each [`Use`] has clients
+//! session) rebuilds them all without anyone comparing generations. Each is built on an
+//! rskafka client of its own that starts from the partition's leader ([`Partition`]'s `build`
+//! says why). Each [`Use`] has clients
 //! of its own: a partition client keeps one connection to the partition's leader, and a broker
 //! answers the requests of one connection in order, so a consumer's long-polling fetch must
 //! never hold a produce request back.
@@ -24,6 +26,15 @@ use super::fetch::Fetched;
 use super::{KafkaError, with_deadline};
 use crate::domain::event::TopicRole;
 
+/// How long a write runs before [`Partition::produce`] starts asking where the leader is
+/// (most writes are answered well within it; a slow one costs a Metadata request every
+/// [`LEADER_WATCH_EVERY`]). A leadership that moved without a failure (a preferred leader
+/// elected again) is followed by rskafka inside the client, so a slow write after such a move
+/// is given up once, and the next one goes to a client built at the new leader.
+const LEADER_WATCH_AFTER: Duration = Duration::from_secs(1);
+/// How often it asks from then on.
+const LEADER_WATCH_EVERY: Duration = Duration::from_millis(500);
+
 /// Who a partition client serves (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Use {
@@ -38,19 +49,25 @@ pub enum Use {
 /// The partition clients of one session, built on first use.
 #[derive(Debug, Default)]
 pub struct PartitionClients {
-    clients: Mutex<HashMap<(Use, TopicRole, i32), Arc<PartitionClient>>>,
+    clients: Mutex<HashMap<(Use, TopicRole, i32), Arc<LeaderClient>>>,
 }
 
 impl PartitionClients {
-    fn cached(&self, key: (Use, TopicRole, i32)) -> Option<Arc<PartitionClient>> {
+    fn cached(&self, key: (Use, TopicRole, i32)) -> Option<Arc<LeaderClient>> {
         self.lock().get(&key).cloned()
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(Use, TopicRole, i32), Arc<PartitionClient>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Use, TopicRole, i32), Arc<LeaderClient>>> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A partition client, and the leader and leader epoch it was built at.
+#[derive(Debug)]
+struct LeaderClient {
+    client: PartitionClient,
+    leader: String,
+    epoch: i32,
 }
 
 /// One partition of one topic, as one [`Use`] reads and writes it, with one deadline per call.
@@ -86,23 +103,22 @@ impl Partition {
     }
 
     /// The cached client, or a new one.
-    async fn client(&self) -> Result<Arc<PartitionClient>, KafkaError> {
+    async fn client(&self) -> Result<Arc<LeaderClient>, KafkaError> {
         let key = (self.use_, self.topic, self.partition);
         if let Some(client) = self.session.partitions.cached(key) {
             return Ok(client);
         }
         // Boxed: building a client is rare, and the box keeps the futures of the callers (the
         // HTTP handlers' among them) shallow enough for the compiler's layout queries.
-        let client = Box::pin(with_deadline(
-            "partition client",
-            self.timeout,
-            self.session.client.partition_client(
-                self.topic_name().to_string(),
-                self.partition,
-                UnknownTopicHandling::Retry,
-            ),
-        ))
-        .await?;
+        let client = match tokio::time::timeout(self.timeout, Box::pin(self.build())).await {
+            Ok(built) => built?,
+            Err(_) => {
+                return Err(KafkaError::Timeout {
+                    operation: "partition client",
+                    after: self.timeout,
+                });
+            }
+        };
         // rskafka connected to the leader while building it.
         super::nodelay::sweep();
         // Another call may have built one meanwhile: keep one client per use.
@@ -116,12 +132,47 @@ impl Partition {
         Ok(client)
     }
 
+    /// A partition client on an rskafka client of its own, started from the partition's
+    /// leader as the bootstrap brokers that answer first see it.
+    ///
+    /// A client of the session's would find the leader through its cached metadata and one
+    /// cached connection to an arbitrary broker: after a broker stopped answering without
+    /// closing its connections (paused, swapping, behind a black hole), every new partition
+    /// client could wait on that broker until its deadline, and its stale metadata would send
+    /// it to the old leader after the cluster had moved on. The lookup asks every bootstrap
+    /// broker at once; the new client's first metadata comes from the leader itself.
+    async fn build(&self) -> Result<LeaderClient, KafkaError> {
+        let topic = self.topic_name();
+        let (leader, epoch) = self
+            .session
+            .fetchers
+            .current_leader(topic, self.partition)
+            .await?;
+        let builder = self.session.recipe.builder(vec![leader.clone()]);
+        let client = with_deadline("partition client", self.timeout, builder.build()).await?;
+        let client = with_deadline(
+            "partition client",
+            self.timeout,
+            client.partition_client(
+                topic.to_string(),
+                self.partition,
+                UnknownTopicHandling::Retry,
+            ),
+        )
+        .await?;
+        Ok(LeaderClient {
+            client,
+            leader,
+            epoch,
+        })
+    }
+
     /// After a failure of `client` it is dropped from the cache (unless another call already
     /// replaced it): the next call builds a new one, which finds the partition's leader again.
     /// A broker's answer that the offset is out of range is no failure of the connection.
     fn after<T>(
         &self,
-        client: &Arc<PartitionClient>,
+        client: &Arc<LeaderClient>,
         result: Result<T, KafkaError>,
     ) -> Result<T, KafkaError> {
         if let Err(error) = &result
@@ -141,7 +192,8 @@ impl Partition {
 
     pub async fn offset(&self, at: OffsetAt) -> Result<i64, KafkaError> {
         let client = self.client().await?;
-        let result = with_deadline("list offsets", self.timeout, client.get_offset(at)).await;
+        let result =
+            with_deadline("list offsets", self.timeout, client.client.get_offset(at)).await;
         self.after(&client, result)
     }
 
@@ -171,11 +223,54 @@ impl Partition {
     }
 
     /// Writes `records` in one produce request; the offsets Kafka gave them.
+    ///
+    /// A write that takes long is watched: once the bootstrap brokers that answer name
+    /// another leader, the write is given up (its outcome unknown, as after its deadline) and
+    /// the next one goes to the new leader. A leader that stopped answering without closing
+    /// its connections (paused, swapping) would otherwise hold the write until the deadline,
+    /// seconds after the cluster had moved its partitions.
     pub async fn produce(&self, records: Vec<Record>) -> Result<Vec<i64>, KafkaError> {
         let client = self.client().await?;
-        let produce = client.produce(records, Compression::NoCompression);
-        let result = with_deadline("produce", self.timeout, produce).await;
+        let produce = with_deadline(
+            "produce",
+            self.timeout,
+            client.client.produce(records, Compression::NoCompression),
+        );
+        let result = tokio::select! {
+            result = produce => result,
+            moved = self.leader_moved_from(&client) => Err(moved),
+        };
         self.after(&client, result)
+    }
+
+    /// Resolves once the partition has a newer leader epoch on another broker than the one
+    /// `built` was built at, asking from [`LEADER_WATCH_AFTER`] on, every
+    /// [`LEADER_WATCH_EVERY`]; never otherwise. An older epoch (a broker that resumed after a
+    /// pause answers from its stale metadata) moves nothing.
+    async fn leader_moved_from(&self, built: &LeaderClient) -> KafkaError {
+        let leader = &built.leader;
+        tokio::time::sleep(LEADER_WATCH_AFTER).await;
+        loop {
+            let asked = tokio::time::timeout(
+                LEADER_WATCH_EVERY,
+                self.session
+                    .fetchers
+                    .current_leader(self.topic_name(), self.partition),
+            );
+            let started = tokio::time::Instant::now();
+            if let Ok(Ok((now, epoch))) = asked.await
+                && now != *leader
+                && (epoch > built.epoch || epoch < 0 || built.epoch < 0)
+            {
+                return KafkaError::Connection {
+                    operation: "produce",
+                    message: format!(
+                        "the partition's leader moved from {leader} to {now} while the write                          was in flight; its outcome is unknown"
+                    ),
+                };
+            }
+            tokio::time::sleep_until(started + LEADER_WATCH_EVERY).await;
+        }
     }
 }
 

@@ -321,6 +321,7 @@ pub async fn run(settings: Settings) -> Outcome {
     rig.instances.stop_all();
 
     let kills = kill_pauses(&rig.faults, &ops);
+    let broker_pauses = write_pauses(Class::BrokerPause, &rig.faults, &ops);
     let settings_line = broker_settings(&rig.cluster);
     let report = report(
         &settings,
@@ -329,6 +330,7 @@ pub async fn run(settings: Settings) -> Outcome {
         &ops,
         &rig.anomalies,
         &kills,
+        &broker_pauses,
         &settings_line,
         rig.instances.restarts,
         reader.records.len(),
@@ -715,9 +717,15 @@ async fn caught_up(
 /// restart began (and before the next fault), and had to wait (a failure, or more than a
 /// second).
 pub fn kill_pauses(faults: &[Fault], ops: &[OpRecord]) -> Vec<KillPause> {
+    write_pauses(Class::BrokerKill9, faults, ops)
+}
+
+/// The same for every fault of `class` that stops a broker (a kill, a pause): from its start
+/// on, until the restart or the SIGCONT.
+pub fn write_pauses(class: Class, faults: &[Fault], ops: &[OpRecord]) -> Vec<KillPause> {
     let mut pauses = Vec::new();
     for (k, f) in faults.iter().enumerate() {
-        if f.class != Class::BrokerKill9 {
+        if f.class != class {
             continue;
         }
         let next = faults.get(k + 1).map_or(f64::MAX, |n| n.start);
@@ -841,6 +849,7 @@ fn report(
     ops: &[OpRecord],
     anomalies: &[Anomaly],
     kills: &[KillPause],
+    broker_pauses: &[KillPause],
     broker_settings: &str,
     restarts: usize,
     records: usize,
@@ -1016,6 +1025,37 @@ fn report(
         if kills.is_empty() { 0.0 } else { worst_beyond },
         kills.len()
     );
+
+    if !broker_pauses.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nbroker pauses (from the SIGSTOP to the last answer of a write that had to wait; the paused broker's partitions wait for the cluster's detection, an in-flight write for the leader's move):"
+        );
+        for p in broker_pauses {
+            let beyond = p.detection.map(|d| p.pause - d);
+            let _ = writeln!(
+                out,
+                "  cycle {:>4} node {}: detection {}, pause {:.2} s, beyond detection {}",
+                p.cycle,
+                p.node,
+                seconds(p.detection),
+                p.pause,
+                beyond.map_or("?".into(), |b| format!("{b:+.2} s")),
+            );
+            if beyond.is_none_or(|b| b > 2.0) {
+                let _ = writeln!(out, "      longest wait: {}", p.longest);
+            }
+        }
+        let mut longest: Vec<f64> = broker_pauses.iter().map(|p| p.pause).collect();
+        longest.sort_by(|a, b| a.total_cmp(b));
+        let _ = writeln!(
+            out,
+            "  {} pauses: longest {:.2} s, p50 {:.2} s",
+            broker_pauses.len(),
+            longest.last().copied().unwrap_or(0.0),
+            percentile(&longest, 0.5),
+        );
+    }
 
     let _ = writeln!(out, "\nanomalies: {}", anomalies.len());
     for kind in Kind::ALL {
