@@ -401,6 +401,26 @@ async fn list_partitions(
     sasl: Option<&crate::config::SaslCredentials>,
     topics: &[String],
 ) -> Result<Vec<rskafka::topic::Topic>, KafkaError> {
+    let answer = metadata(bootstrap, sasl, topics).await?;
+    Ok(answer
+        .topics
+        .iter()
+        .filter(|t| t.error_code == 0)
+        .filter_map(|t| {
+            Some(rskafka::topic::Topic {
+                name: t.name.as_ref()?.0.to_string(),
+                partitions: t.partitions.iter().map(|p| p.partition_index).collect(),
+            })
+        })
+        .collect())
+}
+
+/// What `bootstrap` knows of `topics` (a Metadata request on a connection of its own).
+async fn metadata(
+    bootstrap: &str,
+    sasl: Option<&crate::config::SaslCredentials>,
+    topics: &[String],
+) -> Result<MetadataResponse, KafkaError> {
     let mut connection = BrokerConnection::connect(bootstrap, sasl)
         .await
         .map_err(wire)?;
@@ -418,21 +438,10 @@ async fn list_partitions(
                 .collect(),
         ))
         .with_allow_auto_topic_creation(false);
-    let answer: MetadataResponse = connection
+    connection
         .call(ApiKey::Metadata, version, &request)
         .await
-        .map_err(wire)?;
-    Ok(answer
-        .topics
-        .iter()
-        .filter(|t| t.error_code == 0)
-        .filter_map(|t| {
-            Some(rskafka::topic::Topic {
-                name: t.name.as_ref()?.0.to_string(),
-                partitions: t.partitions.iter().map(|p| p.partition_index).collect(),
-            })
-        })
-        .collect())
+        .map_err(wire)
 }
 
 /// What Metadata says of a partition: its leader's address and its topic's id.
@@ -450,21 +459,7 @@ async fn lookup_leader(
     topic: &str,
     partition: i32,
 ) -> Result<Found, KafkaError> {
-    let mut connection = BrokerConnection::connect(bootstrap, sasl)
-        .await
-        .map_err(wire)?;
-    let version = connection
-        .version(ApiKey::Metadata, METADATA_VERSIONS)
-        .map_err(wire)?;
-    let request = MetadataRequest::default()
-        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
-            TopicName(StrBytes::from_string(topic.to_string())),
-        ))]))
-        .with_allow_auto_topic_creation(false);
-    let answer: MetadataResponse = connection
-        .call(ApiKey::Metadata, version, &request)
-        .await
-        .map_err(wire)?;
+    let answer = metadata(bootstrap, sasl, &[topic.to_string()]).await?;
     let found = answer
         .topics
         .iter()

@@ -149,6 +149,26 @@ pub struct KillPause {
     pub longest: String,
 }
 
+impl KillPause {
+    /// How long the writes waited beyond the cluster's detection, when it was seen.
+    fn beyond_detection(&self) -> Option<f64> {
+        self.detection.map(|d| self.pause - d)
+    }
+
+    /// Its line in the report.
+    fn line(&self) -> String {
+        format!(
+            "  cycle {:>4} node {}: detection {}, pause {:.2} s, beyond detection {}",
+            self.cycle,
+            self.node,
+            seconds(self.detection),
+            self.pause,
+            self.beyond_detection()
+                .map_or("?".into(), |b| format!("{b:+.2} s")),
+        )
+    }
+}
+
 struct Rig {
     clock: Clock,
     cluster: Arc<Cluster>,
@@ -996,20 +1016,11 @@ fn report(
     let mut met = 0;
     let mut worst_beyond: f64 = 0.0;
     for k in kills {
-        let beyond = k.detection.map(|d| k.pause - d);
+        let beyond = k.beyond_detection();
         let ok = beyond.is_some_and(|b| b <= 2.0);
         met += ok as usize;
         worst_beyond = worst_beyond.max(beyond.unwrap_or(f64::INFINITY));
-        let _ = writeln!(
-            out,
-            "  cycle {:>4} node {}: detection {}, pause {:.2} s, beyond detection {} {}",
-            k.cycle,
-            k.node,
-            seconds(k.detection),
-            k.pause,
-            beyond.map_or("?".into(), |b| format!("{b:+.2} s")),
-            if ok { "ok" } else { "OVER" }
-        );
+        let _ = writeln!(out, "{} {}", k.line(), if ok { "ok" } else { "OVER" });
         if !ok {
             let _ = writeln!(out, "      longest wait: {}", k.longest);
         }
@@ -1032,17 +1043,8 @@ fn report(
             "\nbroker pauses (from the SIGSTOP to the last answer of a write that had to wait; the paused broker's partitions wait for the cluster's detection, an in-flight write for the leader's move):"
         );
         for p in broker_pauses {
-            let beyond = p.detection.map(|d| p.pause - d);
-            let _ = writeln!(
-                out,
-                "  cycle {:>4} node {}: detection {}, pause {:.2} s, beyond detection {}",
-                p.cycle,
-                p.node,
-                seconds(p.detection),
-                p.pause,
-                beyond.map_or("?".into(), |b| format!("{b:+.2} s")),
-            );
-            if beyond.is_none_or(|b| b > 2.0) {
+            let _ = writeln!(out, "{}", p.line());
+            if p.beyond_detection().is_none_or(|b| b > 2.0) {
                 let _ = writeln!(out, "      longest wait: {}", p.longest);
             }
         }
