@@ -133,7 +133,8 @@ impl Partition {
     }
 
     /// A partition client on an rskafka client of its own, started from the partition's
-    /// leader as the bootstrap brokers that answer first see it.
+    /// leader as the bootstrap brokers name it (the freshest leader epoch among the first
+    /// answers, [`super::fetch::Fetchers::current_leader`]).
     ///
     /// A client of the session's would find the leader through its cached metadata and one
     /// cached connection to an arbitrary broker: after a broker stopped answering without
