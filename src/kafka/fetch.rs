@@ -358,16 +358,15 @@ impl Fetchers {
         Ok(best)
     }
 
-    /// Where the partition's leader is now and its leader epoch, as [`Self::lookup`] finds it
-    /// (never from the cache): the produce path builds its clients there, and watches a slow
-    /// write for a newer epoch.
+    /// Where the partition's leader is now, its leader epoch and its replica count, as
+    /// [`Self::lookup`] finds it (never from the cache): the produce path builds its clients
+    /// there, and watches a slow write for a newer epoch.
     pub(super) async fn current_leader(
         &self,
         topic: &str,
         partition: i32,
-    ) -> Result<(String, i32), KafkaError> {
-        let found = self.lookup(topic, partition).await?;
-        Ok((found.leader, found.leader_epoch))
+    ) -> Result<Found, KafkaError> {
+        self.lookup(topic, partition).await
     }
 }
 
@@ -444,11 +443,15 @@ async fn metadata(
         .map_err(wire)
 }
 
-/// What Metadata says of a partition: its leader's address and its topic's id.
-struct Found {
-    leader: String,
+/// What Metadata says of a partition: its leader's address and epoch, its replica count and
+/// its topic's id.
+pub(super) struct Found {
+    /// The leader's address.
+    pub leader: String,
     /// The partition's leader epoch (-1 from brokers before Metadata v7): higher is newer.
-    leader_epoch: i32,
+    pub leader_epoch: i32,
+    /// How many brokers hold a replica: with one, no other leader can take over.
+    pub replicas: usize,
     topic_id: Option<uuid::Uuid>,
 }
 
@@ -471,11 +474,11 @@ async fn lookup_leader(
     if found.error_code != 0 {
         return Err(broker_error("metadata", found.error_code));
     }
-    let (leader, leader_epoch) = found
+    let (leader, leader_epoch, replicas) = found
         .partitions
         .iter()
         .find(|p| p.partition_index == partition)
-        .map(|p| (p.leader_id, p.leader_epoch))
+        .map(|p| (p.leader_id, p.leader_epoch, p.replica_nodes.len()))
         .ok_or_else(|| KafkaError::Topic {
             topic: topic.to_string(),
             reason: format!("partition {partition} is not in the broker's metadata"),
@@ -488,6 +491,7 @@ async fn lookup_leader(
         .map(|b| Found {
             leader: format!("{}:{}", b.host.as_str(), b.port),
             leader_epoch,
+            replicas,
             topic_id,
         })
         .ok_or_else(|| KafkaError::Connection {

@@ -34,6 +34,9 @@ use crate::domain::event::TopicRole;
 const LEADER_WATCH_AFTER: Duration = Duration::from_secs(1);
 /// How often it asks from then on.
 const LEADER_WATCH_EVERY: Duration = Duration::from_millis(500);
+/// How often a partition client being built asks where the leader is ([`Partition`]'s
+/// `build`): a build is rare, and a slow one is a leader that went away.
+const BUILD_WATCH_EVERY: Duration = Duration::from_millis(200);
 
 /// Who a partition client serves (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,15 +113,7 @@ impl Partition {
         }
         // Boxed: building a client is rare, and the box keeps the futures of the callers (the
         // HTTP handlers' among them) shallow enough for the compiler's layout queries.
-        let client = match tokio::time::timeout(self.timeout, Box::pin(self.build())).await {
-            Ok(built) => built?,
-            Err(_) => {
-                return Err(KafkaError::Timeout {
-                    operation: "partition client",
-                    after: self.timeout,
-                });
-            }
-        };
+        let client = Box::pin(self.build()).await?;
         // rskafka connected to the leader while building it.
         super::nodelay::sweep();
         // Another call may have built one meanwhile: keep one client per use.
@@ -134,7 +129,7 @@ impl Partition {
 
     /// A partition client on an rskafka client of its own, started from the partition's
     /// leader as the bootstrap brokers name it (the freshest leader epoch among the first
-    /// answers, [`super::fetch::Fetchers::current_leader`]).
+    /// answers, [`super::fetch::Fetchers::current_leader`]), within the call's deadline.
     ///
     /// A client of the session's would find the leader through its cached metadata and one
     /// cached connection to an arbitrary broker: after a broker stopped answering without
@@ -142,14 +137,55 @@ impl Partition {
     /// client could wait on that broker until its deadline, and its stale metadata would send
     /// it to the old leader after the cluster had moved on. The lookup asks every bootstrap
     /// broker at once; the new client's first metadata comes from the leader itself.
+    ///
+    /// A leader that was just killed is still named until the cluster notices, and rskafka
+    /// keeps trying to connect to it for its whole backoff deadline: so the build asks again
+    /// every [`BUILD_WATCH_EVERY`] and starts over at a newer leader as soon as one is named,
+    /// and a build that failed waits for one (within the deadline) rather than failing the
+    /// write while the cluster elects it.
     async fn build(&self) -> Result<LeaderClient, KafkaError> {
-        let topic = self.topic_name();
-        let (leader, epoch) = self
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timed_out = || KafkaError::Timeout {
+            operation: "partition client",
+            after: self.timeout,
+        };
+        let lookup = self
             .session
             .fetchers
-            .current_leader(topic, self.partition)
-            .await?;
-        let builder = self.session.recipe.builder(vec![leader.clone()]);
+            .current_leader(self.topic_name(), self.partition);
+        let found = tokio::time::timeout_at(deadline, lookup)
+            .await
+            .map_err(|_| timed_out())??;
+        let (mut leader, mut epoch) = (found.leader, found.leader_epoch);
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, self.build_at(&leader, epoch));
+            let failed = tokio::select! {
+                built = attempt => match built {
+                    Ok(Ok(client)) => return Ok(client),
+                    Ok(Err(error)) => error,
+                    Err(_) => return Err(timed_out()),
+                },
+                moved = self.newer_leader(&leader, epoch, BUILD_WATCH_EVERY, BUILD_WATCH_EVERY) => {
+                    (leader, epoch) = moved;
+                    continue;
+                }
+            };
+            // With a single replica no other broker can take over: the failure stands.
+            if found.replicas < 2 || !leader_unreachable(&failed) {
+                return Err(failed);
+            }
+            let moved = self.newer_leader(&leader, epoch, Duration::ZERO, BUILD_WATCH_EVERY);
+            match tokio::time::timeout_at(deadline, moved).await {
+                Ok(moved) => (leader, epoch) = moved,
+                Err(_) => return Err(failed),
+            }
+        }
+    }
+
+    /// A partition client on a new rskafka client that starts from `leader`.
+    async fn build_at(&self, leader: &str, epoch: i32) -> Result<LeaderClient, KafkaError> {
+        let topic = self.topic_name();
+        let builder = self.session.recipe.builder(vec![leader.to_string()]);
         let client = with_deadline("partition client", self.timeout, builder.build()).await?;
         let client = with_deadline(
             "partition client",
@@ -163,7 +199,7 @@ impl Partition {
         .await?;
         Ok(LeaderClient {
             client,
-            leader,
+            leader: leader.to_string(),
             epoch,
         })
     }
@@ -246,33 +282,74 @@ impl Partition {
 
     /// Resolves once the partition has a newer leader epoch on another broker than the one
     /// `built` was built at, asking from [`LEADER_WATCH_AFTER`] on, every
-    /// [`LEADER_WATCH_EVERY`]; never otherwise. An older epoch (a broker that resumed after a
-    /// pause answers from its stale metadata) moves nothing.
+    /// [`LEADER_WATCH_EVERY`]; never otherwise.
     async fn leader_moved_from(&self, built: &LeaderClient) -> KafkaError {
-        let leader = &built.leader;
-        tokio::time::sleep(LEADER_WATCH_AFTER).await;
-        loop {
-            let asked = tokio::time::timeout(
+        let (now, _) = self
+            .newer_leader(
+                &built.leader,
+                built.epoch,
+                LEADER_WATCH_AFTER,
                 LEADER_WATCH_EVERY,
+            )
+            .await;
+        KafkaError::Connection {
+            operation: "produce",
+            message: format!(
+                "the partition's leader moved from {} to {now} while the write was in flight; \
+                 its outcome is unknown",
+                built.leader
+            ),
+        }
+    }
+
+    /// Resolves with the leader and its epoch once the bootstrap brokers name another broker
+    /// than `leader` with a newer epoch than `epoch`, asking after `first` and then every
+    /// `every` ([`took_over`]); never otherwise.
+    async fn newer_leader(
+        &self,
+        leader: &str,
+        epoch: i32,
+        first: Duration,
+        every: Duration,
+    ) -> (String, i32) {
+        tokio::time::sleep(first).await;
+        loop {
+            let started = tokio::time::Instant::now();
+            let asked = tokio::time::timeout(
+                every,
                 self.session
                     .fetchers
                     .current_leader(self.topic_name(), self.partition),
             );
-            let started = tokio::time::Instant::now();
-            if let Ok(Ok((now, epoch))) = asked.await
-                && now != *leader
-                && (epoch > built.epoch || epoch < 0 || built.epoch < 0)
+            if let Ok(Ok(now)) = asked.await
+                && took_over((leader, epoch), (&now.leader, now.leader_epoch))
             {
-                return KafkaError::Connection {
-                    operation: "produce",
-                    message: format!(
-                        "the partition's leader moved from {leader} to {now} while the write                          was in flight; its outcome is unknown"
-                    ),
-                };
+                return (now.leader, now.leader_epoch);
             }
-            tokio::time::sleep_until(started + LEADER_WATCH_EVERY).await;
+            tokio::time::sleep_until(started + every).await;
         }
     }
+}
+
+/// Whether the leader (address, epoch) the brokers name `now` took over from `was`: another
+/// broker with a newer epoch. An older epoch is a broker's stale metadata (one that resumed
+/// after a pause); an unknown one (-1: a broker too old to say) trusts the name.
+fn took_over(was: (&str, i32), now: (&str, i32)) -> bool {
+    now.0 != was.0 && (now.1 > was.1 || now.1 < 0 || was.1 < 0)
+}
+
+/// Whether a failed build means its broker could not be reached (dead, restarting, behind a
+/// cut connection): then another leader may be named soon. Any other failure is final.
+fn leader_unreachable(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::Timeout { .. }
+            | KafkaError::Connection { .. }
+            | KafkaError::Client {
+                source: rskafka::client::error::Error::Connection(_),
+                ..
+            }
+    )
 }
 
 /// What the consumer and the replay need of a partition's log.
@@ -314,5 +391,45 @@ impl PartitionLog for Partition {
         max_wait_ms: i32,
     ) -> impl Future<Output = Result<Fetched, KafkaError>> + Send {
         Partition::read(self, offset, max_bytes, max_wait_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leader_takes_over_only_on_another_broker_with_a_newer_epoch() {
+        assert!(took_over(("b1:9092", 4), ("b2:9092", 5)));
+        // The same broker, whatever its epoch: nothing moved for this client.
+        assert!(!took_over(("b1:9092", 4), ("b1:9092", 5)));
+        // A broker that resumed after a pause still names itself at its old epoch.
+        assert!(!took_over(("b1:9092", 5), ("b2:9092", 4)));
+        assert!(!took_over(("b1:9092", 5), ("b2:9092", 5)));
+        // Brokers too old to give epochs: the name is all there is.
+        assert!(took_over(("b1:9092", -1), ("b2:9092", -1)));
+        assert!(took_over(("b1:9092", 3), ("b2:9092", -1)));
+    }
+
+    #[test]
+    fn only_an_unreachable_leader_is_worth_waiting_for_another() {
+        let timeout = KafkaError::Timeout {
+            operation: "partition client",
+            after: Duration::from_secs(5),
+        };
+        let refused = KafkaError::Connection {
+            operation: "metadata",
+            message: "connection refused".into(),
+        };
+        let missing = KafkaError::Topic {
+            topic: "orders".into(),
+            reason: "not in the broker's metadata".into(),
+        };
+        assert!(leader_unreachable(&timeout));
+        assert!(leader_unreachable(&refused));
+        assert!(!leader_unreachable(&missing));
+        assert!(!leader_unreachable(&KafkaError::NotConnected(
+            "no bootstrap broker".into()
+        )));
     }
 }
