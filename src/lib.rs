@@ -148,9 +148,8 @@ fn access_rules(config: &Config, addr: SocketAddr) -> Result<access::Access, Run
 
 /// Runs the server on `config.listen` until `shutdown` is cancelled (by a signal).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| RunError::Listen {
+    let listener =
+        http::listen(config.listen, config.max_connections).map_err(|source| RunError::Listen {
             addr: config.listen,
             source,
         })?;
