@@ -86,9 +86,8 @@ pub const MIN_LISTEN_BACKLOG: u32 = 4_096;
 ///
 /// std's and tokio's `bind` listen with a backlog of 128. A burst of more clients than that
 /// connecting while the server was busy overflowed the accept queue: the kernel dropped their
-/// handshakes, and each waited for its retransmission, a second or more (1,245 and 2,851
-/// dropped handshakes in two 10 s `wrk` runs at 1,024 connections, `nstat
-/// TcpExtListenOverflows`; the p99 of 2.2 s at 1,024 connections in the load benchmark).
+/// handshakes, and each waited for its retransmission, a second or more (README, "The write
+/// path's benchmarks": `nstat TcpExtListenOverflows` over `wrk` runs at 1,024 connections).
 pub fn listen(addr: std::net::SocketAddr, max_connections: u32) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -377,6 +376,5 @@ mod tests {
             connected, clients,
             "handshakes dropped with no accept in between: the listen backlog is too small"
         );
-        drop(listener);
     }
 }
