@@ -26,7 +26,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{broadcast, oneshot, watch};
 
 pub use super::tables::ReadView;
-use super::tables::{self, Key, Table, WriteTables};
+use super::tables::{self, Key, Pruned, Table, WriteTables};
 use super::{Applied, Changes, Counters, EventEffect, PartitionProgress};
 use crate::domain::event::{Event, Position, TopicLayout, TopicRole, UndecodableRecord};
 use crate::messages::LiveFrame;
@@ -324,6 +324,7 @@ impl Store {
             counters,
             progress,
             retention: TimeDelta::from_std(settings.retention).unwrap_or(TimeDelta::MAX),
+            pruned: Pruned::default(),
             last_durable: Instant::now(),
             durable_pending: false,
         };
@@ -1005,6 +1006,8 @@ struct Applier {
     counters: Counters,
     progress: ProgressMap,
     retention: TimeDelta,
+    /// How far pruning went, as of the last commit.
+    pruned: Pruned,
     last_durable: Instant,
     /// Whether a commit since the last durable one is not durable yet.
     durable_pending: bool,
@@ -1113,6 +1116,7 @@ impl Applier {
     /// its batch was committed (while syncing, say) must not have the next group reuse its
     /// event numbers, which key the record values.
     fn reload_state(&mut self) {
+        self.pruned = Pruned::default();
         let Some(db) = self.database() else { return };
         match load_state(&db) {
             Ok((counters, progress)) => {
@@ -1193,8 +1197,9 @@ impl Applier {
                     Work::Layout { .. } => unreachable!("layout checks run alone"),
                 }
             }
-            tables.write(changes, self.retention)?;
+            let pruned = tables.write(changes, self.retention, self.pruned)?;
             tables.commit()?;
+            self.pruned = pruned;
         }
         if durable {
             db.sync()?;
@@ -1293,6 +1298,7 @@ impl Applier {
                 Ok((db, (counters, progress))) => {
                     self.counters = counters;
                     self.progress = progress;
+                    self.pruned = Pruned::default();
                     *self.shared.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(db));
                     self.last_durable = Instant::now();
                     self.durable_pending = false;
@@ -1319,6 +1325,8 @@ impl Applier {
     }
 
     fn check_layout(&mut self, layout: &TopicLayout) -> Result<Resumed, StoreError> {
+        // The tables may be emptied below: pruning starts over.
+        self.pruned = Pruned::default();
         let db = self.database().ok_or(StoreError::Closed)?;
         let view = db.view();
         let format: Option<u32> =

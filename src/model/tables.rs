@@ -84,7 +84,7 @@ impl Kind {
 }
 
 /// Most pruned entries per commit, so that pruning never makes one commit long.
-const PRUNE_PER_COMMIT: usize = 2_000;
+pub(super) const PRUNE_PER_COMMIT: usize = 2_000;
 
 /// Most index entries counted to tell how common a search word is ([`ReadView::word_entries`]):
 /// past this a word is as common as any other for choosing the walk.
@@ -290,6 +290,20 @@ impl ReadView {
     }
 
     /// The keys from `lower` (included) to `upper` (excluded), last first.
+    /// The keys in `[lower, upper)`, first to last.
+    pub(super) fn keys(
+        &self,
+        lower: Key,
+        upper: Key,
+    ) -> impl Iterator<Item = Result<fjall::Slice, StoreError>> + '_ {
+        self.snapshot
+            .range(
+                &self.shop,
+                (Bound::Included(lower.0), Bound::Excluded(upper.0)),
+            )
+            .map(|guard| guard.into_inner().map(|(k, _)| k).map_err(StoreError::from))
+    }
+
     pub(super) fn keys_back(
         &self,
         lower: Key,
@@ -406,6 +420,19 @@ impl Lookup for ReadView {
     }
 }
 
+/// How far the pruning of aged entries has gone: everything below these bounds is deleted.
+/// A commit's pruning then walks only what aged out since the last one: a deleted key stays in
+/// the tree as a tombstone until compactions drop it, and a walk from the start of the table
+/// at every commit would step over all of them again. Kept by the applier, forgotten on a
+/// restart or reopen (the first walk after it starts at the table's start).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Idempotency records of a time (microseconds) below this are gone.
+    pub idempotency_below: Option<i64>,
+    /// Minute statistics below this unix minute are gone.
+    pub minutes_below: Option<i64>,
+}
+
 /// One group commit's writes, read against the view of the commit before it.
 pub struct WriteTables<'a> {
     saved: &'a ReadView,
@@ -439,7 +466,15 @@ impl<'a> WriteTables<'a> {
 
     /// Adds one batch's changes, its counters and its offsets, and prunes what fell out of
     /// retention.
-    pub fn write(&mut self, changes: &Changes, retention: TimeDelta) -> Result<(), StoreError> {
+    /// Writes the group's changes and prunes what aged out; returns how far pruning has gone
+    /// once this batch is committed.
+    pub fn write(
+        &mut self,
+        changes: &Changes,
+        retention: TimeDelta,
+        pruned: Pruned,
+    ) -> Result<Pruned, StoreError> {
+        let mut now_pruned = pruned;
         for (id, before, after) in changed(&changes.orders) {
             self.reindex(Kind::Orders, id, before, &after.record);
             self.put(Key::new(Table::Orders).last(id), encode_order(after));
@@ -473,20 +508,21 @@ impl<'a> WriteTables<'a> {
                 fjall::Slice::empty(),
             );
         }
+        // The series keeps the minutes up to a day before the newest: a minute below that, or
+        // below where pruning already went, is out of it and not written.
+        let minutes_floor = changes
+            .minutes
+            .keys()
+            .next_back()
+            .map(|newest| newest - MINUTES_KEPT);
+        let kept_from = minutes_floor.max(pruned.minutes_below);
         for (minute, stats) in &changes.minutes {
-            self.put(Key::new(Table::Minutes).int(*minute), encode(stats));
-        }
-        if let Some(&newest) = changes.minutes.keys().next_back() {
-            let lower = Key::new(Table::Minutes);
-            let upper = Key::new(Table::Minutes).int(newest - MINUTES_KEPT);
-            let old: Vec<fjall::Slice> = self
-                .saved
-                .keys_back(lower, upper)
-                .take(PRUNE_PER_COMMIT)
-                .collect::<Result<_, _>>()?;
-            for key in old {
-                self.delete(Key(key.to_vec()));
+            if kept_from.is_none_or(|from| *minute >= from) {
+                self.put(Key::new(Table::Minutes).int(*minute), encode(stats));
             }
+        }
+        if let Some(floor) = minutes_floor {
+            now_pruned.minutes_below = self.prune_minutes(floor, pruned.minutes_below)?;
         }
         self.put_meta(META_COUNTERS, encode(&changes.counters));
         for key in &changes.changed_progress {
@@ -498,9 +534,9 @@ impl<'a> WriteTables<'a> {
             }
         }
         if let Some(cutoff) = cutoff {
-            self.prune(cutoff)?;
+            now_pruned.idempotency_below = self.prune(cutoff, pruned.idempotency_below)?;
         }
-        Ok(())
+        Ok(now_pruned)
     }
 
     /// Moves a record's index entries (time, status, words) from where its saved version
@@ -585,22 +621,69 @@ impl<'a> WriteTables<'a> {
         }
     }
 
-    /// Forgets idempotency keys whose record is older than `cutoff` (microseconds), a bounded
-    /// number per commit.
-    fn prune(&mut self, cutoff: i64) -> Result<(), StoreError> {
-        let lower = Key::new(Table::IdempotencyByTime);
+    /// Forgets idempotency keys whose record is older than `cutoff` (microseconds), the
+    /// oldest first and a bounded number per commit, walking from `below` (everything under
+    /// it is gone already). Returns the new bound.
+    fn prune(&mut self, cutoff: i64, below: Option<i64>) -> Result<Option<i64>, StoreError> {
+        if below.is_some_and(|below| below >= cutoff) {
+            return Ok(below);
+        }
+        let lower = match below {
+            Some(below) => Key::new(Table::IdempotencyByTime).int(below),
+            None => Key::new(Table::IdempotencyByTime),
+        };
         let upper = Key::new(Table::IdempotencyByTime).int(cutoff);
         let old: Vec<fjall::Slice> = self
             .saved
-            .keys_back(lower, upper)
+            .keys(lower, upper)
             .take(PRUNE_PER_COMMIT)
             .collect::<Result<_, _>>()?;
-        for key in old {
-            let (_, idempotency_key) = time_and_id(&key, 1)?;
-            self.delete(Key(key.to_vec()));
-            self.delete(Key::new(Table::Idempotency).last(&idempotency_key));
+        if old.len() < PRUNE_PER_COMMIT {
+            for key in &old {
+                self.forget_idempotency(key)?;
+            }
+            return Ok(Some(cutoff));
         }
+        // Cut short: what is left starts at the last time reached (keys of that same time
+        // may remain, so the next walk starts at it, not after it).
+        let mut reached = below;
+        for key in &old {
+            let (time, _) = time_and_id(key, 1)?;
+            self.forget_idempotency(key)?;
+            reached = Some(time);
+        }
+        Ok(reached)
+    }
+
+    fn forget_idempotency(&mut self, by_time: &fjall::Slice) -> Result<(), StoreError> {
+        let (_, idempotency_key) = time_and_id(by_time, 1)?;
+        self.delete(Key(by_time.to_vec()));
+        self.delete(Key::new(Table::Idempotency).last(&idempotency_key));
         Ok(())
+    }
+
+    /// Forgets the statistics of minutes before `bound`, walking from `below` as
+    /// [`Self::prune`] does. Returns the new bound.
+    fn prune_minutes(&mut self, bound: i64, below: Option<i64>) -> Result<Option<i64>, StoreError> {
+        if below.is_some_and(|below| below >= bound) {
+            return Ok(below);
+        }
+        let lower = match below {
+            Some(below) => Key::new(Table::Minutes).int(below),
+            None => Key::new(Table::Minutes),
+        };
+        let old: Vec<fjall::Slice> = self
+            .saved
+            .keys(lower, Key::new(Table::Minutes).int(bound))
+            .take(PRUNE_PER_COMMIT)
+            .collect::<Result<_, _>>()?;
+        let complete = old.len() < PRUNE_PER_COMMIT;
+        let mut reached = below;
+        for key in old {
+            reached = Some(time_and_id(&key, 1)?.0);
+            self.delete(Key(key.to_vec()));
+        }
+        Ok(if complete { Some(bound) } else { reached })
     }
 }
 

@@ -666,6 +666,106 @@ async fn idempotency_keys_older_than_the_retention_are_forgotten() {
 }
 
 #[tokio::test]
+async fn pruning_takes_what_aged_out_since_the_last_commit_oldest_first_and_bounded() {
+    let dir = TempDir::new();
+    let mut short = settings(&dir);
+    short.retention = Duration::from_secs(3600);
+    let store = Store::open(short).unwrap();
+    store.check_layout(&layout(1)).await.unwrap();
+    let keyed = |order: &str, at: i64, offset: i64| {
+        let event = created(order, at, "Ann", 1000);
+        FetchedRecord {
+            offset,
+            key: Some(event.order_id.clone()),
+            record_time: event.time,
+            decoded: Ok((event.clone(), event.to_json())),
+            idempotency: Some((format!("key-{order}"), "fp".into())),
+        }
+    };
+    let known = |key: &'static str| {
+        store
+            .query_blocking(move |v| Ok(v.idempotent_write(key)?.is_some()))
+            .unwrap()
+    };
+    // More keys than one commit prunes, all within the retention when written.
+    let many = tables::PRUNE_PER_COMMIT as i64 + 10;
+    let records: Vec<_> = (0..many)
+        .map(|i| keyed(&format!("o{i}"), i / 100, i))
+        .collect();
+    store
+        .apply_fetched(TopicRole::Orders, 0, records, many)
+        .await
+        .unwrap();
+    assert!(known("key-o0") && known("key-o2009"));
+
+    // A record an hour later ages them all out: the oldest go first, as many as one commit
+    // takes; the next commit takes the rest.
+    let later = 3600 + many / 100 + 1;
+    let mut offset = many;
+    for (order, at) in [("late1", later), ("late2", later)] {
+        store
+            .apply_fetched(
+                TopicRole::Orders,
+                0,
+                vec![keyed(order, at, offset)],
+                offset + 1,
+            )
+            .await
+            .unwrap();
+        offset += 1;
+        if order == "late1" {
+            assert!(!known("key-o0") && !known("key-o1999"), "the oldest first");
+            assert!(
+                known("key-o2000") && known("key-o2009"),
+                "at most one commit's worth"
+            );
+        }
+    }
+    assert!(!known("key-o2000") && !known("key-o2009"));
+    assert!(known("key-late1") && known("key-late2"));
+
+    // Later commits go on from where pruning stopped, and still forget what ages out.
+    store
+        .apply_fetched(
+            TopicRole::Orders,
+            0,
+            vec![keyed("later", later + 3601, offset)],
+            offset + 1,
+        )
+        .await
+        .unwrap();
+    assert!(!known("key-late1") && !known("key-late2") && known("key-later"));
+    let counters = store.query_blocking(|v| v.counters()).unwrap();
+    assert_eq!(counters.orders, many as u64 + 3);
+    store.close();
+}
+
+#[tokio::test]
+async fn minutes_more_than_a_day_before_the_newest_are_pruned_and_not_written_again() {
+    let mut m = Model::new().await;
+    m.put(&created("o1", 0, "Ann", 1000)).await;
+    let day = super::MINUTES_KEPT * 60;
+    m.put(&created("o2", day + 120, "Bob", 1000)).await;
+    // A record from before the window, read after it moved on: not in the series.
+    m.put(&created("o3", 60, "Cy", 1000)).await;
+    let minutes = m
+        .store
+        .query_blocking(move |v| {
+            Ok((
+                v.minute(unix_minute(t(0)))?,
+                v.minute(unix_minute(t(60)))?,
+                v.minute(unix_minute(t(day + 120)))?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(minutes.0, None, "pruned");
+    assert_eq!(minutes.1, None, "older than the window: not written");
+    assert_eq!(minutes.2.map(|s| s.orders), Some(1));
+    let counters = m.store.query_blocking(|v| v.counters()).unwrap();
+    assert_eq!(counters.orders, 3, "the orders themselves all count");
+}
+
+#[tokio::test]
 async fn frames_are_published_after_the_commit_with_their_offsets() {
     let mut m = Model::new().await;
     let (mut live, positions) = m.store.subscribe();
