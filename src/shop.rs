@@ -141,7 +141,16 @@ impl<P: RecordSink> Shop<P> {
         options: WriteOptions,
     ) -> Result<Written, ShopError> {
         let order_id = new_id("order", options.idempotency.as_ref());
-        self.write(&order_id, &options, |_| {
+        // An id drawn at random names an order nothing was ever written to: its decision reads
+        // nothing, so it need not wait for this instance's earlier writes to be applied. An id
+        // derived from an Idempotency-Key may have been written by an earlier try: that one
+        // waits, so that the try is found and answered again instead of written twice.
+        let reads = if options.idempotency.is_some() {
+            Reads::OwnWrites
+        } else {
+            Reads::Nothing
+        };
+        self.write_reading(&order_id, &options, reads, |_| {
             Ok((EventType::OrderCreated, EventBody::OrderCreated(details)))
         })
         .await
@@ -263,12 +272,26 @@ impl<P: RecordSink> Shop<P> {
         options: &WriteOptions,
         decide: impl FnOnce(&ReadView) -> Result<(EventType, EventBody), ShopError> + Send + 'static,
     ) -> Result<Written, ShopError> {
+        self.write_reading(order_id, options, Reads::OwnWrites, decide)
+            .await
+    }
+
+    /// [`Self::write`], told whether the decision may depend on this instance's earlier writes.
+    async fn write_reading(
+        &self,
+        order_id: &str,
+        options: &WriteOptions,
+        reads: Reads,
+        decide: impl FnOnce(&ReadView) -> Result<(EventType, EventBody), ShopError> + Send + 'static,
+    ) -> Result<Written, ShopError> {
         if let Some(fault) = self.store.fault() {
             return Err(ShopError::Store(StoreError::Io(fault)));
         }
         let key = options.idempotency.as_ref().map(|i| i.key.as_str());
         let _guards = self.lock(order_id, key).await;
-        self.catch_up_with_own_writes(order_id).await?;
+        if reads == Reads::OwnWrites {
+            self.catch_up_with_own_writes(order_id).await?;
+        }
 
         // One read transaction: the earlier write under this key, else the decision. A few
         // point reads, served from fjall's cache and memtables, run right here: handing them to
@@ -294,7 +317,7 @@ impl<P: RecordSink> Shop<P> {
             time: Utc::now(),
             body,
         };
-        let value = event.to_json();
+        let value = event.to_raw_json();
         let mut record_headers = BTreeMap::from([
             (
                 headers::EVENT_TYPE.to_string(),
@@ -327,7 +350,7 @@ impl<P: RecordSink> Shop<P> {
         }
         let record = OutgoingRecord {
             key: order_id.to_string(),
-            value: value.clone().into_bytes(),
+            value: value.get().as_bytes().to_vec(),
             headers: record_headers,
             time: event.time,
         };
@@ -349,7 +372,7 @@ impl<P: RecordSink> Shop<P> {
         }
         Ok(Written {
             event_type,
-            data: RawValue::from_string(value).expect("a record value is JSON"),
+            data: value,
             position,
             replayed: false,
         })
@@ -397,6 +420,16 @@ impl<P: RecordSink> Shop<P> {
             Err(ShopError::CatchingUp)
         }
     }
+}
+
+/// What a command's decision reads besides the committed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    /// The order as it stands after every write this instance made to its partitions: the
+    /// command waits until they are applied.
+    OwnWrites,
+    /// Nothing this instance wrote: a new order whose id nobody can have written to.
+    Nothing,
 }
 
 /// The answer to a repeated `Idempotency-Key`: the earlier write, if the request is the same.
@@ -448,7 +481,9 @@ fn new_id(kind: &str, idempotency: Option<&Idempotency>) -> String {
             &Uuid::NAMESPACE_OID,
             format!("shopstream/{kind}/{}/{}", i.key, i.fingerprint).as_bytes(),
         ),
-        None => Uuid::new_v4(),
+        // From the thread's random generator: `Uuid::new_v4` asks the kernel for every id
+        // (a getrandom call per id, two per write).
+        None => uuid::Builder::from_random_bytes(rand::random()).into_uuid(),
     }
     .to_string()
 }
@@ -564,6 +599,9 @@ mod tests {
         records: StdMutex<Vec<(TopicRole, OutgoingRecord)>>,
         /// While set, every write fails as with the broker away.
         broker_away: AtomicBool,
+        /// While set, the producer reports a write on every partition that the consumers have
+        /// not applied yet, as when they lag behind.
+        consumers_lag: AtomicBool,
     }
 
     impl RecordSink for MemoryLog {
@@ -597,7 +635,7 @@ mod tests {
                 headers: record.headers.clone(),
                 timestamp: record.time,
             };
-            let fetched = records::decode(position, topic.as_str(), &as_read);
+            let fetched = records::decode(position, topic.as_str(), as_read);
             self.store
                 .apply_fetched(topic, partition, vec![fetched], offset + 1)
                 .await
@@ -607,11 +645,11 @@ mod tests {
         }
 
         fn written(&self, topic: TopicRole, partition: i32) -> Option<i64> {
-            self.next
-                .lock()
-                .unwrap()
-                .get(&(topic, partition))
-                .map(|next| next - 1)
+            let next = self.next.lock().unwrap().get(&(topic, partition)).copied();
+            if self.consumers_lag.load(Ordering::Relaxed) {
+                return Some(next.unwrap_or_default());
+            }
+            next.map(|next| next - 1)
         }
     }
 
@@ -634,6 +672,7 @@ mod tests {
                 next: StdMutex::default(),
                 records: StdMutex::default(),
                 broker_away: AtomicBool::new(false),
+                consumers_lag: AtomicBool::new(false),
             };
             Fixture {
                 shop: Shop::new(Arc::clone(&store), log),
@@ -838,6 +877,37 @@ mod tests {
             .unwrap_err();
         assert!(matches!(other, ShopError::IdempotencyMismatch), "{other:?}");
         assert_eq!(f.written(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_new_order_does_not_wait_for_the_consumers_unless_a_key_may_name_an_earlier_try() {
+        let f = Fixture::new().await;
+        let order_id = f.place("ann@example.com").await;
+        f.log().consumers_lag.store(true, Ordering::Relaxed);
+        // An order id drawn at random: nothing to read, so no wait for the lagging consumers.
+        f.place("eve@example.com").await;
+        assert_eq!(f.written(), 2);
+
+        // Commands on an existing order, and a new order under an Idempotency-Key (its id
+        // comes from the key: an earlier try may be among the unapplied writes), wait for
+        // the consumers, and refuse once the wait is over.
+        tokio::time::pause();
+        let paid = f.pay(&order_id).await.unwrap_err();
+        assert!(matches!(paid, ShopError::CatchingUp), "{paid:?}");
+        let keyed = WriteOptions {
+            idempotency: Some(Idempotency {
+                key: "checkout-7".into(),
+                fingerprint: "f-7".into(),
+            }),
+            ..WriteOptions::default()
+        };
+        let placed = f
+            .shop
+            .place_order(details("bob@example.com"), keyed)
+            .await
+            .unwrap_err();
+        assert!(matches!(placed, ShopError::CatchingUp), "{placed:?}");
+        assert_eq!(f.written(), 2);
     }
 
     #[tokio::test]

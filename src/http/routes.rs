@@ -692,10 +692,11 @@ async fn browse_events(state: &AppState, request: &Request) -> Answer {
                 offset: r.offset,
             };
             let value = r.record.value.as_deref().unwrap_or_default();
-            let decoded = crate::kafka::records::decode(position, topic_name, &r.record).decoded;
             let data = std::str::from_utf8(value)
                 .ok()
                 .and_then(|text| RawValue::from_string(text.trim().to_owned()).ok());
+            let decoded =
+                crate::kafka::records::decode(position, topic_name, r.record.clone()).decoded;
             BrowsedRecord {
                 offset: r.offset,
                 timestamp: format_time(r.record.timestamp),

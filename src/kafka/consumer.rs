@@ -729,7 +729,7 @@ impl PartitionConsumer {
                     partition: self.partition,
                     offset: r.offset,
                 };
-                records::decode(position, &self.topic_name, &r.record)
+                records::decode(position, &self.topic_name, r.record)
             })
             .collect();
         let outcome = self

@@ -7,31 +7,34 @@ use crate::domain::event::{Event, Position, UndecodableRecord, headers};
 use crate::model::store::FetchedRecord;
 
 /// Decodes the record read at `position` of the topic named `topic_name`.
-pub fn decode(position: Position, topic_name: &str, record: &Record) -> FetchedRecord {
-    let decoded = match &record.value {
-        Some(value) => {
-            Event::decode(value, position, topic_name, record.timestamp).map(|event| {
-                // Decoding checked that the whole value is UTF-8.
-                (event, String::from_utf8_lossy(value).into_owned())
-            })
-        }
+pub fn decode(position: Position, topic_name: &str, record: Record) -> FetchedRecord {
+    let Record {
+        key,
+        value,
+        mut headers,
+        timestamp,
+    } = record;
+    let decoded = match value {
+        Some(value) => Event::decode(&value, position, topic_name, timestamp).map(|event| {
+            // Decoding checked that the whole value is UTF-8: the bytes become the text as
+            // they are, without a copy.
+            let text = String::from_utf8(value)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (event, text)
+        }),
         None => Err(UndecodableRecord("no value (tombstone)".into())),
     };
-    let header = |name: &str| {
-        record
-            .headers
-            .get(name)
-            .and_then(|v| String::from_utf8(v.clone()).ok())
-    };
+    let mut header = |name: &str| headers.remove(name).and_then(|v| String::from_utf8(v).ok());
+    let idempotency = header(headers::IDEMPOTENCY_KEY).zip(header(headers::REQUEST_FINGERPRINT));
     FetchedRecord {
         offset: position.offset,
-        key: record
-            .key
-            .as_ref()
-            .map(|k| String::from_utf8_lossy(k).into_owned()),
-        record_time: record.timestamp,
+        key: key.map(|k| {
+            String::from_utf8(k)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        }),
+        record_time: timestamp,
         decoded,
-        idempotency: header(headers::IDEMPOTENCY_KEY).zip(header(headers::REQUEST_FINGERPRINT)),
+        idempotency,
     }
 }
 
@@ -70,7 +73,7 @@ mod tests {
         let fetched = decode(
             at(7),
             "orders",
-            &record(
+            record(
                 Some(value),
                 &[
                     (headers::IDEMPOTENCY_KEY, "k-1"),
@@ -92,18 +95,18 @@ mod tests {
 
     #[test]
     fn a_tombstone_and_a_non_json_value_are_undecodable_with_a_reason() {
-        let tombstone = decode(at(0), "orders", &record(None, &[]));
+        let tombstone = decode(at(0), "orders", record(None, &[]));
         assert_eq!(
             tombstone.decoded.unwrap_err().0,
             "no value (tombstone)".to_string()
         );
-        let garbage = decode(at(1), "orders", &record(Some("not json"), &[]));
+        let garbage = decode(at(1), "orders", record(Some("not json"), &[]));
         assert!(garbage.decoded.unwrap_err().0.starts_with("not JSON"));
         // A header without its pair is no idempotency.
         let half = decode(
             at(2),
             "orders",
-            &record(Some("{}"), &[(headers::IDEMPOTENCY_KEY, "k")]),
+            record(Some("{}"), &[(headers::IDEMPOTENCY_KEY, "k")]),
         );
         assert_eq!(half.idempotency, None);
     }

@@ -314,7 +314,7 @@ fn decode_replayed(
         partition,
         offset: r.offset,
     };
-    let fetched = records::decode(position, topic_name, &r.record);
+    let fetched = records::decode(position, topic_name, r.record);
     let (event, data) = fetched.decoded.ok()?;
     Some(Replayed {
         position,
@@ -406,7 +406,7 @@ mod tests {
                     partition: 0,
                     offset: r.offset,
                 };
-                records::decode(position, "orders", &r.record)
+                records::decode(position, "orders", r.record.clone())
             })
             .collect();
         store

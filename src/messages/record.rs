@@ -367,6 +367,12 @@ impl Event {
         serde_json::to_string(&record_value(self)).expect("an event always serialises")
     }
 
+    /// The record value as JSON that needs no parse to be sent on as it is (a write's answer
+    /// embeds it): `RawValue::from_string` would parse again what was just encoded.
+    pub fn to_raw_json(&self) -> Box<RawValue> {
+        serde_json::value::to_raw_value(&record_value(self)).expect("an event always serialises")
+    }
+
     /// The record value as bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&record_value(self)).expect("an event always serialises")

@@ -461,7 +461,10 @@ impl Changes {
             timeline: Vec::new(),
         });
         let record = &mut order.record;
-        let before = (record.status, record.details.clone(), record.anomalies);
+        // An order's details are set once (its first `order.created`) and never change, so
+        // the counters need only know whether it had them before: no copy of them per event.
+        let (status_before, had_details, anomalies_before) =
+            (record.status, record.details.is_some(), record.anomalies);
         match &event.body {
             EventBody::PaymentProcessed(p) if !record.payment_ids.contains(&p.payment_id) => {
                 record.payment_ids.push(p.payment_id.clone());
@@ -507,16 +510,16 @@ impl Changes {
         }
 
         let record = &order.record;
-        let after = (record.status, record.details.clone(), record.anomalies);
         self.counters.anomalies = self
             .counters
             .anomalies
-            .saturating_add(after.2 as u64)
-            .saturating_sub(before.2 as u64);
+            .saturating_add(record.anomalies as u64)
+            .saturating_sub(anomalies_before as u64);
+        let details_before = record.details.as_ref().filter(|_| had_details);
         update_counters(
             &mut self.counters,
-            (before.0, before.1.as_ref()),
-            (after.0, after.1.as_ref()),
+            (status_before, details_before),
+            (record.status, record.details.as_ref()),
         );
         if let Some((minute, cents)) = created_minute {
             let stats = match self.minutes.get(&minute) {
