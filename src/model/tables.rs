@@ -289,13 +289,12 @@ impl ReadView {
         }
     }
 
-    /// The keys from `lower` (included) to `upper` (excluded), last first.
-    /// The keys in `[lower, upper)`, first to last.
+    /// The keys in `[lower, upper)`, first to last (`.rev()`: last first).
     pub(super) fn keys(
         &self,
         lower: Key,
         upper: Key,
-    ) -> impl Iterator<Item = Result<fjall::Slice, StoreError>> + '_ {
+    ) -> impl DoubleEndedIterator<Item = Result<fjall::Slice, StoreError>> + '_ {
         self.snapshot
             .range(
                 &self.shop,
@@ -304,18 +303,13 @@ impl ReadView {
             .map(|guard| guard.into_inner().map(|(k, _)| k).map_err(StoreError::from))
     }
 
+    /// The keys from `lower` (included) to `upper` (excluded), last first.
     pub(super) fn keys_back(
         &self,
         lower: Key,
         upper: Key,
     ) -> impl Iterator<Item = Result<fjall::Slice, StoreError>> + '_ {
-        self.snapshot
-            .range(
-                &self.shop,
-                (Bound::Included(lower.0), Bound::Excluded(upper.0)),
-            )
-            .rev()
-            .map(|guard| guard.into_inner().map(|(k, _)| k).map_err(StoreError::from))
+        self.keys(lower, upper).rev()
     }
 
     /// An order's value ([`encode_order`]) handed to `read` as its record's and its timeline's

@@ -621,20 +621,30 @@ async fn a_corrupt_store_is_a_clear_error_that_names_the_way_out() {
     store.close();
 }
 
-#[tokio::test]
-async fn idempotency_keys_older_than_the_retention_are_forgotten() {
-    let dir = TempDir::new();
-    let mut short = settings(&dir);
+/// A store whose idempotency keys are kept for an hour of record time.
+async fn store_keeping_keys_an_hour(dir: &TempDir) -> Store {
+    let mut short = settings(dir);
     short.retention = Duration::from_secs(3600);
     let store = Store::open(short).unwrap();
     store.check_layout(&layout(1)).await.unwrap();
-    let keyed = |event: Event, offset: i64, key: &str| FetchedRecord {
+    store
+}
+
+/// `event` read at `offset`, written under the Idempotency-Key `key`.
+fn keyed(event: Event, offset: i64, key: &str) -> FetchedRecord {
+    FetchedRecord {
         offset,
         key: Some(event.order_id.clone()),
         record_time: event.time,
         decoded: Ok((event.clone(), event.to_json())),
         idempotency: Some((key.into(), "fp".into())),
-    };
+    }
+}
+
+#[tokio::test]
+async fn idempotency_keys_older_than_the_retention_are_forgotten() {
+    let dir = TempDir::new();
+    let store = store_keeping_keys_an_hour(&dir).await;
     let old = keyed(created("old", 0, "Ann", 1000), 0, "key-old");
     let new = keyed(created("new", 7200, "Bob", 1000), 1, "key-new");
     store
@@ -668,19 +678,13 @@ async fn idempotency_keys_older_than_the_retention_are_forgotten() {
 #[tokio::test]
 async fn pruning_takes_what_aged_out_since_the_last_commit_oldest_first_and_bounded() {
     let dir = TempDir::new();
-    let mut short = settings(&dir);
-    short.retention = Duration::from_secs(3600);
-    let store = Store::open(short).unwrap();
-    store.check_layout(&layout(1)).await.unwrap();
+    let store = store_keeping_keys_an_hour(&dir).await;
     let keyed = |order: &str, at: i64, offset: i64| {
-        let event = created(order, at, "Ann", 1000);
-        FetchedRecord {
+        keyed(
+            created(order, at, "Ann", 1000),
             offset,
-            key: Some(event.order_id.clone()),
-            record_time: event.time,
-            decoded: Ok((event.clone(), event.to_json())),
-            idempotency: Some((format!("key-{order}"), "fp".into())),
-        }
+            &format!("key-{order}"),
+        )
     };
     let known = |key: &'static str| {
         store
