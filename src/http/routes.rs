@@ -695,22 +695,24 @@ async fn browse_events(state: &AppState, request: &Request) -> Answer {
             let data = std::str::from_utf8(value)
                 .ok()
                 .and_then(|text| RawValue::from_string(text.trim().to_owned()).ok());
-            let decoded =
-                crate::kafka::records::decode(position, topic_name, r.record.clone()).decoded;
+            let timestamp = format_time(r.record.timestamp);
+            let key = r
+                .record
+                .key
+                .as_deref()
+                .map(|k| String::from_utf8_lossy(k).into_owned());
+            let headers = r
+                .record
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect();
+            let decoded = crate::kafka::records::decode(position, topic_name, r.record).decoded;
             BrowsedRecord {
                 offset: r.offset,
-                timestamp: format_time(r.record.timestamp),
-                key: r
-                    .record
-                    .key
-                    .as_deref()
-                    .map(|k| String::from_utf8_lossy(k).into_owned()),
-                headers: r
-                    .record
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
-                    .collect(),
+                timestamp,
+                key,
+                headers,
                 event_type: decoded.as_ref().ok().map(|(e, _)| e.event_type.as_str()),
                 data,
                 error: decoded.err().map(|e| e.0),

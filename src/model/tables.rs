@@ -458,10 +458,8 @@ impl<'a> WriteTables<'a> {
         Ok(self.batch.commit()?)
     }
 
-    /// Adds one batch's changes, its counters and its offsets, and prunes what fell out of
-    /// retention.
-    /// Writes the group's changes and prunes what aged out; returns how far pruning has gone
-    /// once this batch is committed.
+    /// Adds one group's changes, its counters and its offsets, and prunes what fell out of
+    /// retention; returns how far pruning has gone once this batch is committed.
     pub fn write(
         &mut self,
         changes: &Changes,
@@ -615,66 +613,50 @@ impl<'a> WriteTables<'a> {
         }
     }
 
-    /// Forgets idempotency keys whose record is older than `cutoff` (microseconds), the
-    /// oldest first and a bounded number per commit, walking from `below` (everything under
-    /// it is gone already). Returns the new bound.
+    /// Forgets idempotency keys whose record is older than `cutoff` (microseconds); see
+    /// [`Self::prune_table`].
     fn prune(&mut self, cutoff: i64, below: Option<i64>) -> Result<Option<i64>, StoreError> {
-        if below.is_some_and(|below| below >= cutoff) {
-            return Ok(below);
-        }
-        let lower = match below {
-            Some(below) => Key::new(Table::IdempotencyByTime).int(below),
-            None => Key::new(Table::IdempotencyByTime),
-        };
-        let upper = Key::new(Table::IdempotencyByTime).int(cutoff);
-        let old: Vec<fjall::Slice> = self
-            .saved
-            .keys(lower, upper)
-            .take(PRUNE_PER_COMMIT)
-            .collect::<Result<_, _>>()?;
-        if old.len() < PRUNE_PER_COMMIT {
-            for key in &old {
-                self.forget_idempotency(key)?;
-            }
-            return Ok(Some(cutoff));
-        }
-        // Cut short: what is left starts at the last time reached (keys of that same time
-        // may remain, so the next walk starts at it, not after it).
-        let mut reached = below;
-        for key in &old {
-            let (time, _) = time_and_id(key, 1)?;
-            self.forget_idempotency(key)?;
-            reached = Some(time);
-        }
-        Ok(reached)
+        self.prune_table(Table::IdempotencyByTime, cutoff, below, |tables, key| {
+            let (_, idempotency_key) = time_and_id(key, 1)?;
+            tables.delete(Key::new(Table::Idempotency).last(&idempotency_key));
+            Ok(())
+        })
     }
 
-    fn forget_idempotency(&mut self, by_time: &fjall::Slice) -> Result<(), StoreError> {
-        let (_, idempotency_key) = time_and_id(by_time, 1)?;
-        self.delete(Key(by_time.to_vec()));
-        self.delete(Key::new(Table::Idempotency).last(&idempotency_key));
-        Ok(())
-    }
-
-    /// Forgets the statistics of minutes before `bound`, walking from `below` as
-    /// [`Self::prune`] does. Returns the new bound.
+    /// Forgets the statistics of minutes before `bound`; see [`Self::prune_table`].
     fn prune_minutes(&mut self, bound: i64, below: Option<i64>) -> Result<Option<i64>, StoreError> {
+        self.prune_table(Table::Minutes, bound, below, |_, _| Ok(()))
+    }
+
+    /// Deletes the keys of `table` (opened by a time or a minute) below `bound`, the oldest
+    /// first and at most [`PRUNE_PER_COMMIT`], walking from `below` (everything under it is
+    /// gone already); `also` deletes what each key stands for elsewhere. Returns the new
+    /// bound: `bound` when the walk got there, else the last time it reached (keys of that
+    /// same time may remain, so the next walk starts at it, not after it).
+    fn prune_table(
+        &mut self,
+        table: Table,
+        bound: i64,
+        below: Option<i64>,
+        mut also: impl FnMut(&mut Self, &fjall::Slice) -> Result<(), StoreError>,
+    ) -> Result<Option<i64>, StoreError> {
         if below.is_some_and(|below| below >= bound) {
             return Ok(below);
         }
         let lower = match below {
-            Some(below) => Key::new(Table::Minutes).int(below),
-            None => Key::new(Table::Minutes),
+            Some(below) => Key::new(table).int(below),
+            None => Key::new(table),
         };
         let old: Vec<fjall::Slice> = self
             .saved
-            .keys(lower, Key::new(Table::Minutes).int(bound))
+            .keys(lower, Key::new(table).int(bound))
             .take(PRUNE_PER_COMMIT)
             .collect::<Result<_, _>>()?;
         let complete = old.len() < PRUNE_PER_COMMIT;
         let mut reached = below;
-        for key in old {
-            reached = Some(time_and_id(&key, 1)?.0);
+        for key in &old {
+            reached = Some(time_and_id(key, 1)?.0);
+            also(self, key)?;
             self.delete(Key(key.to_vec()));
         }
         Ok(if complete { Some(bound) } else { reached })
