@@ -4,6 +4,13 @@
 //! One lane (a task and a queue) per partition. A lane sends whatever queued up while its
 //! previous request was in flight as one batch, so concurrent requests share round trips
 //! instead of paying one each, without any linger delay when the load is light.
+//!
+//! Under concurrent load a lane lingers a little, but never on a timer: when its previous
+//! batch held more than one record and fewer have queued this time, it yields to the other
+//! ready tasks (the HTTP handlers about to enqueue their records) a few times before sending
+//! ([`keep_gathering`]). Every produce request costs the broker about the same whatever it
+//! holds (and wakes the consumers' fetches once), so fewer, fuller requests are what let the
+//! broker keep up at 32 to 64 connections; a lone writer never waits.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -29,6 +36,8 @@ const MAX_BATCH_RECORDS: usize = 500;
 const MAX_BATCH_BYTES: usize = 900 * 1024;
 /// Records waiting per partition before writers are told Kafka is too slow (503).
 const LANE_QUEUE: usize = 10_000;
+/// Most times a lane yields to other tasks to let its batch fill ([`keep_gathering`]).
+const LINGER_YIELDS: usize = 8;
 
 /// One record to write.
 #[derive(Debug, Clone)]
@@ -208,6 +217,17 @@ impl Producer {
     }
 }
 
+/// Whether a lane holding `gathered` records (`bytes` of them) after `yields` yields should
+/// yield once more before sending: only when its last batch held several records (writers are
+/// concurrent), this one has fewer so far, there is room, and it has not yielded enough yet.
+fn keep_gathering(last_batch: usize, gathered: usize, bytes: usize, yields: usize) -> bool {
+    last_batch > 1
+        && gathered < last_batch
+        && gathered < MAX_BATCH_RECORDS
+        && bytes < MAX_BATCH_BYTES
+        && yields < LINGER_YIELDS
+}
+
 struct Lane {
     topic: TopicRole,
     partition: i32,
@@ -220,6 +240,7 @@ struct Lane {
 
 impl Lane {
     async fn run(mut self, mut queue: mpsc::Receiver<Job>, shutdown: CancellationToken) {
+        let mut last_batch = 0usize;
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -227,15 +248,24 @@ impl Lane {
             };
             let mut batch = vec![first];
             let mut bytes = batch[0].record.approximate_size();
-            while batch.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES {
-                match queue.try_recv() {
-                    Ok(job) => {
-                        bytes += job.record.approximate_size();
-                        batch.push(job);
+            let mut yields = 0;
+            loop {
+                while batch.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES {
+                    match queue.try_recv() {
+                        Ok(job) => {
+                            bytes += job.record.approximate_size();
+                            batch.push(job);
+                        }
+                        Err(_) => break,
                     }
-                    Err(_) => break,
                 }
+                if !keep_gathering(last_batch, batch.len(), bytes, yields) {
+                    break;
+                }
+                yields += 1;
+                tokio::task::yield_now().await;
             }
+            last_batch = batch.len();
             self.write(batch).await;
         }
         // Writers still queued learn that their record was not written.
@@ -292,5 +322,30 @@ impl Lane {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lane_lingers_only_while_concurrent_writers_may_still_fill_its_batch() {
+        // A lone writer (last batch of one, or the first batch) is sent at once.
+        assert!(!keep_gathering(0, 1, 300, 0));
+        assert!(!keep_gathering(1, 1, 300, 0));
+        // After a batch of ten, a batch of three waits for more, a few yields at most.
+        assert!(keep_gathering(10, 3, 900, 0));
+        assert!(keep_gathering(10, 3, 900, LINGER_YIELDS - 1));
+        assert!(!keep_gathering(10, 3, 900, LINGER_YIELDS));
+        // As full as the last one, or full by count or bytes: sent.
+        assert!(!keep_gathering(10, 10, 3_000, 1));
+        assert!(!keep_gathering(
+            MAX_BATCH_RECORDS + 1,
+            MAX_BATCH_RECORDS,
+            1,
+            0
+        ));
+        assert!(!keep_gathering(10, 3, MAX_BATCH_BYTES, 0));
     }
 }
