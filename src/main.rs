@@ -72,18 +72,23 @@ fn raise_file_limit(max_connections: u32) {
 }
 
 /// glibc gives threads that meet in the allocator arenas of their own, up to eight per core,
-/// and memory freed in one arena serves only that arena: on the history benchmark two arenas
-/// held peak RSS at 170 MiB where the default reached 252 MiB (100,000 orders); the replay was
-/// 17% and 39% slower in two such runs against one of the default, a price worth the memory on
-/// the small machines shopstream is for. An operator's
-/// `MALLOC_ARENA_MAX` is left alone; the static musl build has one allocator of its own.
+/// and memory freed in one arena serves only that arena: on the history benchmark the default
+/// reached a peak RSS of 252 MiB where two arenas held 170 MiB (100,000 orders). Too few
+/// arenas cost time instead: the threads that allocate all the time (one async worker per
+/// core, the store's applier, fjall's worker) then wait on each other's arena locks, and with
+/// two arenas on two cores a write cost 20% more CPU and the server took 1.2x to 1.5x fewer
+/// orders per second (README, "Allocator arenas"). One arena per such thread: the cores plus
+/// two. An operator's `MALLOC_ARENA_MAX` is left alone; the static musl build has one
+/// allocator of its own.
 fn limit_allocator_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let arenas = i32::try_from(cores + 2).unwrap_or(i32::MAX);
         // SAFETY: mallopt only sets an allocator parameter; called before any other thread
         // exists.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
         }
     }
 }
