@@ -29,6 +29,7 @@
 //! [`run`] wires them together; `main.rs` only parses the configuration and calls it.
 
 pub mod access;
+pub mod allocator;
 pub mod config;
 pub mod domain;
 pub mod http;

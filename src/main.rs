@@ -7,6 +7,13 @@ use clap::Parser;
 use shopstream::config::{Cli, CliCommand};
 use tokio_util::sync::CancellationToken;
 
+/// The static musl build caches small blocks in front of musl's allocator, whose one lock the
+/// threads would otherwise queue on (src/allocator.rs); glibc builds keep glibc's allocator.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: shopstream::allocator::SmallBlockCache =
+    shopstream::allocator::SmallBlockCache::new();
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
