@@ -4,8 +4,9 @@
 //! twice the CPU per order of the glibc build (README, "Allocator arenas").
 //!
 //! Freed blocks of up to [`LARGEST`] bytes go onto free lists kept per size class in a few
-//! shards; each thread takes its blocks from, and gives them back to, its own shard, so the
-//! threads that allocate most rarely meet. A shard is taken with a `try_lock`: when another
+//! shards; threads are dealt to the shards in turn as they first allocate, and each takes its
+//! blocks from, and gives them back to, its shard, so the threads that allocate most rarely
+//! meet. A shard is taken with a `try_lock`: when another
 //! thread holds it, the block simply goes to (or comes from) the C library, so nothing ever
 //! waits here. A shard keeps at most [`KEPT_BYTES_PER_CLASS`] of each class, so the cache holds
 //! 9 MiB at most whatever the load (8 shards, 18 classes), and memory freed in one shard is used
@@ -28,6 +29,20 @@ const CLASSES: [usize; 18] = [
 ];
 /// The largest size cached.
 const LARGEST: usize = CLASSES[CLASSES.len() - 1];
+/// The class of a size, by its number of [`ALIGN`]-byte steps rounded up: a lookup on every
+/// `alloc` and `dealloc` instead of a walk over the classes.
+const CLASS_BY_STEPS: [u8; LARGEST / ALIGN + 1] = {
+    let mut table = [0u8; LARGEST / ALIGN + 1];
+    let (mut steps, mut class) = (0, 0);
+    while steps < table.len() {
+        while CLASSES[class] < steps * ALIGN {
+            class += 1;
+        }
+        table[steps] = class as u8;
+        steps += 1;
+    }
+    table
+};
 /// Bytes of blocks kept per class in one shard (4,096 blocks of 16 bytes, 8 of 8 KiB).
 const KEPT_BYTES_PER_CLASS: usize = 64 * 1024;
 /// Shards: more than the threads that allocate all the time on the machines shopstream is for.
@@ -164,7 +179,7 @@ fn class_of(layout: Layout) -> Option<usize> {
     if layout.align() > ALIGN || layout.size() > LARGEST {
         return None;
     }
-    CLASSES.iter().position(|&size| size >= layout.size())
+    Some(usize::from(CLASS_BY_STEPS[layout.size().div_ceil(ALIGN)]))
 }
 
 /// The layout a block of `class` is asked of [`System`] with.
@@ -241,6 +256,11 @@ mod tests {
         assert_eq!(class(8192, 16), Some(CLASSES.len() - 1));
         assert_eq!(class(8193, 8), None);
         assert_eq!(class(64, 32), None);
+        // The table gives every size the smallest class that holds it.
+        for size in 1..=LARGEST {
+            let smallest = CLASSES.iter().position(|&c| c >= size);
+            assert_eq!(class(size, 1), smallest, "size {size}");
+        }
     }
 
     /// Fills a block with a byte that names its owner, to catch two owners of one block.
