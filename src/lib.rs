@@ -25,8 +25,8 @@
 //! - [`shutdown`]: SIGINT/SIGTERM to a cancellation token.
 //! - [`notify`]: systemd's readiness protocol (`READY=1` once caught up, `STATUS=`,
 //!   `STOPPING=1`).
-//! - [`allocator`]: the static musl build's global allocator (small freed blocks cached per
-//!   thread shard in front of musl's).
+//! - [`allocator`]: the static musl build's global allocator (small freed blocks cached in
+//!   shards in front of musl's).
 //!
 //! [`run`] wires them together; `main.rs` only parses the configuration and calls it.
 
