@@ -80,12 +80,13 @@ impl TraceContext {
 
     /// The `traceparent` header value.
     pub fn header(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.span_id),
-            u8::from(self.sampled)
-        )
+        let mut header = String::with_capacity(55);
+        header.push_str("00-");
+        push_hex(&mut header, &self.trace_id);
+        header.push('-');
+        push_hex(&mut header, &self.span_id);
+        header.push_str(if self.sampled { "-01" } else { "-00" });
+        header
     }
 
     pub fn trace_id_hex(&self) -> String {
@@ -149,14 +150,19 @@ fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// Lower-case hex: trace, span and request ids, several on every request.
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    let mut s = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut s, bytes);
+    s
+}
+
+fn push_hex(s: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
 }
 
 #[cfg(test)]
@@ -179,6 +185,28 @@ mod tests {
                 .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
         );
         assert!(child.header().ends_with("-01"));
+    }
+
+    #[test]
+    fn ids_are_written_in_lower_case_hex_and_read_back() {
+        let every_byte: Vec<u8> = (0..=255).collect();
+        let written = hex(&every_byte);
+        assert!(written.starts_with("000102"));
+        assert!(written.ends_with("fdfeff"));
+        for chunk in every_byte.chunks(16) {
+            let chunk: [u8; 16] = chunk.try_into().unwrap();
+            assert_eq!(decode_hex::<16>(&hex(&chunk)), Some(chunk));
+        }
+        let unsampled = TraceContext {
+            trace_id: [0xab; 16],
+            span_id: [0x01; 8],
+            sampled: false,
+        };
+        assert_eq!(
+            unsampled.header(),
+            format!("00-{}-{}-00", "ab".repeat(16), "01".repeat(8))
+        );
+        assert_eq!(TraceContext::parse(&unsampled.header()), Some(unsampled));
     }
 
     #[test]
