@@ -1069,8 +1069,17 @@ impl Applier {
         if group.is_empty() {
             return;
         }
+        let records: usize = group
+            .iter()
+            .map(|work| match work {
+                Work::Batch { records, .. } => records.len(),
+                _ => 0,
+            })
+            .sum();
         let mut changes = Changes::new(self.counters.clone(), self.progress.clone());
-        let mut frames = Vec::new();
+        // Most records touch an order of their own: sized once, not grown by rehashing.
+        changes.orders.reserve(records);
+        let mut frames = Vec::with_capacity(records);
         let mut replies = Vec::with_capacity(group.len());
         // Consumers idle at the end of the log hand over empty batches twice a second: only
         // commits that carry records are measured.

@@ -96,9 +96,14 @@ pub struct Key(pub Vec<u8>);
 
 impl Key {
     pub fn new(table: Table) -> Self {
-        let mut bytes = Vec::with_capacity(48);
-        bytes.push(table as u8);
-        Self(bytes)
+        Self::with_capacity(table, 48)
+    }
+
+    /// A key of about `bytes` bytes, allocated once.
+    pub fn with_capacity(table: Table, bytes: usize) -> Self {
+        let mut key = Vec::with_capacity(bytes);
+        key.push(table as u8);
+        Self(key)
     }
 
     pub fn byte(mut self, b: u8) -> Self {
@@ -157,7 +162,9 @@ pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreE
 /// An order's value: the length of its record's JSON (4 bytes, big-endian), that JSON, then its
 /// timeline's JSON. One key per order, and list rows still decode the record alone.
 pub fn encode_order(order: &StoredOrder) -> Vec<u8> {
-    let mut bytes = vec![0; 4];
+    // About what a record and a timeline entry take, so that the buffer seldom grows.
+    let mut bytes = Vec::with_capacity(512 + 256 * order.timeline.len());
+    bytes.extend_from_slice(&[0; 4]);
     serde_json::to_writer(&mut bytes, &order.record).expect("stored records always serialise");
     let record_len = u32::try_from(bytes.len() - 4).expect("an order record is far below 4 GiB");
     bytes[..4].copy_from_slice(&record_len.to_be_bytes());
@@ -594,8 +601,9 @@ impl<'a> WriteTables<'a> {
         if before == after {
             return;
         }
+        // Table, kind, word and its 0, time, id: sized once (a UUID and a word pass 48 bytes).
         let entry = |word: &str, t: i64| {
-            Key::new(Table::Search)
+            Key::with_capacity(Table::Search, 11 + word.len() + id.len())
                 .byte(kind as u8)
                 .word(word)
                 .int(t)
