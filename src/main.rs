@@ -85,7 +85,9 @@ fn raise_file_limit(max_connections: u32) {
 /// core, the store's applier, fjall's worker) then wait on each other's arena locks, and with
 /// two arenas on two cores a write cost 20% more CPU and the server took 1.2x to 1.5x fewer
 /// orders per second (README, "Allocator arenas"). One arena per such thread: the cores plus
-/// two. An operator's `MALLOC_ARENA_MAX` is left alone; the static musl build has one
+/// two. A new long-lived thread that allocates (even rarely) takes an arena of its own at its
+/// first allocation and must be counted here: a log thread tried once made two busy threads
+/// share. An operator's `MALLOC_ARENA_MAX` is left alone; the static musl build has one
 /// allocator of its own.
 fn limit_allocator_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
