@@ -209,8 +209,9 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
     pub max_replay: u64,
 
-    /// How long a client may take from connecting (or from its previous request) to the end
-    /// of its request headers; the HTTP/2 preface and protocol detection count too.
+    /// How long a client may take from connecting to the end of its first request's headers
+    /// (the HTTP/2 preface and protocol detection count too), and from the first byte of a
+    /// later request to the end of its headers. Between requests `--idle-timeout` applies.
     #[arg(long, env = "SHOPSTREAM_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: Duration,
 

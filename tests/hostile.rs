@@ -752,10 +752,49 @@ async fn connections_that_would_hold_the_server_are_closed() {
     kept.write_all(format!("GET /healthz HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    let answer = read_until_closed(&mut kept, Duration::from_secs(8))
+    // It outlives the header timeout (1 s): only the idle timeout (2 s) closes it.
+    let mut answer = vec![0u8; 4096];
+    let mut got = 0;
+    let open_until = Instant::now() + Duration::from_millis(1_500);
+    while Instant::now() < open_until {
+        let left = open_until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, kept.read(&mut answer[got..])).await {
+            Err(_) => break,
+            Ok(Ok(0)) | Ok(Err(_)) => panic!("closed before the idle timeout"),
+            Ok(Ok(n)) => got += n,
+        }
+    }
+    let rest = read_until_closed(&mut kept, Duration::from_secs(8))
         .await
         .expect("an idle keep-alive connection is closed");
+    answer.truncate(got);
+    answer.extend_from_slice(&rest);
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    // A second request's head begun and left unfinished is cut off by the header timeout,
+    // well before the idle one would close the connection.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(format!("GET /healthz HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), stalled.read_exact(&mut first))
+        .await
+        .expect("an answer to the first request")
+        .unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    stalled.write_all(b"GET /healthz HT").await.unwrap();
+    let begun = Instant::now();
+    read_until_closed(&mut stalled, Duration::from_secs(8))
+        .await
+        .expect("an unfinished second head is cut off");
+    // The header timeout (1 s from the head's first byte) closes it, not the idle timeout
+    // (2 s from the last answer).
+    assert!(
+        begun.elapsed() < Duration::from_millis(1_800),
+        "an unfinished head was closed only after {:?}",
+        begun.elapsed()
+    );
 
     // 7. Live sessions are capped: the third of two is told to come back later.
     let viewer = format!("Bearer {VIEWER}");

@@ -171,7 +171,14 @@ async fn post_one(
         position: None,
         failure: None,
     };
-    let pooled = pool.lock().unwrap().pop();
+    // A pooled connection the server closed meanwhile is dropped, as any pooling client
+    // does, before a request is sent on it.
+    let pooled = loop {
+        match pool.lock().unwrap().pop() {
+            Some(conn) if conn.is_closed() => continue,
+            other => break other,
+        }
+    };
     let mut conn = match pooled {
         Some(conn) => conn,
         None => match crate::connect(addr).await {

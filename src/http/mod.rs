@@ -71,7 +71,8 @@ const CLOSING_GRACE: Duration = Duration::from_secs(30);
 /// The limits one connection lives under (from the configuration).
 #[derive(Debug, Clone, Copy)]
 struct ConnectionLimits {
-    /// From accept to the first request, protocol detection included.
+    /// From accept to the first request, protocol detection included; and from the first
+    /// byte of any later request's head to its end.
     first_request: Duration,
     /// No request in flight and none begun for this long: closed.
     idle: Duration,
@@ -104,10 +105,17 @@ pub fn listen(addr: std::net::SocketAddr, max_connections: u32) -> std::io::Resu
 ///
 /// Every connection is bounded: at most `--max-connections` are open (more wait in the listen
 /// backlog, as mini-redis does); one must send its first request within `--header-timeout`
-/// of being accepted, the HTTP/2 preface and protocol detection included (hyper's own header
-/// timeout starts only after them); one with no request in flight for `--idle-timeout` is
-/// closed (HTTP/2 keep-alive pings keep a busy connection open, never an idle one); request
-/// heads are bounded in bytes and headers, bodies in bytes and time (see [`request`]).
+/// of being accepted, the HTTP/2 preface and protocol detection included, and every later
+/// request head within `--header-timeout` of its first byte; one with no request in flight
+/// for `--idle-timeout` is closed (HTTP/2 keep-alive pings keep a busy connection open, never
+/// an idle one); request heads are bounded in bytes and headers, bodies in bytes and time
+/// (see [`request`]).
+///
+/// hyper's own header timeout is off: it starts when a keep-alive connection begins to wait
+/// for its next request, not at that request's first byte, so it closed every keep-alive
+/// connection idle for `--header-timeout` (10 s) whatever `--idle-timeout` said, and a
+/// client's pool then sent requests on connections the server was closing (the latency
+/// benchmark's "connection: channel closed").
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
     let config = &state.config;
     let limits = ConnectionLimits {
@@ -118,7 +126,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEAD_BUFFER)
         .max_headers(MAX_HEADERS);
     builder
@@ -199,6 +207,11 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
                 }
             })
         };
+        let stream = ReadWatch {
+            inner: stream,
+            activity: Arc::clone(&activity),
+            started: false,
+        };
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
@@ -234,6 +247,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
                                 tracing::debug!(%peer, "no request within {:?} of connecting; closed", limits.first_request);
                                 return;
                             }
+                            Verdict::SlowHead => {
+                                tracing::debug!(%peer, "a request head took longer than {:?}; closed", limits.first_request);
+                                return;
+                            }
                             Verdict::Idle => {
                                 connection.as_mut().graceful_shutdown();
                                 closing_since = Some(tokio::time::Instant::now());
@@ -263,6 +280,12 @@ struct Activity {
     in_flight: AtomicU64,
     /// Milliseconds after `accepted` when a request last began or ended.
     last_change_ms: AtomicU64,
+    /// One more than the milliseconds after `accepted` when the first byte arrived with no
+    /// request in flight (the head of the next request began); 0: none since the last began.
+    head_since_ms: AtomicU64,
+    /// Whether the connection opened with the HTTP/2 preface: its frames (pings among them)
+    /// are no request heads, and its idle time is all that bounds it.
+    http2: std::sync::atomic::AtomicBool,
 }
 
 /// Held while a request is being answered.
@@ -282,6 +305,8 @@ enum Verdict {
     CheckAt(tokio::time::Instant),
     /// No request arrived in time: drop it.
     NoRequest,
+    /// A later request's head did not arrive whole in time: drop it.
+    SlowHead,
     /// Idle: close it politely.
     Idle,
 }
@@ -293,14 +318,35 @@ impl Activity {
             requests: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             last_change_ms: AtomicU64::new(0),
+            head_since_ms: AtomicU64::new(0),
+            http2: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     fn begin(this: &Arc<Self>) -> InFlight {
         this.requests.fetch_add(1, Ordering::AcqRel);
         this.in_flight.fetch_add(1, Ordering::AcqRel);
+        this.head_since_ms.store(0, Ordering::Release);
         this.touch();
         InFlight(Arc::clone(this))
+    }
+
+    /// Bytes arrived: with no request in flight they begin the next request's head. The
+    /// connection's first bytes tell HTTP/2 (its preface opens with `PRI`, a method no
+    /// HTTP/1 request uses).
+    fn read(&self, first: bool, bytes: &[u8]) {
+        if first && bytes.starts_with(b"PRI") {
+            self.http2.store(true, Ordering::Release);
+        }
+        if self.requests.load(Ordering::Acquire) > 0
+            && self.in_flight.load(Ordering::Acquire) == 0
+            && !self.http2.load(Ordering::Acquire)
+        {
+            let ms = self.accepted.elapsed().as_millis() as u64;
+            let _ =
+                self.head_since_ms
+                    .compare_exchange(0, ms + 1, Ordering::AcqRel, Ordering::Acquire);
+        }
     }
 
     fn touch(&self) {
@@ -321,12 +367,86 @@ impl Activity {
             self.accepted + Duration::from_millis(self.last_change_ms.load(Ordering::Acquire));
         let idle_at = last + limits.idle;
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            Verdict::CheckAt(now + limits.idle)
-        } else if now >= idle_at {
+            // Looked at again within a header timeout: a slow head may follow this request.
+            return Verdict::CheckAt(now + limits.idle.min(limits.first_request));
+        }
+        let head_since = self.head_since_ms.load(Ordering::Acquire);
+        if head_since > 0 {
+            let head_deadline =
+                self.accepted + Duration::from_millis(head_since - 1) + limits.first_request;
+            return if now >= head_deadline {
+                Verdict::SlowHead
+            } else {
+                Verdict::CheckAt(head_deadline)
+            };
+        }
+        if now >= idle_at {
             Verdict::Idle
         } else {
             Verdict::CheckAt(idle_at)
         }
+    }
+}
+
+/// A connection's socket that tells its [`Activity`] when bytes arrive (the start of a request
+/// head, for the header timeout).
+struct ReadWatch {
+    inner: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+    /// Whether any byte arrived yet.
+    started: bool,
+}
+
+impl tokio::io::AsyncRead for ReadWatch {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let first = !self.started;
+            self.started = true;
+            self.activity.read(first, &buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for ReadWatch {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bytes: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, bytes)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -354,6 +474,57 @@ pub fn json_bytes_response(status: StatusCode, body: Bytes) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LIMITS: ConnectionLimits = ConnectionLimits {
+        first_request: Duration::from_secs(10),
+        idle: Duration::from_secs(60),
+    };
+
+    /// A keep-alive connection between requests is bounded by the idle timeout, and a request
+    /// head that began by the header timeout from its first byte.
+    #[tokio::test(start_paused = true)]
+    async fn a_keep_alive_connection_waits_for_the_idle_timeout_and_a_slow_head_for_the_header_timeout()
+     {
+        let activity = Arc::new(Activity::new());
+        let at = |secs: u64| activity.accepted + Duration::from_secs(secs);
+        drop(Activity::begin(&activity));
+        // Idle after its answer: still open past the header timeout, closed at the idle one.
+        tokio::time::advance(Duration::from_secs(15)).await;
+        assert_eq!(activity.verdict(at(15), LIMITS), Verdict::CheckAt(at(60)));
+        assert_eq!(activity.verdict(at(60), LIMITS), Verdict::Idle);
+        // The next head's first byte arrives at 15 s: it has until 25 s.
+        activity.read(false, b"GE");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        activity.read(false, b"T /");
+        assert_eq!(activity.verdict(at(20), LIMITS), Verdict::CheckAt(at(25)));
+        assert_eq!(activity.verdict(at(25), LIMITS), Verdict::SlowHead);
+        // Its request began: the head clock stops; a request in flight is looked at again
+        // within a header timeout.
+        let in_flight = Activity::begin(&activity);
+        assert_eq!(activity.verdict(at(26), LIMITS), Verdict::CheckAt(at(36)));
+        // Bytes read while a request is in flight are its body, not a head.
+        activity.read(false, b"{}");
+        drop(in_flight);
+        assert_eq!(activity.verdict(at(30), LIMITS), Verdict::CheckAt(at(80)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_frames_never_start_a_head_clock() {
+        let activity = Arc::new(Activity::new());
+        activity.read(true, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        drop(Activity::begin(&activity));
+        tokio::time::advance(Duration::from_secs(20)).await;
+        activity.read(false, &[0, 0, 8, 6, 1]);
+        let at = |secs: u64| activity.accepted + Duration::from_secs(secs);
+        assert_eq!(activity.verdict(at(45), LIMITS), Verdict::CheckAt(at(60)));
+        // Before the first request, the first-request deadline alone counts.
+        let fresh = Activity::new();
+        fresh.read(true, b"GET / HTTP/1.1\r\n");
+        assert_eq!(
+            fresh.verdict(fresh.accepted + Duration::from_secs(10), LIMITS),
+            Verdict::NoRequest
+        );
+    }
 
     /// More clients than std's backlog of 128 connect at once while nobody accepts: every
     /// handshake completes in the backlog, none is dropped to wait for a retransmission.
