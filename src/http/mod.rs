@@ -111,7 +111,7 @@ pub fn listen(addr: std::net::SocketAddr, max_connections: u32) -> std::io::Resu
 /// an idle one); request heads are bounded in bytes and headers, bodies in bytes and time
 /// (see [`request`]).
 ///
-/// hyper's own header timeout is off: it starts when a keep-alive connection begins to wait
+/// hyper's own header timeout is off (the socket is watched instead): it starts when a keep-alive connection begins to wait
 /// for its next request, not at that request's first byte, so it closed every keep-alive
 /// connection idle for `--header-timeout` (10 s) whatever `--idle-timeout` said, and a
 /// client's pool then sent requests on connections the server was closing (the latency
@@ -207,10 +207,16 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
                 }
             })
         };
-        let stream = ReadWatch {
-            inner: stream,
-            activity: Arc::clone(&activity),
-            started: false,
+        // Tells the connection's activity when bytes arrive (a request head's start).
+        let stream = {
+            let activity = Arc::clone(&activity);
+            let mut started = false;
+            tokio_util::io::InspectReader::new(stream, move |bytes: &[u8]| {
+                if !bytes.is_empty() {
+                    activity.read(!started, bytes);
+                    started = true;
+                }
+            })
         };
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -385,68 +391,6 @@ impl Activity {
         } else {
             Verdict::CheckAt(idle_at)
         }
-    }
-}
-
-/// A connection's socket that tells its [`Activity`] when bytes arrive (the start of a request
-/// head, for the header timeout).
-struct ReadWatch {
-    inner: tokio::net::TcpStream,
-    activity: Arc<Activity>,
-    /// Whether any byte arrived yet.
-    started: bool,
-}
-
-impl tokio::io::AsyncRead for ReadWatch {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let first = !self.started;
-            self.started = true;
-            self.activity.read(first, &buf.filled()[before..]);
-        }
-        polled
-    }
-}
-
-impl tokio::io::AsyncWrite for ReadWatch {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bytes: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, bytes)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
