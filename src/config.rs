@@ -104,9 +104,9 @@ pub struct Config {
     #[arg(long, env = "SHOPSTREAM_DATA_DIR", default_value = "shopstream-data")]
     pub data_dir: PathBuf,
 
-    /// Memory the store may use as its block cache (e.g. `64MiB`, `512KiB`, `1GiB`); its
-    /// write buffers take up to half as much again. It does not grow with the shop's history
-    /// (batches being applied come on top).
+    /// Memory for the store (e.g. `64MiB`, `512KiB`, `1GiB`): three quarters for its block
+    /// cache, the rest for its write buffers (up to an eighth more at their fullest). It does
+    /// not grow with the shop's history (batches being applied come on top).
     #[arg(long, env = "SHOPSTREAM_CACHE_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
     pub cache_size: usize,
 

@@ -26,7 +26,7 @@
 //! - [`notify`]: systemd's readiness protocol (`READY=1` once caught up, `STATUS=`,
 //!   `STOPPING=1`).
 //! - [`allocator`]: the static musl build's global allocator (small freed blocks cached in
-//!   shards in front of musl's).
+//!   shards in front of musl's), and handing glibc's freed pages back once the store is quiet.
 //!
 //! [`run`] wires them together; `main.rs` only parses the configuration and calls it.
 

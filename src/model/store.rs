@@ -70,10 +70,22 @@ const DURABLE_EVERY: Duration = Duration::from_secs(1);
 /// the consumers catch up, several partitions' fetches (256 KiB, about 800 records each) are
 /// usually waiting: one commit takes them together, and an order whose creation, payment
 /// and delivery land in the same group is read and written once instead of three times.
-/// Measured on a replay of 100,000 orders (`cargo bench --bench history`): 1,000 records
-/// gave 4,400-5,900 events/s, 4,096 gave 8,600 (peak RSS 148 to 171 MiB), 8,192 no more
-/// speed for 40 MiB more.
-const GROUP_RECORDS: usize = 4_096;
+/// Memtables are rotated between commits, so a group's keys (about 7 MiB for 4,096 records)
+/// can take a memtable that far past its size. Measured on a replay of 100,000 orders
+/// (`cargo bench --bench history`): 1,000 records gave 4,400-5,900 events/s, 4,096 gave
+/// 8,600 (peak RSS 148 to 171 MiB), 8,192 no more speed for 40 MiB more; at 150,000 orders
+/// 2,048 took the replay's peak RSS from 168 to 140 MiB, at 18,112 against 21,450 events/s
+/// (one run each; runs of one build spread by 15%).
+const GROUP_RECORDS: usize = 2_048;
+/// How long the store has applied no record before the allocator is asked to hand back
+/// what the last busy spell freed ([`crate::allocator::release_free_memory`]).
+/// Sealed memtables of one keyspace that may wait for a flush before commits wait too.
+/// Fewer save little memory and cost time: with two, the replay's peak RSS was 5 to 10 MiB
+/// lower (150,000 orders), and commits waited behind compactions: POST→frame p99 at 5,000
+/// orders/s was 55 and 73 ms against 48 and 51 with three (`cargo bench --bench http_load --
+/// latency`, fresh store, runs alternated); with one the replay ran a third slower.
+const SEALED_MEMTABLES_WAITING: usize = 3;
+const QUIET_BEFORE_TRIM: Duration = Duration::from_secs(1);
 
 /// Why the store could not be read or written.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -327,6 +339,7 @@ impl Store {
             pruned: Pruned::default(),
             last_durable: Instant::now(),
             durable_pending: false,
+            applied_at: None,
         };
         let handle = std::thread::Builder::new()
             .name("shopstream-applier".into())
@@ -810,11 +823,16 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     fn open(path: &Path, cache_bytes: usize) -> Result<Self, OpenError> {
-        let cache = cache_bytes.max(1 << 20) as u64;
-        // A memtable is flushed to disk at a sixteenth of the cache; fjall holds writes back
-        // while four wait to be flushed, so write buffers stay well within the cache's size.
-        let memtable = (cache / 16).max(1 << 20);
+        // `--cache-size` bounds the store's memory: the block cache takes three quarters, the
+        // write buffers the rest (up to an eighth more at their fullest). A memtable of the
+        // records is flushed at a sixteenth of the size, one of the values at a thirty-second,
+        // and commits wait while three of either wait for the disk
+        // ([`Engine::wait_for_flushes`]): at most three eighths by fjall's count, which leaves
+        // out the skip list's nodes and the allocator's rounding (about as much again).
+        let budget = cache_bytes.max(1 << 20) as u64;
+        let memtable = (budget / 16).max(1 << 20);
         let events_memtable = memtable / 2;
+        let cache = budget - budget / 4;
         let db = fjall::Database::builder(path)
             .cache_size(cache)
             // One background worker. With two, fjall 3.1's first worker hands every compaction
@@ -891,7 +909,9 @@ impl Engine {
         }
         let started = Instant::now();
         let mut said = false;
-        let full = |k: &fjall::Keyspace| k.sealed_memtable_count() >= 3 || k.l0_table_count() >= 20;
+        let full = |k: &fjall::Keyspace| {
+            k.sealed_memtable_count() >= SEALED_MEMTABLES_WAITING || k.l0_table_count() >= 20
+        };
         while full(&self.shop) || full(&self.events) {
             self.probe()?;
             if !said && started.elapsed() >= SLOW_DISK {
@@ -1011,6 +1031,9 @@ struct Applier {
     last_durable: Instant,
     /// Whether a commit since the last durable one is not durable yet.
     durable_pending: bool,
+    /// When the last commit that carried records ended, until the memory it freed is handed
+    /// back ([`QUIET_BEFORE_TRIM`]).
+    applied_at: Option<Instant>,
 }
 
 impl Applier {
@@ -1022,6 +1045,7 @@ impl Applier {
                     if self.durable_pending {
                         self.make_durable();
                     }
+                    self.release_memory_when_quiet();
                     continue;
                 }
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
@@ -1049,11 +1073,24 @@ impl Applier {
                 }
             }
             self.commit_group(group);
+            self.release_memory_when_quiet();
         }
         if self.durable_pending {
             self.make_durable();
         }
         tracing::debug!("store applier stopped");
+    }
+
+    /// Once no record has been applied for [`QUIET_BEFORE_TRIM`], hands what the busy spell
+    /// freed back to the system: once per spell, never under a steady load.
+    fn release_memory_when_quiet(&mut self) {
+        if self
+            .applied_at
+            .is_some_and(|at| at.elapsed() >= QUIET_BEFORE_TRIM)
+        {
+            self.applied_at = None;
+            crate::allocator::release_free_memory();
+        }
     }
 
     fn database(&self) -> Option<Arc<Engine>> {
@@ -1094,6 +1131,7 @@ impl Applier {
                     self.shared
                         .commit_durations
                         .observe(started.elapsed().as_secs_f64());
+                    self.applied_at = Some(Instant::now());
                 }
                 self.counters = changes.counters;
                 self.progress = changes.progress;
