@@ -387,13 +387,24 @@ async fn follow_replay(
     }
 }
 
+/// How long an exit waits for fjall's worker to end the flush or compaction it is running
+/// once the last commit is durable ([`model::store::Store::close_within`]).
+const STORE_CLOSE_WAIT: Duration = Duration::from_millis(500);
+
 /// Lets the applier finish what it was handed and make it durable.
 async fn close_store(state: &AppState) {
     let store = Arc::clone(&state.store);
     let started = Instant::now();
-    let _ = tokio::task::spawn_blocking(move || store.close()).await;
-    tracing::debug!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "store closed"
-    );
+    let closed = tokio::task::spawn_blocking(move || store.close_within(STORE_CLOSE_WAIT))
+        .await
+        .unwrap_or(false);
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    if closed {
+        tracing::debug!(elapsed_ms, "store closed");
+    } else {
+        tracing::info!(
+            elapsed_ms,
+            "store committed and synced; not waiting for fjall's worker to end its compaction (a restart recovers from the journal)"
+        );
+    }
 }

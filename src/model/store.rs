@@ -118,8 +118,8 @@ impl From<fjall::Error> for StoreError {
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
     pub dir: PathBuf,
-    /// fjall's block cache; its write buffers take up to half as much again, and the work
-    /// in flight comes on top.
+    /// The store's memory: three quarters for fjall's block cache, the rest for its write
+    /// buffers ([`Engine::open`]); the work in flight comes on top.
     pub cache_bytes: usize,
     /// How long idempotency keys are remembered, measured in Kafka record time.
     pub retention: Duration,
@@ -513,6 +513,35 @@ impl Store {
     /// Stops the applier after the work already handed to it, with a last durable commit.
     /// Blocking: call it from a blocking thread.
     pub fn close(&self) {
+        drop(self.stop_applier());
+    }
+
+    /// [`Store::close`] for a process about to exit: waits at most `limit` for fjall to let
+    /// go of the database. Closing it waits for fjall's worker to end the flush or compaction
+    /// it is running, which takes seconds on a large store (SIGTERM to exit took 1.9 s at
+    /// 1,000,000 orders); the last commit is durable by then, and leaving that work unfinished
+    /// is no worse than a crash after a sync, which the journal recovers. Returns whether the
+    /// database was let go of in time.
+    pub fn close_within(&self, limit: Duration) -> bool {
+        let Some(engine) = self.stop_applier() else {
+            return true;
+        };
+        let (done, closed) = std_mpsc::channel();
+        let dropper = std::thread::Builder::new()
+            .name("shopstream-store-close".into())
+            .spawn(move || {
+                drop(engine);
+                let _ = done.send(());
+            });
+        match dropper {
+            Ok(_) => closed.recv_timeout(limit).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Stops the applier (its last commit is durable) and takes the database from the
+    /// readers, who are done with it once their query ends; the lock goes with the last one.
+    fn stop_applier(&self) -> Option<Arc<Engine>> {
         self.shared
             .closing
             .store(true, std::sync::atomic::Ordering::Release);
@@ -525,12 +554,11 @@ impl Store {
         if let Some(handle) = handle {
             let _ = handle.join();
         }
-        // Readers are done with it once their query ends; the lock goes with it.
         self.shared
             .db
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .take();
+            .take()
     }
 
     /// The offsets of the last commit.

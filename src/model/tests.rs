@@ -577,6 +577,50 @@ async fn store_with_one_order(dir: &TempDir) {
     m.store.close();
 }
 
+/// An exit that does not wait for fjall's worker loses nothing: the last commit was made
+/// durable before the database was let go of.
+#[tokio::test]
+async fn a_close_that_does_not_wait_for_the_database_keeps_every_commit() {
+    let dir = TempDir::new();
+    let store = Store::open(settings(&dir)).unwrap();
+    store.check_layout(&layout(1)).await.unwrap();
+    let mut m = Model {
+        store,
+        offsets: HashMap::new(),
+        _dir: None,
+    };
+    for n in 0..50 {
+        m.put(&created(&format!("o{n}"), n, "Ann", 1000)).await;
+    }
+    // Nothing is waited for: the database is let go of on a thread of its own.
+    let _in_time = m.store.close_within(Duration::ZERO);
+    // Its lock goes once that thread is done (bounded: the test's data is small).
+    let mut store = None;
+    for _ in 0..500 {
+        match Store::open(settings(&dir)) {
+            Ok(opened) => {
+                store = Some(opened);
+                break;
+            }
+            Err(store::OpenError::InUse { .. }) => std::thread::sleep(Duration::from_millis(10)),
+            Err(other) => panic!("reopening failed: {other}"),
+        }
+    }
+    let store = store.expect("the database is let go of within 5 s");
+    assert_eq!(
+        store.check_layout(&layout(1)).await.unwrap(),
+        Resumed::FromStore {
+            events: 50,
+            orders: 50
+        }
+    );
+    assert_eq!(store.query_blocking(|v| v.counters()).unwrap().orders, 50);
+    assert_eq!(store.next_offset(TopicRole::Orders, 0), Some(50));
+    // Waiting, with time to spare, lets go of it in time.
+    assert!(store.close_within(Duration::from_secs(30)));
+    Store::open(settings(&dir)).unwrap().close();
+}
+
 #[tokio::test]
 async fn an_old_snapshot_is_noticed_and_the_store_rebuilt() {
     let dir = TempDir::new();
