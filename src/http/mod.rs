@@ -111,11 +111,12 @@ pub fn listen(addr: std::net::SocketAddr, max_connections: u32) -> std::io::Resu
 /// an idle one); request heads are bounded in bytes and headers, bodies in bytes and time
 /// (see [`request`]).
 ///
-/// hyper's own header timeout is off (the socket is watched instead): it starts when a keep-alive connection begins to wait
-/// for its next request, not at that request's first byte, so it closed every keep-alive
-/// connection idle for `--header-timeout` (10 s) whatever `--idle-timeout` said, and a
-/// client's pool then sent requests on connections the server was closing (the latency
-/// benchmark's "connection: channel closed").
+/// hyper's own header timeout is off, and the socket's reads are watched instead: hyper's
+/// starts when a keep-alive connection begins to wait for its next request, not at that
+/// request's first byte, so it closed every keep-alive connection idle for
+/// `--header-timeout` (10 s) whatever `--idle-timeout` said, and a client's pool then sent
+/// requests on connections the server was closing (the latency benchmark's "connection:
+/// channel closed").
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
     let config = &state.config;
     let limits = ConnectionLimits {

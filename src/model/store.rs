@@ -77,14 +77,14 @@ const DURABLE_EVERY: Duration = Duration::from_secs(1);
 /// 2,048 took the replay's peak RSS from 168 to 140 MiB, at 18,112 against 21,450 events/s
 /// (one run each; runs of one build spread by 15%).
 const GROUP_RECORDS: usize = 2_048;
-/// How long the store has applied no record before the allocator is asked to hand back
-/// what the last busy spell freed ([`crate::allocator::release_free_memory`]).
 /// Sealed memtables of one keyspace that may wait for a flush before commits wait too.
 /// Fewer save little memory and cost time: with two, the replay's peak RSS was 5 to 10 MiB
 /// lower (150,000 orders), and commits waited behind compactions: POST→frame p99 at 5,000
 /// orders/s was 55 and 73 ms against 48 and 51 with three (`cargo bench --bench http_load --
 /// latency`, fresh store, runs alternated); with one the replay ran a third slower.
 const SEALED_MEMTABLES_WAITING: usize = 3;
+/// How long the store has applied no record before the allocator is asked to hand back
+/// what the last busy spell freed ([`crate::allocator::release_free_memory`]).
 const QUIET_BEFORE_TRIM: Duration = Duration::from_secs(1);
 
 /// Why the store could not be read or written.
@@ -535,7 +535,8 @@ impl Store {
             });
         match dropper {
             Ok(_) => closed.recv_timeout(limit).is_ok(),
-            Err(_) => false,
+            // The closure, and the database with it, was dropped right here, waiting.
+            Err(_) => true,
         }
     }
 

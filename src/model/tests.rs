@@ -577,8 +577,10 @@ async fn store_with_one_order(dir: &TempDir) {
     m.store.close();
 }
 
-/// An exit that does not wait for fjall's worker loses nothing: the last commit was made
-/// durable before the database was let go of.
+/// An exit that does not wait for fjall's worker loses nothing that was committed, and the
+/// database's lock is released once the thread letting go of it is done. (A reopen in the
+/// same process reads the journal from the page cache, so this does not tell a synced commit
+/// from an unsynced one; the kill -9 tests cover that.)
 #[tokio::test]
 async fn a_close_that_does_not_wait_for_the_database_keeps_every_commit() {
     let dir = TempDir::new();
