@@ -15,6 +15,7 @@
 //! before the order it pays; folding by time gives the same state whatever the arrival order,
 //! and an event that breaks the lifecycle stays in the timeline, flagged as an anomaly.
 
+mod codec;
 pub mod event_time;
 pub mod query;
 pub mod store;
@@ -38,34 +39,25 @@ pub use store::StoreError;
 pub const MINUTES_KEPT: i64 = 24 * 60;
 
 /// One event in an order's history. It is rewritten with the timeline each time the order
-/// changes, so it keeps only what refolding and the order's detail need, under short names:
-/// the record value is stored once, apart ([`Changes::event_data`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// changes, so it keeps only what refolding and the order's detail need (in the store's
+/// binary encoding): the record value is stored once, apart ([`Changes::event_data`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct TimelineEntry {
-    #[serde(rename = "id")]
     pub event_id: String,
-    #[serde(rename = "ty")]
     pub event_type: EventType,
-    #[serde(rename = "at")]
     pub position: Position,
-    #[serde(rename = "t")]
     pub time: DateTime<Utc>,
     /// Why this event breaks the lifecycle, if it does.
-    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
     pub anomaly: Option<String>,
     /// What the event does to the lifecycle, for refolding.
-    #[serde(rename = "s")]
     pub(crate) step: Step,
     /// Where its record value is stored: the count of events applied when it was, a key that
     /// only grows, so that the stored values are never rewritten by compactions.
-    #[serde(rename = "k")]
     pub(crate) data_key: u64,
     /// The order's status right after this event was first applied: what its live frame said,
     /// so that a replay from Kafka sends the same frame.
-    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub(crate) status_after: Option<OrderStatus>,
     /// The Kafka record's timestamp, which bounds the event's own time ([`event_time`]).
-    #[serde(rename = "rt", default, skip_serializing_if = "Option::is_none")]
     pub record_time: Option<DateTime<Utc>>,
 }
 
@@ -92,7 +84,7 @@ impl StoredOrder {
 }
 
 /// An order as the log tells it, without its timeline (list rows read only this).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OrderRecord {
     pub order_id: String,
     /// `None` while only events of other topics were read for this order.
@@ -104,7 +96,6 @@ pub struct OrderRecord {
     pub payment_ids: Vec<String>,
     pub delivery_ids: Vec<String>,
     /// The number ([`EventEffect::seq`]) of the last event applied to this order.
-    #[serde(default)]
     pub seq: u64,
 }
 
@@ -115,7 +106,7 @@ pub struct StoredOrder {
     pub timeline: Vec<TimelineEntry>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PaymentRecord {
     pub payment_id: String,
     pub order_id: String,
@@ -128,7 +119,7 @@ pub struct PaymentRecord {
     pub position: Position,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryRecord {
     pub delivery_id: String,
     pub order_id: String,

@@ -6,7 +6,9 @@
 //! Keys sort as the lists are shown: times are big-endian with the sign bit flipped, strings
 //! inside a key end with a 0 byte (words never hold one) or come last, and every list is a
 //! range walked backwards (newest first). Times in keys are microseconds since the epoch.
-//! Values are JSON, except an event's record value, stored once as the bytes that were read.
+//! Orders, payments and deliveries, rewritten most, are in the store's binary encoding
+//! ([`codec`]); an event's record value is stored once as the bytes that were read; the rest
+//! (counters, progress, minutes, idempotency) is JSON.
 //!
 //! | table | key | value |
 //! |---|---|---|
@@ -14,7 +16,7 @@
 //! | `Progress` | topic, partition | [`PartitionProgress`] |
 //! | `Orders` | order id | [`OrderRecord`] and its timeline (without record values): [`encode_order`] |
 //! | `Events` (keyspace `events`) | [`TimelineEntry::data_key`] | the record value |
-//! | `Payments`, `Deliveries` | id | the record |
+//! | `Payments`, `Deliveries` | id | the record ([`codec`]) |
 //! | `*ByTime` | time, id | empty |
 //! | `*ByStatus` | status, time, id | empty |
 //! | `Search` | kind, word 0, time, id | empty |
@@ -30,9 +32,10 @@ use fjall::Readable;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::codec::{self, Reader, Stored, Writer};
 use super::{
     Changes, Counters, DeliveryRecord, Lookup, MINUTES_KEPT, MinuteStats, OrderRecord,
-    PartitionProgress, PaymentRecord, StoreError, StoredOrder, TimelineEntry,
+    PartitionProgress, PaymentRecord, StoreError, StoredOrder,
 };
 use crate::domain::event::{DeliveryStatus, PaymentStatus, TopicRole};
 use crate::domain::lifecycle::OrderStatus;
@@ -159,28 +162,25 @@ pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreE
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-/// An order's value: the length of its record's JSON (4 bytes, big-endian), that JSON, then its
-/// timeline's JSON. One key per order, and list rows still decode the record alone.
+/// An order's value ([`codec`]): the length of its record, its record, then its timeline. One
+/// key per order, and list rows still decode the record alone.
 pub fn encode_order(order: &StoredOrder) -> Vec<u8> {
-    // About what a record and a timeline entry take, so that the buffer seldom grows.
-    let mut bytes = Vec::with_capacity(512 + 256 * order.timeline.len());
-    bytes.extend_from_slice(&[0; 4]);
-    serde_json::to_writer(&mut bytes, &order.record).expect("stored records always serialise");
-    let record_len = u32::try_from(bytes.len() - 4).expect("an order record is far below 4 GiB");
-    bytes[..4].copy_from_slice(&record_len.to_be_bytes());
-    serde_json::to_writer(&mut bytes, &order.timeline).expect("stored records always serialise");
-    bytes
+    let mut record = Writer::with_capacity(256);
+    order.record.write(&mut record);
+    // About what a timeline entry takes, so that the buffer seldom grows.
+    let mut value = Writer::with_capacity(record.0.len() + 8 + 64 * order.timeline.len());
+    value.unsigned(record.0.len() as u64);
+    value.0.extend_from_slice(&record.0);
+    order.timeline.write(&mut value);
+    value.0
 }
 
-/// The record's and the timeline's JSON of an order's value ([`encode_order`]).
+/// The record's and the timeline's bytes of an order's value ([`encode_order`]).
 fn split_order(bytes: &[u8]) -> Result<(&[u8], &[u8]), StoreError> {
-    let corrupt = || StoreError::Corrupt("order: value too short".into());
-    let (len, rest) = bytes.split_first_chunk::<4>().ok_or_else(corrupt)?;
-    let len = u32::from_be_bytes(*len) as usize;
-    if rest.len() < len {
-        return Err(corrupt());
-    }
-    Ok(rest.split_at(len))
+    let mut r = Reader::new("order", bytes);
+    let len = usize::try_from(r.unsigned()?).map_err(|_| r.corrupt("value too short"))?;
+    let record = r.take(len)?;
+    Ok((record, r.rest()))
 }
 
 pub fn micros(t: DateTime<Utc>) -> i64 {
@@ -296,6 +296,17 @@ impl ReadView {
         }
     }
 
+    pub(super) fn binary<T: Stored>(
+        &self,
+        what: &'static str,
+        key: &Key,
+    ) -> Result<Option<T>, StoreError> {
+        match self.get(key)? {
+            Some(v) => Ok(Some(codec::decode(what, &v)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The keys in `[lower, upper)`, first to last (`.rev()`: last first).
     pub(super) fn keys(
         &self,
@@ -338,8 +349,8 @@ impl ReadView {
     pub(super) fn read_order(&self, order_id: &str) -> Result<Option<StoredOrder>, StoreError> {
         self.with_order(order_id, |record, timeline| {
             Ok(StoredOrder {
-                record: decode("order", record)?,
-                timeline: decode::<Vec<TimelineEntry>>("timeline", timeline)?,
+                record: codec::decode("order", record)?,
+                timeline: codec::decode("timeline", timeline)?,
             })
         })
     }
@@ -349,7 +360,7 @@ impl ReadView {
         &self,
         order_id: &str,
     ) -> Result<Option<OrderRecord>, StoreError> {
-        self.with_order(order_id, |record, _| decode("order", record))
+        self.with_order(order_id, |record, _| codec::decode("order", record))
     }
 
     /// The record value of a timeline entry.
@@ -403,11 +414,11 @@ impl Lookup for ReadView {
     }
 
     fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
-        self.json("payment", &Key::new(Table::Payments).last(payment_id))
+        self.binary("payment", &Key::new(Table::Payments).last(payment_id))
     }
 
     fn delivery(&self, delivery_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
-        self.json("delivery", &Key::new(Table::Deliveries).last(delivery_id))
+        self.binary("delivery", &Key::new(Table::Deliveries).last(delivery_id))
     }
 
     fn idempotency_known(&self, key: &str) -> Result<bool, StoreError> {
@@ -484,11 +495,11 @@ impl<'a> WriteTables<'a> {
         }
         for (id, before, after) in changed(&changes.payments) {
             self.reindex(Kind::Payments, id, before, after);
-            self.put(Key::new(Table::Payments).last(id), encode(after));
+            self.put(Key::new(Table::Payments).last(id), codec::encode(after));
         }
         for (id, before, after) in changed(&changes.deliveries) {
             self.reindex(Kind::Deliveries, id, before, after);
-            self.put(Key::new(Table::Deliveries).last(id), encode(after));
+            self.put(Key::new(Table::Deliveries).last(id), codec::encode(after));
         }
         let cutoff = changes
             .counters
@@ -674,6 +685,7 @@ impl<'a> WriteTables<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::TimelineEntry;
 
     #[test]
     fn an_order_value_holds_its_record_then_its_timeline() {
@@ -694,9 +706,9 @@ mod tests {
         };
         let value = encode_order(&order);
         let (r, t) = split_order(&value).unwrap();
-        assert_eq!(decode::<OrderRecord>("order", r).unwrap(), record);
+        assert_eq!(codec::decode::<OrderRecord>("order", r).unwrap(), record);
         assert!(
-            decode::<Vec<TimelineEntry>>("timeline", t)
+            codec::decode::<Vec<TimelineEntry>>("timeline", t)
                 .unwrap()
                 .is_empty()
         );
