@@ -93,7 +93,8 @@ impl Writer {
     }
 }
 
-fn canonical_uuid(id: &str) -> Option<uuid::Uuid> {
+/// The UUID `id` spells, when it spells it the canonical way (lower-case, hyphenated).
+pub(super) fn canonical_uuid(id: &str) -> Option<uuid::Uuid> {
     if id.len() != 36 {
         return None;
     }

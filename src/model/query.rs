@@ -87,7 +87,7 @@ type Keys<'a> = Box<dyn Iterator<Item = Result<(i64, String), StoreError>> + 'a>
 fn index_keys<'a>(view: &'a ReadView, prefix: Key, before: Option<&Cursor>) -> Keys<'a> {
     let skip = prefix.0.len();
     let upper = match before {
-        Some(c) => prefix.clone().int(micros(c.time)).last(&c.id),
+        Some(c) => prefix.clone().int(micros(c.time)).id(&c.id),
         None => prefix.clone().byte(0xff),
     };
     Box::new(

@@ -6,6 +6,7 @@
 //! Keys sort as the lists are shown: times are big-endian with the sign bit flipped, strings
 //! inside a key end with a 0 byte (words never hold one) or come last, and every list is a
 //! range walked backwards (newest first). Times in keys are microseconds since the epoch.
+//! Ids of orders, payments and deliveries end their keys in a compact form ([`Key::id`]).
 //! Orders, payments and deliveries, rewritten most, are in the store's binary encoding
 //! ([`codec`]); an event's record value is stored once as the bytes that were read; the rest
 //! (counters, progress, minutes, idempotency) is JSON.
@@ -133,6 +134,40 @@ impl Key {
         self.0.extend_from_slice(s.as_bytes());
         self
     }
+
+    /// An order's, payment's or delivery's id that ends the key: 0 then the 16 bytes of a
+    /// UUID spelled the canonical way (a third of its text), or 1 then any other id as it is
+    /// spelled. Canonical UUIDs sort among themselves as their text does. [`key_id`] reads it
+    /// back.
+    pub fn id(mut self, id: &str) -> Self {
+        match codec::canonical_uuid(id) {
+            Some(uuid) => {
+                self.0.push(0);
+                self.0.extend_from_slice(uuid.as_bytes());
+            }
+            None => {
+                self.0.push(1);
+                self.0.extend_from_slice(id.as_bytes());
+            }
+        }
+        self
+    }
+}
+
+/// The id that ends a key ([`Key::id`]).
+fn key_id(tail: &[u8]) -> Result<String, StoreError> {
+    match tail.split_first() {
+        Some((0, uuid)) => {
+            let bytes: [u8; 16] = uuid
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("index key: a UUID of another length".into()))?;
+            Ok(uuid::Uuid::from_bytes(bytes).hyphenated().to_string())
+        }
+        Some((1, text)) => std::str::from_utf8(text)
+            .map(str::to_string)
+            .map_err(|_| StoreError::Corrupt("index key is not UTF-8".into())),
+        _ => Err(StoreError::Corrupt("index key: unknown id form".into())),
+    }
 }
 
 /// The key of a record value in the `events` keyspace.
@@ -140,18 +175,29 @@ pub fn event_key(data_key: u64) -> Key {
     Key::new(Table::Events).int(data_key as i64)
 }
 
-/// Reads the (time, id) that end an index key after `prefix` bytes.
-pub fn time_and_id(key: &[u8], prefix: usize) -> Result<(i64, String), StoreError> {
+/// Splits the time (8 bytes) that follows `prefix` bytes of a key from what comes after it.
+fn split_time(key: &[u8], prefix: usize) -> Result<(i64, &[u8]), StoreError> {
     let rest = key
         .get(prefix..)
         .filter(|r| r.len() >= 8)
         .ok_or_else(|| StoreError::Corrupt("index key too short".into()))?;
-    let (time, id) = rest.split_at(8);
+    let (time, tail) = rest.split_at(8);
     let time = (u64::from_be_bytes(time.try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
-    let id = std::str::from_utf8(id)
-        .map_err(|_| StoreError::Corrupt("index key is not UTF-8".into()))?
-        .to_string();
-    Ok((time, id))
+    Ok((time, tail))
+}
+
+/// Reads the (time, id) that end an index key after `prefix` bytes ([`Key::id`]).
+pub fn time_and_id(key: &[u8], prefix: usize) -> Result<(i64, String), StoreError> {
+    let (time, tail) = split_time(key, prefix)?;
+    Ok((time, key_id(tail)?))
+}
+
+/// Reads the (time, text) that end a key after `prefix` bytes ([`Key::last`]).
+fn time_and_text(key: &[u8], prefix: usize) -> Result<(i64, String), StoreError> {
+    let (time, tail) = split_time(key, prefix)?;
+    let text = std::str::from_utf8(tail)
+        .map_err(|_| StoreError::Corrupt("index key is not UTF-8".into()))?;
+    Ok((time, text.to_string()))
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -337,7 +383,7 @@ impl ReadView {
         order_id: &str,
         read: impl FnOnce(&[u8], &[u8]) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
-        match self.get(&Key::new(Table::Orders).last(order_id))? {
+        match self.get(&Key::new(Table::Orders).id(order_id))? {
             Some(value) => {
                 let (record, timeline) = split_order(&value)?;
                 read(record, timeline).map(Some)
@@ -414,11 +460,11 @@ impl Lookup for ReadView {
     }
 
     fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
-        self.binary("payment", &Key::new(Table::Payments).last(payment_id))
+        self.binary("payment", &Key::new(Table::Payments).id(payment_id))
     }
 
     fn delivery(&self, delivery_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
-        self.binary("delivery", &Key::new(Table::Deliveries).last(delivery_id))
+        self.binary("delivery", &Key::new(Table::Deliveries).id(delivery_id))
     }
 
     fn idempotency_known(&self, key: &str) -> Result<bool, StoreError> {
@@ -487,7 +533,7 @@ impl<'a> WriteTables<'a> {
         let mut now_pruned = pruned;
         for (id, before, after) in changed(&changes.orders) {
             self.reindex(Kind::Orders, id, before, &after.record);
-            self.put(Key::new(Table::Orders).last(id), encode_order(after));
+            self.put(Key::new(Table::Orders).id(id), encode_order(after));
         }
         for (data_key, data) in &changes.event_data {
             self.batch
@@ -495,11 +541,11 @@ impl<'a> WriteTables<'a> {
         }
         for (id, before, after) in changed(&changes.payments) {
             self.reindex(Kind::Payments, id, before, after);
-            self.put(Key::new(Table::Payments).last(id), codec::encode(after));
+            self.put(Key::new(Table::Payments).id(id), codec::encode(after));
         }
         for (id, before, after) in changed(&changes.deliveries) {
             self.reindex(Kind::Deliveries, id, before, after);
-            self.put(Key::new(Table::Deliveries).last(id), codec::encode(after));
+            self.put(Key::new(Table::Deliveries).id(id), codec::encode(after));
         }
         let cutoff = changes
             .counters
@@ -582,19 +628,19 @@ impl<'a> WriteTables<'a> {
         let (by_time, by_status) = kind.tables();
         if let Some((t, status)) = old {
             if new.is_none_or(|(nt, _)| nt != t) {
-                self.delete(Key::new(by_time).int(t).last(id));
+                self.delete(Key::new(by_time).int(t).id(id));
             }
             if let Some(s) = status {
-                self.delete(Key::new(by_status).byte(s).int(t).last(id));
+                self.delete(Key::new(by_status).byte(s).int(t).id(id));
             }
         }
         if let Some((t, status)) = new {
             if old.is_none_or(|(ot, _)| ot != t) {
-                self.put(Key::new(by_time).int(t).last(id), fjall::Slice::empty());
+                self.put(Key::new(by_time).int(t).id(id), fjall::Slice::empty());
             }
             if let Some(s) = status {
                 self.put(
-                    Key::new(by_status).byte(s).int(t).last(id),
+                    Key::new(by_status).byte(s).int(t).id(id),
                     fjall::Slice::empty(),
                 );
             }
@@ -612,13 +658,13 @@ impl<'a> WriteTables<'a> {
         if before == after {
             return;
         }
-        // Table, kind, word and its 0, time, id: sized once (a UUID and a word pass 48 bytes).
+        // Table, kind, word and its 0, time, id's form and id: sized once.
         let entry = |word: &str, t: i64| {
-            Key::with_capacity(Table::Search, 11 + word.len() + id.len())
+            Key::with_capacity(Table::Search, 12 + word.len() + id.len())
                 .byte(kind as u8)
                 .word(word)
                 .int(t)
-                .last(id)
+                .id(id)
         };
         if let Some((t, words)) = &before {
             for word in words {
@@ -636,7 +682,7 @@ impl<'a> WriteTables<'a> {
     /// [`Self::prune_table`].
     fn prune(&mut self, cutoff: i64, below: Option<i64>) -> Result<Option<i64>, StoreError> {
         self.prune_table(Table::IdempotencyByTime, cutoff, below, |tables, key| {
-            let (_, idempotency_key) = time_and_id(key, 1)?;
+            let (_, idempotency_key) = time_and_text(key, 1)?;
             tables.delete(Key::new(Table::Idempotency).last(&idempotency_key));
             Ok(())
         })
@@ -674,7 +720,7 @@ impl<'a> WriteTables<'a> {
         let complete = old.len() < PRUNE_PER_COMMIT;
         let mut reached = below;
         for key in &old {
-            reached = Some(time_and_id(key, 1)?.0);
+            reached = Some(split_time(key, 1)?.0);
             also(self, key)?;
             self.delete(Key(key.to_vec()));
         }
@@ -718,6 +764,36 @@ mod tests {
                 split_order(&value[..cut]),
                 Err(StoreError::Corrupt(_))
             ));
+        }
+    }
+
+    #[test]
+    fn an_id_ends_a_key_in_its_compact_form_and_reads_back() {
+        let prefix = Key::new(Table::OrdersByTime).int(-5);
+        let uuid = "0f1c2a4e-8b0d-4c3e-9a57-2d1e0f9b8c7a";
+        for id in [
+            uuid,
+            "6F1C2A4E-8B0D-4C3E-9A57-2D1E0F9B8C7A",
+            "order-1",
+            "",
+            "é",
+        ] {
+            let key = prefix.clone().id(id);
+            assert_eq!(time_and_id(&key.0, 1).unwrap(), (-5, id.to_string()));
+        }
+        assert_eq!(prefix.clone().id(uuid).0.len(), 1 + 8 + 17);
+        // Canonical UUIDs sort as their text does, so lists keep their order among equal times.
+        let mut ids: Vec<String> = (0..64).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+        let mut keys: Vec<Vec<u8>> = ids.iter().map(|id| prefix.clone().id(id).0).collect();
+        ids.sort();
+        keys.sort();
+        let read: Vec<String> = keys.iter().map(|k| time_and_id(k, 1).unwrap().1).collect();
+        assert_eq!(read, ids);
+        // Tails that are not an id are a clear corruption.
+        for tail in [&[][..], &[0, 1, 2][..], &[1, 0xff][..], &[7, b'a'][..]] {
+            let mut key = prefix.0.clone();
+            key.extend_from_slice(tail);
+            assert!(matches!(time_and_id(&key, 1), Err(StoreError::Corrupt(_))));
         }
     }
 }
