@@ -25,6 +25,8 @@
 //! - [`shutdown`]: SIGINT/SIGTERM to a cancellation token.
 //! - [`notify`]: systemd's readiness protocol (`READY=1` once caught up, `STATUS=`,
 //!   `STOPPING=1`).
+//! - [`musl_string`]: the static musl build's `memcpy`, `memcmp` and `bcmp`, in place of
+//!   musl's byte loops.
 //! - [`allocator`]: the static musl build's global allocator (small freed blocks cached in
 //!   shards in front of musl's), and handing glibc's freed pages back once the store is quiet.
 //!
@@ -40,6 +42,7 @@ pub mod live;
 pub mod messages;
 pub mod metrics;
 pub mod model;
+pub mod musl_string;
 pub mod notify;
 pub mod shop;
 pub mod shutdown;
