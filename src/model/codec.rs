@@ -1,9 +1,10 @@
 //! The store's binary encoding of the records it writes most: orders with their timelines,
-//! payments and deliveries. An order is rewritten at every event it receives, and every
-//! written byte is written again by the compactions that carry it down the tree: in JSON an
-//! order took about 1 KB per write (field names, RFC 3339 times, ids as 36 characters); here
-//! it takes about a third. Integers are LEB128 varints (signed ones zigzagged first), strings
-//! are their length then their bytes, ids in the canonical UUID form are their 16 bytes.
+//! payments, deliveries and the answers kept for idempotency keys. An order is rewritten at
+//! every event it receives, and every written byte is written again by the compactions that
+//! carry it down the tree: in JSON an order took about 1 KB per write (field names, RFC 3339
+//! times, ids as 36 characters); here it takes about a quarter. Integers are LEB128 varints
+//! (signed ones zigzagged first), strings are their length then their bytes, ids in the
+//! canonical UUID form are their 16 bytes.
 //!
 //! The layout is fixed by the store's format version: a change here bumps it, and a store of
 //! another version is rebuilt from the log. Decoding never panics: bytes that do not read back
@@ -11,7 +12,9 @@
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
-use super::{DeliveryRecord, OrderRecord, PaymentRecord, StoreError, TimelineEntry};
+use super::{
+    DeliveryRecord, IdempotentWrite, OrderRecord, PaymentRecord, StoreError, TimelineEntry,
+};
 use crate::domain::event::{
     DeliveryStatus, EventType, OrderDetails, PaymentStatus, Position, TopicRole,
 };
@@ -489,6 +492,26 @@ impl Stored for DeliveryRecord {
     }
 }
 
+impl Stored for IdempotentWrite {
+    fn write(&self, w: &mut Writer) {
+        w.str(&self.fingerprint);
+        w.id(&self.event_id);
+        self.position.write(w);
+        w.str(&self.data);
+        w.time(self.record_time);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, StoreError> {
+        Ok(Self {
+            fingerprint: r.str()?,
+            event_id: r.id()?,
+            position: Position::read(r)?,
+            data: r.str()?,
+            record_time: r.time()?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rand::{Rng, SeedableRng};
@@ -620,6 +643,17 @@ mod tests {
             decode::<DeliveryRecord>("d", &encode(&delivery)).unwrap(),
             delivery
         );
+        let write = IdempotentWrite {
+            fingerprint: "f".repeat(64),
+            event_id: uuid::Uuid::new_v4().to_string(),
+            position: position(12),
+            data: r#"{"order_id":"o","note":"\"quoted\" ✨"}"#.into(),
+            record_time: at("2026-12-07T10:00:00.5Z"),
+        };
+        assert_eq!(
+            decode::<IdempotentWrite>("i", &encode(&write)).unwrap(),
+            write
+        );
         let with_carrier = DeliveryRecord {
             carrier: Some("La Poste".into()),
             estimated_date: None,
@@ -718,6 +752,7 @@ mod tests {
             let _ = decode::<Vec<TimelineEntry>>("t", &bytes);
             let _ = decode::<PaymentRecord>("p", &bytes);
             let _ = decode::<DeliveryRecord>("d", &bytes);
+            let _ = decode::<IdempotentWrite>("i", &bytes);
         }
     }
 }

@@ -134,7 +134,7 @@ pub struct DeliveryRecord {
 
 /// What a request with an `Idempotency-Key` produced, so that the same key gets the same
 /// answer, even from another instance or after a restart.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IdempotentWrite {
     pub fingerprint: String,
     pub event_id: String,

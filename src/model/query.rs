@@ -133,7 +133,7 @@ impl ReadView {
     }
 
     pub fn idempotent_write(&self, key: &str) -> Result<Option<IdempotentWrite>, StoreError> {
-        self.json("idempotency", &Key::new(Table::Idempotency).last(key))
+        self.binary("idempotency", &Key::new(Table::Idempotency).last(key))
     }
 
     pub fn counters(&self) -> Result<Counters, StoreError> {

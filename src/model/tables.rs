@@ -7,9 +7,9 @@
 //! inside a key end with a 0 byte (words never hold one) or come last, and every list is a
 //! range walked backwards (newest first). Times in keys are microseconds since the epoch.
 //! Ids of orders, payments and deliveries end their keys in a compact form ([`Key::id`]).
-//! Orders, payments and deliveries, rewritten most, are in the store's binary encoding
-//! ([`codec`]); an event's record value is stored once as the bytes that were read; the rest
-//! (counters, progress, minutes, idempotency) is JSON.
+//! Orders, payments, deliveries and idempotency answers, written most, are in the store's
+//! binary encoding ([`codec`]); an event's record value is stored once as the bytes that were
+//! read; the rest (counters, progress, minutes, meta) is JSON.
 //!
 //! | table | key | value |
 //! |---|---|---|
@@ -21,7 +21,7 @@
 //! | `*ByTime` | time, id | empty |
 //! | `*ByStatus` | status, time, id | empty |
 //! | `Search` | kind, word 0, time, id | empty |
-//! | `Idempotency` | key | [`IdempotentWrite`] |
+//! | `Idempotency` | key | [`IdempotentWrite`] ([`codec`]) |
 //! | `IdempotencyByTime` | record time, key | empty, for pruning |
 //! | `Minutes` | unix minute | [`MinuteStats`] |
 
@@ -558,7 +558,7 @@ impl<'a> WriteTables<'a> {
                 // Already out of retention.
                 continue;
             }
-            self.put(Key::new(Table::Idempotency).last(key), encode(write));
+            self.put(Key::new(Table::Idempotency).last(key), codec::encode(write));
             self.put(
                 Key::new(Table::IdempotencyByTime).int(t).last(key),
                 fjall::Slice::empty(),
