@@ -25,8 +25,8 @@
 //! - [`shutdown`]: SIGINT/SIGTERM to a cancellation token.
 //! - [`notify`]: systemd's readiness protocol (`READY=1` once caught up, `STATUS=`,
 //!   `STOPPING=1`).
-//! - [`musl_string`]: the static musl build's `memcpy`, `memcmp` and `bcmp`, in place of
-//!   musl's byte loops.
+//! - [`musl_string`]: the static musl build's `memcpy`, `memmove`, `memcmp` and `bcmp`, in
+//!   place of musl's byte loops.
 //! - [`allocator`]: the static musl build's global allocator (small freed blocks cached in
 //!   shards in front of musl's), and handing glibc's freed pages back once the store is quiet.
 //!

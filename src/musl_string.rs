@@ -8,10 +8,13 @@
 //! The functions are exported under the C names only in musl builds (a statically linked
 //! program's own definition is the one the linker keeps; `memmove` goes with `memcpy`, whose
 //! code musl's shares). The bodies are plain Rust compiled everywhere, so the unit tests
-//! check them against the slice operations on any build. They are written without loops the
-//! compiler could turn back into a call to the function being defined: fixed-size moves for
-//! small sizes, a loop of four 16-byte moves (never recognised as a copy idiom: each store's
-//! stride is not its size) and `rep movsb` for large disjoint copies on x86_64.
+//! check them, in the usual glibc test build, against glibc's through the slice operations
+//! and against byte loops of their own. They are written without anything the compiler could
+//! turn back into a call to the function being defined: fixed-size moves of at most 16 bytes
+//! (at opt-level 0, a move of more than 32 bytes is a call to `memcpy`), a loop of four
+//! 16-byte moves (never recognised as a copy idiom: each store's stride is not its size) and
+//! `rep movsb` for large disjoint copies on x86_64; `objdump -d` of the rlib shows no call
+//! in them, in release and in debug builds.
 //! aarch64's musl `memcpy` is already an optimised one, so only the comparisons are replaced
 //! there.
 
@@ -47,14 +50,17 @@ pub unsafe fn copy_forward(dest: *mut u8, src: *const u8, n: usize) {
         let block = |p: *const u8| p.cast::<u128>().read_unaligned();
         let put = |p: *mut u8, v: u128| p.cast::<u128>().write_unaligned(v);
         if n <= 32 {
-            let (head, tail) = (block(src), block(src.add(n - 16)));
+            let head = block(src);
+            let tail = block(src.add(n - 16));
             put(dest, head);
             put(dest.add(n - 16), tail);
             return;
         }
         if n <= 64 {
-            let (a, b) = (block(src), block(src.add(16)));
-            let (c, d) = (block(src.add(n - 32)), block(src.add(n - 16)));
+            let a = block(src);
+            let b = block(src.add(16));
+            let c = block(src.add(n - 32));
+            let d = block(src.add(n - 16));
             put(dest, a);
             put(dest.add(16), b);
             put(dest.add(n - 32), c);
@@ -74,26 +80,28 @@ pub unsafe fn copy_forward(dest: *mut u8, src: *const u8, n: usize) {
             return;
         }
         // The last 64 bytes are read before anything is written: the loop's writes may reach
-        // them when the regions overlap.
-        let tail = [
-            block(src.add(n - 64)),
-            block(src.add(n - 48)),
-            block(src.add(n - 32)),
-            block(src.add(n - 16)),
-        ];
+        // them when the regions overlap. Four values, never an array: at opt-level 0 a move
+        // of more than 32 bytes is itself a call to `memcpy`.
+        let t0 = block(src.add(n - 64));
+        let t1 = block(src.add(n - 48));
+        let t2 = block(src.add(n - 32));
+        let t3 = block(src.add(n - 16));
         let mut i = 0;
         while i + 64 < n {
-            let (a, b) = (block(src.add(i)), block(src.add(i + 16)));
-            let (c, d) = (block(src.add(i + 32)), block(src.add(i + 48)));
+            let a = block(src.add(i));
+            let b = block(src.add(i + 16));
+            let c = block(src.add(i + 32));
+            let d = block(src.add(i + 48));
             put(dest.add(i), a);
             put(dest.add(i + 16), b);
             put(dest.add(i + 32), c);
             put(dest.add(i + 48), d);
             i += 64;
         }
-        for (k, v) in tail.into_iter().enumerate() {
-            put(dest.add(n - 64 + 16 * k), v);
-        }
+        put(dest.add(n - 64), t0);
+        put(dest.add(n - 48), t1);
+        put(dest.add(n - 32), t2);
+        put(dest.add(n - 16), t3);
     }
 }
 
@@ -112,27 +120,29 @@ pub unsafe fn copy_backward(dest: *mut u8, src: *const u8, n: usize) {
         }
         let block = |p: *const u8| p.cast::<u128>().read_unaligned();
         let put = |p: *mut u8, v: u128| p.cast::<u128>().write_unaligned(v);
-        // The first 64 bytes are read before anything is written, as the tail is forward.
-        let head = [
-            block(src),
-            block(src.add(16)),
-            block(src.add(32)),
-            block(src.add(48)),
-        ];
+        // The first 64 bytes are read before anything is written, as the tail is forward
+        // (four values, never an array, for the same reason).
+        let h0 = block(src);
+        let h1 = block(src.add(16));
+        let h2 = block(src.add(32));
+        let h3 = block(src.add(48));
         let mut end = n;
         while end > 64 {
             let start = end - 64;
-            let (a, b) = (block(src.add(start)), block(src.add(start + 16)));
-            let (c, d) = (block(src.add(start + 32)), block(src.add(start + 48)));
+            let a = block(src.add(start));
+            let b = block(src.add(start + 16));
+            let c = block(src.add(start + 32));
+            let d = block(src.add(start + 48));
             put(dest.add(start), a);
             put(dest.add(start + 16), b);
             put(dest.add(start + 32), c);
             put(dest.add(start + 48), d);
             end = start;
         }
-        for (k, v) in head.into_iter().enumerate() {
-            put(dest.add(16 * k), v);
-        }
+        put(dest, h0);
+        put(dest.add(16), h1);
+        put(dest.add(32), h2);
+        put(dest.add(48), h3);
     }
 }
 
@@ -222,11 +232,11 @@ pub unsafe fn differ(a: *const u8, b: *const u8, n: usize) -> i32 {
     }
 }
 
-#[cfg(all(target_env = "musl", target_arch = "x86_64"))]
 /// C `memcpy` ([`copy_forward`]).
 ///
 /// # Safety
 /// The C function's: both regions valid for `n` bytes.
+#[cfg(all(target_env = "musl", target_arch = "x86_64"))]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     // SAFETY: the caller's promise, as for any `memcpy`.
@@ -234,7 +244,6 @@ pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut
     dest
 }
 
-#[cfg(target_env = "musl")]
 /// C `memmove` ([`copy_any`]). Replaced with `memcpy`: musl's `memmove` shares its code
 /// (`__memcpy_fwd`), so keeping it would bring musl's `memcpy` back beside this one.
 ///
@@ -252,17 +261,18 @@ pub unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mu
 ///
 /// # Safety
 /// The C function's: both regions valid for `n` bytes.
+#[cfg(target_env = "musl")]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     // SAFETY: the caller's promise, as for any `memcmp`.
     unsafe { compare(a, b, n) }
 }
 
-#[cfg(target_env = "musl")]
 /// C `bcmp` ([`differ`]).
 ///
 /// # Safety
 /// The C function's: both regions valid for `n` bytes.
+#[cfg(target_env = "musl")]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     // SAFETY: the caller's promise, as for any `bcmp`.
@@ -329,6 +339,37 @@ mod tests {
     }
 
     #[test]
+    fn copies_onto_itself_and_moves_large_disjoint_regions_both_ways() {
+        for n in sizes() {
+            let mut buf = pattern(n, 5);
+            let expected = buf.clone();
+            let p = buf.as_mut_ptr();
+            unsafe { copy_any(p, p, n) };
+            assert_eq!(buf, expected, "n {n}");
+            // Disjoint, the destination after and before the source (`rep movsb` from 512).
+            let mut buf = pattern(2 * n + 8, 6);
+            let original = buf.clone();
+            let p = buf.as_mut_ptr();
+            unsafe { copy_any(p.add(n + 8), p, n) };
+            assert_eq!(&buf[n + 8..], &original[..n], "n {n}");
+            let mut buf = original.clone();
+            let p = buf.as_mut_ptr();
+            unsafe { copy_any(p, p.add(n + 8), n) };
+            assert_eq!(&buf[..n], &original[n + 8..], "n {n}");
+        }
+    }
+
+    /// The C meaning, byte by byte, written here: the slices' own comparison calls `memcmp`.
+    fn reference(a: &[u8], b: &[u8]) -> i32 {
+        for (x, y) in a.iter().zip(b) {
+            if x != y {
+                return if x < y { -1 } else { 1 };
+            }
+        }
+        0
+    }
+
+    #[test]
     fn compares_as_slices_do() {
         for n in sizes() {
             let a = pattern(n, 1);
@@ -341,8 +382,10 @@ mod tests {
                     b[at] = b[at].wrapping_add(delta);
                     let ours = unsafe { compare(a.as_ptr(), b.as_ptr(), n) };
                     assert_eq!(ours.signum(), a.cmp(&b) as i32, "n {n} at {at}");
+                    assert_eq!(ours.signum(), reference(&a, &b), "n {n} at {at}");
                     let theirs = unsafe { compare(b.as_ptr(), a.as_ptr(), n) };
                     assert_eq!(theirs.signum(), b.cmp(&a) as i32, "n {n} at {at}");
+                    assert_eq!(theirs.signum(), reference(&b, &a), "n {n} at {at}");
                     assert_eq!(unsafe { differ(a.as_ptr(), b.as_ptr(), n) }, 1, "n {n}");
                 }
             }

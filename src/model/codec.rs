@@ -65,10 +65,11 @@ impl Writer {
     }
 
     /// A time to the nanosecond: 0 then the microseconds when that is exact (nearly always),
-    /// else 1 then the seconds and the nanoseconds.
+    /// else 1 then the seconds and the nanoseconds (a leap second's nanoseconds pass 10^9,
+    /// which microseconds since the epoch cannot tell).
     pub fn time(&mut self, t: DateTime<Utc>) {
         let nanos = t.timestamp_subsec_nanos();
-        if nanos.is_multiple_of(1_000) {
+        if nanos < 1_000_000_000 && nanos.is_multiple_of(1_000) {
             self.byte(0);
             self.signed(t.timestamp_micros());
         } else {
@@ -643,6 +644,15 @@ mod tests {
             decode::<DeliveryRecord>("d", &encode(&delivery)).unwrap(),
             delivery
         );
+        // A leap second (accepted in events' times) keeps its :60.
+        let leap = NaiveDate::from_ymd_opt(2016, 12, 31)
+            .unwrap()
+            .and_hms_micro_opt(23, 59, 59, 1_500_000)
+            .unwrap()
+            .and_utc();
+        let mut w = Writer::default();
+        w.time(leap);
+        assert_eq!(Reader::new("t", &w.0).time().unwrap(), leap);
         let write = IdempotentWrite {
             fingerprint: "f".repeat(64),
             event_id: uuid::Uuid::new_v4().to_string(),

@@ -234,8 +234,9 @@ impl ReadView {
             let Some(record) = (kind.read)(self, &id)? else {
                 continue;
             };
-            let at = (micros((kind.time)(&record)), id);
-            let below = before.is_none_or(|c| at < (micros(c.time), c.id.clone()));
+            // Ordered as the index walk orders them, so that the cursor means the same here.
+            let at = (micros((kind.time)(&record)), tables::id_order(&id));
+            let below = before.is_none_or(|c| at < (micros(c.time), tables::id_order(&c.id)));
             if below && (kind.matches_status)(&record) {
                 rows.push((at, record));
             }

@@ -136,7 +136,7 @@ impl Key {
     }
 
     /// An order's, payment's or delivery's id that ends the key: 0 then the 16 bytes of a
-    /// UUID spelled the canonical way (a third of its text), or 1 then any other id as it is
+    /// UUID spelled the canonical way (less than half its text), or 1 then any other id as it is
     /// spelled. Canonical UUIDs sort among themselves as their text does. [`key_id`] reads it
     /// back.
     pub fn id(mut self, id: &str) -> Self {
@@ -152,6 +152,13 @@ impl Key {
         }
         self
     }
+}
+
+/// An id as the indexes order it ([`Key::id`]), for orderings that must agree with theirs.
+pub fn id_order(id: &str) -> Vec<u8> {
+    let mut key = Key::with_capacity(Table::Meta, 18 + id.len()).id(id).0;
+    key.remove(0);
+    key
 }
 
 /// The id that ends a key ([`Key::id`]).
@@ -377,7 +384,7 @@ impl ReadView {
     }
 
     /// An order's value ([`encode_order`]) handed to `read` as its record's and its timeline's
-    /// JSON.
+    /// bytes.
     fn with_order<T>(
         &self,
         order_id: &str,
@@ -401,7 +408,7 @@ impl ReadView {
         })
     }
 
-    /// An order's record without its timeline (its JSON is not even parsed).
+    /// An order's record without its timeline (its bytes are not even read).
     pub(super) fn read_order_record(
         &self,
         order_id: &str,
