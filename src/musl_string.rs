@@ -13,8 +13,8 @@
 //! turn back into a call to the function being defined: fixed-size moves of at most 16 bytes
 //! (at opt-level 0, a move of more than 32 bytes is a call to `memcpy`), a loop of four
 //! 16-byte moves (never recognised as a copy idiom: each store's stride is not its size) and
-//! `rep movsb` for large disjoint copies on x86_64; `objdump -d` of the rlib shows no call
-//! in them, in release and in debug builds.
+//! `rep movsb` for large disjoint copies on x86_64; `objdump -dr` of the rlib shows no call to
+//! `memcpy`, `memmove`, `memcmp` or `bcmp` in them, in release and in debug builds.
 //! aarch64's musl `memcpy` is already an optimised one, so only the comparisons are replaced
 //! there.
 
@@ -47,24 +47,22 @@ pub unsafe fn copy_forward(dest: *mut u8, src: *const u8, n: usize) {
             }
             return;
         }
-        let block = |p: *const u8| p.cast::<u128>().read_unaligned();
-        let put = |p: *mut u8, v: u128| p.cast::<u128>().write_unaligned(v);
         if n <= 32 {
-            let head = block(src);
-            let tail = block(src.add(n - 16));
-            put(dest, head);
-            put(dest.add(n - 16), tail);
+            let head = load16(src);
+            let tail = load16(src.add(n - 16));
+            store16(dest, head);
+            store16(dest.add(n - 16), tail);
             return;
         }
         if n <= 64 {
-            let a = block(src);
-            let b = block(src.add(16));
-            let c = block(src.add(n - 32));
-            let d = block(src.add(n - 16));
-            put(dest, a);
-            put(dest.add(16), b);
-            put(dest.add(n - 32), c);
-            put(dest.add(n - 16), d);
+            let a = load16(src);
+            let b = load16(src.add(16));
+            let c = load16(src.add(n - 32));
+            let d = load16(src.add(n - 16));
+            store16(dest, a);
+            store16(dest.add(16), b);
+            store16(dest.add(n - 32), c);
+            store16(dest.add(n - 16), d);
             return;
         }
         #[cfg(target_arch = "x86_64")]
@@ -82,26 +80,44 @@ pub unsafe fn copy_forward(dest: *mut u8, src: *const u8, n: usize) {
         // The last 64 bytes are read before anything is written: the loop's writes may reach
         // them when the regions overlap. Four values, never an array: at opt-level 0 a move
         // of more than 32 bytes is itself a call to `memcpy`.
-        let t0 = block(src.add(n - 64));
-        let t1 = block(src.add(n - 48));
-        let t2 = block(src.add(n - 32));
-        let t3 = block(src.add(n - 16));
+        let t0 = load16(src.add(n - 64));
+        let t1 = load16(src.add(n - 48));
+        let t2 = load16(src.add(n - 32));
+        let t3 = load16(src.add(n - 16));
         let mut i = 0;
         while i + 64 < n {
-            let a = block(src.add(i));
-            let b = block(src.add(i + 16));
-            let c = block(src.add(i + 32));
-            let d = block(src.add(i + 48));
-            put(dest.add(i), a);
-            put(dest.add(i + 16), b);
-            put(dest.add(i + 32), c);
-            put(dest.add(i + 48), d);
+            move_64(dest.add(i), src.add(i));
             i += 64;
         }
-        put(dest.add(n - 64), t0);
-        put(dest.add(n - 48), t1);
-        put(dest.add(n - 32), t2);
-        put(dest.add(n - 16), t3);
+        store16(dest.add(n - 64), t0);
+        store16(dest.add(n - 48), t1);
+        store16(dest.add(n - 32), t2);
+        store16(dest.add(n - 16), t3);
+    }
+}
+
+#[inline(always)]
+unsafe fn load16(p: *const u8) -> u128 {
+    unsafe { p.cast::<u128>().read_unaligned() }
+}
+
+#[inline(always)]
+unsafe fn store16(p: *mut u8, v: u128) {
+    unsafe { p.cast::<u128>().write_unaligned(v) }
+}
+
+/// Moves 64 bytes, all read before any is written, as four 16-byte values.
+#[inline(always)]
+unsafe fn move_64(dest: *mut u8, src: *const u8) {
+    unsafe {
+        let a = load16(src);
+        let b = load16(src.add(16));
+        let c = load16(src.add(32));
+        let d = load16(src.add(48));
+        store16(dest, a);
+        store16(dest.add(16), b);
+        store16(dest.add(32), c);
+        store16(dest.add(48), d);
     }
 }
 
@@ -118,31 +134,21 @@ pub unsafe fn copy_backward(dest: *mut u8, src: *const u8, n: usize) {
             copy_forward(dest, src, n);
             return;
         }
-        let block = |p: *const u8| p.cast::<u128>().read_unaligned();
-        let put = |p: *mut u8, v: u128| p.cast::<u128>().write_unaligned(v);
         // The first 64 bytes are read before anything is written, as the tail is forward
         // (four values, never an array, for the same reason).
-        let h0 = block(src);
-        let h1 = block(src.add(16));
-        let h2 = block(src.add(32));
-        let h3 = block(src.add(48));
+        let h0 = load16(src);
+        let h1 = load16(src.add(16));
+        let h2 = load16(src.add(32));
+        let h3 = load16(src.add(48));
         let mut end = n;
         while end > 64 {
-            let start = end - 64;
-            let a = block(src.add(start));
-            let b = block(src.add(start + 16));
-            let c = block(src.add(start + 32));
-            let d = block(src.add(start + 48));
-            put(dest.add(start), a);
-            put(dest.add(start + 16), b);
-            put(dest.add(start + 32), c);
-            put(dest.add(start + 48), d);
-            end = start;
+            end -= 64;
+            move_64(dest.add(end), src.add(end));
         }
-        put(dest, h0);
-        put(dest.add(16), h1);
-        put(dest.add(32), h2);
-        put(dest.add(48), h3);
+        store16(dest, h0);
+        store16(dest.add(16), h1);
+        store16(dest.add(32), h2);
+        store16(dest.add(48), h3);
     }
 }
 

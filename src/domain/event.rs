@@ -108,6 +108,14 @@ pub enum EventType {
 }
 
 impl EventType {
+    pub const ALL: [EventType; 5] = [
+        EventType::OrderCreated,
+        EventType::OrderCancelled,
+        EventType::PaymentProcessed,
+        EventType::DeliveryCreated,
+        EventType::DeliveryUpdated,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::OrderCreated => "order.created",

@@ -34,14 +34,6 @@ fn message_id(event_type: EventType) -> &'static str {
     }
 }
 
-const EVENT_TYPES: [EventType; 5] = [
-    EventType::OrderCreated,
-    EventType::OrderCancelled,
-    EventType::PaymentProcessed,
-    EventType::DeliveryCreated,
-    EventType::DeliveryUpdated,
-];
-
 /// The payload schema's component name of an event type's value.
 fn payload(event_type: EventType) -> &'static str {
     match event_type {
@@ -94,7 +86,7 @@ fn headers_schema() -> Value {
         "properties": {
             headers::EVENT_TYPE: {
                 "type": "string",
-                "enum": EVENT_TYPES.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                "enum": EventType::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
                 "description": "The value's `event_type`.",
             },
             headers::CONTENT_TYPE: { "type": "string", "const": "application/json" },
@@ -166,7 +158,7 @@ fn document() -> Value {
     let mut channels = serde_json::Map::new();
     let mut operations = serde_json::Map::new();
     for topic in TopicRole::ALL {
-        let events: Vec<EventType> = EVENT_TYPES
+        let events: Vec<EventType> = EventType::ALL
             .into_iter()
             .filter(|t| t.topic() == topic)
             .collect();
@@ -226,7 +218,7 @@ fn document() -> Value {
         );
     }
 
-    let messages: serde_json::Map<String, Value> = EVENT_TYPES
+    let messages: serde_json::Map<String, Value> = EventType::ALL
         .iter()
         .map(|&t| (message_id(t).to_string(), message(t)))
         .collect();
@@ -277,7 +269,7 @@ mod tests {
     #[test]
     fn every_event_type_has_a_message_on_its_topic() {
         let doc: Value = serde_json::from_str(json()).unwrap();
-        for t in EVENT_TYPES {
+        for t in EventType::ALL {
             let channel = &doc["channels"][t.topic().as_str()];
             assert!(
                 channel["messages"][message_id(t)].is_object(),

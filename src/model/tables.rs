@@ -140,25 +140,36 @@ impl Key {
     /// spelled. Canonical UUIDs sort among themselves as their text does. [`key_id`] reads it
     /// back.
     pub fn id(mut self, id: &str) -> Self {
-        match codec::canonical_uuid(id) {
-            Some(uuid) => {
-                self.0.push(0);
-                self.0.extend_from_slice(uuid.as_bytes());
-            }
-            None => {
-                self.0.push(1);
-                self.0.extend_from_slice(id.as_bytes());
-            }
-        }
+        push_id(&mut self.0, id);
         self
+    }
+
+    /// An id already in the form [`Key::id`] gives it ([`id_order`]): a record's index keys
+    /// all end with the same one, worked out once.
+    pub fn encoded_id(mut self, id: &[u8]) -> Self {
+        self.0.extend_from_slice(id);
+        self
+    }
+}
+
+fn push_id(bytes: &mut Vec<u8>, id: &str) {
+    match codec::canonical_uuid(id) {
+        Some(uuid) => {
+            bytes.push(0);
+            bytes.extend_from_slice(uuid.as_bytes());
+        }
+        None => {
+            bytes.push(1);
+            bytes.extend_from_slice(id.as_bytes());
+        }
     }
 }
 
 /// An id as the indexes order it ([`Key::id`]), for orderings that must agree with theirs.
 pub fn id_order(id: &str) -> Vec<u8> {
-    let mut key = Key::with_capacity(Table::Meta, 18 + id.len()).id(id).0;
-    key.remove(0);
-    key
+    let mut bytes = Vec::with_capacity(1 + id.len());
+    push_id(&mut bytes, id);
+    bytes
 }
 
 /// The id that ends a key ([`Key::id`]).
@@ -607,7 +618,8 @@ impl<'a> WriteTables<'a> {
     fn reindex<T: Listed>(&mut self, kind: Kind, id: &str, before: Option<&T>, after: &T) {
         let listed_before = before.and_then(Listed::listing);
         let listed_after = after.listing();
-        self.move_listing(kind, id, listed_before, listed_after);
+        let id = id_order(id);
+        self.move_listing(kind, &id, listed_before, listed_after);
         // Most changes move a status: the words, and the time they are filed under, stay.
         let time = |listed: Option<(i64, Option<u8>)>| listed.map(|(t, _)| t);
         if let Some(before) = before
@@ -617,7 +629,7 @@ impl<'a> WriteTables<'a> {
             return;
         }
         let words = |r: &T| r.listing().map(|(t, _)| (t, r.words()));
-        self.reindex_words(kind, id, before.and_then(words), words(after));
+        self.reindex_words(kind, &id, before.and_then(words), words(after));
     }
 
     /// Moves a record's entries in its time and status indexes from where its old (time,
@@ -625,7 +637,7 @@ impl<'a> WriteTables<'a> {
     fn move_listing(
         &mut self,
         kind: Kind,
-        id: &str,
+        id: &[u8],
         old: Option<(i64, Option<u8>)>,
         new: Option<(i64, Option<u8>)>,
     ) {
@@ -635,19 +647,22 @@ impl<'a> WriteTables<'a> {
         let (by_time, by_status) = kind.tables();
         if let Some((t, status)) = old {
             if new.is_none_or(|(nt, _)| nt != t) {
-                self.delete(Key::new(by_time).int(t).id(id));
+                self.delete(Key::new(by_time).int(t).encoded_id(id));
             }
             if let Some(s) = status {
-                self.delete(Key::new(by_status).byte(s).int(t).id(id));
+                self.delete(Key::new(by_status).byte(s).int(t).encoded_id(id));
             }
         }
         if let Some((t, status)) = new {
             if old.is_none_or(|(ot, _)| ot != t) {
-                self.put(Key::new(by_time).int(t).id(id), fjall::Slice::empty());
+                self.put(
+                    Key::new(by_time).int(t).encoded_id(id),
+                    fjall::Slice::empty(),
+                );
             }
             if let Some(s) = status {
                 self.put(
-                    Key::new(by_status).byte(s).int(t).id(id),
+                    Key::new(by_status).byte(s).int(t).encoded_id(id),
                     fjall::Slice::empty(),
                 );
             }
@@ -658,20 +673,20 @@ impl<'a> WriteTables<'a> {
     fn reindex_words(
         &mut self,
         kind: Kind,
-        id: &str,
+        id: &[u8],
         before: Option<(i64, BTreeSet<String>)>,
         after: Option<(i64, BTreeSet<String>)>,
     ) {
         if before == after {
             return;
         }
-        // Table, kind, word and its 0, time, id's form and id: sized once.
+        // Table, kind, word and its 0, time, id: sized once.
         let entry = |word: &str, t: i64| {
-            Key::with_capacity(Table::Search, 12 + word.len() + id.len())
+            Key::with_capacity(Table::Search, 11 + word.len() + id.len())
                 .byte(kind as u8)
                 .word(word)
                 .int(t)
-                .id(id)
+                .encoded_id(id)
         };
         if let Some((t, words)) = &before {
             for word in words {
