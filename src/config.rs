@@ -106,7 +106,8 @@ pub struct Config {
 
     /// Memory for the store (e.g. `64MiB`, `512KiB`, `1GiB`): three quarters for its block
     /// cache, the rest for its write buffers (up to an eighth more at their fullest). It does
-    /// not grow with the shop's history (batches being applied come on top).
+    /// not grow with the shop's history (batches being applied come on top). Above seven
+    /// quarters of it, freed memory is handed back to the system (glibc builds).
     #[arg(long, env = "SHOPSTREAM_CACHE_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
     pub cache_size: usize,
 

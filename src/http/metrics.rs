@@ -84,6 +84,8 @@ async fn snapshot(state: &AppState) -> Snapshot {
         partitions,
         counters,
         store_bytes,
+        memory_ceiling_bytes: crate::allocator::resident_ceiling(),
+        memory_trims: crate::allocator::ceiling_trims(),
         // Small reads of /proc, but file reads all the same: off the async threads.
         process: tokio::task::spawn_blocking(crate::metrics::process::read)
             .await

@@ -352,6 +352,9 @@ pub struct Snapshot {
     /// The read model's counters (`None` when the store cannot be read: those families go).
     pub counters: Option<Counters>,
     pub store_bytes: u64,
+    /// The resident size above which freed memory is handed back, and how often it was.
+    pub memory_ceiling_bytes: u64,
+    pub memory_trims: u64,
     /// `None` without `/proc`: the process families go.
     pub process: Option<ProcessStats>,
 }
@@ -523,6 +526,18 @@ impl Collector for Snapshot {
             "shopstream_store_bytes",
             "Size of the read model's store on disk, measured at most every 5 s.",
             self.store_bytes,
+        )?;
+        gauge1(
+            &mut e,
+            "shopstream_memory_ceiling_bytes",
+            "Resident size above which freed memory is handed back to the system (7/4 of --cache-size; 0 where the allocator returns it itself).",
+            self.memory_ceiling_bytes,
+        )?;
+        counter1(
+            &mut e,
+            "shopstream_memory_trims",
+            "Times the resident size was above the ceiling and freed memory was handed back.",
+            self.memory_trims,
         )?;
 
         if let Some(p) = &self.process {

@@ -46,6 +46,8 @@ fn snapshot() -> Snapshot {
             ..Counters::default()
         }),
         store_bytes: 4096,
+        memory_ceiling_bytes: 112 << 20,
+        memory_trims: 3,
         process: Some(ProcessStats {
             cpu_seconds: 0.25,
             resident_memory_bytes: 1 << 20,
@@ -107,6 +109,8 @@ fn every_family_has_help_and_a_type_and_only_counters_end_in_total() {
         ("shopstream_read_model_orders", "gauge"),
         ("shopstream_read_model_deliveries", "gauge"),
         ("shopstream_store_bytes", "gauge"),
+        ("shopstream_memory_ceiling_bytes", "gauge"),
+        ("shopstream_memory_trims_total", "counter"),
         ("shopstream_consumer_next_offset", "gauge"),
         ("shopstream_kafka_log_end_offset", "gauge"),
         ("shopstream_kafka_last_stable_offset", "gauge"),
@@ -175,6 +179,8 @@ fn families_without_figures_are_left_out() {
         assert!(!text.contains(gone), "{gone} in:\n{text}");
     }
     assert!(text.contains("shopstream_store_bytes 4096"));
+    assert!(text.contains("shopstream_memory_ceiling_bytes 117440512"));
+    assert!(text.contains("shopstream_memory_trims_total 3"));
 }
 
 #[test]

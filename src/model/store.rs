@@ -340,6 +340,7 @@ impl Store {
             last_durable: Instant::now(),
             durable_pending: false,
             applied_at: None,
+            ceiling: crate::allocator::ResidentCeiling::default(),
         };
         let handle = std::thread::Builder::new()
             .name("shopstream-applier".into())
@@ -1063,6 +1064,8 @@ struct Applier {
     /// When the last commit that carried records ended, until the memory it freed is handed
     /// back ([`QUIET_BEFORE_TRIM`]).
     applied_at: Option<Instant>,
+    /// Hands freed memory back whenever the resident size passes the ceiling (under load).
+    ceiling: crate::allocator::ResidentCeiling,
 }
 
 impl Applier {
@@ -1075,6 +1078,7 @@ impl Applier {
                         self.make_durable();
                     }
                     self.release_memory_when_quiet();
+                    self.ceiling.look();
                     continue;
                 }
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
@@ -1103,6 +1107,7 @@ impl Applier {
             }
             self.commit_group(group);
             self.release_memory_when_quiet();
+            self.ceiling.look();
         }
         if self.durable_pending {
             self.make_durable();
