@@ -1071,14 +1071,22 @@ struct Applier {
 impl Applier {
     fn run(mut self, receiver: std_mpsc::Receiver<Work>) {
         loop {
-            let first = match receiver.recv_timeout(DURABLE_EVERY) {
+            let waiting = match receiver.try_recv() {
+                Ok(work) => Ok(work),
+                Err(std_mpsc::TryRecvError::Empty) => {
+                    // Nothing to apply: a hand-back here delays no commit that was ready.
+                    self.ceiling.look();
+                    receiver.recv_timeout(DURABLE_EVERY)
+                }
+                Err(std_mpsc::TryRecvError::Disconnected) => break,
+            };
+            let first = match waiting {
                 Ok(work) => work,
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {
                     if self.durable_pending {
                         self.make_durable();
                     }
                     self.release_memory_when_quiet();
-                    self.ceiling.look();
                     continue;
                 }
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
@@ -1107,7 +1115,6 @@ impl Applier {
             }
             self.commit_group(group);
             self.release_memory_when_quiet();
-            self.ceiling.look();
         }
         if self.durable_pending {
             self.make_durable();
