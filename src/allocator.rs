@@ -325,15 +325,31 @@ impl ResidentCeiling {
         let Some(resident) = resident_bytes() else {
             return false;
         };
-        if !should_release(resident, ceiling, self.left_by_last) {
+        if !self.should_release(resident, ceiling) {
             return false;
         }
         release_free_memory();
         TRIMS.fetch_add(1, Ordering::Relaxed);
-        let left = resident_bytes().unwrap_or(resident);
-        self.wait = next_wait(wait, resident.saturating_sub(left));
-        self.left_by_last = left;
+        self.released(resident, resident_bytes().unwrap_or(resident));
         true
+    }
+
+    /// Whether to hand freed memory back at this resident size. Under the ceiling the pace
+    /// starts afresh: whatever brought the size down (the hand-back once the store is quiet,
+    /// say), the next time it passes the ceiling is worth a hand-back at once.
+    fn should_release(&mut self, resident: u64, ceiling: u64) -> bool {
+        if ceiling == 0 || resident <= ceiling {
+            self.left_by_last = 0;
+            self.wait = Duration::ZERO;
+            return false;
+        }
+        resident >= self.left_by_last.saturating_add(REGROWTH)
+    }
+
+    /// Notes what a hand-back left, and how long to wait before the next look.
+    fn released(&mut self, before: u64, left: u64) {
+        self.wait = next_wait(self.wait.max(LOOK_EVERY), before.saturating_sub(left));
+        self.left_by_last = left;
     }
 }
 
@@ -346,12 +362,6 @@ fn next_wait(wait: Duration, released: u64) -> Duration {
     } else {
         (wait * 2).min(LOOK_AT_LEAST_EVERY)
     }
-}
-
-/// Whether to hand freed memory back: the resident size is above the ceiling (0: none) and
-/// has grown by [`REGROWTH`] since the last hand-back left it at `left_by_last`.
-fn should_release(resident: u64, ceiling: u64, left_by_last: u64) -> bool {
-    ceiling > 0 && resident > ceiling && resident >= left_by_last.saturating_add(REGROWTH)
 }
 
 /// The resident set size, from `/proc/self/statm` (its second field, in pages).
@@ -368,16 +378,26 @@ mod tests {
     #[test]
     fn memory_is_handed_back_above_the_ceiling_once_it_has_grown_since_the_last_time() {
         let mib = 1 << 20;
-        assert!(!should_release(200 * mib, 0, 0), "no ceiling set");
-        assert!(!should_release(100 * mib, 112 * mib, 0));
-        assert!(!should_release(112 * mib, 112 * mib, 0));
-        assert!(should_release(113 * mib, 112 * mib, 0));
-        // The last hand-back left 150 MiB in use: not again until 8 MiB more.
-        assert!(!should_release(150 * mib, 112 * mib, 150 * mib));
-        assert!(!should_release(157 * mib, 112 * mib, 150 * mib));
-        assert!(should_release(158 * mib, 112 * mib, 150 * mib));
-        // One that brought the size under the ceiling holds nothing back.
-        assert!(should_release(113 * mib, 112 * mib, 60 * mib));
+        let mut ceiling = ResidentCeiling::default();
+        assert!(!ceiling.should_release(200 * mib, 0), "no ceiling set");
+        assert!(!ceiling.should_release(100 * mib, 112 * mib));
+        assert!(!ceiling.should_release(112 * mib, 112 * mib));
+        assert!(ceiling.should_release(160 * mib, 112 * mib));
+        // The hand-back found little: 150 MiB are in use. Not again until 8 MiB more, and
+        // the looks are spaced out.
+        ceiling.released(155 * mib, 150 * mib);
+        assert_eq!(ceiling.wait, Duration::from_millis(500));
+        assert!(!ceiling.should_release(150 * mib, 112 * mib));
+        assert!(!ceiling.should_release(157 * mib, 112 * mib));
+        assert!(ceiling.should_release(158 * mib, 112 * mib));
+        // Once under the ceiling (the hand-back of a quiet store, say), the next pass above it
+        // is handed back at once, at the first pace.
+        assert!(!ceiling.should_release(100 * mib, 112 * mib));
+        assert_eq!(ceiling.wait, Duration::ZERO);
+        assert!(ceiling.should_release(113 * mib, 112 * mib));
+        // A hand-back that released much keeps the first pace.
+        ceiling.released(190 * mib, 120 * mib);
+        assert_eq!(ceiling.wait, LOOK_EVERY);
     }
 
     #[test]
