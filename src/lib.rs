@@ -28,7 +28,8 @@
 //! - [`musl_string`]: the static musl build's `memcpy`, `memmove`, `memcmp` and `bcmp`, in
 //!   place of musl's byte loops.
 //! - [`allocator`]: the static musl build's global allocator (small freed blocks cached in
-//!   shards in front of musl's), and handing glibc's freed pages back once the store is quiet.
+//!   shards in front of musl's), and handing glibc's freed pages back once the store is quiet
+//!   or the resident size passes its ceiling.
 //!
 //! [`run`] wires them together; `main.rs` only parses the configuration and calls it.
 
@@ -165,7 +166,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 /// The resident size above which freed memory is handed back to the system: seven quarters of
 /// `--cache-size` (112 MiB by default), so that the process stays under twice the cache with
 /// room for what a second of load allocates before the next look.
-pub fn resident_ceiling(cache_size: usize) -> u64 {
+fn ceiling_for_cache(cache_size: usize) -> u64 {
     (cache_size as u64).saturating_mul(7) / 4
 }
 
@@ -184,7 +185,7 @@ pub async fn serve(
     let access = access_rules(&config, addr)?;
     config.kafka_sasl().map_err(RunError::Config)?;
 
-    allocator::set_resident_ceiling(resident_ceiling(config.cache_size));
+    allocator::set_resident_ceiling(ceiling_for_cache(config.cache_size));
     let store = {
         let settings = StoreSettings {
             dir: config.data_dir.clone(),

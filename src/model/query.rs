@@ -229,14 +229,15 @@ impl ReadView {
         }
         ids.sort();
         ids.dedup();
+        // Ordered as the index walk orders them, so that the cursor means the same here.
+        let bound = before.map(|c| (micros(c.time), tables::id_order(&c.id)));
         let mut rows = Vec::new();
         for id in ids {
             let Some(record) = (kind.read)(self, &id)? else {
                 continue;
             };
-            // Ordered as the index walk orders them, so that the cursor means the same here.
             let at = (micros((kind.time)(&record)), tables::id_order(&id));
-            let below = before.is_none_or(|c| at < (micros(c.time), tables::id_order(&c.id)));
+            let below = bound.as_ref().is_none_or(|bound| &at < bound);
             if below && (kind.matches_status)(&record) {
                 rows.push((at, record));
             }
