@@ -245,8 +245,9 @@ unsafe impl GlobalAlloc for SmallBlockCache {
 /// Hands the pages of freed memory back to the system. glibc keeps what a busy spell freed
 /// inside its arenas (a replay's write buffers, say: 50 to 100 MiB on the history benchmark)
 /// and returns only what sits at the top of each; `malloc_trim` releases the free pages in
-/// the middle too. It walks every arena (6 to 10 ms with a 150 MiB heap, under each arena's
-/// lock in turn) and the pages it releases fault in again when they are reused: called every
+/// the middle too. It walks every arena, under each arena's lock in turn (6 to 10 ms with a
+/// 150 MiB heap, timed once in a build instrumented for it), and the pages it releases fault
+/// in again when they are reused: called every
 /// second whatever the size it cost about a fifth more CPU per order under a steady write
 /// load, so it runs once the store has gone quiet, and under load only while the resident size
 /// is above the ceiling ([`ResidentCeiling`]). Elsewhere (the static musl build's
