@@ -168,12 +168,20 @@ impl ReadView {
         let rarest = rarest.map(|(_, w)| w);
 
         let (by_time, by_status) = kind.kind.tables();
-        let prefix = match (rarest, kind.status_code) {
-            (Some(word), _) => Key::new(Table::Search).byte(kind.kind as u8).word(word),
-            (None, Some(status)) => Key::new(by_status).byte(status),
-            (None, None) => Key::new(by_time),
+        let keys: Keys = match (rarest, kind.status_code) {
+            (Some(word), _) => {
+                let below = before.map(|c| (micros(c.time), tables::id_order(&c.id)));
+                // The walk below takes at most MAX_SCANNED + 1 entries, and the merge may
+                // read each of them twice (once on its own, once in a block).
+                let entries = self.search_entries(kind.kind, word, below, 2 * MAX_SCANNED + 4)?;
+                Box::new(entries.map(|entry| {
+                    let (t, id) = entry?;
+                    Ok((t, tables::key_id(&id)?))
+                }))
+            }
+            (None, Some(status)) => index_keys(self, Key::new(by_status).byte(status), before),
+            (None, None) => index_keys(self, Key::new(by_time), before),
         };
-        let keys = index_keys(self, prefix, before);
         let filtered = rarest.is_some();
         let mut items = Vec::with_capacity(limit.min(64));
         let mut last: Option<(i64, String)> = None;
@@ -189,8 +197,13 @@ impl ReadView {
                 continue;
             };
             if filtered {
+                // An entry that a block still holds after its record's words or time changed
+                // no longer matches the record: skipped like any other miss.
                 let words = (kind.words)(&record);
-                if !(kind.matches_status)(&record) || !wanted.iter().all(|w| words.contains(w)) {
+                if !(kind.matches_status)(&record)
+                    || micros((kind.time)(&record)) != t
+                    || !wanted.iter().all(|w| words.contains(w))
+                {
                     last = Some((t, id));
                     continue;
                 }

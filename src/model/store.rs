@@ -62,7 +62,7 @@ pub const BACKUPS_KEPT: usize = 3;
 const BACKUP_BATCH_KEYS: usize = 10_000;
 /// Bumped whenever the saved shape changes incompatibly: an older store is rebuilt from the
 /// log, never misread.
-const FORMAT_VERSION: u32 = 11;
+const FORMAT_VERSION: u32 = 12;
 /// How often a commit is made durable (fsync).
 const DURABLE_EVERY: Duration = Duration::from_secs(1);
 /// Most records in one group commit: enough to share a commit's fixed costs (counters,

@@ -20,7 +20,8 @@
 //! | `Payments`, `Deliveries` | id | the record ([`codec`]) |
 //! | `*ByTime` | time, id | empty |
 //! | `*ByStatus` | status, time, id | empty |
-//! | `Search` | kind, word 0, time, id | empty |
+//! | `Search` | kind, word 0, time, id | empty: a word's entry on its own |
+//! | `SearchBlocks` | kind, word 0, newest time, oldest time, commit, chunk | the entries of one word that one commit added ([`encode_block`]) |
 //! | `Idempotency` | key | [`IdempotentWrite`] ([`codec`]) |
 //! | `IdempotencyByTime` | record time, key | empty, for pruning |
 //! | `Minutes` | unix minute | [`MinuteStats`] |
@@ -61,6 +62,7 @@ pub enum Table {
     Idempotency,
     IdempotencyByTime,
     Minutes,
+    SearchBlocks,
 }
 
 pub const META_FORMAT: &str = "format";
@@ -68,9 +70,12 @@ pub const META_TOPICS: &str = "topics";
 /// The name of the store's event numbering (`Store::numbering`).
 pub const META_NUMBERING: &str = "numbering";
 pub const META_COUNTERS: &str = "counters";
+/// The widest time span (microseconds) of any `SearchBlocks` entry, per [`Kind`]: how far
+/// above a cursor a block that still holds entries below it can start.
+pub const META_SEARCH_SPAN: &str = "search_span";
 
 /// Which list a `Search` entry belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Orders = 0,
     Payments = 1,
@@ -93,6 +98,14 @@ pub(super) const PRUNE_PER_COMMIT: usize = 2_000;
 /// Most index entries counted to tell how common a search word is ([`ReadView::word_entries`]):
 /// past this a word is as common as any other for choosing the walk.
 pub const WORD_COUNT_CAP: usize = 2_048;
+
+/// A commit that adds at least this many entries of one word writes them as one block
+/// (`SearchBlocks`) instead of a key each: during a replay a group of 2,048 records holds
+/// hundreds of entries of a common word (a city, a carrier, a payment method), and one key
+/// in place of hundreds is most of what a replay's search index costs the store.
+pub const BLOCK_MIN_ENTRIES: usize = 4;
+/// Most entries in one block, so that a read decodes little it does not need.
+pub const BLOCK_MAX_ENTRIES: usize = 1_024;
 
 /// A key under construction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,7 +186,7 @@ pub fn id_order(id: &str) -> Vec<u8> {
 }
 
 /// The id that ends a key ([`Key::id`]).
-fn key_id(tail: &[u8]) -> Result<String, StoreError> {
+pub(super) fn key_id(tail: &[u8]) -> Result<String, StoreError> {
     match tail.split_first() {
         Some((0, uuid)) => {
             let bytes: [u8; 16] = uuid
@@ -245,6 +258,50 @@ fn split_order(bytes: &[u8]) -> Result<(&[u8], &[u8]), StoreError> {
     let len = usize::try_from(r.unsigned()?).map_err(|_| r.corrupt("value too short"))?;
     let record = r.take(len)?;
     Ok((record, r.rest()))
+}
+
+/// A search entry: the time its record is listed at and the record's id as keys end with it
+/// ([`Key::id`]). Entries sort as their keys would.
+pub type SearchEntry = (i64, Vec<u8>);
+
+/// A block's value: how many entries, then each entry newest first (as the index is
+/// walked): how far its time lies below `newest` (a varint), then its id's length and bytes.
+/// `entries` are sorted newest first and `newest` is the first one's time.
+pub fn encode_block(newest: i64, entries: &[SearchEntry]) -> Vec<u8> {
+    let mut w = Writer::with_capacity(2 + entries.len() * 21);
+    w.unsigned(entries.len() as u64);
+    for (t, id) in entries {
+        w.unsigned(newest.abs_diff(*t));
+        w.unsigned(id.len() as u64);
+        w.0.extend_from_slice(id);
+    }
+    w.0
+}
+
+/// The entries of a block whose newest time is `newest` ([`encode_block`]).
+pub fn decode_block(newest: i64, bytes: &[u8]) -> Result<Vec<SearchEntry>, StoreError> {
+    let mut r = Reader::new("search block", bytes);
+    let count = r.unsigned()?;
+    // Every entry takes at least two bytes: a count past that is not a block.
+    let count = usize::try_from(count)
+        .ok()
+        .filter(|n| n.saturating_mul(2) <= bytes.len())
+        .ok_or_else(|| r.corrupt("more entries than bytes"))?;
+    let mut entries = Vec::with_capacity(count);
+    for _ in 0..count {
+        let below = r.unsigned()?;
+        let t = i64::try_from(i128::from(newest) - i128::from(below))
+            .map_err(|_| r.corrupt("time out of range"))?;
+        let len = usize::try_from(r.unsigned()?).map_err(|_| r.corrupt("id too long"))?;
+        entries.push((t, r.take(len)?.to_vec()));
+    }
+    r.finish()?;
+    Ok(entries)
+}
+
+/// How many entries a block holds, without decoding them.
+fn block_count(bytes: &[u8]) -> Result<u64, StoreError> {
+    Reader::new("search block", bytes).unsigned()
 }
 
 pub fn micros(t: DateTime<Utc>) -> i64 {
@@ -435,7 +492,7 @@ impl ReadView {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
-    /// How many records of `kind` hold `word`, counted up to `cap`. Counting on a search
+    /// How many entries of `kind` hold `word`, counted up to `cap`. Counting on a search
     /// instead of keeping a count per word saves every write a read and a write per word.
     pub(super) fn word_entries(
         &self,
@@ -450,7 +507,89 @@ impl ReadView {
             key.key()?;
             n += 1;
         }
-        Ok(n)
+        let prefix = Key::new(Table::SearchBlocks).byte(kind as u8).word(word);
+        let upper = prefix.clone().byte(0xff);
+        for block in self.snapshot.range(&self.shop, prefix.0..upper.0) {
+            if n >= cap {
+                break;
+            }
+            let (_, value) = block.into_inner()?;
+            n = n.saturating_add(usize::try_from(block_count(&value)?).unwrap_or(usize::MAX));
+        }
+        Ok(n.min(cap))
+    }
+
+    /// The widest span of a search block, per [`Kind`] ([`META_SEARCH_SPAN`]).
+    pub(super) fn search_spans(&self) -> Result<[i64; 3], StoreError> {
+        Ok(self
+            .json("search span", &Key::new(Table::Meta).last(META_SEARCH_SPAN))?
+            .unwrap_or_default())
+    }
+
+    /// The entries of `word` in `kind`'s search index, newest first, strictly below `below`:
+    /// the keys of their own and the blocks' entries merged, each entry once. Blocks may
+    /// overlap in time, so an entry is handed out only once every block that could hold a
+    /// newer one has been read; at most `cap` entries are kept waiting, so a caller must take
+    /// no more than `cap` (the older ones waiting are let go first, and are never needed
+    /// before `cap` have been taken).
+    pub(super) fn search_entries(
+        &self,
+        kind: Kind,
+        word: &str,
+        below: Option<SearchEntry>,
+        cap: usize,
+    ) -> Result<impl Iterator<Item = Result<SearchEntry, StoreError>> + '_, StoreError> {
+        let prefix = Key::new(Table::Search).byte(kind as u8).word(word);
+        let skip = prefix.0.len();
+        let upper = match &below {
+            Some((t, id)) => prefix.clone().int(*t).encoded_id(id),
+            None => prefix.clone().byte(0xff),
+        };
+        let singles = self.keys_back(prefix, upper).map(move |key| {
+            let key = key?;
+            let (t, id) = split_time(&key, skip)?;
+            Ok((t, id.to_vec()))
+        });
+
+        let prefix = Key::new(Table::SearchBlocks).byte(kind as u8).word(word);
+        let skip = prefix.0.len();
+        let upper = match &below {
+            // A block whose newest entry lies further above the cursor than the widest block
+            // spans holds nothing below it.
+            Some((t, _)) => {
+                let span = self.search_spans()?[kind as usize];
+                prefix.clone().int(t.saturating_add(span).saturating_add(1))
+            }
+            None => prefix.clone().byte(0xff),
+        };
+        let blocks = self
+            .snapshot
+            .range(
+                &self.shop,
+                (Bound::Included(prefix.0), Bound::Excluded(upper.0)),
+            )
+            .rev()
+            .map(move |block| {
+                let (key, value) = block.into_inner()?;
+                let (newest, rest) = split_time(&key, skip)?;
+                let (oldest, _) = split_time(rest, 0)?;
+                Ok(Block {
+                    newest,
+                    oldest,
+                    value,
+                })
+            });
+        let blocks = BlockEntries {
+            blocks: (Box::new(blocks) as Blocks<'_>).peekable(),
+            waiting: BTreeSet::new(),
+            below: below.clone(),
+            cap: cap.max(1),
+        };
+        Ok(NewestFirst {
+            a: singles.peekable(),
+            b: blocks.peekable(),
+            last: None,
+        })
     }
 
     /// Every partition's saved progress.
@@ -496,6 +635,100 @@ impl Lookup for ReadView {
     }
 }
 
+/// A search block as its key and value give it.
+struct Block {
+    newest: i64,
+    oldest: i64,
+    value: fjall::Slice,
+}
+
+type Blocks<'a> = Box<dyn Iterator<Item = Result<Block, StoreError>> + 'a>;
+
+/// The entries of blocks walked from the newest ([`ReadView::search_entries`]).
+struct BlockEntries<'a> {
+    blocks: std::iter::Peekable<Blocks<'a>>,
+    /// Entries read and not handed out yet.
+    waiting: BTreeSet<SearchEntry>,
+    below: Option<SearchEntry>,
+    cap: usize,
+}
+
+impl Iterator for BlockEntries<'_> {
+    type Item = Result<SearchEntry, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let newest_waiting = self.waiting.last().map(|(t, _)| *t);
+            let read_next = match self.blocks.peek() {
+                None => false,
+                Some(Err(_)) => true,
+                // A block whose newest entry is as new as the newest waiting one may hold a
+                // newer entry (same time, greater id): read it first.
+                Some(Ok(block)) => newest_waiting.is_none_or(|t| block.newest >= t),
+            };
+            if !read_next {
+                return self.waiting.pop_last().map(Ok);
+            }
+            let block = match self.blocks.next()? {
+                Ok(block) => block,
+                Err(e) => return Some(Err(e)),
+            };
+            if self.below.as_ref().is_some_and(|(t, _)| block.oldest > *t) {
+                // Every entry is above the cursor.
+                continue;
+            }
+            let entries = match decode_block(block.newest, &block.value) {
+                Ok(entries) => entries,
+                Err(e) => return Some(Err(e)),
+            };
+            for entry in entries {
+                if self.below.as_ref().is_none_or(|below| entry < *below) {
+                    self.waiting.insert(entry);
+                }
+            }
+            while self.waiting.len() > self.cap {
+                self.waiting.pop_first();
+            }
+        }
+    }
+}
+
+/// Two streams of entries, each newest first, merged newest first; an entry both hold is
+/// handed out once.
+struct NewestFirst<A: Iterator, B: Iterator> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+    last: Option<SearchEntry>,
+}
+
+impl<A, B> Iterator for NewestFirst<A, B>
+where
+    A: Iterator<Item = Result<SearchEntry, StoreError>>,
+    B: Iterator<Item = Result<SearchEntry, StoreError>>,
+{
+    type Item = Result<SearchEntry, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let take_a = match (self.a.peek(), self.b.peek()) {
+                (None, None) => return None,
+                (Some(Err(_)), _) | (Some(Ok(_)), None) => true,
+                (None, Some(_)) | (_, Some(Err(_))) => false,
+                (Some(Ok(a)), Some(Ok(b))) => a >= b,
+            };
+            let next = if take_a { self.a.next() } else { self.b.next() };
+            match next? {
+                Ok(entry) if self.last.as_ref() == Some(&entry) => continue,
+                Ok(entry) => {
+                    self.last = Some(entry.clone());
+                    return Some(Ok(entry));
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
 /// How far the pruning of aged entries has gone: everything below these bounds is deleted.
 /// A commit's pruning then walks only what aged out since the last one: a deleted key stays in
 /// the tree as a tombstone until compactions drop it, and a walk from the start of the table
@@ -509,10 +742,22 @@ pub struct Pruned {
     pub minutes_below: Option<i64>,
 }
 
+/// The key of a word's entry on its own: table, kind, word and its 0, time, id.
+fn single_entry(kind: Kind, word: &str, t: i64, id: &[u8]) -> Key {
+    Key::with_capacity(Table::Search, 11 + word.len() + id.len())
+        .byte(kind as u8)
+        .word(word)
+        .int(t)
+        .encoded_id(id)
+}
+
 /// One group commit's writes, read against the view of the commit before it.
 pub struct WriteTables<'a> {
     saved: &'a ReadView,
     batch: fjall::OwnedWriteBatch,
+    /// The search entries this commit adds, per word: written at the end of [`Self::write`],
+    /// as a block where a word has many.
+    added_words: std::collections::BTreeMap<(Kind, String), Vec<SearchEntry>>,
 }
 
 impl<'a> WriteTables<'a> {
@@ -520,6 +765,7 @@ impl<'a> WriteTables<'a> {
         Self {
             saved,
             batch: db.batch(),
+            added_words: std::collections::BTreeMap::new(),
         }
     }
 
@@ -610,6 +856,7 @@ impl<'a> WriteTables<'a> {
         if let Some(cutoff) = cutoff {
             now_pruned.idempotency_below = self.prune(cutoff, pruned.idempotency_below)?;
         }
+        self.write_words(changes.counters.events)?;
         Ok(now_pruned)
     }
 
@@ -669,7 +916,9 @@ impl<'a> WriteTables<'a> {
         }
     }
 
-    /// Moves a record's search entries from its old words to its new ones.
+    /// Moves a record's search entries from its old words (and time) to its new ones. An
+    /// entry that a block holds cannot be taken out of it: it stays, and reads skip it, as
+    /// they check every candidate's words and time against the record itself.
     fn reindex_words(
         &mut self,
         kind: Kind,
@@ -680,24 +929,70 @@ impl<'a> WriteTables<'a> {
         if before == after {
             return;
         }
-        // Table, kind, word and its 0, time, id: sized once.
-        let entry = |word: &str, t: i64| {
-            Key::with_capacity(Table::Search, 11 + word.len() + id.len())
-                .byte(kind as u8)
-                .word(word)
-                .int(t)
-                .encoded_id(id)
+        let same_time = matches!((&before, &after), (Some((a, _)), Some((b, _))) if a == b);
+        let kept = |word: &String, other: &Option<(i64, BTreeSet<String>)>| {
+            same_time
+                && other
+                    .as_ref()
+                    .is_some_and(|(_, words)| words.contains(word))
         };
         if let Some((t, words)) = &before {
-            for word in words {
-                self.delete(entry(word, *t));
+            for word in words.iter().filter(|w| !kept(w, &after)) {
+                self.delete(single_entry(kind, word, *t, id));
             }
         }
         if let Some((t, words)) = &after {
-            for word in words {
-                self.put(entry(word, *t), fjall::Slice::empty());
+            for word in words.iter().filter(|w| !kept(w, &before)) {
+                self.added_words
+                    .entry((kind, word.clone()))
+                    .or_default()
+                    .push((*t, id.to_vec()));
             }
         }
+    }
+
+    /// Writes the search entries this commit added: a key each for a word with few, blocks
+    /// of at most [`BLOCK_MAX_ENTRIES`] for a word with [`BLOCK_MIN_ENTRIES`] or more.
+    /// `commit` (the events applied so far) tells this commit's blocks from earlier ones'.
+    fn write_words(&mut self, commit: u64) -> Result<(), StoreError> {
+        let added = std::mem::take(&mut self.added_words);
+        let mut spans: Option<[i64; 3]> = None;
+        let mut widened = false;
+        for ((kind, word), mut entries) in added {
+            if entries.len() < BLOCK_MIN_ENTRIES {
+                for (t, id) in &entries {
+                    self.put(single_entry(kind, &word, *t, id), fjall::Slice::empty());
+                }
+                continue;
+            }
+            entries.sort_unstable_by(|a, b| b.cmp(a));
+            entries.dedup();
+            let spans = match &mut spans {
+                Some(spans) => spans,
+                None => spans.insert(self.saved.search_spans()?),
+            };
+            for (chunk, entries) in entries.chunks(BLOCK_MAX_ENTRIES).enumerate() {
+                let newest = entries[0].0;
+                let oldest = entries[entries.len() - 1].0;
+                let key = Key::with_capacity(Table::SearchBlocks, 30 + word.len())
+                    .byte(kind as u8)
+                    .word(&word)
+                    .int(newest)
+                    .int(oldest)
+                    .int(commit as i64)
+                    .int(chunk as i64);
+                self.put(key, encode_block(newest, entries));
+                let span = newest.saturating_sub(oldest);
+                if span > spans[kind as usize] {
+                    spans[kind as usize] = span;
+                    widened = true;
+                }
+            }
+        }
+        if let (Some(spans), true) = (spans, widened) {
+            self.put_meta(META_SEARCH_SPAN, encode(&spans));
+        }
+        Ok(())
     }
 
     /// Forgets idempotency keys whose record is older than `cutoff` (microseconds); see
@@ -817,5 +1112,144 @@ mod tests {
             key.extend_from_slice(tail);
             assert!(matches!(time_and_id(&key, 1), Err(StoreError::Corrupt(_))));
         }
+    }
+
+    fn entry(t: i64, id: &str) -> SearchEntry {
+        (t, id_order(id))
+    }
+
+    #[test]
+    fn a_block_reads_back_its_entries_and_refuses_what_is_not_one() {
+        let entries = vec![
+            entry(i64::MAX / 2, "o-9"),
+            entry(50, "0f1c2a4e-8b0d-4c3e-9a57-2d1e0f9b8c7a"),
+            entry(50, "a"),
+            entry(i64::MIN / 2, "o-1"),
+        ];
+        let value = encode_block(entries[0].0, &entries);
+        assert_eq!(decode_block(entries[0].0, &value).unwrap(), entries);
+        assert_eq!(block_count(&value).unwrap(), 4);
+        // Cut anywhere, or with bytes after it, or a count past its length: corrupt, no panic.
+        for end in 0..value.len() {
+            assert!(decode_block(0, &value[..end]).is_err(), "cut at {end}");
+        }
+        let mut longer = value.clone();
+        longer.push(0);
+        assert!(decode_block(entries[0].0, &longer).is_err());
+        assert!(decode_block(0, &[0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+        // A time below the range of microseconds is refused, not wrapped.
+        let mut far = Writer::default();
+        far.unsigned(1);
+        far.unsigned(u64::MAX);
+        far.unsigned(0);
+        assert!(decode_block(i64::MIN, &far.0).is_err());
+    }
+
+    /// Blocks as a walk from the newest reads them: by newest entry, newest first.
+    fn blocks_of(blocks: &[Vec<SearchEntry>]) -> Blocks<'static> {
+        let mut blocks: Vec<Block> = blocks
+            .iter()
+            .map(|entries| {
+                let mut entries = entries.clone();
+                entries.sort_by(|a, b| b.cmp(a));
+                Block {
+                    newest: entries[0].0,
+                    oldest: entries[entries.len() - 1].0,
+                    value: encode_block(entries[0].0, &entries).into(),
+                }
+            })
+            .collect();
+        blocks.sort_by_key(|b| std::cmp::Reverse(b.newest));
+        Box::new(blocks.into_iter().map(Ok))
+    }
+
+    fn walk(
+        blocks: &[Vec<SearchEntry>],
+        below: Option<SearchEntry>,
+        cap: usize,
+    ) -> Vec<SearchEntry> {
+        BlockEntries {
+            blocks: blocks_of(blocks).peekable(),
+            waiting: BTreeSet::new(),
+            below,
+            cap,
+        }
+        .map(Result::unwrap)
+        .collect()
+    }
+
+    #[test]
+    fn overlapping_blocks_are_walked_newest_first_each_entry_once() {
+        let blocks = vec![
+            vec![
+                entry(10, "a"),
+                entry(20, "b"),
+                entry(30, "c"),
+                entry(30, "x"),
+            ],
+            vec![
+                entry(15, "d"),
+                entry(25, "e"),
+                entry(30, "f"),
+                entry(40, "g"),
+            ],
+            vec![entry(30, "c"), entry(5, "h"), entry(35, "i"), entry(1, "j")],
+            vec![entry(-3, "k"), entry(2, "l"), entry(3, "m"), entry(4, "n")],
+        ];
+        let mut all: Vec<SearchEntry> = blocks.iter().flatten().cloned().collect();
+        all.sort_by(|a, b| b.cmp(a));
+        all.dedup();
+        assert_eq!(walk(&blocks, None, 1_000), all);
+        // From every cursor: what lies below it, in the same order.
+        for (i, cursor) in all.iter().enumerate() {
+            assert_eq!(walk(&blocks, Some(cursor.clone()), 1_000), all[i + 1..]);
+        }
+        // A cap keeps the first `cap` right, whatever it lets go after them.
+        for cap in 1..all.len() {
+            assert_eq!(walk(&blocks, None, cap)[..cap], all[..cap], "cap {cap}");
+        }
+    }
+
+    #[test]
+    fn singles_and_blocks_merge_newest_first_once_each() {
+        let singles = vec![
+            entry(40, "g"),
+            entry(12, "s"),
+            entry(10, "a"),
+            entry(0, "z"),
+        ];
+        let blocks = vec![vec![entry(10, "a"), entry(20, "b"), entry(40, "g")]];
+        let merged: Vec<SearchEntry> = NewestFirst {
+            a: singles.clone().into_iter().map(Ok).peekable(),
+            b: BlockEntries {
+                blocks: blocks_of(&blocks).peekable(),
+                waiting: BTreeSet::new(),
+                below: None,
+                cap: 100,
+            }
+            .peekable(),
+            last: None,
+        }
+        .map(Result::unwrap)
+        .collect();
+        assert_eq!(
+            merged,
+            [
+                entry(40, "g"),
+                entry(20, "b"),
+                entry(12, "s"),
+                entry(10, "a"),
+                entry(0, "z")
+            ]
+        );
+        // An error from either side is handed on, not swallowed.
+        let failing = NewestFirst {
+            a: vec![Ok(entry(1, "a")), Err(StoreError::Corrupt("bad".into()))]
+                .into_iter()
+                .peekable(),
+            b: std::iter::empty::<Result<SearchEntry, StoreError>>().peekable(),
+            last: None,
+        };
+        assert!(failing.collect::<Result<Vec<_>, _>>().is_err());
     }
 }

@@ -82,6 +82,35 @@ impl Model {
         }
     }
 
+    /// Applies `events` (all of one topic) at the next offsets of partition 0, as one batch:
+    /// one group commit, as in a replay.
+    async fn put_all(&mut self, events: &[Event]) {
+        let topic = events[0].event_type.topic();
+        let offset = self.offsets.entry(topic).or_default();
+        let records: Vec<FetchedRecord> = events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| {
+                assert_eq!(event.event_type.topic(), topic);
+                FetchedRecord {
+                    offset: *offset + i as i64,
+                    key: Some(event.order_id.clone()),
+                    record_time: event.time,
+                    decoded: Ok((event.clone(), event.to_json())),
+                    idempotency: None,
+                }
+            })
+            .collect();
+        *offset += events.len() as i64;
+        let next = *offset;
+        let outcome = self
+            .store
+            .apply_fetched(topic, 0, records, next)
+            .await
+            .unwrap();
+        assert_eq!(outcome.applied, events.len() as u64);
+    }
+
     fn order(&self, id: &str) -> StoredOrder {
         self.store
             .query_blocking(|v| v.stored_order(id))
@@ -1145,4 +1174,141 @@ async fn record_timestamps_at_the_ends_of_the_calendar_do_not_panic() {
     m.put_at(&paid("o1", 0, true, 1), DateTime::<Utc>::MIN_UTC)
         .await;
     assert_eq!(m.counters().orders, 2);
+}
+
+/// How many blocks the search index holds.
+fn search_blocks(m: &Model) -> usize {
+    use super::tables::{Key, Table};
+    m.store
+        .query_blocking(|v| {
+            Ok(v.keys(
+                Key::new(Table::SearchBlocks),
+                Key(vec![Table::SearchBlocks as u8 + 1]),
+            )
+            .count())
+        })
+        .unwrap()
+}
+
+/// Every page of a `q` search of orders, `limit` at a time through the cursor.
+fn search_all(m: &Model, q: &str, limit: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = m.list_orders(ListQuery {
+            limit,
+            text: Some(q.into()),
+            before,
+            ..Default::default()
+        });
+        seen.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(c) => before = Cursor::decode(c),
+            None => return seen,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_search_index_written_in_blocks_pages_like_one_written_key_by_key() {
+    // Three replay-sized batches whose times interleave (their blocks overlap), orders at one
+    // time with ids of every form, then orders one by one (keys of their own).
+    let name = |i: i64| if i % 3 == 0 { "Ann Lee" } else { "Bob Lee" };
+    let batches: Vec<Vec<Event>> = (0..3)
+        .map(|b| {
+            (0..20)
+                .map(|i| created(&format!("o{b}-{i:02}"), i * 3 + b, name(i), 1000))
+                .collect()
+        })
+        .collect();
+    let same_time: Vec<Event> = [
+        "0f1c2a4e-8b0d-4c3e-9a57-2d1e0f9b8c7a",
+        "ffffffff-0000-4000-8000-000000000000",
+        "o-x",
+        "a",
+        "6F1C2A4E-8B0D-4C3E-9A57-2D1E0F9B8C7A",
+    ]
+    .iter()
+    .map(|id| created(id, 30, "Ann Lee", 1000))
+    .collect();
+    let singles: Vec<Event> = (0..6)
+        .map(|i| created(&format!("s{i}"), i * 11, name(i), 1000))
+        .collect();
+
+    let mut blocks = Model::new().await;
+    for batch in batches.iter().chain([&same_time]) {
+        blocks.put_all(batch).await;
+    }
+    let mut one_by_one = Model::new().await;
+    for event in batches.iter().flatten().chain(&same_time) {
+        one_by_one.put(event).await;
+    }
+    for event in &singles {
+        blocks.put(event).await;
+        one_by_one.put(event).await;
+    }
+    for q in ["lee", "ann", "bob", "ann lee", "laptop", "nobody"] {
+        let expected = search_all(&one_by_one, q, 100);
+        for limit in [1, 4, 7, 100] {
+            assert_eq!(
+                search_all(&blocks, q, limit),
+                expected,
+                "q={q} limit={limit}"
+            );
+        }
+    }
+    assert_eq!(search_all(&blocks, "lee", 100).len(), 71);
+    assert_eq!(search_all(&blocks, "ann", 7).len(), 21 + 5 + 2);
+    assert!(search_blocks(&blocks) > 0);
+    assert_eq!(search_blocks(&one_by_one), 0);
+    // The same order newest first as the unfiltered list.
+    let all = blocks.list_orders(ListQuery {
+        limit: 100,
+        ..Default::default()
+    });
+    assert_eq!(search_all(&blocks, "laptop", 9), ids(&all));
+}
+
+#[tokio::test]
+async fn a_word_a_record_no_longer_holds_is_not_found_in_its_block() {
+    let mut m = Model::new().await;
+    let orders: Vec<Event> = (0..8)
+        .map(|i| created(&format!("o{i}"), i, "Ann", 1000))
+        .collect();
+    m.put_all(&orders).await;
+    let shipped: Vec<Event> = (0..8)
+        .map(|i| delivery(&format!("o{i}"), 10 + i, DeliveryStatus::Shipped))
+        .collect();
+    m.put_all(&shipped).await;
+    // o3's carrier changes: its DHL entry stays in the block, and must not be found.
+    let mut moved = delivery("o3", 30, DeliveryStatus::InTransit);
+    if let EventBody::Delivery(d) = &mut moved.body {
+        d.carrier = Some("UPS".into());
+    }
+    assert!(search_blocks(&m) > 0);
+    m.put(&moved).await;
+    let deliveries = |q: &str| -> Vec<String> {
+        let page = m
+            .store
+            .query_blocking(|v| {
+                v.list_deliveries(&ListQuery {
+                    limit: 100,
+                    text: Some(q.into()),
+                    ..Default::default()
+                })
+            })
+            .unwrap();
+        json_of(&page)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["delivery_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        deliveries("dhl"),
+        ["o7-d", "o6-d", "o5-d", "o4-d", "o2-d", "o1-d", "o0-d"]
+    );
+    assert_eq!(deliveries("ups"), ["o3-d"]);
+    assert_eq!(deliveries("paris").len(), 8);
 }
