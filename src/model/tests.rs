@@ -1312,3 +1312,37 @@ async fn a_word_a_record_no_longer_holds_is_not_found_in_its_block() {
     assert_eq!(deliveries("ups"), ["o3-d"]);
     assert_eq!(deliveries("paris").len(), 8);
 }
+
+#[tokio::test]
+async fn a_cursor_finds_blocks_however_far_their_newest_entry_lies_above_it() {
+    // Narrow blocks far apart, then one block as wide as the whole history: a walk from a
+    // cursor starts at most the widest span above it, and must still reach every block that
+    // holds entries below it.
+    let batch = |prefix: &str, times: Vec<i64>| -> Vec<Event> {
+        times
+            .into_iter()
+            .enumerate()
+            .map(|(i, at)| created(&format!("{prefix}{i:02}"), at, "Ann Lee", 1000))
+            .collect()
+    };
+    let batches = [
+        batch("early", (0..6).collect()),
+        batch("late", (1_000..1_006).collect()),
+        batch("wide", vec![-50, 3, 500, 1_003, 2_000]),
+        batch("later", (3_000..3_004).collect()),
+    ];
+    let mut blocks = Model::new().await;
+    let mut one_by_one = Model::new().await;
+    for batch in &batches {
+        blocks.put_all(batch).await;
+        for event in batch {
+            one_by_one.put(event).await;
+        }
+    }
+    assert!(search_blocks(&blocks) >= 4);
+    let expected = search_all(&one_by_one, "ann", 100);
+    assert_eq!(expected.len(), 21);
+    for limit in [1, 2, 5] {
+        assert_eq!(search_all(&blocks, "lee", limit), expected, "limit {limit}");
+    }
+}
