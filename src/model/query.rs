@@ -7,7 +7,9 @@
 //! (payments: method; deliveries: address, carrier), or a whole id: `q=<order id>` finds the
 //! order, its payments and its deliveries, `q=<payment or delivery id>` that record, by key.
 //! Every word of `q` must be found; the index walk follows the rarest one, and stops after
-//! [`MAX_SCANNED`] candidates with a cursor to go on from.
+//! [`MAX_SCANNED`] candidates with a cursor to go on from. A word's entries are keys of their
+//! own or blocks of many (`ReadView::search_entries` merges both); every candidate is checked
+//! against its record, which also skips an entry a block kept after the record changed.
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::value::RawValue;

@@ -1143,6 +1143,23 @@ mod tests {
         far.unsigned(u64::MAX);
         far.unsigned(0);
         assert!(decode_block(i64::MIN, &far.0).is_err());
+        // Bytes flipped at random read back as some block or as an error, never a panic.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        for _ in 0..20_000 {
+            let mut bytes = value.clone();
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..bytes.len());
+                bytes[i] = rng.random();
+            }
+            let newest = if rng.random_bool(0.1) {
+                i64::MIN
+            } else {
+                entries[0].0
+            };
+            let _ = decode_block(newest, &bytes);
+            let _ = block_count(&bytes);
+        }
     }
 
     /// Blocks as a walk from the newest reads them: by newest entry, newest first.
