@@ -46,6 +46,12 @@ impl Cursor {
         format!("{}_{}", self.time.timestamp_micros(), self.id)
     }
 
+    /// Where the cursor stands in an index: its time in microseconds and its id as index keys
+    /// end with it, ordered as the index walks order them.
+    fn position(&self) -> (i64, Vec<u8>) {
+        (micros(self.time), tables::id_order(&self.id))
+    }
+
     pub fn decode(s: &str) -> Option<Cursor> {
         let (micros, id) = s.split_once('_')?;
         let time = Utc.timestamp_micros(micros.parse().ok()?).single()?;
@@ -172,7 +178,7 @@ impl ReadView {
         let (by_time, by_status) = kind.kind.tables();
         let keys: Keys = match (rarest, kind.status_code) {
             (Some(word), _) => {
-                let below = before.map(|c| (micros(c.time), tables::id_order(&c.id)));
+                let below = before.map(Cursor::position);
                 // The walk below takes at most MAX_SCANNED + 1 entries, and the merge may
                 // read each of them twice (once on its own, once in a block).
                 let entries = self.search_entries(kind.kind, word, below, 2 * MAX_SCANNED + 4)?;
@@ -245,7 +251,7 @@ impl ReadView {
         ids.sort();
         ids.dedup();
         // Ordered as the index walk orders them, so that the cursor means the same here.
-        let bound = before.map(|c| (micros(c.time), tables::id_order(&c.id)));
+        let bound = before.map(Cursor::position);
         let mut rows = Vec::new();
         for id in ids {
             let Some(record) = (kind.read)(self, &id)? else {
