@@ -3,9 +3,13 @@
 //! since it logs a handled `TopicAlreadyExists` race as an error): shopstream reports Kafka
 //! trouble itself, once.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+
+mod json_lines;
 
 /// Installs the global subscriber; call once, before anything logs. Logs go to stderr so that
 /// stdout stays free for what a command prints (`--version`, the healthcheck answer).
@@ -17,9 +21,16 @@ pub fn init(format: LogFormat) {
         .with_writer(std::io::stderr);
     // A second init (tests that start several servers in one process) is harmless.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        // Colours for a terminal only: a file, a pipe or a container's log keeps plain text.
+        LogFormat::Text => builder.with_ansi(colours_wanted()).try_init(),
+        LogFormat::Json => builder.event_format(json_lines::JsonLines).try_init(),
     };
+}
+
+/// Whether text logs are coloured: stderr is a terminal and `NO_COLOR` is unset or empty
+/// (<https://no-color.org>).
+fn colours_wanted() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// A W3C trace context (`traceparent`, <https://www.w3.org/TR/trace-context/>): the trace a
