@@ -3,8 +3,10 @@
 //! `1e3` reaches [`Money`](super::money::Money) as those characters, never as the nearest `f64`,
 //! without a crate-wide `arbitrary_precision` (which would change every `serde_json` user).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// What a raw value is, from its first character.
@@ -47,9 +49,48 @@ impl Kind {
     }
 }
 
+/// A member name, borrowed from the document unless it has escapes (a body's or a record's
+/// names seldom do: reading them allocates nothing).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MemberName<'a>(pub Cow<'a, str>);
+
+impl MemberName<'_> {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for MemberName<'_> {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for MemberName<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = MemberName<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<MemberName<'de>, E> {
+                Ok(MemberName(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<MemberName<'de>, E> {
+                Ok(MemberName(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<MemberName<'de>, E> {
+                Ok(MemberName(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(Visit)
+    }
+}
+
 /// The members of an object, by name (sorted; a name given twice keeps its last value, as
 /// `serde_json::Value` does), each value as its text. `None` when `raw` is not an object.
-pub fn object(raw: &RawValue) -> Option<BTreeMap<String, &RawValue>> {
+pub fn object(raw: &RawValue) -> Option<BTreeMap<MemberName<'_>, &RawValue>> {
     if Kind::of(raw) != Kind::Object {
         return None;
     }
@@ -142,7 +183,7 @@ fn write_canonical(raw: &RawValue, out: &mut String, depth: usize) {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&serde_json::to_string(name).unwrap_or_default());
+                out.push_str(&serde_json::to_string(name.as_str()).unwrap_or_default());
                 out.push(':');
                 write_canonical(value, out, depth + 1);
             }
@@ -186,6 +227,24 @@ mod tests {
         );
         assert_eq!(number(members["e"]), Some("1e3"));
         assert_eq!(string(members["amount"]), None);
+    }
+
+    #[test]
+    fn member_names_are_borrowed_unless_escaped_and_the_last_of_a_name_wins() {
+        let body = raw(r#"{"product": 1, "na\u006De": 2, "name": 3, "\"q\"": 4}"#);
+        let members = object(&body).unwrap();
+        let names: Vec<&str> = members.keys().map(MemberName::as_str).collect();
+        assert_eq!(names, ["\"q\"", "name", "product"]);
+        assert_eq!(members["name"].get(), "3");
+        let borrowed = |name: &str| {
+            matches!(
+                members.keys().find(|k| k.as_str() == name).map(|k| &k.0),
+                Some(Cow::Borrowed(_))
+            )
+        };
+        assert!(borrowed("product"));
+        assert!(!borrowed("\"q\""));
+        assert!(object(&raw("[1]")).is_none());
     }
 
     #[test]

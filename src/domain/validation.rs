@@ -137,7 +137,7 @@ struct Reported;
 
 /// The body's fields and the errors found so far.
 struct Fields<'a> {
-    object: BTreeMap<String, &'a RawValue>,
+    object: BTreeMap<json::MemberName<'a>, &'a RawValue>,
     errors: Vec<FieldError>,
     unknown: Vec<FieldError>,
 }
@@ -158,7 +158,7 @@ impl<'a> Fields<'a> {
                 } else {
                     format!("unknown field: the fields are {}", allowed.join(", "))
                 };
-                FieldError::new(echoed(k), message)
+                FieldError::new(echoed(k.as_str()), message)
             })
             .collect();
         unknown.sort_by(|a, b| a.field.cmp(&b.field));

@@ -15,7 +15,7 @@ use crate::domain::event::{
     PaymentStatus, Position, TopicRole, UndecodableRecord, derived_event_id, format_time,
     normalise, parse_time,
 };
-use crate::domain::json::{self, Kind};
+use crate::domain::json::{self, Kind, MemberName};
 use crate::domain::lifecycle::OrderStatus;
 use crate::domain::money::Money;
 use utoipa::{PartialSchema, ToSchema};
@@ -300,28 +300,6 @@ impl<'a> RecordFields<'a> {
     }
 }
 
-/// A member name, borrowed from the record unless it has escapes.
-struct Name<'a>(std::borrow::Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Name<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Name<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'de>, E> {
-                Ok(Name(std::borrow::Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Name<'de>, E> {
-                Ok(Name(std::borrow::Cow::Owned(v.to_owned())))
-            }
-        }
-        deserializer.deserialize_str(Visit)
-    }
-}
-
 impl<'de> Deserialize<'de> for RecordFields<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visit;
@@ -335,7 +313,7 @@ impl<'de> Deserialize<'de> for RecordFields<'de> {
                 mut map: M,
             ) -> Result<RecordFields<'de>, M::Error> {
                 let mut fields = RecordFields::default();
-                while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
+                while let Some(MemberName(name)) = map.next_key::<MemberName<'de>>()? {
                     match fields.slot(&name) {
                         Some(slot) => *slot = map.next_value::<Option<&'de RawValue>>()?,
                         None => {
