@@ -282,5 +282,8 @@ mod tests {
         assert_eq!(canonical(&a), canonical(&b));
         assert_eq!(canonical(&a), r#"{"a":12.50,"b":[1,{"x":null,"y":"A"}]}"#);
         assert_ne!(canonical(&raw(r#"{"a": 12.5}"#)), canonical(&a));
+        // Escaped names are read unescaped and written back as JSON writes them.
+        let escaped = raw(r#"{"na\u006De": 1, "\"q\"": 2, "tab\t": 3}"#);
+        assert_eq!(canonical(&escaped), r#"{"\"q\"":2,"name":1,"tab\t":3}"#);
     }
 }
