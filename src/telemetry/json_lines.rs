@@ -60,15 +60,13 @@ struct Fields<'w, 'a> {
 
 impl Fields<'_, '_> {
     fn entry(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.result.is_err() {
-            return;
-        }
-        self.result = (|| {
-            self.out.write_char(',')?;
-            write_string(self.out, field.name())?;
-            self.out.write_char(':')?;
-            value(self.out)
-        })();
+        let out = &mut *self.out;
+        self.result = self.result.and_then(|()| {
+            out.write_char(',')?;
+            write_string(out, field.name())?;
+            out.write_char(':')?;
+            value(out)
+        });
     }
 }
 
